@@ -1,0 +1,59 @@
+"""PNG figures: written, valid, and never left half-written at a temp path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from videns.plots import plot_confusion_matrix, plot_training_curves
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CLASS_NAMES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")
+
+
+def history(offset: float) -> list[dict]:
+    return [
+        {"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e + offset, "val_accuracy": 0.5 + 0.04 * e}
+        for e in range(1, 11)
+    ]
+
+
+def assert_valid_png_and_no_leftovers(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp file
+
+
+def test_confusion_matrix_writes_a_valid_png(tmp_path: Path) -> None:
+    matrix = np.array([[50, 2, 1, 0], [3, 40, 0, 1], [0, 0, 70, 5], [4, 0, 2, 0]])
+    path = plot_confusion_matrix(matrix, CLASS_NAMES, tmp_path / "figs" / "confusion.png")
+    assert path == tmp_path / "figs" / "confusion.png"
+    assert_valid_png_and_no_leftovers(path)
+
+
+def test_confusion_matrix_with_an_empty_row_still_plots(tmp_path: Path) -> None:
+    matrix = np.array([[5, 1], [0, 0]])  # a class absent from the test split
+    assert_valid_png_and_no_leftovers(plot_confusion_matrix(matrix, CLASS_NAMES[:2], tmp_path / "cm.png"))
+
+
+def test_confusion_matrix_rejects_names_that_do_not_match(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="class names"):
+        plot_confusion_matrix(np.eye(3), CLASS_NAMES, tmp_path / "cm.png")
+    assert not list(tmp_path.iterdir())
+
+
+def test_training_curves_write_a_valid_png_over_an_old_one(tmp_path: Path) -> None:
+    path = tmp_path / "curves.png"
+    path.write_bytes(b"stale")
+    plot_training_curves({"seed_1": history(0.0), "seed_2": history(0.1)}, path)
+    assert_valid_png_and_no_leftovers(path)
+
+
+def test_training_curves_name_the_member_with_a_missing_key(tmp_path: Path) -> None:
+    bad = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0}]
+    with pytest.raises(ValueError, match="seed_2.*val_accuracy"):
+        plot_training_curves({"seed_1": history(0.0), "seed_2": bad}, tmp_path / "curves.png")

@@ -1,0 +1,139 @@
+"""PNG figures for people: a confusion matrix and members' training curves.
+
+Figures are built with matplotlib's object API (``Figure`` rendered by the
+Agg canvas), never through ``pyplot``: nothing needs a display, no global
+backend is switched under the caller, and no figure is left registered in
+pyplot's global list to leak memory in a long ensemble job. Files are
+written to a temporary name and renamed, so a reader never sees half a PNG.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy")
+_DPI = 120
+
+
+def plot_confusion_matrix(
+    matrix: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+    title: str = "Confusion matrix",
+) -> Path:
+    """Draw counts in each cell, coloured by the row-normalised fraction.
+
+    Colour by row fraction (recall per true class) so a rare class is as
+    readable as a common one; the counts keep the absolute picture.
+
+    Args:
+        matrix: ``[C, C]`` counts, rows are true classes, columns predictions.
+        class_names: ``C`` names in index order.
+        path: the PNG to write.
+    """
+    counts = np.asarray(matrix)
+    num_classes = len(class_names)
+    if counts.shape != (num_classes, num_classes):
+        raise ValueError(
+            f"confusion matrix shape {counts.shape} does not match {num_classes} class names"
+        )
+    row_sums = counts.sum(axis=1, keepdims=True)
+    fractions = np.divide(counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0)
+
+    side = max(4.0, 1.1 * num_classes + 2.0)
+    figure = Figure(figsize=(side + 1.0, side), layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axes, label="fraction of true class")
+    _annotate_cells(axes, counts, fractions)
+    ticks = np.arange(num_classes)
+    axes.set_xticks(ticks, labels=list(class_names), rotation=45, ha="right")
+    axes.set_yticks(ticks, labels=list(class_names))
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(title)
+    return _save_atomically(figure, Path(path))
+
+
+def plot_training_curves(histories: Mapping[str, Sequence[Mapping]], path: Path) -> Path:
+    """Two panels: validation accuracy, and train (solid) / val (dashed) loss.
+
+    Args:
+        histories: member label -> per-epoch dicts holding at least
+            ``epoch``, ``train_loss``, ``val_loss`` and ``val_accuracy``.
+        path: the PNG to write.
+    """
+    _check_histories(histories)
+    figure = Figure(figsize=(12.0, 4.5), layout="constrained")
+    accuracy_axes, loss_axes = figure.subplots(1, 2)
+    colours = _member_colours(len(histories))
+    for colour, (label, history) in zip(colours, histories.items()):
+        epochs = [row["epoch"] for row in history]
+        accuracy = [row["val_accuracy"] for row in history]
+        accuracy_axes.plot(epochs, accuracy, color=colour, label=label)
+        loss_axes.plot(epochs, [row["train_loss"] for row in history], color=colour, label=label)
+        loss_axes.plot(epochs, [row["val_loss"] for row in history], color=colour, linestyle="--")
+    accuracy_axes.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
+    loss_axes.set(title="Loss (solid: train, dashed: val)", xlabel="epoch", ylabel="loss")
+    for axes in (accuracy_axes, loss_axes):
+        axes.grid(alpha=0.3)
+    # One legend: members by colour; the line style is explained in the title.
+    accuracy_axes.legend(fontsize="small", ncols=1 if len(histories) <= 8 else 2)
+    return _save_atomically(figure, Path(path))
+
+
+def _annotate_cells(axes, counts: np.ndarray, fractions: np.ndarray) -> None:
+    for row, col in np.ndindex(counts.shape):
+        # White text on dark cells, black on light ones, so every count reads.
+        colour = "white" if fractions[row, col] > 0.5 else "black"
+        value = counts[row, col]
+        text = f"{int(value)}" if float(value).is_integer() else f"{value:.3g}"
+        axes.text(col, row, text, ha="center", va="center", color=colour)
+
+
+def _check_histories(histories: Mapping[str, Sequence[Mapping]]) -> None:
+    if not histories:
+        raise ValueError("no training histories to plot")
+    problems = []
+    for label, history in histories.items():
+        for number, row in enumerate(history):
+            missing = [key for key in HISTORY_KEYS if key not in row]
+            if missing:
+                problems.append(f"{label} epoch row {number}: missing {missing}")
+                break
+    if problems:
+        raise ValueError("bad training histories: " + "; ".join(problems))
+
+
+def _member_colours(count: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if count <= 10 else "tab20"]
+    return [cmap(index % cmap.N) for index in range(count)]
+
+
+def _save_atomically(figure: Figure, path: Path) -> Path:
+    """Render to a temporary file beside ``path``, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    FigureCanvasAgg(figure)  # attach a non-interactive canvas; no display needed
+    try:
+        with open(temporary, "wb") as handle:
+            figure.savefig(handle, format="png", dpi=_DPI)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+        figure.clear()  # free the artists now rather than at garbage collection
+    logger.debug("wrote %s", path)
+    return path
