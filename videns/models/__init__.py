@@ -1,0 +1,7 @@
+"""Sequence classifiers: ``forward(x (B, T, D), lengths (B,)) -> logits (B, C)``."""
+
+from videns.models.base import SequenceClassifier
+from videns.models.registry import build_model
+from videns.models.temporal import TemporalAttentionClassifier
+
+__all__ = ["SequenceClassifier", "TemporalAttentionClassifier", "build_model"]

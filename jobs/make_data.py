@@ -1,0 +1,26 @@
+"""Write demo feature files in the seed layout: ``python -m jobs.make_data --out_dir DIR``."""
+
+from pathlib import Path
+
+from jsonargparse import auto_cli
+
+from videns.data.demo import write_demo_data
+
+
+def make_data(*, out_dir: Path, num_videos: int = 800, feature_dim: int = 32, max_frames: int = 73, seed: int = 0) -> None:
+    """Generate train/val/test demo splits.
+
+    Args:
+        out_dir: folder to write the three split files into.
+        num_videos: total items over the three splits (60/20/20).
+        feature_dim: per-frame feature size D.
+        max_frames: longest item; lengths vary from 16 up to this.
+        seed: generator seed; the same seed writes the same data.
+    """
+    paths = write_demo_data(out_dir, num_videos=num_videos, feature_dim=feature_dim, max_frames=max_frames, seed=seed)
+    for split, path in paths.items():
+        print(f"{split}: {path}")
+
+
+if __name__ == "__main__":
+    auto_cli(make_data)

@@ -1,0 +1,151 @@
+"""Atomic, verified checkpoint folders on disk.
+
+A checkpoint is a folder ``step-<N>/`` holding ``model.safetensors``,
+``optimizer.safetensors``, ``state.json`` and, written last, ``manifest.json``
+(size and sha256 of every file). It is built in a hidden temporary folder,
+fsynced, then renamed into place, so a folder with that name is complete unless
+the disk lied; the manifest catches the disk lying (truncation, bit flips).
+"""
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+MANIFEST_FILE = "manifest.json"
+LATEST_LINK = "latest"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+_TMP_PREFIX = ".tmp-"
+
+
+class CorruptCheckpoint(Exception):
+    """A checkpoint folder failed verification."""
+
+
+def write_folder_atomically(final: Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` plus a manifest into ``final`` so readers see all of it or none."""
+    final = Path(final)
+    tmp = final.parent / f"{_TMP_PREFIX}{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    manifest = {"files": {}}
+    for name, data in files.items():
+        _write_synced(tmp / name, data)
+        manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    _write_synced(tmp / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+    _fsync_dir(tmp)
+    if final.exists():
+        # Re-saving the same step: move the old copy aside first, since a
+        # directory cannot be replaced by rename in one step.
+        trash = final.parent / f"{_TMP_PREFIX}old-{final.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def read_verified(folder: Path) -> dict[str, bytes]:
+    """All files of a folder, checked against its manifest; raise CorruptCheckpoint otherwise."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_bytes())
+        entries = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CorruptCheckpoint(f"{folder}: {MANIFEST_FILE} missing or unreadable ({err})") from None
+    files = {}
+    for name, entry in entries.items():
+        try:
+            data = (folder / name).read_bytes()
+        except OSError as err:
+            raise CorruptCheckpoint(f"{folder / name}: unreadable ({err.strerror})") from None
+        if len(data) != entry["size"]:
+            raise CorruptCheckpoint(f"{folder / name}: size {len(data)} != {entry['size']} in manifest (truncated?)")
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise CorruptCheckpoint(f"{folder / name}: sha256 does not match the manifest (corrupted)")
+        files[name] = data
+    return files
+
+
+def point_link(link: Path, target_name: str) -> None:
+    """Atomically make ``link`` a relative symlink to ``target_name`` beside it."""
+    tmp = link.parent / f"{_TMP_PREFIX}link-{uuid.uuid4().hex[:8]}"
+    os.symlink(target_name, tmp)
+    os.replace(tmp, link)
+    _fsync_dir(link.parent)
+
+
+class CheckpointStore:
+    """The ``checkpoints/`` folder of one member: save, find the newest valid, purge."""
+
+    def __init__(self, root: Path, keep: int = 2):
+        self.root = Path(root)
+        self.keep = keep
+
+    def save(self, step: int, files: dict[str, bytes]) -> Path:
+        """Commit a checkpoint for ``step``, point ``latest`` at it, drop the oldest beyond ``keep``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        folder = write_folder_atomically(self.root / f"step-{step:09d}", files)
+        point_link(self.root / LATEST_LINK, folder.name)
+        self.purge()
+        return folder
+
+    def step_folders(self) -> list[Path]:
+        """Checkpoint folders, newest step first."""
+        if not self.root.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+        return [p for _, p in sorted(found, reverse=True)]
+
+    def load_latest(self) -> tuple[Path, dict[str, bytes]] | None:
+        """The newest checkpoint that verifies, falling back past broken ones (and saying so)."""
+        for folder in self.step_folders():
+            try:
+                return folder, read_verified(folder)
+            except CorruptCheckpoint as err:
+                log.warning("skipping checkpoint %s: %s; falling back to the previous one", folder.name, err)
+        return None
+
+    def purge(self) -> None:
+        """Delete all but the newest ``keep`` checkpoints, and leftovers of interrupted writes."""
+        for folder in self.step_folders()[self.keep:]:
+            shutil.rmtree(folder, ignore_errors=True)
+        for leftover in self.root.glob(f"{_TMP_PREFIX}*"):
+            if leftover.is_dir() and not _written_by_live_process(leftover.name):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _written_by_live_process(tmp_name: str) -> bool:
+    match = re.search(r"-(\d+)-[0-9a-f]{8}$", tmp_name)
+    if not match or int(match.group(1)) == os.getpid():
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,120 @@
+"""A member's whole configuration: one jsonargparse parser over typed component configs.
+
+``python -m jobs.train --print_config`` prints a complete YAML that runs when fed
+back with ``--config``. Values are type-checked while parsing; rules that span
+fields are checked when the component configs are built, before any work.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from jsonargparse import ArgumentParser, Namespace
+
+from videns.checkpoint.policy import CheckpointConfig
+from videns.data.config import DataConfig
+from videns.errors import ConfigError
+from videns.models.base import SequenceClassifier
+from videns.training.config import TrainerConfig
+from videns.training.loss import LossConfig
+from videns.training.optim import OptimizerConfig, ScheduleConfig
+
+DEFAULT_MODEL = {"class_path": "videns.models.TemporalAttentionClassifier", "init_args": {}}
+# Keys that change where or how fast a member runs, not what it computes: a
+# checkpoint stays valid when only these differ.
+HASH_EXCLUDED = ("config", "out_dir", "checkpoint", "data.root", "data.generate_demo", "data.num_workers",
+                 "data.preload_gb", "data.check_finite", "trainer.max_epochs", "trainer.progress",
+                 "trainer.monitor_minutes", "trainer.device", "trainer.eval_batch_size")
+
+ModelFactory = Callable[[int, int], SequenceClassifier]
+
+
+@dataclass
+class MemberConfig:
+    """Everything one ensemble member needs, built and checked."""
+
+    seed: int
+    out_dir: Path
+    data: DataConfig
+    model: ModelFactory
+    model_spec: dict[str, Any]
+    loss: LossConfig
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig
+    trainer: TrainerConfig
+    checkpoint: CheckpointConfig
+    resolved: dict[str, Any]
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.resolved)
+
+
+def build_parser(**kwargs) -> ArgumentParser:
+    parser = ArgumentParser(description="Train one ensemble member.", **kwargs)
+    parser.add_argument("--config", action="config", help="YAML config file (start one with --print_config).")
+    parser.add_argument("--seed", type=int, default=42, help="Member seed: model init, data order, augmentation, dropout.")
+    parser.add_argument("--out_dir", type=Path, default=Path("results/member"), help="Member folder.")
+    parser.add_class_arguments(DataConfig, "data")
+    parser.add_argument("--model", type=ModelFactory, default=Namespace(**DEFAULT_MODEL),
+                        help="Model class (class_path) and its init_args; feature_dim and num_classes come from the data.")
+    parser.add_class_arguments(LossConfig, "loss")
+    parser.add_class_arguments(OptimizerConfig, "optimizer")
+    parser.add_class_arguments(ScheduleConfig, "schedule")
+    parser.add_class_arguments(TrainerConfig, "trainer")
+    parser.add_class_arguments(CheckpointConfig, "checkpoint")
+    return parser
+
+
+def parse_member_config(args: Sequence[str] | None = None, parser: ArgumentParser | None = None) -> MemberConfig:
+    """Parse command-line style ``args`` into a built, checked MemberConfig."""
+    parser = parser or build_parser()
+    return member_config_from_namespace(parser, parser.parse_args(args))
+
+
+def member_config_from_namespace(parser: ArgumentParser, ns: Namespace) -> MemberConfig:
+    resolved = ns.clone()
+    resolved.pop("config", None)
+    resolved_dict = json.loads(parser.dump(resolved, format="json"))
+    built = _instantiate(parser, ns)
+    return MemberConfig(
+        seed=built.seed, out_dir=Path(built.out_dir), data=built.data, model=built.model,
+        model_spec=resolved_dict["model"], loss=built.loss, optimizer=built.optimizer,
+        schedule=built.schedule, trainer=built.trainer, checkpoint=built.checkpoint, resolved=resolved_dict,
+    )
+
+
+def dump_config(cfg: MemberConfig) -> str:
+    """The resolved config as YAML, loadable with ``--config``."""
+    import yaml
+
+    return yaml.safe_dump(cfg.resolved, sort_keys=False)
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    """Hash of the settings that determine what a member computes."""
+    trimmed = json.loads(json.dumps(resolved))
+    for dotted in HASH_EXCLUDED:
+        *parents, leaf = dotted.split(".")
+        node = trimmed
+        for key in parents:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(trimmed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _instantiate(parser: ArgumentParser, ns: Namespace) -> Namespace:
+    try:
+        return parser.instantiate(ns)
+    except ConfigError:
+        raise
+    except Exception as err:  # jsonargparse may wrap a component's ConfigError
+        cause = err
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise

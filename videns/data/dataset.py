@@ -1,0 +1,78 @@
+"""Per-item access to one split file, safe under forked DataLoader workers."""
+
+import logging
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from videns.data import layout
+
+log = logging.getLogger(__name__)
+
+
+class FeatureSplit:
+    """The items of one split: ``split[i] -> (features [T_i, D] float32, label)``.
+
+    The h5py handle is opened lazily and re-opened in every new process, because
+    a handle inherited through ``fork`` is not safe to use (the original shared
+    one). A split whose padded array fits ``preload_bytes`` is read into RAM once.
+    """
+
+    def __init__(self, path: Path, preload_bytes: int = 0):
+        self.path = Path(path)
+        with h5py.File(self.path, "r") as f:
+            self.labels = f[layout.LABELS][()].astype(np.int64)
+            self.lengths = f[layout.NUM_FRAMES][()].astype(np.int64)
+            shape = f[layout.FEATURES].shape
+            self.preloaded = shape[0] * shape[1] * shape[2] * 4 <= preload_bytes
+            self._features = f[layout.FEATURES][()] if self.preloaded else None
+        self.feature_dim = int(shape[2])
+        self._file: h5py.File | None = None
+        self._file_pid: int | None = None
+        log.debug("%s: %d items, preloaded=%s", self.path.name, len(self), self.preloaded)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        length = int(self.lengths[index])
+        if self._features is not None:
+            features = self._features[index, :length]
+        else:
+            features = self._handle()[layout.FEATURES][index, :length]
+        return features, int(self.labels[index])
+
+    def nbytes(self) -> int:
+        """Bytes the padded features take in RAM."""
+        with h5py.File(self.path, "r") as f:
+            shape = f[layout.FEATURES].shape
+        return shape[0] * shape[1] * shape[2] * 4
+
+    def _handle(self) -> h5py.File:
+        if self._file is None or self._file_pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._file_pid = os.getpid()
+        return self._file
+
+    def __getstate__(self):
+        # Spawned workers get a copy without the open handle; they reopen lazily.
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_file_pid"] = None
+        return state
+
+
+class ArraySplit(FeatureSplit):
+    """A split that lives only in memory, e.g. the output of SMOTE."""
+
+    def __init__(self, features: np.ndarray, lengths: np.ndarray, labels: np.ndarray, name: str = "in-memory"):
+        self.path = Path(name)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self._features = np.ascontiguousarray(features, dtype=np.float32)
+        self.preloaded = True
+        self.feature_dim = int(features.shape[2])
+        self._file = None
+        self._file_pid = None

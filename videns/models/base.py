@@ -1,0 +1,29 @@
+"""What every sequence classifier in videns accepts and returns."""
+
+import torch
+from torch import nn
+
+from videns.errors import ConfigError
+
+
+class SequenceClassifier(nn.Module):
+    """Base of all models: ``forward(x (B, T, D), lengths (B,)) -> logits (B, C)``.
+
+    Constructors take ``feature_dim`` and ``num_classes`` first; both come from
+    the data files, never from the config. ``lengths`` is an int64 CPU tensor,
+    so models can branch on it without a device sync.
+    """
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise ConfigError with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def padding_mask(lengths: torch.Tensor, max_len: int, device: torch.device) -> torch.Tensor:
+    """(B, T) bool, True at real frames."""
+    return torch.arange(max_len, device=device)[None, :] < lengths.to(device)[:, None]

@@ -1,0 +1,41 @@
+"""The training loop's own settings."""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from videns.errors import ConfigError
+
+
+@dataclass
+class TrainerConfig:
+    """Loop settings (seed 002: batch 48, 150 epochs, patience 25).
+
+    Args:
+        batch_size: training batch size.
+        eval_batch_size: batch size for validation and test passes.
+        max_epochs: stop after this many epochs.
+        patience: stop after this many epochs without a val-accuracy improvement; 0 disables early stopping.
+        device: auto picks cuda when available.
+        precision: bf16 runs forward passes under bf16 autocast on CUDA (ignored on CPU).
+        progress: a progress bar over batches: auto shows one only when stderr is a terminal.
+        monitor_minutes: interval of the resource monitor's samples.
+    """
+
+    batch_size: int = 48
+    eval_batch_size: int = 128
+    max_epochs: int = 150
+    patience: int = 25
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    progress: Literal["auto", "bar", "off"] = "auto"
+    monitor_minutes: float = 30.0
+
+    def __post_init__(self):
+        problems = [f"trainer.{name} must be >= {low}, got {value}" for name, value, low in (
+            ("batch_size", self.batch_size, 1), ("eval_batch_size", self.eval_batch_size, 1),
+            ("max_epochs", self.max_epochs, 1), ("patience", self.patience, 0),
+        ) if value < low]
+        if self.monitor_minutes <= 0:
+            problems.append(f"trainer.monitor_minutes must be > 0, got {self.monitor_minutes}")
+        if problems:
+            raise ConfigError("; ".join(problems))

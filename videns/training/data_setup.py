@@ -1,0 +1,83 @@
+"""Turn a DataConfig into checked splits, a deterministic batch order and loaders."""
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from videns.data import layout
+from videns.data.config import DataConfig
+from videns.data.dataset import ArraySplit, FeatureSplit
+from videns.data.demo import write_demo_data
+from videns.data.inspect import DatasetInfo, inspect_dataset
+from videns.data.loaders import TrainItems, ViewItems, build_eval_loader, build_train_loader
+from videns.data.sampling import EpochBatches, EpochOrder, inverse_frequency_weights
+
+log = logging.getLogger(__name__)
+GB = 1024**3
+
+
+@dataclass
+class MemberData:
+    """What the loop reads: data facts, the train batches and the val loader."""
+
+    info: DatasetInfo
+    train: FeatureSplit
+    batches: EpochBatches
+    train_loader: DataLoader
+    val_loader: DataLoader
+    class_weights: np.ndarray
+
+
+def ensure_data(cfg: DataConfig) -> DatasetInfo:
+    """Generate demo data if asked and the folder is empty, then validate every split."""
+    if cfg.generate_demo and not any(layout.split_path(cfg.root, s).exists() for s in layout.SPLITS):
+        log.info("data.root %s holds no split files: writing demo data there", cfg.root)
+        write_demo_data(cfg.root)
+    return inspect_dataset(cfg.root, check_finite=cfg.check_finite)
+
+
+def open_split(cfg: DataConfig, info: DatasetInfo, split: str, budget_bytes: int) -> FeatureSplit:
+    return FeatureSplit(info.splits[split].path, preload_bytes=budget_bytes)
+
+
+def prepare_member_data(cfg: DataConfig, info: DatasetInfo, seed: int, batch_size: int,
+                        eval_batch_size: int, pin_memory: bool) -> MemberData:
+    budget = int(cfg.preload_gb * GB)
+    train = open_split(cfg, info, "train", budget)
+    budget -= train.nbytes() if train.preloaded else 0
+    val = open_split(cfg, info, "val", max(budget, 0))
+    train, base_indices = _rebalanced(cfg, train, seed)
+    order = EpochOrder(train.labels, seed, weighted=cfg.balance == "weighted_sampler", base_indices=base_indices)
+    batches = EpochBatches(order, train.lengths, batch_size, bucket_window=cfg.bucket_window)
+    items = TrainItems(train, seed, augment_items=cfg.augment)
+    return MemberData(
+        info=info,
+        train=train,
+        batches=batches,
+        train_loader=build_train_loader(items, batches, cfg.num_workers, pin_memory),
+        val_loader=build_eval_loader(ViewItems(val), eval_batch_size, cfg.num_workers, pin_memory),
+        class_weights=inverse_frequency_weights(np.bincount(train.labels, minlength=info.num_classes)),
+    )
+
+
+def _rebalanced(cfg: DataConfig, train: FeatureSplit, seed: int) -> tuple[FeatureSplit, np.ndarray | None]:
+    if cfg.balance == "oversample":
+        from videns.data.rebalance import oversample_indices
+
+        return train, oversample_indices(train.labels, cfg.oversample_target, seed)
+    if cfg.balance == "smote":
+        from videns.data.rebalance import smote_resample
+
+        features = np.stack([train[i][0] if train.lengths[i] == train.lengths.max() else
+                             np.pad(train[i][0], ((0, int(train.lengths.max() - train.lengths[i])), (0, 0)))
+                             for i in range(len(train))])
+        features, lengths, labels = smote_resample(features, train.lengths, train.labels, seed)
+        return ArraySplit(features, lengths, labels, name=f"{train.path.name} + SMOTE"), None
+    return train, None
+
+
+def alpha_tensor(class_weights: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(class_weights, dtype=torch.float32, device=device)

@@ -1,0 +1,116 @@
+"""Reading and writing a member's checkpoints, best model and progress files."""
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+from torch import nn
+
+from videns.checkpoint.codec import (OPT_STATE_PREFIX, optimizer_from_parts, optimizer_to_parts, rng_from_parts,
+                                     rng_to_parts)
+from videns.checkpoint.store import (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CheckpointStore, point_link,
+                                     read_verified, write_folder_atomically)
+from videns.errors import CheckpointError
+from videns.training.optim import LRSchedule
+from videns.training.state import TrainingState
+
+log = logging.getLogger(__name__)
+
+BEST_LINK = "best"
+BEST_META = "best.json"
+HISTORY_FILE = "history.jsonl"
+PROGRESS_FILE = "progress.json"
+RESULT_FILE = "result.json"
+CHECKPOINTS_DIR = "checkpoints"
+STATE_KEY_TRAINING = "training"
+STATE_KEY_OPTIMIZER = "optimizer"
+STATE_KEY_RNG = "rng"
+STATE_KEY_SCHEDULE = "schedule"
+
+
+def model_bytes(model: nn.Module) -> bytes:
+    return save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+
+
+def save_checkpoint(store: CheckpointStore, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    schedule: LRSchedule, state: TrainingState) -> Path:
+    """Everything needed to continue bit-identically, as safetensors + JSON."""
+    opt_tensors, opt_meta = optimizer_to_parts(optimizer)
+    rng_tensors, rng_meta = rng_to_parts()
+    state_json = {STATE_KEY_TRAINING: state.to_json(), STATE_KEY_OPTIMIZER: opt_meta,
+                  STATE_KEY_RNG: rng_meta, STATE_KEY_SCHEDULE: schedule.state_dict()}
+    return store.save(state.global_step, {
+        MODEL_FILE: model_bytes(model),
+        OPTIMIZER_FILE: save_tensors({**opt_tensors, **rng_tensors}),
+        STATE_FILE: json.dumps(state_json).encode(),
+    })
+
+
+def restore_checkpoint(files: dict[str, bytes], model: nn.Module, optimizer: torch.optim.Optimizer,
+                       schedule: LRSchedule) -> TrainingState:
+    """Load a verified checkpoint's files into the live objects; return the training state."""
+    state_json = json.loads(files[STATE_FILE])
+    model.load_state_dict(load_tensors(files[MODEL_FILE]))
+    tensors = load_tensors(files[OPTIMIZER_FILE])
+    optimizer_from_parts(optimizer, {k: v for k, v in tensors.items() if k.startswith(OPT_STATE_PREFIX + ".")},
+                         state_json[STATE_KEY_OPTIMIZER])
+    schedule.load_state_dict(state_json[STATE_KEY_SCHEDULE])
+    rng_from_parts({k: v for k, v in tensors.items() if k.startswith("rng.")}, state_json[STATE_KEY_RNG])
+    return TrainingState.from_json(state_json[STATE_KEY_TRAINING])
+
+
+def check_resumable(saved: TrainingState, seed: int, config_hash: str, force: bool, folder: Path) -> None:
+    if saved.seed != seed:
+        raise CheckpointError(f"{folder}: checkpoint belongs to seed {saved.seed}, not {seed}; use another --out_dir")
+    if saved.config_hash != config_hash and not force:
+        raise CheckpointError(
+            f"{folder}: checkpoint was written under config hash {saved.config_hash}, the current config hashes "
+            f"to {config_hash}; use another --out_dir, or --checkpoint.force true to resume anyway")
+
+
+def save_best(out_dir: Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write the best model beside the previous one, then switch the ``best`` link to it."""
+    folder = write_folder_atomically(out_dir / f"best-epoch-{meta['epoch']:04d}", {
+        MODEL_FILE: model_bytes(model), BEST_META: json.dumps(meta, indent=1).encode()})
+    point_link(out_dir / BEST_LINK, folder.name)
+    for old in out_dir.glob("best-epoch-*"):
+        if old.name != folder.name:
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def load_best(member_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The best model's tensors and metadata (epoch, metrics, model spec, data facts), verified."""
+    folder = Path(member_dir) / BEST_LINK
+    if not folder.exists():
+        raise CheckpointError(f"{member_dir}: no best model yet ({BEST_LINK}/ missing)")
+    files = read_verified(folder.resolve())
+    return load_tensors(files[MODEL_FILE]), json.loads(files[BEST_META])
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite history.jsonl from the checkpointed history, so a resume never duplicates lines."""
+    path = out_dir / HISTORY_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text("".join(json.dumps(line) + "\n" for line in history))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
