@@ -14,36 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from videns.errors import ConfigError
-
-
-def check_int(name: str, value: int, minimum: int) -> None:
-    """Raise ConfigError unless ``model.<name>`` is an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"model.{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"model.{name} must be >= {minimum}, got {value}")
-
-
-def check_dropout(value: float) -> None:
-    """Raise ConfigError unless ``model.dropout`` is a probability below 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ConfigError(f"model.dropout must be in [0, 1), got {value!r}")
-
-
-def length_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, size) bool, True at each item's real positions."""
-    return torch.arange(size, device=lengths.device) < lengths[:, None]
-
-
-def masked(h: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """Zero ``h`` where ``valid`` is False (broadcast); no-op for None."""
-    return h if valid is None else h * valid
-
-
-def pooled_lengths(lengths: torch.Tensor) -> torch.Tensor:
-    """Lengths after a ceil-mode pool of 2: an odd tail still counts, and 1 stays 1."""
-    return (lengths + 1) // 2
+from videns.models.base import SequenceClassifier, padding_mask, require
 
 
 class ConvBlock1d(nn.Module):
@@ -56,7 +27,7 @@ class ConvBlock1d(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         # BN shifts the padded zeros; re-zero so the next conv sees what it would alone
-        return masked(self.bn(F.relu(self.conv(x))), valid)
+        return self.bn(F.relu(self.conv(x))) * valid
 
 
 class ResBlock1d(nn.Module):
@@ -70,11 +41,13 @@ class ResBlock1d(nn.Module):
         self.bn2 = nn.BatchNorm1d(channels)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        h = masked(F.relu(self.bn1(self.conv1(x))), valid)
-        return masked(F.relu(self.bn2(self.conv2(h)) + x), valid)
+        h = F.relu(self.bn1(self.conv1(x))) * valid
+        return F.relu(self.bn2(self.conv2(h)) + x) * valid
 
 
-class CNN1DGRUClassifier(nn.Module):
+class CNN1DGRUClassifier(SequenceClassifier):
+    """(dilated conv block, residual block) x num_blocks, MaxPool1d(2), GRU over time, MLP head."""
+
     def __init__(
         self,
         feature_dim: int,
@@ -85,7 +58,7 @@ class CNN1DGRUClassifier(nn.Module):
         num_blocks: int = 5,
         dropout: float = 0.4,
     ):
-        """1-D CNN + GRU over time; defaults are the seed's best tuned settings.
+        """Build the model; the defaults are the seed's best tuned settings.
 
         Args:
             feature_dim: Values per time step (D); 1 for a heartbeat signal.
@@ -97,13 +70,11 @@ class CNN1DGRUClassifier(nn.Module):
             dropout: Dropout rate in the dense head and between GRU layers.
         """
         super().__init__()
-        check_int("feature_dim", feature_dim, 1)
-        check_int("num_classes", num_classes, 1)
-        check_int("hidden_dim", hidden_dim, 1)
-        check_int("gru_hidden", gru_hidden, 1)
-        check_int("gru_layers", gru_layers, 1)
-        check_int("num_blocks", num_blocks, 1)
-        check_dropout(dropout)
+        require(hidden_dim >= 1, f"model.hidden_dim must be >= 1, got {hidden_dim}")
+        require(gru_hidden >= 1, f"model.gru_hidden must be >= 1, got {gru_hidden}")
+        require(gru_layers >= 1, f"model.gru_layers must be >= 1, got {gru_layers}")
+        require(num_blocks >= 1, f"model.num_blocks must be >= 1, got {num_blocks}")
+        require(0.0 <= dropout < 1.0, f"model.dropout must be in [0, 1), got {dropout}")
         blocks = []
         for i in range(num_blocks):
             blocks.append(ConvBlock1d(feature_dim if i == 0 else hidden_dim, hidden_dim, 2**i))
@@ -121,10 +92,9 @@ class CNN1DGRUClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x (B, T, D) zero-padded past ``lengths`` (B,) -> logits (B, num_classes)."""
-        lengths = lengths.to(x.device)
         h = x.transpose(1, 2)  # (B, D, T): Conv1d wants channels first
-        valid = length_mask(lengths, h.size(2)).unsqueeze(1)  # (B, 1, T)
-        h = masked(h, valid)  # do not trust callers' padding to be zero
+        valid = padding_mask(lengths, h.size(2), x.device).unsqueeze(1)  # (B, 1, T)
+        h = h * valid  # do not trust callers' padding to be zero
         for block in self.blocks:
             h = block(h, valid)  # (B, C, T)
         # -inf past the end: a window straddling it keeps only the real value, as alone
@@ -132,7 +102,7 @@ class CNN1DGRUClassifier(nn.Module):
         h = F.max_pool1d(h, 2, ceil_mode=True)  # (B, C, ceil(T/2))
         packed = pack_padded_sequence(
             h.transpose(1, 2),  # (B, ceil(T/2), C): the GRU steps over time
-            pooled_lengths(lengths).cpu(),
+            (lengths.cpu() + 1) // 2,  # ceil, as the pool: an odd tail counts and 1 stays 1
             batch_first=True,
             enforce_sorted=False,
         )

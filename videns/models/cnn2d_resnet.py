@@ -15,7 +15,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from videns.errors import ConfigError
-from videns.models.cnn1d_gru import check_dropout, check_int, length_mask, masked, pooled_lengths
+from videns.models.base import SequenceClassifier, padding_mask, require
+
+
+def masked(h: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Zero ``h`` where ``valid`` (broadcast) is False; images (None) have no padding."""
+    return h if valid is None else h * valid
 
 
 class ConvBlock2d(nn.Module):
@@ -46,7 +51,9 @@ class ResBlock2d(nn.Module):
         return masked(F.relu(self.bn2(self.conv2(h)) + x), valid)
 
 
-class CNN2DResNetClassifier(nn.Module):
+class CNN2DResNetClassifier(SequenceClassifier):
+    """Conv block, num_blocks residual blocks, MaxPool2d(2), MLP head; on the sequence or an image."""
+
     def __init__(
         self,
         feature_dim: int,
@@ -57,7 +64,7 @@ class CNN2DResNetClassifier(nn.Module):
         dropout: float = 0.3,
         image_shape: tuple[int, int] | None = None,
     ):
-        """2-D CNN + ResNet blocks; defaults are the seed's best tuned settings.
+        """Build the model; the defaults are the seed's best tuned settings.
 
         Args:
             feature_dim: Values per time step (D); 1 for a heartbeat signal.
@@ -71,17 +78,14 @@ class CNN2DResNetClassifier(nn.Module):
                 itself as a T x D image of any length.
         """
         super().__init__()
-        check_int("feature_dim", feature_dim, 1)
-        check_int("num_classes", num_classes, 1)
-        check_int("hidden_dim", hidden_dim, 1)
-        check_int("channels", channels, 1)
-        check_int("num_blocks", num_blocks, 1)
-        check_dropout(dropout)
+        require(hidden_dim >= 1, f"model.hidden_dim must be >= 1, got {hidden_dim}")
+        require(channels >= 1, f"model.channels must be >= 1, got {channels}")
+        require(num_blocks >= 1, f"model.num_blocks must be >= 1, got {num_blocks}")
+        require(0.0 <= dropout < 1.0, f"model.dropout must be in [0, 1), got {dropout}")
         if image_shape is not None:
-            shape_ok = isinstance(image_shape, (list, tuple)) and len(image_shape) == 2
-            if not shape_ok or not all(type(s) is int and s >= 2 for s in image_shape):
-                raise ConfigError(f"model.image_shape must be two integers >= 2 (H, W), got {image_shape!r}")
-            image_shape = (image_shape[0], image_shape[1])
+            require(len(image_shape) == 2 and min(image_shape) >= 2,
+                    f"model.image_shape must be [H, W] with both >= 2, got {list(image_shape)}")
+            image_shape = tuple(image_shape)
             pooled_size = (image_shape[0] // 2) * (image_shape[1] // 2)
         else:
             pooled_size = (feature_dim + 1) // 2  # the feature axis survives the time pooling
@@ -98,7 +102,6 @@ class CNN2DResNetClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x (B, T, D) zero-padded past ``lengths`` (B,) -> logits (B, num_classes)."""
-        lengths = lengths.to(x.device)
         if self.image_shape is None:
             h = self._sequence_features(x, lengths)  # (B, C, ceil(D/2))
         else:
@@ -106,14 +109,14 @@ class CNN2DResNetClassifier(nn.Module):
         return self.head(h.flatten(1))  # (B, num_classes)
 
     def _sequence_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        valid = length_mask(lengths, x.size(1))[:, None, :, None]  # (B, 1, T, 1)
+        valid = padding_mask(lengths, x.size(1), x.device)[:, None, :, None]  # (B, 1, T, 1)
         h = masked(x.unsqueeze(1), valid)  # (B, 1, T, D)
         for block in self.blocks:
             h = block(h, valid)  # (B, C, T, D)
         # -inf past the end: a window straddling it keeps only the real rows, as alone
         h = F.max_pool2d(h.masked_fill(~valid, float("-inf")), 2, ceil_mode=True)  # (B, C, T', D')
-        lengths = pooled_lengths(lengths)
-        valid = length_mask(lengths, h.size(2))[:, None, :, None]  # (B, 1, T', 1)
+        lengths = (lengths.to(x.device) + 1) // 2  # ceil, as the pool: an odd tail counts, 1 stays 1
+        valid = padding_mask(lengths, h.size(2), x.device)[:, None, :, None]  # (B, 1, T', 1)
         # where(), not a product: the all-padding windows hold -inf, and -inf * 0 is NaN
         h = torch.where(valid, h, 0.0).sum(2)  # (B, C, D')
         return h / lengths[:, None, None].to(h.dtype)  # masked mean over time
@@ -126,7 +129,7 @@ class CNN2DResNetClassifier(nn.Module):
                 f"model.image_shape {[H, W]} holds {H * W} values but items of {T} steps x {D} "
                 f"features hold {T * D}; cropping would cut steps apart"
             )
-        flat = masked(x.reshape(B, T * D), length_mask(lengths * D, T * D))  # (B, T*D), step-major
+        flat = x.reshape(B, T * D) * padding_mask(lengths * D, T * D, x.device)  # (B, T*D), step-major
         if T * D < H * W:
             flat = F.pad(flat, (0, H * W - T * D))  # (B, H*W)
         h = flat[:, : H * W].reshape(B, 1, H, W)  # (B, 1, H, W), filled row by row
