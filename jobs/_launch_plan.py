@@ -1,0 +1,211 @@
+"""From ``jobs.launch``'s command line to a checked plan. Nothing is written here.
+
+One parser: the member parser (so ``--trainer.max_epochs 20`` and ``--config``
+work as for ``jobs.train``) plus the launcher's own keys, which are taken out
+again before the member config is built and saved.
+"""
+
+import json
+import socket
+from argparse import ArgumentError
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ArgumentParser, Namespace
+
+from jobs._cluster import Cluster, ClusterConfig, code_root, site_profile
+from jobs._queue import query_jobs
+from jobs._run import RunFolder, launcher_running, pid_alive
+from videns.config import HASH_EXCLUDED, MemberConfig, build_parser, member_config_from_namespace, parse_member_config
+from videns.data import layout
+from videns.errors import ConfigError, DataError
+from videns.training import persist
+
+DEFAULT_CONFIG = code_root() / "configs" / "ensemble.yaml"
+DEFAULT_MEMBERS = 4
+RESULTS_DIR = Path("results")
+LAUNCH_KEYS = ("array", "cluster", "run_dir", "site", "slurm", "dry_run", "force", "wait", "tta")
+
+
+@dataclass
+class LaunchPlan:
+    """A checked launch: the run folder, the member config to save, the seeds and how to run them."""
+
+    run: RunFolder
+    member: MemberConfig  # seed = the base seed; each task overrides seed and out_dir
+    seeds: list[int]
+    cluster: Cluster
+    slurm: ClusterConfig
+    generate_demo: bool
+    dry_run: bool = False
+    force: bool = False
+    wait: bool = False
+    tta: bool = False
+
+
+def build_launch_parser() -> ArgumentParser:
+    parser = build_parser(prog="jobs.launch", exit_on_error=False)
+    parser.description = ("Train an ensemble (one SLURM array task per seed) and evaluate it in a dependent job. "
+                          "--seed is the base seed: member i trains seed --seed + i. Every member option "
+                          "(--config, --trainer.*, --data.*, ...) is accepted as for jobs.train.")
+    parser.add_argument("--array", type=int | None, default=None,
+                        help=f"Number of members (default {DEFAULT_MEMBERS}, or the run's own count on relaunch).")
+    parser.add_argument("--cluster", type=Cluster, default="auto",
+                        help="slurm, local (submitit's local executor), or auto: slurm when its controller answers.")
+    parser.add_argument("--run_dir", type=Path | None, default=None,
+                        help="Run folder (default results/<config file name>); an existing one is continued.")
+    parser.add_argument("--site", type=str | None, default=None,
+                        help="Site profile: slurm/sites/<NAME>.yaml or a path; --slurm.* options override it.")
+    parser.add_class_arguments(ClusterConfig, "slurm")
+    parser.add_argument("--dry_run", action="store_true", help="Print the sbatch scripts; write and submit nothing.")
+    parser.add_argument("--force", action="store_true",
+                        help="Continue a run under a changed config (members resume their checkpoints).")
+    parser.add_argument("--wait", action="store_true", help="On SLURM, wait for the ensemble job and print the status.")
+    parser.add_argument("--tta", action="store_true", help="Evaluate the ensemble with test-time augmentation.")
+    return parser
+
+
+def plan_launch(args: list[str]) -> LaunchPlan:
+    args = _with_default_config(_with_site(list(args)))
+    ns = _parse(build_launch_parser(), args)
+    opts = {key: ns.pop(key) for key in LAUNCH_KEYS}
+    slurm = ClusterConfig(**{k: v for k, v in opts["slurm"].as_dict().items() if not k.startswith("__")})
+    if opts["array"] is not None and opts["array"] < 1:
+        raise ConfigError(f"--array must be >= 1, got {opts['array']}")
+    run = RunFolder(opts["run_dir"] or RESULTS_DIR / Path(_flag_value(args, "--config")).stem)
+    count = opts["array"] or len(run.seeds()) or DEFAULT_MEMBERS
+    seeds = [ns.seed + i for i in range(count)]
+    ns.out_dir = run.member(ns.seed)
+    ns.data.root = Path(ns.data.root).absolute()  # tasks may start in another working directory
+    if opts["force"]:
+        ns.checkpoint.force = True
+    member = member_config_from_namespace(build_parser(), ns)
+    generate_demo = check_data(member)
+    check_relaunch(run, member, opts["force"])
+    return LaunchPlan(run=run, member=member, seeds=seeds, cluster=opts["cluster"], slurm=slurm,
+                      generate_demo=generate_demo, dry_run=opts["dry_run"], force=opts["force"],
+                      wait=opts["wait"], tta=opts["tta"])
+
+
+def check_data(cfg: MemberConfig) -> bool:
+    """True when demo data must be generated first; a DataError when the data is missing."""
+    root = Path(cfg.data.root)
+    missing = [layout.split_path(root, s).name for s in layout.SPLITS if not layout.split_path(root, s).exists()]
+    if not missing:
+        return False
+    if cfg.data.generate_demo and len(missing) == len(layout.SPLITS):
+        return True
+    raise DataError(f"data.root {root} lacks {', '.join(missing)}: put the feature files there or pass "
+                    "--data.root DIR; to try the suite on generated demo data instead: "
+                    "python -m jobs.launch --array 4 --config configs/demo.yaml")
+
+
+def check_relaunch(run: RunFolder, cfg: MemberConfig, force: bool) -> None:
+    """An existing run folder is continued only under the same config, and only when nothing of it still runs."""
+    if not run.root.exists():
+        return
+    if not run.config.exists():
+        if any(run.root.iterdir()):
+            raise ConfigError(f"--run_dir {run.root} exists but is not a run folder (no {run.config.name}); "
+                              "choose another --run_dir")
+        return
+    check_nothing_running(run)
+    saved = parse_member_config(["--config", str(run.config)])
+    if saved.config_hash != cfg.config_hash and not force:
+        changes = "; ".join(config_changes(saved.resolved, cfg.resolved)) or "seed or model"
+        raise ConfigError(f"{run.root} was started with another config ({changes}): relaunch it with its own "
+                          f"settings (--run_dir {run.root} alone reuses them), pass --force to continue it under "
+                          "the new ones, or choose another --run_dir")
+
+
+def check_nothing_running(run: RunFolder) -> None:
+    launch = run.launch()
+    ids = [*launch.get("member_job_ids", {}).values(), launch.get("ensemble_job_id")]
+    ids = [str(i) for i in ids if i]
+    if launch.get("cluster") == "slurm":
+        jobs = query_jobs(ids) or {}
+        active = [i for i in ids if i in jobs and jobs[i].active]
+        if active:
+            raise ConfigError(f"{run.root}: job(s) {', '.join(active)} of its last launch are still queued or "
+                              f"running; wait for them (python -m jobs.status --run_dir {run.root}) or scancel "
+                              "them, then relaunch")
+        return
+    if launcher_running(launch):
+        raise ConfigError(f"{run.root}: its launcher (pid {launch['launcher']['pid']}) is still running; "
+                          "stop it first")
+    for seed in launch.get("seeds", []):
+        progress = persist.read_json(run.member(seed) / persist.PROGRESS_FILE) or {}
+        if (progress.get("status") == "running" and progress.get("host") == socket.gethostname()
+                and pid_alive(progress.get("pid"))):
+            raise ConfigError(f"{run.member(seed)}: still being trained by pid {progress['pid']}; stop it first")
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every hashed setting that differs."""
+    a, b = _flatten(old), _flatten(new)
+    excluded = tuple(HASH_EXCLUDED)
+    keys = [k for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k) and not any(k == e or k.startswith(e + ".") for e in excluded)]
+    return [f"{k}: {json.dumps(a.get(k))} -> {json.dumps(b.get(k))}" for k in keys]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _parse(parser: ArgumentParser, args: list[str]) -> Namespace:
+    try:
+        return parser.parse_args(args)
+    except ArgumentError as err:
+        config = _flag_value(args, "--config")
+        raise ConfigError((f"{config}: " if config else "") + " ".join(str(err).split())) from None
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    """The last value given to ``flag`` (``--flag V`` or ``--flag=V``)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _without_flag(args: list[str], flag: str) -> list[str]:
+    out, skip = [], False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(flag + "="):
+            out.append(arg)
+    return out
+
+
+def _with_site(args: list[str]) -> list[str]:
+    """``--site NAME`` becomes ``--slurm FILE`` in front, so later ``--slurm.*`` options override it."""
+    name = _flag_value(args, "--site")
+    if name is None:
+        return args
+    return ["--slurm", str(site_profile(name)), *_without_flag(args, "--site")]
+
+
+def _with_default_config(args: list[str]) -> list[str]:
+    """No --config: the run folder's own config on relaunch, else configs/ensemble.yaml."""
+    if _flag_value(args, "--config") is not None or any(a in ("-h", "--help") for a in args):
+        return args
+    run_dir = _flag_value(args, "--run_dir")
+    if run_dir is not None and RunFolder(Path(run_dir)).config.exists():
+        return ["--config", str(RunFolder(Path(run_dir)).config), *args]
+    if not DEFAULT_CONFIG.exists():
+        raise ConfigError(f"no --config given and the default {DEFAULT_CONFIG} does not exist")
+    return ["--config", str(DEFAULT_CONFIG), *args]

@@ -1,0 +1,111 @@
+"""What SLURM says about our jobs: ``scontrol`` first (it also knows restarts), ``sacct`` after purge.
+
+Both are optional: on a laptop, or once SLURM forgot the jobs and accounting is
+off, the caller falls back to the run folder.
+"""
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+QUERY_TIMEOUT_S = 20
+ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
+                 "REQUEUE_FED", "RESIZING", "SUSPENDED", "PREEMPTED", "SIGNALING", "STAGE_OUT"}
+_FIELD = re.compile(r"(\S+?)=(\S*)")
+
+
+@dataclass
+class JobInfo:
+    """One job (or array element) as SLURM reports it."""
+
+    job_id: str          # "123" or, for an array element, "123_4"
+    state: str           # PENDING, RUNNING, COMPLETED, FAILED, ...
+    reason: str = ""
+    restarts: int = 0
+    start_time: str = ""
+    end_time: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+def query_jobs(job_ids: list[str]) -> dict[str, JobInfo] | None:
+    """Jobs keyed by id (array elements as ``A_i``); None when SLURM cannot be asked at all."""
+    base_ids = sorted({str(j).split("_")[0] for j in job_ids if j})
+    if not base_ids or shutil.which("scontrol") is None:
+        return None
+    found: dict[str, JobInfo] = {}
+    unknown = []
+    for base in base_ids:
+        jobs = _scontrol(base)
+        if jobs is None:
+            unknown.append(base)
+        else:
+            found.update(jobs)
+    if unknown:
+        found.update(_sacct(unknown) or {})
+    return found
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _scontrol(job_id: str) -> dict[str, JobInfo] | None:
+    text = _run(["scontrol", "-o", "show", "job", job_id])
+    if not text or not text.strip():
+        return None
+    jobs = {}
+    for line in text.splitlines():
+        fields = dict(_FIELD.findall(line))
+        if "JobState" not in fields:
+            continue
+        info = dict(state=fields["JobState"], reason=fields.get("Reason", ""),
+                    restarts=int(fields.get("Restarts", 0) or 0),
+                    start_time=fields.get("StartTime", ""), end_time=fields.get("EndTime", ""))
+        array_id = fields.get("ArrayJobId")
+        if array_id and "ArrayTaskId" in fields:
+            for index in expand_indices(fields["ArrayTaskId"]):
+                jobs[f"{array_id}_{index}"] = JobInfo(f"{array_id}_{index}", **info)
+        else:
+            jobs[fields["JobId"]] = JobInfo(fields["JobId"], **info)
+    return jobs
+
+
+def _sacct(job_ids: list[str]) -> dict[str, JobInfo] | None:
+    if shutil.which("sacct") is None:
+        return None
+    cmd = ["sacct", "-n", "-P", "-X", "-o", "JobID,State,Start,End"]
+    for job_id in job_ids:
+        cmd += ["-j", job_id]
+    text = _run(cmd)
+    if text is None:
+        return None
+    jobs = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 4:
+            continue
+        job_id, state, start, end = parts[:4]
+        state = state.split()[0] if state else "UNKNOWN"  # "CANCELLED by 0"
+        match = re.fullmatch(r"(\d+)_\[(.+)\]", job_id)
+        ids = [f"{match.group(1)}_{i}" for i in expand_indices(match.group(2))] if match else [job_id]
+        for one in ids:
+            jobs[one] = JobInfo(one, state, start_time=start, end_time=end)
+    return jobs
+
+
+def expand_indices(spec: str) -> list[int]:
+    """``"0,2-4%2"`` -> [0, 2, 3, 4]."""
+    spec = spec.split("%")[0]
+    indices = []
+    for part in filter(None, spec.split(",")):
+        low, _, high = part.partition("-")
+        indices.extend(range(int(low), int(high or low) + 1))
+    return indices

@@ -1,0 +1,128 @@
+"""Submitting a run: one SLURM array plus an ``afterany`` ensemble job, or the same tasks locally."""
+
+import logging
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable
+
+from jobs._cluster import LOG_PATTERN, ClusterConfig, local_executor, local_plan, slurm_executor, slurm_parameters
+from jobs._queue import query_jobs
+from jobs._run import RunFolder, member_row
+from jobs._tasks import EnsembleTask, MemberTask
+
+log = logging.getLogger(__name__)
+POLL_S = 1.0
+SLURM_POLL_S = 10.0
+
+
+@dataclass
+class Submitted:
+    """Job ids of one launch."""
+
+    member_job_ids: dict[int, str]
+    ensemble_job_id: str
+    array_job_id: str = ""
+    failed_members: list[int] = field(default_factory=list)
+    ensemble_ok: bool = True
+
+
+def job_name(run: RunFolder) -> str:
+    return f"videns-{run.root.name}"
+
+
+def submit_slurm(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool) -> Submitted:
+    folder = run.logs / LOG_PATTERN
+    members = slurm_executor(folder, cfg, slurm_parameters(cfg, job_name(run)))
+    jobs = members.submit_array([MemberTask(str(run.root), seed, cfg.cpus_per_task) for seed in seeds])
+    array_id = jobs[0].job_id.split("_")[0]
+    ensemble = slurm_executor(folder, cfg, slurm_parameters(cfg, job_name(run) + "-ensemble", ensemble=True,
+                                                            dependency=f"afterany:{array_id}"))
+    ensemble_job = ensemble.submit(EnsembleTask(str(run.root), tta))
+    return Submitted({seed: job.job_id for seed, job in zip(seeds, jobs)}, ensemble_job.job_id, array_id)
+
+
+def wait_slurm(submitted: Submitted, poll_s: float = SLURM_POLL_S) -> None:
+    """Block until the ensemble job (which runs after every member) has left the queue."""
+    while True:
+        jobs = query_jobs([submitted.ensemble_job_id])
+        info = (jobs or {}).get(submitted.ensemble_job_id)
+        if info is None or not info.active:
+            return
+        time.sleep(poll_s)
+
+
+def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
+              say: Callable[[str], None], on_submit: Callable[[Submitted], None]) -> Submitted:
+    """Run the members (a few at a time) and then the ensemble job here, through submitit's LocalExecutor.
+
+    Ctrl-C stops the members cleanly: they get SIGTERM, save at their next step and
+    exit; the same command resumes them.
+    """
+    plan = local_plan(cfg, len(seeds))
+    say(f"running {len(seeds)} member(s) here, {plan.parallelism} at a time with {plan.threads} "
+        f"thread(s) each; logs in {run.logs}")
+    executor = local_executor(run.logs / LOG_PATTERN, cfg)
+    submitted = Submitted({}, "")
+    queue, running = list(seeds), {}
+    try:
+        while queue or running:
+            while queue and len(running) < plan.parallelism:
+                seed = queue.pop(0)
+                with _sigint_ignored_in_children():
+                    running[seed] = executor.submit(MemberTask(str(run.root), seed, plan.threads))
+                submitted.member_job_ids[seed] = running[seed].job_id
+                on_submit(submitted)
+            for seed, job in list(running.items()):
+                if job.done():
+                    del running[seed]
+                    _report_member(run, seed, job.job_id, submitted, say)
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        _stop_local(running, say)
+        raise
+    with _sigint_ignored_in_children():
+        job = local_executor(run.logs / LOG_PATTERN, cfg, ensemble=True).submit(EnsembleTask(str(run.root), tta))
+    submitted.ensemble_job_id = job.job_id
+    on_submit(submitted)
+    while not job.done():
+        time.sleep(POLL_S)
+    outcome = run.task_result(job.job_id)
+    submitted.ensemble_ok = outcome is not None and outcome[0] == "success"
+    stdout = run.task_log(job.job_id, "out")
+    if stdout.exists():  # the ensemble's table, without submitit's own log lines
+        say("\n".join(line for line in stdout.read_text().splitlines() if not line.startswith("submitit ")))
+    return submitted
+
+
+def _report_member(run: RunFolder, seed: int, job_id: str, submitted: Submitted, say) -> None:
+    row = member_row(run, seed, job_id, None, launcher_alive=False)
+    if row.state == "done":
+        say(f"seed {seed}: done, best val accuracy {row.best_val_accuracy:.4f} at epoch {row.best_epoch} "
+            f"({row.epoch} epochs, {row.restarts} restart(s))")
+    else:
+        submitted.failed_members.append(seed)
+        say(f"seed {seed}: FAILED ({row.state}); see {run.task_log(job_id)} and {run.member(seed) / 'train.log'}")
+
+
+def _stop_local(running: dict, say) -> None:
+    """SIGTERM to each running controller, which forwards it to its task; the task saves and exits."""
+    say(f"stopping {len(running)} running member(s); each saves at its next step")
+    for job in running.values():
+        if job._process is not None and job._process.poll() is None:
+            job._process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(not job.done() for job in running.values()):
+        time.sleep(0.2)
+
+
+@contextmanager
+def _sigint_ignored_in_children():
+    """Children started here inherit SIGINT ignored, so a terminal's Ctrl-C reaches only the launcher,
+    which then stops them with SIGTERM (saved at a step boundary) instead of a KeyboardInterrupt mid-step."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,114 @@
+"""The picklable callables that submitit runs: one member, and the ensemble evaluation.
+
+They hold only paths and a seed; everything else is found again on disk, so a
+requeued task (whether submitit requeued it or SLURM did) simply runs again and
+``train_member`` resumes from the newest valid checkpoint.
+
+Signals, inside a member task:
+- SIGUSR2 (time limit near, or preemption on clusters with preempt_send_user_signal):
+  the loop saves at its next step boundary, then we hand over to submitit's own
+  USR2 handler, which calls :meth:`MemberTask.checkpoint`, requeues the array
+  element (``scontrol requeue``) and exits.
+- SIGTERM (preemption elsewhere): save at the next step boundary and exit 143;
+  SLURM requeues the job itself (``--requeue``).
+Nothing is saved inside a signal handler.
+"""
+
+import logging
+import os
+import signal
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from jobs._run import RUN_CONFIG
+from videns.ensemble.members import member_dir
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED_EXIT = 128 + signal.SIGTERM
+
+
+class MemberTask:
+    """Train (or continue) member ``seed`` of the run in ``run_dir``."""
+
+    def __init__(self, run_dir: str, seed: int, threads: int | None = None):
+        self.run_dir = str(run_dir)
+        self.seed = int(seed)
+        self.threads = threads
+
+    def member_args(self) -> list[str]:
+        run = Path(self.run_dir)
+        return ["--config", str(run / RUN_CONFIG), "--seed", str(self.seed),
+                "--out_dir", str(member_dir(run, self.seed))]
+
+    def __call__(self) -> dict[str, Any]:
+        import torch
+
+        from videns.config import parse_member_config
+        from videns.logs import setup_logging
+        from videns.training.interrupt import StopSignals
+        from videns.training.member import train_member
+
+        cfg = parse_member_config(self.member_args())
+        setup_logging(cfg.out_dir / "train.log")
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        context = job_context()
+        log.info("member seed %d starting in %s (%s)", self.seed, cfg.out_dir, context)
+        with StopSignals() as stop:
+            outcome = train_member(cfg, stop, context)
+            if outcome.status == "interrupted":
+                self._hand_over(stop, outcome.signum)
+        return asdict(outcome)
+
+    def _hand_over(self, stop, signum: int | None) -> None:
+        """The checkpoint is saved: let submitit requeue (USR2), or exit for SLURM to requeue (TERM)."""
+        submitit_handler = stop.previous_handler(signal.SIGUSR2)
+        if signum == signal.SIGUSR2 and callable(submitit_handler):
+            log.info("seed %d saved; handing over to submitit to requeue", self.seed)
+            submitit_handler(signal.SIGUSR2, None)  # checkpoint() + requeue + sys.exit; raises if it may not
+        log.info("seed %d saved after %s; exiting %d so that SLURM requeues it", self.seed,
+                 signal.Signals(signum).name if signum else "a stop request", INTERRUPTED_EXIT)
+        sys.exit(INTERRUPTED_EXIT)
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit inside its USR2 handler: only build the resubmission; state is already on disk."""
+        return submitit.helpers.DelayedSubmission(MemberTask(self.run_dir, self.seed, self.threads))
+
+    def __repr__(self) -> str:
+        return f"MemberTask(run_dir={self.run_dir!r}, seed={self.seed}, threads={self.threads})"
+
+
+class EnsembleTask:
+    """Run ``jobs.ensemble_eval`` on the run folder once the members are done."""
+
+    def __init__(self, run_dir: str, tta: bool = False):
+        self.run_dir = str(run_dir)
+        self.tta = tta
+
+    def __call__(self) -> int:
+        from jobs.ensemble_eval import main  # imported here: the pickle names this class, not the module's code
+
+        code = main(["--run_dir", self.run_dir, *(["--tta"] if self.tta else [])])
+        if code:
+            raise RuntimeError(f"jobs.ensemble_eval exited with status {code}")
+        return code
+
+    def __repr__(self) -> str:
+        return f"EnsembleTask(run_dir={self.run_dir!r}, tta={self.tta})"
+
+
+def job_context() -> dict[str, Any]:
+    """Job ids and restart count, added to every resource-monitor line of the member."""
+    context: dict[str, Any] = {}
+    try:
+        env = submitit.JobEnvironment()
+        context.update(cluster=env.cluster, job_id=env.job_id, array_task_id=env.array_task_id)
+    except RuntimeError:  # not inside a submitit job (e.g. called in-process)
+        pass
+    context["restart_count"] = int(os.environ.get("SLURM_RESTART_COUNT", 0))
+    return context
