@@ -9,8 +9,10 @@ Signals, inside a member task:
   the loop saves at its next step boundary, then we hand over to submitit's own
   USR2 handler, which calls :meth:`MemberTask.checkpoint`, requeues the array
   element (``scontrol requeue``) and exits.
-- SIGTERM (preemption elsewhere): save at the next step boundary and exit 143;
-  SLURM requeues the job itself (``--requeue``).
+- SIGTERM (preemption on clusters without it, scancel, the hard time limit): save at
+  the next step boundary, then, under SLURM, wait to be killed. SLURM requeues a
+  preempted ``--requeue`` job only if it outlives its GraceTime: a job that exits by
+  itself during the grace has ended for good. Elsewhere (local runs) exit 143.
 Nothing is saved inside a signal handler.
 """
 
@@ -18,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from videns.ensemble.members import member_dir
 log = logging.getLogger(__name__)
 
 INTERRUPTED_EXIT = 128 + signal.SIGTERM
+TERM_WAIT_POLL_S = 5.0
 
 
 class MemberTask:
@@ -66,12 +70,17 @@ class MemberTask:
         return asdict(outcome)
 
     def _hand_over(self, stop, signum: int | None) -> None:
-        """The checkpoint is saved: let submitit requeue (USR2), or exit for SLURM to requeue (TERM)."""
+        """The checkpoint is saved: let submitit requeue (USR2), or leave the requeue to SLURM (TERM)."""
         submitit_handler = stop.previous_handler(signal.SIGUSR2)
         if signum == signal.SIGUSR2 and callable(submitit_handler):
             log.info("seed %d saved; handing over to submitit to requeue", self.seed)
             submitit_handler(signal.SIGUSR2, None)  # checkpoint() + requeue + sys.exit; raises if it may not
-        log.info("seed %d saved after %s; exiting %d so that SLURM requeues it", self.seed,
+        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+            log.info("seed %d saved after SIGTERM; waiting for SLURM to end this run (a preempted job is "
+                     "requeued only if it outlives its grace time)", self.seed)
+            while True:  # bounded by the grace time, KillWait or the job's time limit
+                time.sleep(TERM_WAIT_POLL_S)
+        log.info("seed %d saved after %s; exiting %d", self.seed,
                  signal.Signals(signum).name if signum else "a stop request", INTERRUPTED_EXIT)
         sys.exit(INTERRUPTED_EXIT)
 

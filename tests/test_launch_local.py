@@ -1,0 +1,218 @@
+"""jobs.launch and jobs.status without SLURM: submitit's local executor, real subprocesses and signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobs import launch, status
+from tests.member_files import assert_members_identical
+from videns.config import parse_member_config
+from videns.data.demo import write_demo_data
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("launch-data")
+    write_demo_data(root, num_videos=240, feature_dim=16, seed=0)  # 9 train batches of 16
+    return root
+
+
+def member_args(data_root: Path, *extra: str) -> list[str]:
+    """A tiny member (a few seconds per epoch on one core), on the shared demo data."""
+    return ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(data_root),
+            "--data.generate_demo", "false", "--seed", "7", "--model.init_args.hidden_dim", "16",
+            "--model.init_args.num_attention_heads", "2", "--model.init_args.head_dims", "[16]",
+            "--trainer.batch_size", "16", "--trainer.max_epochs", "3", "--trainer.patience", "0",
+            "--trainer.progress", "off", "--checkpoint.every_steps", "4", *extra]
+
+
+def run_launch(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "jobs.launch", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def one_error_line(capsys, args: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        launch.main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("jobs.launch: error: ")
+    return err
+
+
+# ---------------------------------------------------------------- bad input, dry run
+
+def test_missing_config_file_is_one_line_and_writes_nothing(capsys, tmp_path, data_root):
+    run_dir = tmp_path / "run"
+    err = one_error_line(capsys, ["--config", str(tmp_path / "nope.yaml"), "--run_dir", str(run_dir)])
+    assert "nope.yaml" in err and "does not exist" in err
+    assert not run_dir.exists()
+
+
+def test_unknown_key_in_config_file_is_one_line_and_writes_nothing(capsys, tmp_path, data_root):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"max_epoch": 3}}))  # typo of max_epochs
+    run_dir = tmp_path / "run"
+    err = one_error_line(capsys, [*member_args(data_root), "--config", str(config), "--run_dir", str(run_dir)])
+    assert "max_epoch" in err and "bad.yaml" in err
+    assert not run_dir.exists()
+
+
+def test_unknown_option_and_bad_cluster_value_are_one_line(capsys, tmp_path, data_root):
+    run_dir = tmp_path / "run"
+    assert "--trainer.epochs" in one_error_line(
+        capsys, [*member_args(data_root), "--trainer.epochs", "3", "--run_dir", str(run_dir)])
+    assert "slurm.time_min" in one_error_line(
+        capsys, [*member_args(data_root), "--slurm.time_min", "0", "--run_dir", str(run_dir)])
+    assert "--array" in one_error_line(capsys, [*member_args(data_root), "--array", "0", "--run_dir", str(run_dir)])
+    assert not run_dir.exists()
+
+
+def test_default_config_without_data_points_to_the_demo(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # configs/ensemble.yaml's data/features is relative to here: absent
+    err = one_error_line(capsys, ["--array", "4"])
+    assert "data/features" in err and "configs/demo.yaml" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_prints_both_sbatch_scripts_and_writes_nothing(capsys, tmp_path):
+    data = tmp_path / "demo-data"  # generate_demo is on in demo.yaml: a dry run must not generate it
+    run_dir = tmp_path / "run"
+    code = launch.main(["--array", "3", "--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(data),
+                        "--run_dir", str(run_dir), "--dry_run", "--site", "local",
+                        "--slurm.gres", "gpu:a100_1g.10gb:1", "--slurm.setup", "[module load cuda/12]",
+                        "--slurm.max_requeue_on_timeout", "5"])
+    out = capsys.readouterr().out
+    assert code == 0
+    member_script, ensemble_script = out.split("# ensemble job")
+    for line in ("#SBATCH --array=0-2%3", "#SBATCH --requeue", "#SBATCH --gres=gpu:a100_1g.10gb:1",
+                 "#SBATCH --partition=mig", "#SBATCH --signal=USR2@60", "#SBATCH --time=30",
+                 "#SBATCH --cpus-per-task=1", "module load cuda/12", "%A_%a"):
+        assert line in member_script, line
+    assert "--dependency='afterany:<array job id>'" in ensemble_script
+    assert "#SBATCH --requeue" in ensemble_script and "--array" not in ensemble_script
+    assert "--gres" not in ensemble_script  # the local profile gives the evaluation no slice
+    assert not run_dir.exists() and not data.exists()
+
+
+# ---------------------------------------------------------------- a whole local run, then relaunches
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, data_root):
+    run_dir = tmp_path_factory.mktemp("local") / "run"
+    args = [*member_args(data_root), "--array", "2", "--cluster", "local", "--run_dir", str(run_dir)]
+    started = time.monotonic()
+    proc = run_launch(args)
+    return run_dir, args, proc, time.monotonic() - started
+
+
+def test_local_launch_trains_every_member_then_the_ensemble(local_run):
+    run_dir, _, proc, _ = local_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    launch_record = json.loads((run_dir / "launch.json").read_text())
+    assert launch_record["seeds"] == [7, 8] and launch_record["cluster"] == "local"
+    assert set(launch_record["member_job_ids"]) == {"7", "8"} and launch_record["ensemble_job_id"]
+    for seed in (7, 8):
+        result = json.loads((run_dir / "members" / f"seed_{seed}" / "result.json").read_text())
+        assert result["status"] == "finished" and result["epoch"] == 3
+    report = json.loads((run_dir / "ensemble" / "report.json").read_text())
+    assert json.dumps(report)  # written by the dependent job
+    assert "ensemble (2)" in proc.stdout  # the ensemble job's table is shown
+    assert f"report: {run_dir / 'ensemble' / 'report.json'}" in proc.stdout
+    # The saved config is the member config that each task parses, with the base seed.
+    saved = parse_member_config(["--config", str(run_dir / "config.yaml")])
+    assert saved.seed == 7 and saved.trainer.max_epochs == 3
+    assert saved.data.root.is_absolute()
+
+
+def test_status_reports_each_member_and_the_ensemble(local_run, capsys):
+    run_dir = local_run[0]
+    assert status.main(["--run_dir", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:4]}
+    assert rows["7"][1] == "done" and rows["7"][2] == "3/3"
+    assert rows["8"][1] == "done"
+    assert "ensemble: done" in out
+
+
+def test_relaunch_does_not_retrain_finished_members(local_run):
+    run_dir, args, _, _ = local_run
+    checkpoints = {p: p.stat().st_mtime_ns for p in run_dir.glob("members/*/checkpoints/*/*")}
+    history = (run_dir / "members" / "seed_7" / "history.jsonl").read_text()
+    proc = run_launch(["--run_dir", str(run_dir), "--cluster", "local"])  # its own config, its own seeds
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in run_dir.glob("members/*/checkpoints/*/*")} == checkpoints
+    assert (run_dir / "members" / "seed_7" / "history.jsonl").read_text() == history
+    assert (run_dir / "members" / "seed_7" / "train.log").read_text().count("already finished") == 1
+    launch_record = json.loads((run_dir / "launch.json").read_text())
+    assert launch_record["seeds"] == [7, 8] and len(launch_record["previous"]) == 1
+
+
+def test_relaunch_under_a_changed_config_is_refused_unless_forced(local_run, capsys):
+    run_dir, args, _, _ = local_run
+    saved = (run_dir / "config.yaml").read_text()
+    err = one_error_line(capsys, [*args, "--optimizer.lr", "0.01"])
+    assert "optimizer.lr: 0.003 -> 0.01" in err and "--force" in err
+    assert (run_dir / "config.yaml").read_text() == saved
+    assert launch.main([*args, "--optimizer.lr", "0.01", "--force", "--dry_run"]) == 0
+    assert (run_dir / "config.yaml").read_text() == saved
+
+
+def test_status_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        status.main(["--run_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- preemption, locally
+
+def wait_for_progress(member: Path, min_step: int, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            progress = json.loads((member / "progress.json").read_text())
+            if progress["global_step"] >= min_step and progress["status"] == "running":
+                return progress
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{member}: no progress past step {min_step} in {timeout_s} s")
+
+
+def test_usr2_requeues_a_local_member_which_resumes_bit_identically(tmp_path, data_root):
+    """submitit's local executor reruns a task that requeues itself; the rerun resumes, not restarts."""
+    run_dir = tmp_path / "run"
+    args = [*member_args(data_root), "--array", "1", "--cluster", "local", "--run_dir", str(run_dir),
+            "--slurm.cpus_per_task", "1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    launcher = subprocess.Popen([sys.executable, "-m", "jobs.launch", *args], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The unpreempted reference: same config, same seed, same single thread.
+    reference = tmp_path / "reference"
+    member = run_dir / "members" / "seed_7"
+    progress = wait_for_progress(member, min_step=4)
+    os.kill(progress["pid"], signal.SIGUSR2)
+    out, _ = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, out
+    subprocess.run([sys.executable, "-m", "jobs.train", "--config", str(run_dir / "config.yaml"), "--seed", "7",
+                    "--out_dir", str(reference)], cwd=REPO, env={**env, "OMP_NUM_THREADS": "1"}, check=True,
+                   capture_output=True, timeout=300)
+    final = json.loads((member / "progress.json").read_text())
+    assert final["status"] == "finished" and final["restarts"] == 1
+    log = (member / "train.log").read_text()
+    assert "handing over to submitit to requeue" in log
+    resumed = [line for line in log.splitlines() if "resuming seed 7 from step-" in line]
+    assert len(resumed) == 1 and "epoch 1, batch 0" not in resumed[0]
+    assert_members_identical(member, reference)
