@@ -6,6 +6,8 @@ fields are checked when the component configs are built, before any work.
 """
 
 import hashlib
+import sys
+from argparse import ArgumentError
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +72,19 @@ def build_parser(**kwargs) -> ArgumentParser:
 
 def parse_member_config(args: Sequence[str] | None = None, parser: ArgumentParser | None = None) -> MemberConfig:
     """Parse command-line style ``args`` into a built, checked MemberConfig."""
-    parser = parser or build_parser()
-    return member_config_from_namespace(parser, parser.parse_args(args))
+    parser = parser or build_parser(exit_on_error=False)
+    return member_config_from_namespace(parser, parse_or_config_error(parser, args))
+
+
+def parse_or_config_error(parser: ArgumentParser, args: Sequence[str] | None) -> Namespace:
+    """``parser.parse_args``, with a parse failure as one ConfigError line naming the config file."""
+    args = list(sys.argv[1:] if args is None else args)
+    try:
+        return parser.parse_args(args)
+    except ArgumentError as err:
+        files = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
+        where = f"{', '.join(files)}: " if files else ""
+        raise ConfigError(where + " ".join(str(err).split())) from None
 
 
 def member_config_from_namespace(parser: ArgumentParser, ns: Namespace) -> MemberConfig:

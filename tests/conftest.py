@@ -1,0 +1,47 @@
+"""Shared fixtures: small real HDF5 data and a tiny member config."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from videns.data.demo import write_demo_data
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """Small demo data (240 items: 144 train, 48 val, 48 test), written once per session."""
+    root = tmp_path_factory.mktemp("demo")
+    write_demo_data(root, num_videos=240, feature_dim=16, seed=0)
+    return root
+
+
+def tiny_member_args(root: Path, out_dir: Path, *extra: str) -> list[str]:
+    """A member that trains in seconds on ``demo_root`` data."""
+    return [
+        "--data.root", str(root), "--out_dir", str(out_dir), "--seed", "7",
+        "--model.class_path", "videns.models.TemporalAttentionClassifier",
+        "--model.init_args.hidden_dim", "16", "--model.init_args.num_lstm_layers", "1",
+        "--model.init_args.num_attention_heads", "2", "--model.init_args.head_dims", "[16]",
+        "--model.init_args.dropout", "0.2",
+        "--trainer.batch_size", "16", "--trainer.max_epochs", "3", "--trainer.progress", "off",
+        "--optimizer.lr", "3e-3", "--schedule.t0_epochs", "2",
+        *extra,
+    ]
+
+
+def run_module(module: str, args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` from the repo root, capturing output."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, **kwargs)
+
+
+def start_module(module: str, args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -1,0 +1,78 @@
+"""The checkpoint store commits atomically and survives SIGKILL at any moment of a write."""
+
+import random
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import load as load_arrays
+
+from videns.checkpoint.store import CheckpointStore, CorruptCheckpoint, read_verified
+
+# Saves checkpoints in a loop, each filled with its step number, continuing after the newest valid one.
+WRITER = """
+import sys
+import numpy as np
+from safetensors.numpy import save
+from videns.checkpoint.store import CheckpointStore
+store = CheckpointStore(sys.argv[1], keep=2)
+found = store.load_latest()
+step = int(found[0].name.split("-")[1]) + 1 if found else 1
+print("ready", flush=True)
+while True:
+    store.save(step, {"model.safetensors": save({"w": np.full(1_000_000, step, np.float32)}),
+                      "state.json": b'{"step": %d}' % step})
+    step += 1
+"""
+
+
+def _payload(step: int) -> dict[str, bytes]:
+    from safetensors.numpy import save
+    return {"model.safetensors": save({"w": np.full(1000, step, np.float32)}), "state.json": b'{"step": %d}' % step}
+
+
+def test_keeps_newest_k_and_points_latest_at_the_newest(tmp_path):
+    store = CheckpointStore(tmp_path / "ckpt", keep=2)
+    for step in (1, 2, 3):
+        store.save(step, _payload(step))
+    assert [p.name for p in store.step_folders()] == ["step-000000003", "step-000000002"]
+    assert (store.root / "latest").resolve().name == "step-000000003"
+    folder, files = store.load_latest()
+    assert folder.name == "step-000000003" and load_arrays(files["model.safetensors"])["w"][0] == 3
+
+
+def test_truncated_newest_is_detected_and_previous_used(tmp_path, caplog):
+    store = CheckpointStore(tmp_path / "ckpt", keep=3)
+    for step in (1, 2):
+        store.save(step, _payload(step))
+    newest = store.root / "step-000000002" / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:10])
+    with pytest.raises(CorruptCheckpoint, match="truncated"):
+        read_verified(newest.parent)
+    folder, _ = store.load_latest()
+    assert folder.name == "step-000000001"
+    assert "skipping checkpoint step-000000002" in caplog.text
+
+
+def test_sigkill_at_random_moments_while_writing_never_leaves_a_broken_latest(tmp_path):
+    root = tmp_path / "ckpt"
+    rng = random.Random(7)
+    last_step = 0
+    for _ in range(25):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 0.25))
+        proc.kill()
+        proc.wait()
+        found = CheckpointStore(root, keep=2).load_latest()
+        if found is None:
+            continue
+        folder, files = found
+        step = int(folder.name.split("-")[1])
+        assert step >= last_step
+        assert (load_arrays(files["model.safetensors"])["w"] == step).all()
+        assert files["state.json"] == b'{"step": %d}' % step
+        last_step = step
+    assert last_step > 5
