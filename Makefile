@@ -1,0 +1,43 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   # install, then run the whole suite (4 members + ensemble) on demo data
+#   make test   # install, then run every test (real SLURM ones included)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+# A local CPU wheel that pip's find-links serves on machines like ours.
+TORCH_CPU_WHEEL := $(or $(PIP_FIND_LINKS),/opt/wheels)/torch-$(TORCH_VERSION)+cpu*.whl
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(STAMP)
+
+# A CPU machine must never pull the multi-GB CUDA build of torch: take the
+# local CPU wheel when there is one, a GPU machine takes PyPI's default build,
+# and any other CPU machine takes PyTorch's CPU-only index. torch is installed
+# first so that the package's looser "torch>=2.2" then installs nothing more.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	if ls $(TORCH_CPU_WHEEL) >/dev/null 2>&1 || command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PIP) install "torch==$(TORCH_VERSION)"; \
+	else \
+		$(PIP) install "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(PIP) install -e '.[dev,tabular]'
+	touch $@
+
+demo: $(STAMP)
+	$(PY) -m jobs.launch --array 4 --config configs/demo.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slurm and not slow"
+
+bench: $(STAMP)
+	$(PY) -m jobs.bench --quick --out results/bench.json
+
+clean:
+	rm -rf $(VENV) *.egg-info
