@@ -1,0 +1,212 @@
+"""Evaluate an ensemble's members and their softmax average on the test split, and write RUN/ensemble/.
+
+All outputs are written into a staging folder first and moved into place one by
+one, ``report.json`` last, so an earlier report survives until a complete new set
+exists; files an earlier run wrote and this one does not are removed afterwards.
+"""
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+
+from videns.data import layout
+from videns.data.augment import TTA_MODES
+from videns.data.dataset import FeatureSplit
+from videns.data.inspect import inspect_dataset
+from videns.ensemble import members as found
+from videns.ensemble import report as rep
+from videns.ensemble.predict import MultiViewItems, Predictions, build_multi_view_loader, predict_members
+from videns.ensemble.resources import merge_resource_logs
+from videns.errors import CheckpointError, ConfigError
+from videns.plots import plot_confusion_matrix, plot_training_curves
+from videns.training.persist import write_json_atomically
+
+log = logging.getLogger(__name__)
+
+ENSEMBLE_DIR = "ensemble"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+PREDICTIONS = "predictions.npz"
+CONFUSION_PNG = "confusion_matrix.png"
+CURVES_PNG = "training_curves.png"
+RESOURCES_JSON = "resources.json"
+# Every file this module writes; report.json goes last so it always describes a complete set.
+OUTPUT_FILES = (PREDICTIONS, CONFUSION_PNG, CURVES_PNG, RESOURCES_JSON, REPORT_MD, REPORT_JSON)
+
+
+@dataclass
+class EnsembleEvalConfig:
+    """Evaluate the members of a run and their softmax-averaged ensemble on the test split.
+
+    Args:
+        run_dir: the run folder (holds members/seed_<N>/ and, from the launcher, launch.json).
+        tta: average each member over the test-time views none/reverse/speed_up/speed_down first.
+        members: evaluate only these seeds (default: every member of the run).
+        data_root: folder holding the test split file (default: data.root saved with the first usable member).
+        batch_size: test items per batch (every member and view sees each batch).
+        device: auto picks cuda when available.
+        num_workers: DataLoader worker processes reading the test file.
+        preload_gb: read the test split into RAM first when its padded features fit this budget.
+    """
+
+    run_dir: Path
+    tta: bool = False
+    members: list[int] | None = None
+    data_root: Path | None = None
+    batch_size: int = 128
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = 0
+    preload_gb: float = 4.0
+
+    def __post_init__(self):
+        self.run_dir = Path(self.run_dir)
+        self.data_root = Path(self.data_root) if self.data_root is not None else None
+        problems = []
+        if not self.run_dir.is_dir():
+            problems.append(f"run_dir {self.run_dir}: folder does not exist")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            problems.append(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.preload_gb < 0:
+            problems.append(f"preload_gb must be >= 0, got {self.preload_gb}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.members is not None and not self.members:
+            problems.append("members must name at least one seed when given")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def out_dir(self) -> Path:
+        return self.run_dir / ENSEMBLE_DIR
+
+
+def evaluate_ensemble(cfg: EnsembleEvalConfig) -> dict[str, Any]:
+    """Evaluate, write every output in ``RUN/ensemble/`` and return the report.
+
+    Raises CheckpointError (after writing a report saying so) when no member is
+    usable, and CheckpointError/DataError when members disagree with each other
+    or with the test file (then nothing is written).
+    """
+    seeds = found.select_seeds(found.expected_seeds(cfg.run_dir), cfg.members, cfg.run_dir)
+    member_set = found.load_members(cfg.run_dir, seeds)
+    modes = list(TTA_MODES) if cfg.tta else ["none"]
+    context = {"run_dir": str(cfg.run_dir), "tta": cfg.tta, "tta_modes": modes, "expected_seeds": seeds,
+               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    resources = merge_resource_logs({f"seed_{s}": found.member_dir(cfg.run_dir, s) / found.RESOURCES_FILE
+                                     for s in seeds})
+    if not member_set.members:
+        error = (f"no usable member in {cfg.run_dir} (seeds {seeds}): "
+                 + "; ".join(f"seed {s.seed} {s.reason}" for s in member_set.skipped))
+        failure = rep.failure_report(error=error, skipped=member_set.skipped, context=context)
+        publish(cfg.out_dir, failure, {RESOURCES_JSON: _json_writer(resources)})
+        raise CheckpointError(f"{error}; see {cfg.out_dir / REPORT_JSON}")
+
+    members = member_set.members
+    data_root = cfg.data_root or _saved_data_root(members)
+    test_file = layout.split_path(data_root, "test")
+    info = inspect_dataset(data_root, splits=("test",), check_finite=False)  # finiteness is checked in the pass
+    found.check_test_data_agrees(members, info.class_names, info.feature_dim, test_file)
+
+    device = _resolve_device(cfg.device)
+    predictions = _predict(cfg, members, test_file, len(info.class_names), modes, device)
+    entries = [rep.member_entry(m, predictions.member_probs[i], predictions.labels, info.class_names)
+               for i, m in enumerate(members)]
+    throughput = len(predictions.labels) / max(predictions.seconds, 1e-9)
+    context.update(data_root=str(data_root), test_file=str(test_file), evaluation={
+        "device": str(device), "batch_size": cfg.batch_size, "num_views": len(modes),
+        "seconds": predictions.seconds, "sequences_per_second": throughput})
+    report = rep.build_report(members=entries, ensemble_probs=predictions.ensemble_probs, labels=predictions.labels,
+                              class_names=info.class_names, skipped=member_set.skipped, context=context)
+    title = (f"Ensemble of {len(members)}{' with TTA' if cfg.tta else ''}: "
+             f"accuracy {report['ensemble']['accuracy']:.4f}")
+    publish(cfg.out_dir, report, {
+        PREDICTIONS: lambda path: _save_predictions(path, predictions, [m.seed for m in members]),
+        CONFUSION_PNG: lambda path: plot_confusion_matrix(
+            np.asarray(report["ensemble"]["confusion_matrix"]), info.class_names, path, title=title),
+        CURVES_PNG: lambda path: _plot_curves(members, path),
+        RESOURCES_JSON: _json_writer(resources),
+    })
+    return report
+
+
+def _predict(cfg: EnsembleEvalConfig, members: list[found.Member], test_file: Path, num_classes: int,
+             modes: list[str], device: torch.device) -> Predictions:
+    split = FeatureSplit(test_file, preload_bytes=int(cfg.preload_gb * 1e9))
+    loader = build_multi_view_loader(MultiViewItems(split, modes), cfg.batch_size, cfg.num_workers,
+                                     pin_memory=device.type == "cuda")
+    models = [m.model.to(device) for m in members]
+    log.info("evaluating seeds %s on %s (%d items, views %s, device %s)",
+             [m.seed for m in members], test_file, len(split), modes, device)
+    return predict_members(models, loader, len(split), num_classes, device)
+
+
+def _saved_data_root(members: list[found.Member]) -> Path:
+    roots = [m.data_root for m in members]
+    if roots[0] is None:
+        raise ConfigError(f"member seed {members[0].seed}: its checkpoint records no data.root; pass --data_root")
+    others = {str(r) for r in roots[1:] if r is not None and r != roots[0]}
+    if others:
+        log.warning("members were trained on different data.root values (%s and %s); testing on %s",
+                    roots[0], ", ".join(sorted(others)), roots[0])
+    return roots[0]
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is visible")
+    return torch.device(name)
+
+
+def _save_predictions(path: Path, predictions: Predictions, seeds: list[int]) -> None:
+    with open(path, "wb") as f:  # an open file keeps numpy from appending another .npz
+        np.savez(f, member_probs=predictions.member_probs, ensemble_probs=predictions.ensemble_probs,
+                 labels=predictions.labels, seeds=np.asarray(seeds, dtype=np.int64))
+
+
+def _plot_curves(members: list[found.Member], path: Path) -> None:
+    histories = {f"seed {m.seed}": found.read_history(m.folder) for m in members}
+    histories = {label: h for label, h in histories.items() if h}
+    if not histories:
+        log.warning("no member has a training history; %s not drawn", path.name)
+        return
+    try:
+        plot_training_curves(histories, path)
+    except ValueError as err:  # a malformed history should not cost the evaluation
+        log.warning("%s not drawn: %s", path.name, err)
+
+
+def _json_writer(data: Any) -> Callable[[Path], None]:
+    return lambda path: write_json_atomically(path, data)
+
+
+def publish(out_dir: Path, report: dict[str, Any], writers: dict[str, Callable[[Path], Any]]) -> None:
+    """Write every output into a staging folder, then move them into ``out_dir`` with report.json last."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / f".staging-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    staging.mkdir()
+    try:
+        for name, write in writers.items():
+            write(staging / name)
+        report["files"] = sorted([*(n for n in writers if (staging / n).exists()), REPORT_MD, REPORT_JSON])
+        (staging / REPORT_MD).write_text(rep.format_markdown(report))
+        write_json_atomically(staging / REPORT_JSON, report)
+        for name in OUTPUT_FILES:  # report.json is last
+            if (staging / name).exists():
+                os.replace(staging / name, out_dir / name)
+        for name in set(OUTPUT_FILES) - set(report["files"]):
+            (out_dir / name).unlink(missing_ok=True)  # an earlier run's file that does not describe this one
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("wrote %s", ", ".join(report["files"]))

@@ -1,0 +1,208 @@
+"""Find an ensemble's members on disk and rebuild each one from its own best checkpoint.
+
+The expected members come from ``RUN/launch.json`` (key ``seeds``) when the
+launcher wrote one, otherwise from the ``RUN/members/seed_<N>`` folders. A member
+that is missing, unfinished or unreadable is *skipped* with a reason; members
+that cannot be averaged with the others (class mapping, feature dim) are a
+:class:`CheckpointError`, because averaging them would be silently wrong.
+"""
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from videns.errors import CheckpointError, ConfigError, DataError
+from videns.models.base import SequenceClassifier
+from videns.models.registry import build_model
+from videns.training import persist
+
+log = logging.getLogger(__name__)
+
+LAUNCH_FILE = "launch.json"
+LAUNCH_SEEDS_KEY = "seeds"
+MEMBERS_DIR = "members"
+RESOURCES_FILE = "resources.jsonl"
+_SEED_FOLDER = re.compile(r"^seed_(-?\d+)$")
+
+
+@dataclass
+class Member:
+    """One usable member: its model (on CPU, in eval mode) and what its checkpoint says about it."""
+
+    seed: int
+    folder: Path
+    model: SequenceClassifier
+    meta: dict[str, Any]
+    restarts: int
+
+    @property
+    def best_epoch(self) -> int:
+        return int(self.meta["epoch"])
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.meta["data"]["class_names"])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.meta["data"]["feature_dim"])
+
+    @property
+    def data_root(self) -> Path | None:
+        root = (self.meta.get("config") or {}).get("data", {}).get("root")
+        return Path(root) if root else None
+
+
+@dataclass
+class Skipped:
+    """A member left out of the ensemble, and why."""
+
+    seed: int
+    reason: str
+
+
+@dataclass
+class MemberSet:
+    """The outcome of looking for the members: who is usable, who was skipped."""
+
+    expected: list[int]
+    members: list[Member] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def member_dir(run_dir: Path, seed: int) -> Path:
+    return Path(run_dir) / MEMBERS_DIR / f"seed_{seed}"
+
+
+def expected_seeds(run_dir: Path) -> list[int]:
+    """Seeds from ``launch.json``, else from the member folders, in the launcher's (or ascending) order."""
+    run_dir = Path(run_dir)
+    launch_path = run_dir / LAUNCH_FILE
+    if launch_path.exists():
+        launch = persist.read_json(launch_path)
+        seeds = launch.get(LAUNCH_SEEDS_KEY) if isinstance(launch, dict) else None
+        if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise ConfigError(f"{launch_path}: expected a JSON object with a list of int {LAUNCH_SEEDS_KEY!r}")
+        return list(dict.fromkeys(seeds))
+    folders = run_dir / MEMBERS_DIR
+    if not folders.is_dir():
+        raise ConfigError(f"{run_dir}: not a run folder (neither {LAUNCH_FILE} nor {MEMBERS_DIR}/ exists)")
+    return sorted(int(m.group(1)) for p in folders.iterdir() if p.is_dir() and (m := _SEED_FOLDER.match(p.name)))
+
+
+def select_seeds(expected: list[int], wanted: Sequence[int] | None, run_dir: Path) -> list[int]:
+    """``wanted`` (``--members``) as a subset of ``expected``; an unknown seed is a user error."""
+    if wanted is None:
+        return expected
+    unknown = [s for s in wanted if s not in expected]
+    if unknown:
+        raise ConfigError(f"--members: seed(s) {unknown} are not members of {run_dir} (members: {expected})")
+    return list(dict.fromkeys(wanted))
+
+
+def load_members(run_dir: Path, seeds: Sequence[int]) -> MemberSet:
+    """Load every listed member that finished and has a valid best checkpoint; skip the rest with a reason."""
+    found = MemberSet(expected=list(seeds))
+    for seed in seeds:
+        try:
+            found.members.append(load_member(run_dir, seed))
+        except _SkipMember as skip:
+            log.warning("skipping member seed %d: %s", seed, skip)
+            found.skipped.append(Skipped(seed, str(skip)))
+    check_members_agree(found.members)
+    return found
+
+
+class _SkipMember(Exception):
+    """This member cannot take part; the message says why."""
+
+
+def load_member(run_dir: Path, seed: int) -> Member:
+    folder = member_dir(run_dir, seed)
+    if not folder.is_dir():
+        raise _SkipMember(f"missing: no folder {folder}")
+    result = persist.read_json(folder / persist.RESULT_FILE) or {}
+    progress = persist.read_json(folder / persist.PROGRESS_FILE) or {}
+    if result.get("status") != "finished":
+        status = progress.get("status", "not started")
+        raise _SkipMember(f"unfinished: status {status}, {progress.get('epoch', 0)} epoch(s) done, "
+                          f"no finished {persist.RESULT_FILE}")
+    try:
+        tensors, meta = persist.load_best(folder)
+    except CheckpointError as err:
+        raise _SkipMember(f"no usable best checkpoint: {err}") from None
+    if meta.get("seed") != seed:
+        raise _SkipMember(f"its best checkpoint belongs to seed {meta.get('seed')}, not {seed}")
+    model = _rebuild(meta, tensors)
+    return Member(seed=seed, folder=folder, model=model, meta=meta, restarts=int(progress.get("restarts", 0)))
+
+
+def _rebuild(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SequenceClassifier:
+    """The model as it was trained: built from the spec stored *with* the checkpoint, not today's config."""
+    data = meta.get("data") or {}
+    if "model" not in meta or "feature_dim" not in data or "class_names" not in data:
+        raise _SkipMember(f"best checkpoint lacks the model spec or data facts (has keys {sorted(meta)})")
+    try:
+        model = build_model(meta["model"], int(data["feature_dim"]), len(data["class_names"]))
+        model.load_state_dict(tensors)
+    except (CheckpointError, ConfigError) as err:
+        raise _SkipMember(f"cannot rebuild the model from its saved spec: {err}") from None
+    except RuntimeError as err:  # load_state_dict: keys or shapes that do not fit the spec
+        first_line = str(err).strip().splitlines()[0]
+        raise _SkipMember(f"saved weights do not fit the saved model spec: {first_line}") from None
+    return model.eval()
+
+
+def check_members_agree(members: Sequence[Member]) -> None:
+    """Members must share classes (in index order) and feature dim, or their probabilities cannot be averaged."""
+    if not members:
+        return
+    first = members[0]
+    for other in members[1:]:
+        if other.class_names != first.class_names:
+            raise CheckpointError(
+                f"member seed {other.seed} was trained with classes {list(other.class_names)}, member seed "
+                f"{first.seed} with {list(first.class_names)}; members of one ensemble must share the class mapping")
+        if other.feature_dim != first.feature_dim:
+            raise CheckpointError(
+                f"member seed {other.seed} was trained on feature dim {other.feature_dim}, member seed "
+                f"{first.seed} on {first.feature_dim}; members of one ensemble must share the feature dim")
+
+
+def check_test_data_agrees(members: Sequence[Member], class_names: Sequence[str], feature_dim: int,
+                           test_file: Path) -> None:
+    """The test file must have the members' classes (same names, same indices) and feature dim."""
+    first = members[0]
+    if tuple(class_names) != first.class_names:
+        raise DataError(
+            f"{test_file}: class mapping {_mapping(class_names)} disagrees with the members' "
+            f"{_mapping(first.class_names)} (member seed {first.seed})")
+    if feature_dim != first.feature_dim:
+        raise DataError(f"{test_file}: feature dim {feature_dim} disagrees with the members' {first.feature_dim} "
+                        f"(member seed {first.seed})")
+
+
+def _mapping(class_names: Sequence[str]) -> str:
+    return json.dumps({name: i for i, name in enumerate(class_names)})
+
+
+def read_history(folder: Path) -> list[dict[str, Any]]:
+    """A member's per-epoch records; an unreadable line ends the history (a kill can cut the last one)."""
+    path = Path(folder) / persist.HISTORY_FILE
+    records = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return records
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s: stopping at an unreadable line", path)
+            break
+    return records
