@@ -92,11 +92,24 @@ def member_config_from_namespace(parser: ArgumentParser, ns: Namespace) -> Membe
     resolved.pop("config", None)
     resolved_dict = json.loads(parser.dump(resolved, format="json"))
     built = _instantiate(parser, ns)
+    check_model_args(built.model)
     return MemberConfig(
         seed=built.seed, out_dir=Path(built.out_dir), data=built.data, model=built.model,
         model_spec=resolved_dict["model"], loss=built.loss, optimizer=built.optimizer,
         schedule=built.schedule, trainer=built.trainer, checkpoint=built.checkpoint, resolved=resolved_dict,
     )
+
+
+def check_model_args(model: ModelFactory) -> None:
+    """Build the model once on the meta device, so its argument checks fail at parse time.
+
+    No memory is allocated, so this costs milliseconds even for the full-size
+    model, and a launcher learns of a bad head count before it submits anything.
+    """
+    import torch
+
+    with torch.device("meta"):
+        model(1, 2)
 
 
 def dump_config(cfg: MemberConfig) -> str:
