@@ -90,10 +90,15 @@ def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
         time.sleep(POLL_S)
     outcome = run.task_result(job.job_id)
     submitted.ensemble_ok = outcome is not None and outcome[0] == "success"
-    stdout = run.task_log(job.job_id, "out")
-    if stdout.exists():  # the ensemble's table, without submitit's own log lines
-        say("\n".join(line for line in stdout.read_text().splitlines() if not line.startswith("submitit ")))
+    print_ensemble_output(run, job.job_id, say)
     return submitted
+
+
+def print_ensemble_output(run: RunFolder, job_id: str, say: Callable[[str], None] = print) -> None:
+    """The ensemble job's table (its stdout without submitit's own log lines)."""
+    stdout = run.task_log(job_id, "out")
+    if stdout.exists():
+        say("\n".join(line for line in stdout.read_text().splitlines() if not line.startswith("submitit ")))
 
 
 def _report_member(run: RunFolder, seed: int, job_id: str, submitted: Submitted, say) -> None:

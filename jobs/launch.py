@@ -21,7 +21,7 @@ from jobs._cli import user_errors_as_one_line
 from jobs._cluster import choose_cluster, local_plan, render_sbatch, slurm_parameters
 from jobs._launch_plan import LaunchPlan, plan_launch
 from jobs._run import git_revision, now_iso
-from jobs._submit import Submitted, job_name, run_local, submit_slurm, wait_slurm
+from jobs._submit import Submitted, job_name, print_ensemble_output, run_local, submit_slurm, wait_slurm
 from jobs.status import print_status
 from videns.config import dump_config
 from videns.data.demo import write_demo_data
@@ -47,6 +47,7 @@ def main(args: list[str] | None = None) -> int:
         if not plan.wait:
             return 0
         wait_slurm(submitted)
+        print_ensemble_output(plan.run, submitted.ensemble_job_id)
         return print_status(plan.run)
     submitted = run_local(plan.run, plan.seeds, plan.slurm, plan.tta, say=print,
                           on_submit=lambda s: record_jobs(plan, s))

@@ -1,0 +1,270 @@
+"""jobs.launch on the real single-node SLURM of slurm/local/start.sh (issue 4, section 8).
+
+- an array of two demo members and the afterany ensemble job finish;
+- real preemption by an ``urgent`` job, with and without preempt_send_user_signal:
+  the member saves at a step boundary, is requeued (restart count recorded in its
+  folder), resumes from that checkpoint and ends bit-identical to an unpreempted
+  member; the ensemble job waits for it and then writes its report;
+- a task that reaches its time limit is requeued by submitit and finishes.
+
+The SLURM state is shared with whatever else runs on the cluster, so the tests
+cancel only their own jobs, and the preemption mode can change under them if
+another session switches it at the same moment.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.member_files import assert_members_identical
+from tests.slurm_cluster import (GONE, TERMINAL_STATES, ensure_cluster, job_record, job_state, release_now,
+                                 restart_count, submit_urgent_blocker, wait_for_requeue)
+from videns.data.demo import write_demo_data
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+BASE_SEED = 7
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("slurm-data")
+    write_demo_data(root, num_videos=240, feature_dim=16, seed=0)  # 9 train batches of 16
+    return root
+
+
+def member_args(data_root: Path, max_epochs: int) -> list[str]:
+    """A tiny member, ~0.5 s per epoch on one core; checkpoints every 4 steps."""
+    return ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(data_root),
+            "--data.generate_demo", "false", "--seed", str(BASE_SEED), "--model.init_args.hidden_dim", "16",
+            "--model.init_args.num_attention_heads", "2", "--model.init_args.head_dims", "[16]",
+            "--trainer.batch_size", "16", "--trainer.max_epochs", str(max_epochs), "--trainer.patience", "0",
+            "--trainer.progress", "off", "--checkpoint.every_steps", "4", "--checkpoint.every_minutes", "0"]
+
+
+PREEMPTED_EPOCHS = 10
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def launch(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "jobs.launch", "--cluster", "slurm", "--site", "local", *args],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout_s)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_root):
+    """The unpreempted member (seed BASE_SEED, one thread like a one-CPU task), trained while SLURM works."""
+    out_dir = tmp_path_factory.mktemp("reference") / "member"
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.train", *member_args(data_root, PREEMPTED_EPOCHS),
+                             "--out_dir", str(out_dir)], cwd=REPO, env={**env(), "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def finished() -> Path:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        return out_dir
+
+    yield finished
+    if proc.poll() is None:
+        proc.kill()
+
+
+class Run:
+    """A launched run folder and its SLURM jobs."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.launch = json.loads((root / "launch.json").read_text())
+        self.member_jobs = {int(s): j for s, j in self.launch["member_job_ids"].items()}
+        self.ensemble_job = self.launch["ensemble_job_id"]
+
+    def member(self, seed: int) -> Path:
+        return self.root / "members" / f"seed_{seed}"
+
+    def progress(self, seed: int) -> dict:
+        return json.loads((self.member(seed) / "progress.json").read_text())
+
+    def jobs(self) -> list[str]:
+        return [*self.member_jobs.values(), self.ensemble_job]
+
+    def cancel(self) -> None:
+        active = [j for j in self.jobs() if job_state(j) not in TERMINAL_STATES | {GONE}]
+        if active:
+            subprocess.run(["scancel", *active], check=False)
+
+
+@pytest.fixture
+def runs():
+    """Launched runs; their jobs are cancelled if a test leaves them behind."""
+    launched: list[Run] = []
+    yield launched
+    for run in launched:
+        run.cancel()
+
+
+def wait_for_training(run: Run, seed: int, min_step: int, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            progress = run.progress(seed)
+            if progress["status"] == "running" and progress["global_step"] >= min_step:
+                return progress
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"seed {seed}: no step {min_step} within {timeout_s} s; jobs {run.jobs()}")
+
+
+def drive_to_end(run: Run, timeout_s: float, on_requeued=None) -> None:
+    """Release requeued elements at once (no ~120 s BeginTime) until the ensemble job has ended."""
+    deadline = time.monotonic() + timeout_s
+    while job_state(run.ensemble_job) not in TERMINAL_STATES | {GONE}:
+        for job in run.member_jobs.values():
+            record = job_record(job)
+            if record and record["JobState"] == "PENDING" and record.get("Reason") == "BeginTime":
+                if on_requeued:
+                    on_requeued(job)
+                release_now(job)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {run.root} not done in {timeout_s} s: "
+                               + "; ".join(f"{j}={job_state(j)}" for j in run.jobs()))
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------- no preemption
+
+def test_demo_array_of_two_and_the_ensemble_job_finish(tmp_path, runs):
+    ensure_cluster(user_signal=False)
+    run_dir = tmp_path / "run"
+    data = tmp_path / "demo-data"  # empty: the launcher writes the demo data before submitting
+    started = time.monotonic()
+    proc = launch("--array", "2", "--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(data),
+                  "--trainer.max_epochs", "3", "--run_dir", str(run_dir), "--wait", timeout_s=400)
+    run = Run(run_dir)
+    runs.append(run)
+    assert run.launch["cluster"] == "slurm" and run.launch["seeds"] == [42, 43]
+    assert [run.member_jobs[42], run.member_jobs[43]] == [f"{run.launch['array_job_id']}_{i}" for i in (0, 1)]
+    for seed, job in run.member_jobs.items():
+        assert job_state(job) == "COMPLETED"
+        assert json.loads((run.member(seed) / "result.json").read_text())["status"] == "finished"
+        context = json.loads((run.member(seed) / "resources.jsonl").read_text().splitlines()[0])
+        assert context["job_id"] == job and context["cluster"] == "slurm"
+    assert job_state(run.ensemble_job) == "COMPLETED"
+    report = json.loads((run_dir / "ensemble" / "report.json").read_text())
+    assert report
+    assert "ensemble (2)" in proc.stdout and "ensemble: done" in proc.stdout
+    print(f"demo array of 2 + ensemble on SLURM: {time.monotonic() - started:.0f} s")
+
+
+# ---------------------------------------------------------------- preemption, both modes
+
+@dataclass
+class Preempted:
+    run: Run
+    seed: int
+    stop_progress: dict  # progress.json just before the urgent job came
+    ensemble_while_requeued: dict  # the ensemble job's record while the member waited in the queue
+    seconds: float
+
+
+def preempt_a_member(tmp_path: Path, data_root: Path, runs: list, user_signal: bool) -> Preempted:
+    ensure_cluster(user_signal=user_signal)
+    run_dir = tmp_path / "run"
+    started = time.monotonic()
+    launch("--array", "2", *member_args(data_root, PREEMPTED_EPOCHS), "--run_dir", str(run_dir))
+    run = Run(run_dir)
+    runs.append(run)
+    stop_progress = wait_for_training(run, BASE_SEED, min_step=4)
+    submit_urgent_blocker(seconds=3)  # needs every CPU: both members are preempted
+    wait_for_requeue(run.member_jobs[BASE_SEED], timeout_s=120)
+    seen = {}
+    drive_to_end(run, timeout_s=300, on_requeued=lambda job: seen.setdefault(job, job_record(run.ensemble_job)))
+    return Preempted(run, BASE_SEED, stop_progress, seen[run.member_jobs[BASE_SEED]], time.monotonic() - started)
+
+
+def assert_resumed_where_it_stopped(member: Path, signal_name: str) -> tuple[int, int]:
+    log = (member / "train.log").read_text().splitlines()
+    got_signal = [line for line in log if f"received {signal_name}" in line]
+    stopped = [line for line in log if "stopped at epoch" in line]
+    resumed = [line for line in log if "resuming seed" in line]
+    assert got_signal and stopped and resumed, "\n".join(log[-30:])
+    # "stopped at epoch E batch B/N" then "resuming ... from step-S: epoch E, batch B (restart 1)"
+    epoch, batch = stopped[0].split("stopped at epoch ")[1].split(";")[0].split(" batch ")
+    batch = batch.split("/")[0]
+    assert f"epoch {epoch}, batch {batch} (restart 1)" in resumed[0]
+    assert (int(epoch), int(batch)) != (1, 0), "resumed from the start, not from the checkpoint"
+    return int(epoch), int(batch)
+
+
+def assert_preemption_properties(outcome: Preempted, reference_dir: Path, signal_name: str) -> None:
+    run, member = outcome.run, outcome.run.member(outcome.seed)
+    job = run.member_jobs[outcome.seed]
+    # Requeued, and the member folder knows it.
+    assert restart_count(job) >= 1 and job_state(job) == "COMPLETED"
+    progress = run.progress(outcome.seed)
+    assert progress["status"] == "finished" and progress["restarts"] >= 1
+    contexts = [json.loads(line) for line in (member / "resources.jsonl").read_text().splitlines()]
+    assert {c["restart_count"] for c in contexts} >= {0, 1}
+    # Resumed from the checkpoint it saved on the signal, not from epoch 0.
+    assert_resumed_where_it_stopped(member, signal_name)
+    # Same weights, optimizer state, best model and history as a member never preempted.
+    assert_members_identical(member, reference_dir)
+    # The dependent job waited for the requeued element, then wrote the report.
+    assert outcome.ensemble_while_requeued["JobState"] == "PENDING"
+    assert outcome.ensemble_while_requeued["Reason"] == "Dependency"
+    assert job_state(run.ensemble_job) == "COMPLETED"
+    ensemble, element = job_record(run.ensemble_job), job_record(job)
+    assert ensemble["StartTime"] >= element["EndTime"]
+    report = run.root / "ensemble" / "report.json"
+    assert report.stat().st_mtime > (member / "result.json").stat().st_mtime
+    print(f"preempted ({signal_name}) and finished in {outcome.seconds:.0f} s")
+
+
+def test_preemption_with_sigterm_only_requeues_and_resumes_bit_identically(tmp_path, data_root, runs, reference):
+    outcome = preempt_a_member(tmp_path, data_root, runs, user_signal=False)
+    assert_preemption_properties(outcome, reference(), "SIGTERM")
+    log = (outcome.run.member(outcome.seed) / "train.log").read_text()
+    assert "waiting for SLURM to end this run" in log  # outlived the grace time, so SLURM requeued it
+
+
+def test_preemption_with_user_signal_requeues_through_submitit(tmp_path, data_root, runs, reference):
+    outcome = preempt_a_member(tmp_path, data_root, runs, user_signal=True)
+    assert_preemption_properties(outcome, reference(), "SIGUSR2")
+    log = (outcome.run.member(outcome.seed) / "train.log").read_text()
+    assert "handing over to submitit to requeue" in log
+
+
+# ---------------------------------------------------------------- time limit
+
+def test_a_task_at_its_time_limit_is_requeued_and_finishes(tmp_path, data_root, runs):
+    """Two minutes per run, USR2 sixty seconds before the end: the member needs more than one run."""
+    ensure_cluster(user_signal=False)
+    run_dir = tmp_path / "run"
+    started = time.monotonic()
+    launch("--array", "1", *member_args(data_root, max_epochs=150), "--run_dir", str(run_dir),
+           "--slurm.time_min", "2", "--slurm.signal_delay_s", "60", "--slurm.max_requeue_on_timeout", "6")
+    run = Run(run_dir)
+    runs.append(run)
+    job = run.member_jobs[BASE_SEED]
+    assert "_" not in job  # a one-member "array" is a plain job
+    drive_to_end(run, timeout_s=480)
+    assert job_state(job) == "COMPLETED" and restart_count(job) >= 1
+    progress = run.progress(BASE_SEED)
+    assert progress["status"] == "finished" and progress["epoch"] == 150 and progress["restarts"] >= 1
+    submitit_log = (run_dir / "logs" / job / f"{job}_0_log.err").read_text()
+    assert "this job is timed-out" in submitit_log and "Requeued job" in submitit_log
+    assert_resumed_where_it_stopped(run.member(BASE_SEED), "SIGUSR2")
+    assert (run_dir / "ensemble" / "report.json").exists()
+    print(f"time-limit requeue: {restart_count(job)} restart(s), {time.monotonic() - started:.0f} s")
