@@ -25,6 +25,7 @@ from videns.ensemble import members as found
 from videns.ensemble import report as rep
 from videns.ensemble.predict import MultiViewItems, Predictions, build_multi_view_loader, predict_members
 from videns.ensemble.resources import merge_resource_logs
+from videns.device import resolve_device
 from videns.errors import CheckpointError, ConfigError
 from videns.plots import plot_confusion_matrix, plot_training_curves
 from videns.training.persist import write_json_atomically
@@ -117,7 +118,7 @@ def evaluate_ensemble(cfg: EnsembleEvalConfig) -> dict[str, Any]:
     info = inspect_dataset(data_root, splits=("test",), check_finite=False)  # finiteness is checked in the pass
     found.check_test_data_agrees(members, info.class_names, info.feature_dim, test_file)
 
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     predictions = _predict(cfg, members, test_file, len(info.class_names), modes, device)
     entries = [rep.member_entry(m, predictions.member_probs[i], predictions.labels, info.class_names)
                for i, m in enumerate(members)]
@@ -159,14 +160,6 @@ def _saved_data_root(members: list[found.Member]) -> Path:
         log.warning("members were trained on different data.root values (%s and %s); testing on %s",
                     roots[0], ", ".join(sorted(others)), roots[0])
     return roots[0]
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is visible")
-    return torch.device(name)
 
 
 def _save_predictions(path: Path, predictions: Predictions, seeds: list[int]) -> None:

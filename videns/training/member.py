@@ -16,6 +16,7 @@ from tqdm import tqdm
 from videns.checkpoint.policy import SavePolicy
 from videns.checkpoint.store import CheckpointStore
 from videns.config import MemberConfig, dump_config
+from videns.device import resolve_device
 from videns.errors import CheckpointError
 from videns.metrics import classification_metrics
 from videns.monitor import ResourceMonitor
@@ -243,14 +244,6 @@ def _restore_or_start(cfg: MemberConfig, store: CheckpointStore, model, optimize
 
 def _outcome(state: TrainingState, status: Literal["finished", "interrupted"], signum: int | None = None) -> MemberOutcome:
     return MemberOutcome(status, state.epoch, state.best_val_accuracy, state.best_epoch, state.stop_reason, signum)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError("trainer.device=cuda but no CUDA device is visible")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
