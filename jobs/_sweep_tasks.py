@@ -1,0 +1,129 @@
+"""The sweep worker as a submitit task, and running K of them on SLURM or here.
+
+A task holds only the run folder and its array index; the sweep's state is on disk
+(journal, claim files, member checkpoints), so a requeued task simply starts a new
+worker, which resumes the trial its predecessor released.
+
+Signals, inside a worker task (as for jobs._tasks.MemberTask): SIGUSR2 or SIGTERM
+stop the running trial at its next step boundary (checkpoint saved), the trial's
+claim is released, then USR2 hands over to submitit's requeue, and SIGTERM under
+SLURM waits to be killed so that SLURM requeues the preempted task.
+"""
+
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import submitit
+
+from jobs._cluster import LOG_PATTERN, LOGS_DIR, ClusterConfig, local_executor, slurm_executor, slurm_parameters
+from jobs._queue import query_jobs
+from jobs._submit import _sigint_ignored_in_children, _stop_local
+from jobs._tasks import INTERRUPTED_EXIT, TERM_WAIT_POLL_S, job_context
+
+log = logging.getLogger(__name__)
+POLL_S = 1.0
+SLURM_POLL_S = 10.0
+
+
+class SweepWorkerTask:
+    """Worker ``index`` of the sweep in ``run_dir``: take, train and tell trials until none is left."""
+
+    def __init__(self, run_dir: str, index: int, threads: int | None = None):
+        self.run_dir = str(run_dir)
+        self.index = int(index)
+        self.threads = threads
+
+    def __call__(self) -> dict[str, Any]:
+        import torch
+
+        from videns.logs import setup_logging
+        from videns.sweep import SweepFolder, WorkerIdentity, run_worker
+        from videns.training.interrupt import StopSignals
+
+        setup_logging()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        context = job_context()
+        me = WorkerIdentity.current(job_id=context.get("job_id"), task_index=self.index)
+        with StopSignals() as stop:
+            report = run_worker(SweepFolder(Path(self.run_dir)), me, stop, context)
+            if report.interrupted:
+                hand_over(stop, report.signum, f"sweep worker {self.index}")
+        return {"worker_id": report.worker_id, "trials": [(t.number, t.state, t.value) for t in report.trials]}
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit inside its USR2 handler: only build the resubmission; state is on disk."""
+        return submitit.helpers.DelayedSubmission(SweepWorkerTask(self.run_dir, self.index, self.threads))
+
+    def __repr__(self) -> str:
+        return f"SweepWorkerTask(run_dir={self.run_dir!r}, index={self.index}, threads={self.threads})"
+
+
+def hand_over(stop, signum: int | None, what: str) -> None:
+    """The trial is saved and released: let submitit requeue (USR2), or leave the requeue to SLURM (TERM)."""
+    submitit_handler = stop.previous_handler(signal.SIGUSR2)
+    if signum == signal.SIGUSR2 and callable(submitit_handler):
+        log.info("%s: saved; handing over to submitit to requeue", what)
+        submitit_handler(signal.SIGUSR2, None)  # checkpoint() + requeue + sys.exit
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+        log.info("%s: saved after SIGTERM; waiting for SLURM to end this run (a preempted job is requeued "
+                 "only if it outlives its grace time)", what)
+        while True:
+            time.sleep(TERM_WAIT_POLL_S)
+    log.info("%s: saved after %s; exiting %d", what, signal.Signals(signum).name if signum else "a stop request",
+             INTERRUPTED_EXIT)
+    sys.exit(INTERRUPTED_EXIT)
+
+
+def job_name(run_dir: Path) -> str:
+    return f"videns-sweep-{Path(run_dir).name}"
+
+
+def submit_slurm_workers(run_dir: Path, count: int, cfg: ClusterConfig) -> list[str]:
+    """One array of ``count`` worker tasks; returns their job ids (``<array>_<i>``)."""
+    executor = slurm_executor(Path(run_dir) / LOGS_DIR / LOG_PATTERN, cfg, slurm_parameters(cfg, job_name(run_dir)))
+    jobs = executor.submit_array([SweepWorkerTask(str(run_dir), i, cfg.cpus_per_task) for i in range(count)])
+    return [job.job_id for job in jobs]
+
+
+def wait_slurm_workers(job_ids: list[str], poll_s: float = SLURM_POLL_S) -> None:
+    """Block until no worker task is queued or running (requeued ones included)."""
+    while True:
+        jobs = query_jobs(job_ids) or {}
+        if not any(info.active for info in jobs.values()):
+            return
+        time.sleep(poll_s)
+
+
+def run_local_workers(run_dir: Path, count: int, cfg: ClusterConfig, say: Callable[[str], None]) -> list[str]:
+    """``count`` workers side by side through submitit's LocalExecutor; returns the ids of failed tasks."""
+    threads = max(1, min(cfg.cpus_per_task, (os.cpu_count() or 1) // count))
+    say(f"running {count} sweep worker(s) here with {threads} thread(s) each; logs in {Path(run_dir) / LOGS_DIR}")
+    executor = local_executor(Path(run_dir) / LOGS_DIR / LOG_PATTERN, cfg)
+    running = {}
+    with _sigint_ignored_in_children():
+        for i in range(count):
+            running[i] = executor.submit(SweepWorkerTask(str(run_dir), i, threads))
+    try:
+        while not all(job.done() for job in running.values()):
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        _stop_local(running, say)
+        raise
+    failed = [job.job_id for job in running.values() if _task_error(job)]
+    for job_id in failed:
+        say(f"worker task {job_id} FAILED; see {Path(run_dir) / LOGS_DIR / job_id}")
+    return failed
+
+
+def _task_error(job) -> bool:
+    try:
+        job.result()
+    except Exception:  # noqa: BLE001 - any failure of the task counts
+        return True
+    return False

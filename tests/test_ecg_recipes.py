@@ -1,0 +1,80 @@
+"""The ECG recipes: they hold seed 004's best settings and train on converted beats."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.ecg_data import TRAIN_COUNTS, tiny, write_ecg_data
+from videns.config import parse_member_config
+from videns.training import persist
+from videns.training.member import train_member
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = {"cnn1d_gru": REPO / "configs" / "ecg_cnn1d_gru.yaml", "cnn2d": REPO / "configs" / "ecg_cnn2d.yaml"}
+# Seed 004's table of best configurations (30 epochs, the oversampled set).
+SEED_BEST = {
+    "cnn1d_gru": {"trainer.batch_size": 32, "model.init_args.hidden_dim": 64, "model.init_args.dropout": 0.4,
+                  "model.init_args.gru_layers": 2, "model.init_args.num_blocks": 5, "schedule.plateau_factor": 0.2,
+                  "model.init_args.gru_hidden": 256, "data.balance": "oversample"},
+    "cnn2d": {"trainer.batch_size": 16, "model.init_args.hidden_dim": 128, "model.init_args.dropout": 0.3,
+              "model.init_args.num_blocks": 1, "schedule.plateau_factor": 0.2, "data.balance": "oversample",
+              "model.init_args.image_shape": [16, 12]},
+}
+MODEL_TINY = {"cnn1d_gru": ["--model.init_args.gru_hidden", "8"], "cnn2d": ["--model.init_args.channels", "8"]}
+
+
+@pytest.fixture(scope="module")
+def ecg_root(tmp_path_factory) -> Path:
+    return write_ecg_data(tmp_path_factory.mktemp("ecg"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the test machine's cores are shared
+    yield
+    torch.set_num_threads(threads)
+
+
+def dotted(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_holds_the_seed_best_settings(name):
+    cfg = parse_member_config(["--config", str(RECIPES[name])])
+    for key, value in SEED_BEST[name].items():
+        assert dotted(cfg.resolved, key) == value, key
+    assert cfg.schedule.name == "plateau" and cfg.trainer.max_epochs == 30 and cfg.data.oversample_target == 55000
+    assert not cfg.loss.class_alpha  # the oversampled data is balanced already; weights would do it twice
+
+
+@pytest.mark.parametrize("balance", ["oversample", "smote"])
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_trains_on_converted_beats(name, balance, ecg_root, tmp_path):
+    cfg = parse_member_config(["--config", str(RECIPES[name]),
+                               *tiny(ecg_root, "--data.balance", balance),
+                               "--out_dir", str(tmp_path / "member"), *MODEL_TINY[name]])
+    outcome = train_member(cfg)
+    assert outcome.status == "finished" and outcome.epoch == 2
+    progress = persist.read_json(tmp_path / "member" / persist.PROGRESS_FILE)
+    # oversample: every class at oversample_target (16); smote: every class at the majority's train count
+    per_class = 16 if balance == "oversample" else _train_majority(ecg_root)
+    assert progress["batches_per_epoch"] == -(-5 * per_class // 16)
+    history = [line for line in (tmp_path / "member" / persist.HISTORY_FILE).read_text().splitlines() if line]
+    assert len(history) == 2
+    best = persist.read_json(tmp_path / "member" / persist.BEST_LINK / persist.BEST_META)
+    assert 0.0 <= best["val_metrics"]["balanced_accuracy"] <= 1.0
+
+
+def _train_majority(ecg_root: Path) -> int:
+    import h5py
+    import numpy as np
+
+    with h5py.File(ecg_root / "train_features_multiscale.h5", "r") as f:
+        counts = np.bincount(f["labels"][()])
+    assert counts.argmax() == 0 and counts.max() < TRAIN_COUNTS[0]  # val was drawn from train
+    return int(counts.max())

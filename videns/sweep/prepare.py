@@ -1,0 +1,107 @@
+"""Setting up (or continuing) a sweep's run folder; every check happens before anything is written."""
+
+import dataclasses
+import json
+import logging
+from argparse import ArgumentError
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from videns.config import MemberConfig, build_parser, config_hash, member_config_from_namespace, parse_member_config
+from videns.errors import ConfigError
+from videns.sweep.folder import SweepFolder, SweepSettings, write_text_atomically
+from videns.sweep.space import apply_params, representative_values
+from videns.sweep.spec import SweepSpec, load_sweep_file
+from videns.sweep.study import create_study
+
+log = logging.getLogger(__name__)
+
+
+def open_sweep(folder: SweepFolder, sweep_file: Path | None, search: str | None, choices: dict[str, Any],
+               member_args: list[str], trials: int | None, write: bool) -> SweepSettings:
+    """The checked sweep of a command line: from a sweep file (a new sweep, or one that must match the
+    folder's), or from the folder alone. ``choices`` override the file's sampler/pruner/objective;
+    ``member_args`` (``--trainer.max_epochs 20``) apply to every trial. Writes only when ``write``."""
+    if sweep_file is None:
+        if member_args or not folder.exists():
+            raise ConfigError(f"--config SWEEP_FILE is needed {'with member overrides' if member_args else 'to start a sweep'}"
+                              f" ({folder.root} is {'a' if folder.exists() else 'not a'} sweep folder)")
+        settings = folder.settings()
+        if write and trials is not None and trials != settings.trials:
+            settings.trials = trials
+            folder.write_settings(settings)
+        return settings
+    spec = load_sweep_file(sweep_file, search)
+    spec = dataclasses.replace(spec, **{k: v for k, v in choices.items() if v is not None})
+    base = parse_member_config(["--config", str(spec.recipe), *member_args])
+    if not write:
+        check_space(base_resolved(base), spec, str(sweep_file))
+        return SweepSettings(spec, trials or 0)
+    return prepare_sweep(folder, spec, base, trials, str(sweep_file))
+
+
+def check_space(base: dict[str, Any], spec: SweepSpec, where: str) -> None:
+    """Each choice (or both ends of a range) of each key, set alone in ``base``, must make a valid member.
+
+    Building the member config also builds its model (on the meta device), so the models' own
+    argument checks run now, not in trial 7.
+    """
+    parser = build_parser(exit_on_error=False)
+    for key, distribution in spec.space.items():
+        for value in representative_values(distribution):
+            try:
+                tree = apply_params(base, {key: value})
+                member_config_from_namespace(parser, parser.parse_object(tree))
+            except (ConfigError, ArgumentError, ValueError, TypeError) as err:
+                raise ConfigError(f"{where}: space.{key} = {value!r} does not make a valid member config: "
+                                  f"{' '.join(str(err).split())}") from None
+
+
+def base_resolved(base: MemberConfig) -> dict[str, Any]:
+    """The base member config as trials start from it: data.root absolute (tasks start anywhere)."""
+    resolved = json.loads(json.dumps(base.resolved))
+    resolved["data"]["root"] = str(Path(resolved["data"]["root"]).absolute())
+    resolved.pop("out_dir", None)
+    return resolved
+
+
+def prepare_sweep(folder: SweepFolder, spec: SweepSpec, base: MemberConfig, trials: int | None,
+                  where: str, heartbeat_s: float = 30.0, stale_after_s: float = 300.0) -> SweepSettings:
+    """Write sweep.json, base_config.yaml and the study, or check that an existing sweep matches."""
+    if trials is not None and trials < 1:
+        raise ConfigError(f"--trials must be >= 1, got {trials}")
+    resolved = base_resolved(base)
+    check_space(resolved, spec, where)
+    if folder.exists():
+        return _continue(folder, spec, resolved, trials)
+    if folder.root.exists() and any(folder.root.iterdir()):
+        raise ConfigError(f"--run_dir {folder.root} exists but is not a sweep run folder; choose another --run_dir")
+    if trials is None:
+        raise ConfigError("--trials N is needed to start a sweep")
+    settings = SweepSettings(spec, trials, heartbeat_s, stale_after_s)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(folder.base_config, yaml.safe_dump(resolved, sort_keys=False))
+    create_study(folder, spec)
+    folder.write_settings(settings)  # last: its presence marks a complete run folder
+    return settings
+
+
+def _continue(folder: SweepFolder, spec: SweepSpec, resolved: dict[str, Any], trials: int | None) -> SweepSettings:
+    saved = folder.settings()
+    if config_hash(folder.base_resolved()) != config_hash(resolved):
+        raise ConfigError(f"{folder.root} was started from another member config; continue it with "
+                          f"--run_dir {folder.root} alone, or choose another --run_dir")
+    if _search_part(saved.spec) != _search_part(spec):
+        raise ConfigError(f"{folder.root} was started with another search (space, objective, sampler or pruner); "
+                          f"continue it with --run_dir {folder.root} alone, or choose another --run_dir")
+    if trials is not None and trials != saved.trials:
+        log.info("sweep %s: trials %d -> %d", folder.root, saved.trials, trials)
+        saved.trials = trials
+        folder.write_settings(saved)
+    return saved
+
+
+def _search_part(spec: SweepSpec) -> dict[str, Any]:
+    return {k: v for k, v in spec.to_json().items() if k not in ("recipe", "search")}
