@@ -6,6 +6,7 @@ again before the member config is built and saved.
 """
 
 import json
+import os
 import socket
 from argparse import ArgumentError
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from videns.training import persist
 DEFAULT_CONFIG = code_root() / "configs" / "ensemble.yaml"
 DEFAULT_MEMBERS = 4
 RESULTS_DIR = Path("results")
+SITE_ENV = "VIDENS_SITE"
 LAUNCH_KEYS = ("array", "cluster", "run_dir", "site", "slurm", "dry_run", "force", "wait", "tta")
 
 
@@ -56,7 +58,8 @@ def build_launch_parser() -> ArgumentParser:
     parser.add_argument("--run_dir", type=Path | None, default=None,
                         help="Run folder (default results/<config file name>); an existing one is continued.")
     parser.add_argument("--site", type=str | None, default=None,
-                        help="Site profile: slurm/sites/<NAME>.yaml or a path; --slurm.* options override it.")
+                        help=f"Site profile: slurm/sites/<NAME>.yaml or a path (default ${SITE_ENV}); "
+                             "--slurm.* options override it.")
     parser.add_class_arguments(ClusterConfig, "slurm")
     parser.add_argument("--dry_run", action="store_true", help="Print the sbatch scripts; write and submit nothing.")
     parser.add_argument("--force", action="store_true",
@@ -192,8 +195,8 @@ def _without_flag(args: list[str], flag: str) -> list[str]:
 
 
 def _with_site(args: list[str]) -> list[str]:
-    """``--site NAME`` becomes ``--slurm FILE`` in front, so later ``--slurm.*`` options override it."""
-    name = _flag_value(args, "--site")
+    """``--site NAME`` (default $VIDENS_SITE) becomes ``--slurm FILE`` in front, so later ``--slurm.*`` override it."""
+    name = _flag_value(args, "--site") or os.environ.get(SITE_ENV) or None
     if name is None:
         return args
     return ["--slurm", str(site_profile(name)), *_without_flag(args, "--site")]

@@ -28,6 +28,7 @@ from videns.data.demo import write_demo_data
 from videns.logs import setup_logging
 
 PROG = "jobs.launch"
+INTERRUPTED_EXIT = 130  # as a shell reports Ctrl-C
 
 
 def main(args: list[str] | None = None) -> int:
@@ -35,10 +36,10 @@ def main(args: list[str] | None = None) -> int:
     setup_logging()
     with user_errors_as_one_line(PROG):
         plan = plan_launch(args)  # every check happens here, before anything is written
+        if plan.dry_run:
+            print_dry_run(plan, choose_cluster(plan.cluster) if plan.cluster == "auto" else plan.cluster)
+            return 0
         cluster = choose_cluster(plan.cluster)
-    if plan.dry_run:
-        print_dry_run(plan, cluster)
-        return 0
     write_run(plan, cluster, args)
     if cluster == "slurm":
         submitted = submit_slurm(plan.run, plan.seeds, plan.slurm, plan.tta)
@@ -49,8 +50,13 @@ def main(args: list[str] | None = None) -> int:
         wait_slurm(submitted)
         print_ensemble_output(plan.run, submitted.ensemble_job_id)
         return print_status(plan.run)
-    submitted = run_local(plan.run, plan.seeds, plan.slurm, plan.tta, say=print,
-                          on_submit=lambda s: record_jobs(plan, s))
+    try:
+        submitted = run_local(plan.run, plan.seeds, plan.slurm, plan.tta, say=print,
+                              on_submit=lambda s: record_jobs(plan, s))
+    except KeyboardInterrupt:
+        print(f"stopped; the same command (or: python -m jobs.launch --run_dir {plan.run.root}) resumes the run",
+              file=sys.stderr)
+        return INTERRUPTED_EXIT
     print(f"run folder: {plan.run.root}\nreport: {plan.run.report}")
     return 0 if submitted.ensemble_ok and not submitted.failed_members else 1
 

@@ -216,3 +216,39 @@ def test_usr2_requeues_a_local_member_which_resumes_bit_identically(tmp_path, da
     resumed = [line for line in log.splitlines() if "resuming seed 7 from step-" in line]
     assert len(resumed) == 1 and "epoch 1, batch 0" not in resumed[0]
     assert_members_identical(member, reference)
+
+
+def test_ctrl_c_stops_local_members_at_a_step_boundary(tmp_path, data_root):
+    """A terminal's Ctrl-C reaches the launcher only; it stops each member with SIGTERM, which saves first."""
+    run_dir = tmp_path / "run"
+    args = [*member_args(data_root), "--trainer.max_epochs", "40", "--array", "2", "--cluster", "local",
+            "--run_dir", str(run_dir)]
+    launcher = subprocess.Popen([sys.executable, "-m", "jobs.launch", *args], cwd=REPO, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    for seed in (7, 8):
+        wait_for_progress(run_dir / "members" / f"seed_{seed}", min_step=4)
+    os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
+    out, _ = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, out
+    assert "the same command" in out and "Traceback" not in out
+    for seed in (7, 8):
+        member = run_dir / "members" / f"seed_{seed}"
+        progress = json.loads((member / "progress.json").read_text())
+        assert progress["status"] == "interrupted" and progress["epoch"] < 40
+        log = (member / "train.log").read_text()
+        assert "received SIGTERM" in log and "KeyboardInterrupt" not in log
+
+
+def test_auto_runs_locally_when_sbatch_is_missing_or_the_controller_is_silent(monkeypatch, caplog):
+    from jobs import _cluster
+
+    monkeypatch.setattr(_cluster.shutil, "which", lambda name: None)
+    assert _cluster.choose_cluster("auto") == "local"
+    monkeypatch.setattr(_cluster.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(_cluster, "controller_answers", lambda: False)
+    with caplog.at_level("WARNING"):
+        assert _cluster.choose_cluster("auto") == "local"
+    assert "does not answer" in caplog.text
+    monkeypatch.setattr(_cluster, "controller_answers", lambda: True)
+    assert _cluster.choose_cluster("auto") == "slurm"

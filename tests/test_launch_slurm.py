@@ -176,6 +176,7 @@ class Preempted:
     seed: int
     stop_progress: dict  # progress.json just before the urgent job came
     ensemble_while_requeued: dict  # the ensemble job's record while the member waited in the queue
+    status_while_requeued: str  # jobs.status's table at that moment
     seconds: float
 
 
@@ -190,8 +191,19 @@ def preempt_a_member(tmp_path: Path, data_root: Path, runs: list, user_signal: b
     submit_urgent_blocker(seconds=3)  # needs every CPU: both members are preempted
     wait_for_requeue(run.member_jobs[BASE_SEED], timeout_s=120)
     seen = {}
-    drive_to_end(run, timeout_s=300, on_requeued=lambda job: seen.setdefault(job, job_record(run.ensemble_job)))
-    return Preempted(run, BASE_SEED, stop_progress, seen[run.member_jobs[BASE_SEED]], time.monotonic() - started)
+
+    def on_requeued(job: str) -> None:
+        if job == run.member_jobs[BASE_SEED] and job not in seen:
+            seen[job] = job_record(run.ensemble_job), status_table(run_dir)
+
+    drive_to_end(run, timeout_s=300, on_requeued=on_requeued)
+    ensemble, table = seen[run.member_jobs[BASE_SEED]]
+    return Preempted(run, BASE_SEED, stop_progress, ensemble, table, time.monotonic() - started)
+
+
+def status_table(run_dir: Path) -> str:
+    return subprocess.run([sys.executable, "-m", "jobs.status", "--run_dir", str(run_dir)], cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=60).stdout
 
 
 def assert_resumed_where_it_stopped(member: Path, signal_name: str) -> tuple[int, int]:
@@ -224,6 +236,9 @@ def assert_preemption_properties(outcome: Preempted, reference_dir: Path, signal
     # The dependent job waited for the requeued element, then wrote the report.
     assert outcome.ensemble_while_requeued["JobState"] == "PENDING"
     assert outcome.ensemble_while_requeued["Reason"] == "Dependency"
+    row = next(line.split() for line in outcome.status_while_requeued.splitlines() if line.startswith(f"{outcome.seed} "))
+    assert row[1] == "requeued", outcome.status_while_requeued
+    assert "ensemble: pending" in outcome.status_while_requeued
     assert job_state(run.ensemble_job) == "COMPLETED"
     ensemble, element = job_record(run.ensemble_job), job_record(job)
     assert ensemble["StartTime"] >= element["EndTime"]
@@ -259,6 +274,9 @@ def test_a_task_at_its_time_limit_is_requeued_and_finishes(tmp_path, data_root, 
     runs.append(run)
     job = run.member_jobs[BASE_SEED]
     assert "_" not in job  # a one-member "array" is a plain job
+    again = subprocess.run([sys.executable, "-m", "jobs.launch", "--run_dir", str(run_dir)], cwd=REPO, env=env(),
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "still queued or running" in again.stderr, again.stderr
     drive_to_end(run, timeout_s=480)
     assert job_state(job) == "COMPLETED" and restart_count(job) >= 1
     progress = run.progress(BASE_SEED)
