@@ -42,10 +42,12 @@ LAUNCHES_FILE = "launches.jsonl"
 
 def parse_cli(argv: list[str]) -> tuple[argparse.Namespace, list[str], list[str]]:
     """(sweep options, member overrides, --slurm.* options)."""
-    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", allow_abbrev=False, description=__doc__.split("\n\n")[0],
-                                     epilog="Other options are member settings, as for jobs.train "
-                                            "(--trainer.max_epochs 20); they apply to every trial.")
-    parser.add_argument("--config", type=Path, help="sweep file (recipe + space, or searches); see configs/sweep_ecg.yaml")
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {PROG}", allow_abbrev=False, description=__doc__.split("\n\n")[0],
+        epilog="Other options are member settings, as for jobs.train (--trainer.max_epochs 20, --slurm.* apart); "
+               "they apply to every trial.")
+    parser.add_argument("--config", type=Path,
+                        help="sweep file (recipe + space, or searches); see configs/sweep_ecg.yaml")
     parser.add_argument("--search", help="which of the file's searches to run")
     parser.add_argument("--trials", type=int, help="N: the sweep ends when N trials are finished")
     parser.add_argument("--array", type=int, default=1, help="K: workers (array tasks) running trials side by side")
@@ -55,7 +57,8 @@ def parse_cli(argv: list[str]) -> tuple[argparse.Namespace, list[str], list[str]
     parser.add_argument("--pruner", choices=PrunerName.__args__, help="overrides the sweep file")
     parser.add_argument("--objective", choices=Objective.__args__, help="overrides the sweep file")
     parser.add_argument("--site", help="SLURM site profile (slurm/sites/NAME.yaml or a path)")
-    parser.add_argument("--dry_run", action="store_true", help="check everything, print the sbatch script; write nothing")
+    parser.add_argument("--dry_run", action="store_true",
+                        help="check everything, print the sbatch script; write nothing")
     parser.add_argument("--wait", action="store_true", help="on SLURM, wait for the workers and print the top 10")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--worker", action="store_true", help="run one worker in this process, then exit")

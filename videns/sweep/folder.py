@@ -53,7 +53,8 @@ class SweepSettings:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "SweepSettings":
         return cls(spec=SweepSpec.from_json(raw["spec"]), trials=int(raw["trials"]),
-                   heartbeat_s=float(raw.get("heartbeat_s", 30.0)), stale_after_s=float(raw.get("stale_after_s", 300.0)))
+                   heartbeat_s=float(raw.get("heartbeat_s", 30.0)),
+                   stale_after_s=float(raw.get("stale_after_s", 300.0)))
 
 
 class SweepFolder:

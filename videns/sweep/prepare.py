@@ -26,8 +26,9 @@ def open_sweep(folder: SweepFolder, sweep_file: Path | None, search: str | None,
     ``member_args`` (``--trainer.max_epochs 20``) apply to every trial. Writes only when ``write``."""
     if sweep_file is None:
         if member_args or not folder.exists():
-            raise ConfigError(f"--config SWEEP_FILE is needed {'with member overrides' if member_args else 'to start a sweep'}"
-                              f" ({folder.root} is {'a' if folder.exists() else 'not a'} sweep folder)")
+            why = "with member overrides" if member_args else "to start a sweep"
+            raise ConfigError(f"--config SWEEP_FILE is needed {why} ({folder.root} is "
+                              f"{'a' if folder.exists() else 'not a'} sweep folder)")
         settings = folder.settings()
         if write and trials is not None and trials != settings.trials:
             settings.trials = trials
