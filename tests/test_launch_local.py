@@ -169,6 +169,21 @@ def test_relaunch_under_a_changed_config_is_refused_unless_forced(local_run, cap
     assert (run_dir / "config.yaml").read_text() == saved
 
 
+def test_a_failed_member_is_reported_and_the_ensemble_still_runs(local_run, capsys):
+    """Growing the run to three members where the third cannot even create its folder."""
+    run_dir = local_run[0]
+    (run_dir / "members" / "seed_9").write_text("a file where the member folder should be")
+    proc = run_launch(["--run_dir", str(run_dir), "--cluster", "local", "--array", "3"])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "seed 9: FAILED" in proc.stdout
+    report = json.loads((run_dir / "ensemble" / "report.json").read_text())
+    assert [entry["seed"] for entry in report["skipped"]] == [9]  # the evaluation ran and names the failed member
+    assert status.main(["--run_dir", str(run_dir)]) == 1
+    out = capsys.readouterr().out
+    assert next(line for line in out.splitlines() if line.startswith("9 ")).split()[1] == "failed"
+    assert "ensemble: done" in out
+
+
 def test_status_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         status.main(["--run_dir", str(tmp_path)])

@@ -236,7 +236,8 @@ def assert_preemption_properties(outcome: Preempted, reference_dir: Path, signal
     # The dependent job waited for the requeued element, then wrote the report.
     assert outcome.ensemble_while_requeued["JobState"] == "PENDING"
     assert outcome.ensemble_while_requeued["Reason"] == "Dependency"
-    row = next(line.split() for line in outcome.status_while_requeued.splitlines() if line.startswith(f"{outcome.seed} "))
+    table = outcome.status_while_requeued.splitlines()
+    row = next(line.split() for line in table if line.startswith(f"{outcome.seed} "))
     assert row[1] == "requeued", outcome.status_while_requeued
     assert "ensemble: pending" in outcome.status_while_requeued
     assert job_state(run.ensemble_job) == "COMPLETED"
