@@ -16,6 +16,7 @@ RUN/trials_top10.md and RUN/best_config.yaml (for jobs.train or jobs.launch).
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from jsonargparse import ArgumentParser
 from jobs._cli import user_errors_as_one_line
 from jobs._cluster import (LOG_PATTERN, LOGS_DIR, Cluster, ClusterConfig, choose_cluster, render_sbatch, site_profile,
                            slurm_parameters)
+from jobs._launch_plan import SITE_ENV
 from jobs._run import git_revision, now_iso
 from jobs._sweep_tasks import (INTERRUPTED_EXIT, job_name, run_local_workers, submit_slurm_workers,
                                wait_slurm_workers)
@@ -37,6 +39,7 @@ from videns.sweep.spec import Objective, PrunerName, SamplerName
 from videns.training.interrupt import StopSignals
 
 PROG = "jobs.sweep"
+CTRL_C_EXIT = 130  # as a shell reports Ctrl-C
 LAUNCHES_FILE = "launches.jsonl"
 
 
@@ -56,7 +59,7 @@ def parse_cli(argv: list[str]) -> tuple[argparse.Namespace, list[str], list[str]
     parser.add_argument("--sampler", choices=SamplerName.__args__, help="overrides the sweep file")
     parser.add_argument("--pruner", choices=PrunerName.__args__, help="overrides the sweep file")
     parser.add_argument("--objective", choices=Objective.__args__, help="overrides the sweep file")
-    parser.add_argument("--site", help="SLURM site profile (slurm/sites/NAME.yaml or a path)")
+    parser.add_argument("--site", help="SLURM site profile (slurm/sites/NAME.yaml or a path); default $VIDENS_SITE")
     parser.add_argument("--dry_run", action="store_true",
                         help="check everything, print the sbatch script; write nothing")
     parser.add_argument("--wait", action="store_true", help="on SLURM, wait for the workers and print the top 10")
@@ -77,6 +80,7 @@ def parse_cli(argv: list[str]) -> tuple[argparse.Namespace, list[str], list[str]
 def cluster_config(site: str | None, slurm_args: list[str]) -> ClusterConfig:
     parser = ArgumentParser(prog=PROG, exit_on_error=False)
     parser.add_class_arguments(ClusterConfig, "slurm")
+    site = site or os.environ.get(SITE_ENV) or None  # as jobs.launch
     ns = parse_or_config_error(parser, (["--slurm", str(site_profile(site))] if site else []) + slurm_args)
     return ClusterConfig(**{k: v for k, v in ns.slurm.as_dict().items() if not k.startswith("__")})
 
@@ -91,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         choices = {k: getattr(opts, k) for k in ("sampler", "pruner", "objective")}
         settings = open_sweep(folder, opts.config, opts.search, choices, member_args, opts.trials,
                               write=not (opts.dry_run or opts.export))
-        cluster = choose_cluster(opts.cluster) if not (opts.worker or opts.export) else "local"
+        if opts.worker or opts.export:
+            cluster = "local"
+        elif opts.dry_run and opts.cluster != "auto":
+            cluster = opts.cluster  # a dry run for SLURM needs no sbatch here
+        else:
+            cluster = choose_cluster(opts.cluster)
     if opts.export:
         return print_results(folder)
     if opts.worker:
@@ -115,7 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         wait_slurm_workers(job_ids)
         return print_results(folder)
     _append_launch(folder, record)
-    failed = run_local_workers(folder.root, opts.array, slurm, say=print)
+    try:
+        failed = run_local_workers(folder.root, opts.array, slurm, say=print)
+    except KeyboardInterrupt:
+        print(f"stopped; running trials are saved and released: python -m {PROG} --run_dir {folder.root} "
+              "continues the sweep", file=sys.stderr)
+        return CTRL_C_EXIT
     code = print_results(folder)
     return 1 if failed and code == 0 else code
 
