@@ -215,6 +215,7 @@ def _history_record(state: TrainingState, metrics: dict[str, Any], val_loss: flo
         "val_accuracy": metrics["accuracy"],
         "val_f1_weighted": metrics["f1_weighted"],
         "val_f1_macro": metrics["f1_macro"],
+        "val_balanced_accuracy": metrics["balanced_accuracy"],
         "val_f1_per_class": {name: v["f1"] for name, v in metrics["per_class"].items()},
         "lr": lr,
         "seconds": state.epoch_seconds,
