@@ -192,3 +192,9 @@ def local_executor(folder: Path, cfg: ClusterConfig, ensemble: bool = False) -> 
     executor.update_parameters(timeout_min=cfg.ensemble_time_min if ensemble else cfg.time_min,
                                signal_delay_s=cfg.signal_delay_s)
     return executor
+
+
+def local_task_env() -> dict[str, str | None]:
+    """Environment a local task must restore: submitit's local executor sets CUDA_VISIBLE_DEVICES=""
+    (no GPU asked), which would put every member on the CPU. None means "unset"."""
+    return {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}

@@ -7,7 +7,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
-from jobs._cluster import LOG_PATTERN, ClusterConfig, local_executor, local_plan, slurm_executor, slurm_parameters
+from jobs._cluster import (LOG_PATTERN, ClusterConfig, local_executor, local_plan, local_task_env, slurm_executor,
+                           slurm_parameters)
 from jobs._queue import query_jobs
 from jobs._run import RunFolder, member_row
 from jobs._tasks import EnsembleTask, MemberTask
@@ -71,7 +72,7 @@ def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
             while queue and len(running) < plan.parallelism:
                 seed = queue.pop(0)
                 with _sigint_ignored_in_children():
-                    running[seed] = executor.submit(MemberTask(str(run.root), seed, plan.threads))
+                    running[seed] = executor.submit(MemberTask(str(run.root), seed, plan.threads, local_task_env()))
                 submitted.member_job_ids[seed] = running[seed].job_id
                 on_submit(submitted)
             for seed, job in list(running.items()):
@@ -83,7 +84,8 @@ def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
         _stop_local(running, say)
         raise
     with _sigint_ignored_in_children():
-        job = local_executor(run.logs / LOG_PATTERN, cfg, ensemble=True).submit(EnsembleTask(str(run.root), tta))
+        job = local_executor(run.logs / LOG_PATTERN, cfg, ensemble=True).submit(
+            EnsembleTask(str(run.root), tta, local_task_env()))
     submitted.ensemble_job_id = job.job_id
     on_submit(submitted)
     while not job.done():

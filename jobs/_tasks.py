@@ -37,12 +37,18 @@ TERM_WAIT_POLL_S = 5.0
 
 
 class MemberTask:
-    """Train (or continue) member ``seed`` of the run in ``run_dir``."""
+    """Train (or continue) member ``seed`` of the run in ``run_dir``.
 
-    def __init__(self, run_dir: str, seed: int, threads: int | None = None):
+    ``env`` is set (None: unset) before anything touches CUDA; local runs use it to
+    undo submitit's CUDA_VISIBLE_DEVICES="".
+    """
+
+    def __init__(self, run_dir: str, seed: int, threads: int | None = None,
+                 env: dict[str, str | None] | None = None):
         self.run_dir = str(run_dir)
         self.seed = int(seed)
         self.threads = threads
+        self.env = env or {}
 
     def member_args(self) -> list[str]:
         run = Path(self.run_dir)
@@ -57,6 +63,7 @@ class MemberTask:
         from videns.training.interrupt import StopSignals
         from videns.training.member import train_member
 
+        apply_env(self.env)
         cfg = parse_member_config(self.member_args())
         setup_logging(cfg.out_dir / "train.log")
         if self.threads:
@@ -86,7 +93,7 @@ class MemberTask:
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Called by submitit inside its USR2 handler: only build the resubmission; state is already on disk."""
-        return submitit.helpers.DelayedSubmission(MemberTask(self.run_dir, self.seed, self.threads))
+        return submitit.helpers.DelayedSubmission(MemberTask(self.run_dir, self.seed, self.threads, self.env))
 
     def __repr__(self) -> str:
         return f"MemberTask(run_dir={self.run_dir!r}, seed={self.seed}, threads={self.threads})"
@@ -95,13 +102,15 @@ class MemberTask:
 class EnsembleTask:
     """Run ``jobs.ensemble_eval`` on the run folder once the members are done."""
 
-    def __init__(self, run_dir: str, tta: bool = False):
+    def __init__(self, run_dir: str, tta: bool = False, env: dict[str, str | None] | None = None):
         self.run_dir = str(run_dir)
         self.tta = tta
+        self.env = env or {}
 
     def __call__(self) -> int:
         from jobs.ensemble_eval import main  # imported here: the pickle names this class, not the module's code
 
+        apply_env(self.env)
         code = main(["--run_dir", self.run_dir, *(["--tta"] if self.tta else [])])
         if code:
             raise RuntimeError(f"jobs.ensemble_eval exited with status {code}")
@@ -109,6 +118,14 @@ class EnsembleTask:
 
     def __repr__(self) -> str:
         return f"EnsembleTask(run_dir={self.run_dir!r}, tta={self.tta})"
+
+
+def apply_env(overrides: dict[str, str | None]) -> None:
+    for name, value in overrides.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def job_context() -> dict[str, Any]:

@@ -267,3 +267,31 @@ def test_auto_runs_locally_when_sbatch_is_missing_or_the_controller_is_silent(mo
     assert "does not answer" in caplog.text
     monkeypatch.setattr(_cluster, "controller_answers", lambda: True)
     assert _cluster.choose_cluster("auto") == "slurm"
+
+
+
+class ReportVisibleGpus:
+    """Reads CUDA_VISIBLE_DEVICES inside the task, after the task's own environment fix."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def __call__(self):
+        from jobs._tasks import apply_env
+
+        apply_env(self.env)
+        return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+@pytest.mark.parametrize("visible", [None, "MIG-4f1c2a3b-0000-1111-2222-333344445555"])
+def test_local_tasks_see_the_launchers_gpus(tmp_path, monkeypatch, visible):
+    """submitit's local executor hides every GPU (CUDA_VISIBLE_DEVICES=""); members must see the launcher's."""
+    from jobs._cluster import ClusterConfig, local_executor, local_task_env
+
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    executor = local_executor(tmp_path / "%j", ClusterConfig())
+    assert executor.submit(ReportVisibleGpus({})).result() == ""  # what submitit alone does
+    assert executor.submit(ReportVisibleGpus(local_task_env())).result() == visible
