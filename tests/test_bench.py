@@ -1,0 +1,128 @@
+"""jobs.bench in its tiny profile on CPU: the JSON's shape, ratios that name their workload, the table.
+
+No assertion here is about speed: the tiny profile's figures mean nothing.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save
+
+from jobs import bench
+from videns.bench.proposals import write_tensor_file
+from videns.bench.report import WORKLOAD_KEYS
+
+SECTION_KEYS = {
+    "loader": ("seed_style", "ours", "ours_no_preload", "loader_speedup", "workload"),
+    "checkpoint": ("ours_save", "torch_save", "torch_save_fsync", "ours_load", "torch_load",
+                   "checkpoint_save_ratio", "checkpoint_load_ratio", "ours_save_breakdown", "workload"),
+    "ensemble": ("no_tta", "tta", "seed_style_member_passes", "ensemble_speedup", "workload"),
+}
+TRAINING_KEYS = ("ours", "seed_style", "epoch_time_ratio", "equal_quality", "workload")
+EXPECTED_RATIOS = {"loader_speedup", "epoch_time_ratio", "step_time_ratio", "checkpoint_save_ratio",
+                   "checkpoint_save_ratio_vs_plain_torch_save", "checkpoint_load_ratio", "ensemble_speedup"}
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One tiny bench run: (result JSON, printed table)."""
+    root = tmp_path_factory.mktemp("bench")
+    out = root / "bench.json"
+    threads = torch.get_num_threads()
+    try:
+        code = bench.main(["--tiny", "--device", "cpu", "--threads", "1", "--out", str(out),
+                           "--work_dir", str(root / "work")])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    return json.loads(out.read_text())
+
+
+def test_result_has_every_section_with_both_datasets(bench_run):
+    assert bench_run["schema"] == "videns.bench/1"
+    assert set(bench_run["data"]) == {"fixed", "mixed"}
+    assert bench_run["data"]["fixed"]["train_lengths"]["min"] == bench_run["data"]["fixed"]["max_frames"]
+    for section, keys in SECTION_KEYS.items():
+        sections = bench_run[section].values() if section == "loader" else [bench_run[section]]
+        for part in sections:
+            assert set(keys) <= set(part), f"{section}: missing {set(keys) - set(part)}"
+    assert set(bench_run["loader"]) == {"fixed", "mixed"}
+    for name in ("fixed", "mixed"):
+        assert set(TRAINING_KEYS) <= set(bench_run["training"][name])
+        for run in ("ours", "seed_style"):
+            epochs = bench_run["training"][name][run]["epochs"]
+            assert len(epochs) == bench_run["profile"]["epochs"]
+            assert all(0.0 <= e["val_accuracy"] <= 1.0 for e in epochs)
+    assert {"ours_step", "seed_style_step", "step_time_ratio"} <= set(bench_run["training"]["full_model_steps"])
+
+
+def test_cuda_section_says_why_it_was_not_measured(bench_run):
+    cuda = bench_run["cuda"]
+    assert cuda["available"] == torch.cuda.is_available()
+    assert "not measured here" in cuda["note"]
+
+
+def test_every_ratio_names_its_workload(bench_run):
+    ratios = bench_run["ratios"]
+    assert EXPECTED_RATIOS <= {r["key"] for r in ratios}
+    for entry in ratios:
+        assert isinstance(entry["value"], float) and not math.isinf(entry["value"])
+        assert entry["definition"]
+        for key in WORKLOAD_KEYS:
+            assert entry["workload"].get(key) not in (None, ""), f"{entry['key']}: workload lacks {key}"
+        if entry["target"] is not None and not math.isnan(entry["value"]):
+            assert isinstance(entry["met"], bool)
+
+
+def test_printed_table_lists_every_ratio(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--tiny", "--device", "cpu", "--threads", "1", "--out", str(out),
+                           "--sections", "loader", "checkpoint"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert "training" not in result and "ensemble" not in result
+    for entry in result["ratios"]:
+        assert f"| {entry['key']} |" in printed
+
+
+def test_conflicting_profiles_are_one_line_user_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--quick", "--tiny", "--out", str(tmp_path / "x.json")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jobs.bench: error:") and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_proposed_tensor_writer_is_byte_identical_to_safetensors(tmp_path):
+    tensors = {"w": torch.randn(3, 5), "step": torch.tensor(7.0), "empty": torch.zeros(0), "ids": torch.arange(4),
+               "half": torch.ones(3, dtype=torch.bfloat16), "flags": torch.tensor([True, False])}
+    entry = write_tensor_file(tmp_path / "t.safetensors", tensors)
+    assert (tmp_path / "t.safetensors").read_bytes() == save(tensors)
+    assert entry["size"] == len(save(tensors))
+
+
+def test_proposed_checkpoint_is_read_by_the_library(bench_run):
+    proposal = bench_run["checkpoint"]["proposal"]
+    assert proposal["library_reads_it"] is True
+
+
+def test_work_dir_data_is_reused(bench_run, tmp_path):
+    # The second run in the same work_dir reuses the generated files (same profile, same marker).
+    work = Path(bench_run["config"]["work_dir"])
+    fixed = work / "data" / "tiny-fixed" / "train_features_multiscale.h5"
+    before = fixed.stat().st_mtime_ns
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--tiny", "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "b.json"),
+                           "--work_dir", str(work), "--sections", "loader"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert fixed.stat().st_mtime_ns == before

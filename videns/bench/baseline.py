@@ -1,0 +1,198 @@
+"""A seed-style reader and training loop: how the original system read its data and trained.
+
+This is the baseline every speed-up is measured against. It keeps the
+original's costs on purpose:
+
+- one h5py read per item of the *full padded row* (``features[idx]``, gzip'd,
+  chunked one item per chunk), then a slice by ``num_frames[idx]``, with the
+  label and the length read per item from the file as well;
+- sequences packed for the LSTM in every batch, attention and pooling over the
+  padded frames without a mask (the attention also returns its weights, as
+  ``nn.MultiheadAttention`` does by default);
+- a host sync every step (``loss.item()``, and the running accuracy);
+- ``CosineAnnealingWarmRestarts`` stepped once per batch with integer steps;
+- fp32, no pinned memory, blocking copies, workers that are not persistent.
+
+One deviation keeps the baseline from crashing rather than making it faster:
+with DataLoader workers, each worker re-opens the file (the original shared the
+handle opened in ``__init__`` across forked workers, which h5py does not
+support). The per-item read is unchanged.
+"""
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
+
+from videns.bench.measure import Stopwatch
+from videns.data import layout
+from videns.data.sampling import inverse_frequency_weights
+from videns.models.temporal import TemporalAttentionClassifier
+from videns.training.loss import FocalLoss
+
+log = logging.getLogger(__name__)
+
+# The seed recipe (seed 002): AdamW, cosine restarts counted in batches, clipping.
+SEED_WEIGHT_DECAY = 5e-4
+SEED_T0, SEED_T_MULT, SEED_ETA_MIN = 20, 2, 1e-6
+SEED_GRAD_CLIP = 1.0
+SEED_GAMMA, SEED_SMOOTHING = 2.0, 0.1
+
+
+class SeedStyleDataset(Dataset):
+    """``dataset[i] -> (features [T_i, D] float32 tensor, label)``, read the way the original did."""
+
+    def __init__(self, path: Path, augment: bool = False):
+        self.path = Path(path)
+        self.augment = augment
+        self._open()
+        self.num_videos = int(self.h5.attrs[layout.ATTR_NUM_VIDEOS])
+
+    def _open(self) -> None:
+        self.h5 = h5py.File(self.path, "r")
+        self.features = self.h5[layout.FEATURES]
+        self.labels = self.h5[layout.LABELS]
+        self.num_frames = self.h5[layout.NUM_FRAMES]
+
+    def __len__(self) -> int:
+        return self.num_videos
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
+        features = self.features[idx]  # (max_frames, D): the whole padded row is decompressed
+        num_frames = int(self.num_frames[idx])
+        label = int(self.labels[idx])
+        features = torch.FloatTensor(features[:num_frames])  # (T_i, D)
+        if self.augment:
+            features = seed_augment(features)
+        return features, label
+
+    def all_labels(self) -> np.ndarray:
+        return self.labels[()].astype(np.int64)
+
+
+def seed_augment(features: torch.Tensor) -> torch.Tensor:
+    """Seed 002's augmentation, drawing from Python's global ``random`` as the original did."""
+    num_frames = features.shape[0]
+    if num_frames > 8:
+        if random.random() < 0.5:
+            new_length = max(int(num_frames * random.uniform(0.7, 1.0)), 8)
+            features = features[sorted(random.sample(range(num_frames), new_length))]
+        if random.random() < 0.3:
+            shift = random.randint(-3, 3)
+            if shift != 0:
+                features = torch.roll(features, shifts=shift, dims=0)
+        if random.random() < 0.2:
+            features = features + torch.randn_like(features) * 0.01
+    return features
+
+
+def seed_collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad to the batch's longest item: features (B, T, D), lengths (B,), labels (B,)."""
+    sequences = [features for features, _ in batch]
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    labels = torch.tensor([label for _, label in batch], dtype=torch.long)
+    return pad_sequence(sequences, batch_first=True), lengths, labels
+
+
+def _reopen_in_worker(_worker_id: int) -> None:
+    info = get_worker_info()
+    info.dataset._open()
+
+
+def build_seed_loader(dataset: SeedStyleDataset, batch_size: int, num_workers: int,
+                      sampler=None, shuffle: bool = False, generator: torch.Generator | None = None) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle and sampler is None,
+                      collate_fn=seed_collate, num_workers=num_workers, generator=generator,
+                      worker_init_fn=_reopen_in_worker if num_workers else None)
+
+
+class SeedStyleTemporalModel(TemporalAttentionClassifier):
+    """Seed 003's forward on the same layers: packs always, no key-padding mask, pooling over padding."""
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        h = self.input_projection(x)  # (B, T, H)
+        packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        lstm_out, _ = pad_packed_sequence(out, batch_first=True)  # (B, T_max, W)
+        attended, _ = self.attention(lstm_out, lstm_out, lstm_out)  # no mask; weights returned (default)
+        attended = self.attention_norm(lstm_out + self.attention_dropout(attended))  # (B, T_max, W)
+        weights = F.softmax(self.attention_pooling(attended), dim=1)  # (B, T_max, 1), padding included
+        pooled = (attended * weights).sum(dim=1)  # (B, W)
+        return self.classifier(pooled)  # (B, C)
+
+
+def seed_style_fit(data_root: Path, model_args: dict[str, Any], *, seed: int, epochs: int, batch_size: int,
+                   lr: float, num_workers: int, device: torch.device, out_dir: Path) -> dict[str, Any]:
+    """Train with the original's loop; per-epoch wall, train and val seconds and val accuracy."""
+    setup = Stopwatch(device)
+    with setup:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        train = SeedStyleDataset(layout.split_path(data_root, "train"), augment=True)
+        val = SeedStyleDataset(layout.split_path(data_root, "val"))
+        labels = train.all_labels()
+        class_weights = inverse_frequency_weights(np.bincount(labels, minlength=len(layout.SEED_CLASS_NAMES)))
+        sampler = WeightedRandomSampler(torch.as_tensor(class_weights[labels], dtype=torch.double), len(labels),
+                                        replacement=True, generator=torch.Generator().manual_seed(seed))
+        train_loader = build_seed_loader(train, batch_size, num_workers, sampler=sampler)
+        val_loader = build_seed_loader(val, batch_size, num_workers)
+        model = SeedStyleTemporalModel(train.features.shape[2], len(class_weights), **model_args).to(device)
+        criterion = FocalLoss(torch.as_tensor(class_weights, dtype=torch.float32, device=device),
+                              SEED_GAMMA, SEED_SMOOTHING)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=SEED_WEIGHT_DECAY)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=SEED_T0, T_mult=SEED_T_MULT,
+                                                                         eta_min=SEED_ETA_MIN)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records, best = [], -1.0
+    for epoch in range(epochs):
+        wall = Stopwatch(device)
+        with wall:
+            train_s, train_loss = _seed_train_epoch(model, train_loader, criterion, optimizer, scheduler, device)
+            val_start = time.perf_counter()
+            val_accuracy = _seed_validate(model, val_loader, device)
+            if val_accuracy > best:
+                best = val_accuracy
+                torch.save(model.state_dict(), out_dir / "best_model.pth")
+        records.append({"epoch": epoch + 1, "wall_s": wall.seconds, "train_s": train_s,
+                        "val_s": time.perf_counter() - val_start, "train_loss": train_loss,
+                        "val_accuracy": val_accuracy, "steps": len(train_loader)})
+        log.info("seed-style epoch %d: %.2fs, val acc %.4f", epoch + 1, wall.seconds, val_accuracy)
+    return {"setup_s": setup.seconds, "epochs": records}
+
+
+def _seed_train_epoch(model, loader, criterion, optimizer, scheduler, device) -> tuple[float, float]:
+    model.train()
+    start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
+    for features, lengths, labels in loader:
+        features, labels = features.to(device), labels.to(device)
+        optimizer.zero_grad()
+        logits = model(features, lengths)
+        loss = criterion(logits, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), SEED_GRAD_CLIP)
+        optimizer.step()
+        scheduler.step()  # once per batch, integer steps: cycles of 20, 40, ... batches
+        total_loss += loss.item()  # host sync every step
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    return time.perf_counter() - start, total_loss / max(len(loader), 1)
+
+
+@torch.no_grad()
+def _seed_validate(model, loader, device) -> float:
+    model.eval()
+    correct, seen = 0, 0
+    for features, lengths, labels in loader:
+        features, labels = features.to(device), labels.to(device)
+        correct += (model(features, lengths).argmax(1) == labels).sum().item()
+        seen += len(labels)
+    return correct / max(seen, 1)

@@ -1,0 +1,134 @@
+"""The bench's ratios, each with its workload and target, and the table printed for people."""
+
+import math
+from typing import Any
+
+# Every workload names at least these.
+WORKLOAD_KEYS = ("model", "batch", "workers", "device")
+
+
+def ratio_entry(key: str, value: float, workload: dict[str, Any], definition: str, target: str | None = None,
+                extra_ok: bool = True) -> dict[str, Any]:
+    """One ratio: its value, what it divides, on which workload, and whether it meets its target."""
+    met = None
+    if target is not None and not math.isnan(value):
+        op, bound = target.split()
+        met = (value >= float(bound) if op == ">=" else value <= float(bound)) and extra_ok
+    return {"key": key, "value": value, "definition": definition, "target": target, "met": met,
+            "workload": {k: workload.get(k) for k in WORKLOAD_KEYS} | workload}
+
+
+def collect_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every ratio of a bench result, in report order."""
+    entries = []
+    for name, loader in result.get("loader", {}).items():
+        entries.append(ratio_entry("loader_speedup", loader["loader_speedup"], loader["workload"],
+                                   "seed-style epoch seconds / ours (split in RAM), same batches' items",
+                                   ">= 10"))
+        entries.append(ratio_entry("loader_speedup_first_epoch_with_preload",
+                                   loader["loader_speedup_first_epoch_with_preload"], loader["workload"],
+                                   "seed-style epoch / (our preload + one epoch)"))
+    training = result.get("training", {})
+    for name in ("fixed", "mixed"):
+        if name in training:
+            entries.append(_epoch_entry(training[name]))
+    if "full_model_steps" in training:
+        steps = training["full_model_steps"]
+        entries.append(ratio_entry("step_time_ratio", steps["step_time_ratio"], steps["workload"],
+                                   "ours / seed-style seconds per training step, full-size model"))
+    checkpoint = result.get("checkpoint")
+    if checkpoint:
+        for key, definition, target in (
+                ("checkpoint_save_ratio", "ours / (torch.save + fsync) of the same state: equal durability", "<= 1.0"),
+                ("checkpoint_save_ratio_vs_plain_torch_save", "ours / plain torch.save (no fsync)", None),
+                ("checkpoint_load_ratio", "ours (sha256-verified) / torch.load + load_state_dict", None)):
+            entries.append(ratio_entry(key, checkpoint[key], checkpoint["workload"], definition, target))
+    ensemble = result.get("ensemble")
+    if ensemble:
+        entries.append(ratio_entry("ensemble_speedup", ensemble["ensemble_speedup"], ensemble["workload"],
+                                   "our 4-member pass (sequences/s) / seed-style member-by-member passes"))
+    cuda = result.get("cuda", {})
+    if cuda.get("available"):
+        steps = cuda["full_model_steps"]
+        entries.append(ratio_entry("bf16_step_ratio", steps["bf16_step_ratio"], steps["workload"],
+                                   "bf16 autocast / fp32 seconds per step, full-size model"))
+        entries.append(_epoch_entry(cuda["training"]))
+    return entries
+
+
+def _epoch_entry(training: dict[str, Any]) -> dict[str, Any]:
+    quality = training["equal_quality"]
+    return ratio_entry("epoch_time_ratio", training["epoch_time_ratio"], training["workload"],
+                       "ours / seed-style steady epoch wall seconds (train + val + saving), "
+                       f"at equal val accuracy (best within {quality['tolerance']:.3f}: two binomial standard errors)",
+                       "<= 0.7", extra_ok=quality["equal"])
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A markdown table of every ratio, then the absolute figures behind them."""
+    lines = ["| ratio | value | target | met | workload |", "| --- | --- | --- | --- | --- |"]
+    for entry in result["ratios"]:
+        w = entry["workload"]
+        where = ", ".join(str(x) for x in (w.get("model"), f"batch {w.get('batch')}", f"{w.get('workers')} workers",
+                                           w.get("device"), w.get("data")) if x is not None)
+        met = {True: "yes", False: "**no**", None: ""}[entry["met"]]
+        lines.append(f"| {entry['key']} | {entry['value']:.3g} | {entry['target'] or ''} | {met} | {where} |")
+    lines += ["", "| figure | ours | seed-style |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {ours} | {seed} |" for name, ours, seed in figure_rows(result)]
+    return "\n".join(lines) + "\n"
+
+
+def figure_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    for name, loader in result.get("loader", {}).items():
+        o, s = loader["ours"], loader["seed_style"]
+        rows.append((f"loader {name}: sequences/s", f"{o['sequences_per_s']:.0f}", f"{s['sequences_per_s']:.0f}"))
+        rows.append((f"loader {name}: MB/s (real frames)", f"{o['mb_per_s']:.0f}", f"{s['mb_per_s']:.1f}"))
+        rows.append((f"loader {name}: preload s (ours) / lazy ours seq/s",
+                     f"{o['preload_s']:.2f} / {loader['ours_no_preload']['sequences_per_s']:.0f}", ""))
+    training = result.get("training", {})
+    for name in ("fixed", "mixed"):
+        if name in training:
+            rows += _training_rows(f"training {name}", training[name])
+    if "full_model_steps" in training:
+        steps = training["full_model_steps"]
+        rows.append(("full-size model: s/step", f"{steps['ours_step']['median_s']:.2f}",
+                     f"{steps['seed_style_step']['median_s']:.2f}"))
+    checkpoint = result.get("checkpoint")
+    if checkpoint:
+        rows.append(("checkpoint save s (ours / torch.save+fsync / torch.save)",
+                     f"{checkpoint['ours_save']['median_s']:.2f}",
+                     f"{checkpoint['torch_save_fsync']['median_s']:.2f} / {checkpoint['torch_save']['median_s']:.2f}"))
+        rows.append(("checkpoint load s (ours / torch.load)", f"{checkpoint['ours_load']['median_s']:.2f}",
+                     f"{checkpoint['torch_load']['median_s']:.2f}"))
+    ensemble = result.get("ensemble")
+    if ensemble:
+        rows.append(("ensemble (4 members): test sequences/s, no TTA / TTA",
+                     f"{ensemble['no_tta']['sequences_per_s']:.0f} / {ensemble['tta']['sequences_per_s']:.0f}",
+                     f"{ensemble['seed_style_member_passes']['sequences_per_s']:.0f}"))
+    cuda = result.get("cuda", {})
+    if cuda.get("available"):
+        steps, fit = cuda["full_model_steps"], cuda["mig_fit"]
+        for precision in ("fp32", "bf16"):
+            s = steps[precision]
+            rows.append((f"cuda full-size {precision}: s/step, peak alloc/reserved GB",
+                         f"{s['median_s']:.3f}, {s['peak_allocated_bytes'] / 1e9:.2f}/{s['peak_reserved_bytes'] / 1e9:.2f}",
+                         ""))
+        rows.append(("cuda: fits a 9.8 GB slice at this batch (bf16 / fp32)",
+                     f"{fit.get('bf16', {}).get('fits')} / {fit.get('fp32', {}).get('fits')}", ""))
+        rows += _training_rows("cuda training", cuda["training"])
+    else:
+        rows.append(("cuda", cuda.get("note", "not run"), ""))
+    return rows
+
+
+def _training_rows(label: str, training: dict[str, Any]) -> list[tuple[str, str, str]]:
+    o, s = training["ours"], training["seed_style"]
+    return [
+        (f"{label}: steady epoch s (train s)", f"{o['steady_epoch_s']:.2f} ({o['steady_train_s']:.2f})",
+         f"{s['steady_epoch_s']:.2f} ({s['steady_train_s']:.2f})"),
+        (f"{label}: first epoch with setup s", f"{o['first_epoch_with_setup_s']:.2f}",
+         f"{s['first_epoch_with_setup_s']:.2f}"),
+        (f"{label}: val accuracy best / final", f"{o['best_val_accuracy']:.3f} / {o['final_val_accuracy']:.3f}",
+         f"{s['best_val_accuracy']:.3f} / {s['final_val_accuracy']:.3f}"),
+    ]

@@ -1,0 +1,147 @@
+"""One bench run: generate the data, run each section on it, collect the ratios, write JSON."""
+
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from videns.bench.checkpoint import measure_checkpoint
+from videns.bench.cuda import measure_cuda
+from videns.bench.data import FIXED, MIXED, prepare_data
+from videns.bench.ensemble import measure_ensemble
+from videns.bench.loader import measure_loader
+from videns.bench.profiles import PROFILES, Profile
+from videns.bench.report import collect_ratios
+from videns.bench.training import compare_training, full_model_steps
+from videns.errors import ConfigError
+from videns.training.persist import write_json_atomically
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "videns.bench/1"
+SECTIONS = ("loader", "training", "checkpoint", "ensemble", "cuda")
+Section = Literal["loader", "training", "checkpoint", "ensemble", "cuda"]
+
+
+@dataclass
+class BenchConfig:
+    """Measure speed and memory against a seed-style baseline, on generated seed-like data.
+
+    Args:
+        out: JSON file to write the results to.
+        quick: the quick profile (about 3 minutes on 2 CPU cores) instead of the full one.
+        tiny: the tiny profile, for tests: seconds, and figures that mean nothing.
+        device: where training, steps and the ensemble run; auto picks cuda when available.
+        work_dir: folder for the generated data and run outputs, kept and reused (default: a temporary one, removed).
+        workers: DataLoader workers for every loader, ours and seed-style alike.
+        threads: torch intra-op threads (0 leaves torch's default).
+        bucket_window: our length bucketing window, in batches (data.bucket_window).
+        sections: run only these sections.
+    """
+
+    out: Path
+    quick: bool = False
+    tiny: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    work_dir: Path | None = None
+    workers: int = 0
+    threads: int = 0
+    bucket_window: int = 8
+    sections: list[Section] = field(default_factory=lambda: list(SECTIONS))
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        problems = []
+        if self.quick and self.tiny:
+            problems.append("choose one of --quick and --tiny")
+        if self.workers < 0 or self.threads < 0 or self.bucket_window < 0:
+            problems.append("workers, threads and bucket_window must be >= 0")
+        unknown = sorted(set(self.sections) - set(SECTIONS))
+        if unknown:
+            problems.append(f"sections {unknown} unknown; choose from {list(SECTIONS)}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            problems.append("device=cuda but no CUDA device is visible")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def profile(self) -> Profile:
+        return PROFILES["tiny" if self.tiny else "quick" if self.quick else "full"]
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Run every selected section on the same data; write ``cfg.out`` and return the result."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    temporary = cfg.work_dir is None
+    work_dir = Path(tempfile.mkdtemp(prefix="videns-bench-")) if temporary else Path(cfg.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    result: dict[str, Any] = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                              "config": {**asdict(cfg), "out": str(cfg.out), "work_dir": str(cfg.work_dir)},
+                              "profile": asdict(cfg.profile), "host": host_info(device)}
+    try:
+        _run_sections(cfg, device, work_dir, result)
+    finally:
+        if temporary:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    result["host"]["load_average_end"] = os.getloadavg()
+    result["ratios"] = collect_ratios(result)
+    result["total_s"] = time.perf_counter() - started
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(cfg.out, result)
+    return result
+
+
+def _run_sections(cfg: BenchConfig, device: torch.device, work_dir: Path, result: dict[str, Any]) -> None:
+    profile, wanted = cfg.profile, set(cfg.sections)
+    seconds = result.setdefault("section_seconds", {})
+    clock = time.perf_counter()
+    data = prepare_data(profile, work_dir)
+    result["data"] = {name: d.describe() for name, d in data.items()}
+    seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "loader" in wanted:
+        result["loader"] = {name: measure_loader(d, profile.batch_size, cfg.workers, cfg.bucket_window,
+                                                 profile.loader_repeats) for name, d in data.items()}
+        seconds["loader"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "training" in wanted:
+        result["training"] = {name: compare_training(d, profile, model_args=profile.train_model,
+                                                     num_workers=cfg.workers, device=device,
+                                                     work_dir=work_dir / "training", bucket_window=cfg.bucket_window)
+                              for name, d in data.items()}
+        result["training"]["full_model_steps"] = full_model_steps(profile, device)
+        seconds["training"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "checkpoint" in wanted:
+        result["checkpoint"] = measure_checkpoint(profile, work_dir)
+        seconds["checkpoint"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "ensemble" in wanted:
+        model_args = profile.full_model if device.type == "cuda" else profile.train_model
+        result["ensemble"] = measure_ensemble(data[MIXED], model_args, batch_size=profile.eval_batch_size,
+                                              num_workers=cfg.workers, device=device, work_dir=work_dir)
+        seconds["ensemble"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "cuda" not in wanted:
+        result["cuda"] = {"available": torch.cuda.is_available(), "note": "section not selected"}
+    elif device.type != "cuda":
+        result["cuda"] = {"available": torch.cuda.is_available(),
+                          "note": "not measured here: " + ("--device cpu" if torch.cuda.is_available()
+                                                           else "no CUDA device visible")}
+    else:
+        result["cuda"] = measure_cuda(profile, data[FIXED], num_workers=cfg.workers, work_dir=work_dir,
+                                      bucket_window=cfg.bucket_window)
+        seconds["cuda"] = time.perf_counter() - clock
+
+
+def host_info(device: torch.device) -> dict[str, Any]:
+    return {"hostname": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
+            "cuda_available": torch.cuda.is_available(), "load_average_start": os.getloadavg()}
+
