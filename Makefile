@@ -27,8 +27,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install -e '.[dev,tabular]'
 	touch $@
 
+# The local site profile sizes tasks for a laptop or for slurm/local's
+# single node; a site of your own in VIDENS_SITE takes precedence.
 demo: $(STAMP)
-	$(PY) -m jobs.launch --array 4 --config configs/demo.yaml
+	VIDENS_SITE=$${VIDENS_SITE:-local} $(PY) -m jobs.launch --array 4 --config configs/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -105,8 +105,8 @@ make_munge_key() {
 # files whose number now belongs to something else.
 running() {
     local pid
-    [[ -s $1 ]] || return 1
-    pid=$(<"$1")
+    # The file can vanish between the test and the read (a concurrent stop).
+    pid=$(cat "$1" 2>/dev/null) || return 1
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$2" ]]
 }
