@@ -71,7 +71,7 @@ def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
         while queue or running:
             while queue and len(running) < plan.parallelism:
                 seed = queue.pop(0)
-                with _sigint_ignored_in_children():
+                with sigint_ignored_in_children():
                     running[seed] = executor.submit(MemberTask(str(run.root), seed, plan.threads, local_task_env()))
                 submitted.member_job_ids[seed] = running[seed].job_id
                 on_submit(submitted)
@@ -81,9 +81,9 @@ def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
                     _report_member(run, seed, job.job_id, submitted, say)
             time.sleep(POLL_S)
     except KeyboardInterrupt:
-        _stop_local(running, say)
+        stop_local_jobs(running, say)
         raise
-    with _sigint_ignored_in_children():
+    with sigint_ignored_in_children():
         job = local_executor(run.logs / LOG_PATTERN, cfg, ensemble=True).submit(
             EnsembleTask(str(run.root), tta, local_task_env()))
     submitted.ensemble_job_id = job.job_id
@@ -113,7 +113,7 @@ def _report_member(run: RunFolder, seed: int, job_id: str, submitted: Submitted,
         say(f"seed {seed}: FAILED ({row.state}); see {run.task_log(job_id)} and {run.member(seed) / 'train.log'}")
 
 
-def _stop_local(running: dict, say) -> None:
+def stop_local_jobs(running: dict, say) -> None:
     """SIGTERM to each running controller, which forwards it to its task; the task saves and exits."""
     say(f"stopping {len(running)} running member(s); each saves at its next step")
     for job in running.values():
@@ -125,7 +125,7 @@ def _stop_local(running: dict, say) -> None:
 
 
 @contextmanager
-def _sigint_ignored_in_children():
+def sigint_ignored_in_children():
     """Children started here inherit SIGINT ignored, so a terminal's Ctrl-C reaches only the launcher,
     which then stops them with SIGTERM (saved at a step boundary) instead of a KeyboardInterrupt mid-step."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

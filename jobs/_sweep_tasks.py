@@ -12,8 +12,6 @@ SLURM waits to be killed so that SLURM requeues the preempted task.
 
 import logging
 import os
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,8 +20,8 @@ import submitit
 
 from jobs._cluster import LOG_PATTERN, LOGS_DIR, ClusterConfig, local_executor, slurm_executor, slurm_parameters
 from jobs._queue import query_jobs
-from jobs._submit import _sigint_ignored_in_children, _stop_local
-from jobs._tasks import INTERRUPTED_EXIT, TERM_WAIT_POLL_S, job_context
+from jobs._submit import sigint_ignored_in_children, stop_local_jobs
+from jobs._tasks import hand_over, job_context
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
@@ -64,22 +62,6 @@ class SweepWorkerTask:
         return f"SweepWorkerTask(run_dir={self.run_dir!r}, index={self.index}, threads={self.threads})"
 
 
-def hand_over(stop, signum: int | None, what: str) -> None:
-    """The trial is saved and released: let submitit requeue (USR2), or leave the requeue to SLURM (TERM)."""
-    submitit_handler = stop.previous_handler(signal.SIGUSR2)
-    if signum == signal.SIGUSR2 and callable(submitit_handler):
-        log.info("%s: saved; handing over to submitit to requeue", what)
-        submitit_handler(signal.SIGUSR2, None)  # checkpoint() + requeue + sys.exit
-    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
-        log.info("%s: saved after SIGTERM; waiting for SLURM to end this run (a preempted job is requeued "
-                 "only if it outlives its grace time)", what)
-        while True:
-            time.sleep(TERM_WAIT_POLL_S)
-    log.info("%s: saved after %s; exiting %d", what, signal.Signals(signum).name if signum else "a stop request",
-             INTERRUPTED_EXIT)
-    sys.exit(INTERRUPTED_EXIT)
-
-
 def job_name(run_dir: Path) -> str:
     return f"videns-sweep-{Path(run_dir).name}"
 
@@ -106,14 +88,14 @@ def run_local_workers(run_dir: Path, count: int, cfg: ClusterConfig, say: Callab
     say(f"running {count} sweep worker(s) here with {threads} thread(s) each; logs in {Path(run_dir) / LOGS_DIR}")
     executor = local_executor(Path(run_dir) / LOGS_DIR / LOG_PATTERN, cfg)
     running = {}
-    with _sigint_ignored_in_children():
+    with sigint_ignored_in_children():
         for i in range(count):
             running[i] = executor.submit(SweepWorkerTask(str(run_dir), i, threads))
     try:
         while not all(job.done() for job in running.values()):
             time.sleep(POLL_S)
     except KeyboardInterrupt:
-        _stop_local(running, say)
+        stop_local_jobs(running, say)
         raise
     failed = [job.job_id for job in running.values() if _task_error(job)]
     for job_id in failed:

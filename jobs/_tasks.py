@@ -73,23 +73,8 @@ class MemberTask:
         with StopSignals() as stop:
             outcome = train_member(cfg, stop, context)
             if outcome.status == "interrupted":
-                self._hand_over(stop, outcome.signum)
+                hand_over(stop, outcome.signum, f"seed {self.seed}")
         return asdict(outcome)
-
-    def _hand_over(self, stop, signum: int | None) -> None:
-        """The checkpoint is saved: let submitit requeue (USR2), or leave the requeue to SLURM (TERM)."""
-        submitit_handler = stop.previous_handler(signal.SIGUSR2)
-        if signum == signal.SIGUSR2 and callable(submitit_handler):
-            log.info("seed %d saved; handing over to submitit to requeue", self.seed)
-            submitit_handler(signal.SIGUSR2, None)  # checkpoint() + requeue + sys.exit; raises if it may not
-        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
-            log.info("seed %d saved after SIGTERM; waiting for SLURM to end this run (a preempted job is "
-                     "requeued only if it outlives its grace time)", self.seed)
-            while True:  # bounded by the grace time, KillWait or the job's time limit
-                time.sleep(TERM_WAIT_POLL_S)
-        log.info("seed %d saved after %s; exiting %d", self.seed,
-                 signal.Signals(signum).name if signum else "a stop request", INTERRUPTED_EXIT)
-        sys.exit(INTERRUPTED_EXIT)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Called by submitit inside its USR2 handler: only build the resubmission; state is already on disk."""
@@ -126,6 +111,22 @@ def apply_env(overrides: dict[str, str | None]) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+def hand_over(stop, signum: int | None, what: str) -> None:
+    """The work is saved: let submitit requeue (USR2), or leave the requeue to SLURM (TERM)."""
+    submitit_handler = stop.previous_handler(signal.SIGUSR2)
+    if signum == signal.SIGUSR2 and callable(submitit_handler):
+        log.info("%s: saved; handing over to submitit to requeue", what)
+        submitit_handler(signal.SIGUSR2, None)  # checkpoint() + requeue + sys.exit; raises if it may not
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+        log.info("%s: saved after SIGTERM; waiting for SLURM to end this run (a preempted job is "
+                 "requeued only if it outlives its grace time)", what)
+        while True:  # bounded by the grace time, KillWait or the job's time limit
+            time.sleep(TERM_WAIT_POLL_S)
+    log.info("%s: saved after %s; exiting %d", what,
+             signal.Signals(signum).name if signum else "a stop request", INTERRUPTED_EXIT)
+    sys.exit(INTERRUPTED_EXIT)
 
 
 def job_context() -> dict[str, Any]:

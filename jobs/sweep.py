@@ -28,7 +28,8 @@ from jobs._cluster import (LOG_PATTERN, LOGS_DIR, Cluster, ClusterConfig, choose
                            slurm_parameters)
 from jobs._launch_plan import SITE_ENV
 from jobs._run import git_revision, now_iso
-from jobs._sweep_tasks import (INTERRUPTED_EXIT, job_name, run_local_workers, submit_slurm_workers,
+from jobs._tasks import INTERRUPTED_EXIT
+from jobs._sweep_tasks import (job_name, run_local_workers, submit_slurm_workers,
                                wait_slurm_workers)
 from videns.config import parse_or_config_error
 from videns.logs import setup_logging

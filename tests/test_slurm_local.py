@@ -26,7 +26,6 @@ from tests.slurm_cluster import (
     sbatch,
     submit_urgent_blocker,
     wait_for_requeue,
-    wait_for_state,
     wait_until_gone_or_done,
 )
 

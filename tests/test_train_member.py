@@ -9,7 +9,6 @@ import subprocess
 import sys
 import termios
 
-import pytest
 import yaml
 
 from jobs.train import main as train_main
