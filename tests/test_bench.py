@@ -51,7 +51,7 @@ def test_result_has_every_section_with_both_datasets(bench_run):
             assert set(keys) <= set(part), f"{section}: missing {set(keys) - set(part)}"
     assert set(bench_run["loader"]) == {"fixed", "mixed"}
     for name in ("fixed", "mixed"):
-        assert set(TRAINING_KEYS) <= set(bench_run["training"][name])
+        assert set(TRAINING_KEYS) | {"input_bound"} <= set(bench_run["training"][name])
         for run in ("ours", "seed_style"):
             epochs = bench_run["training"][name][run]["epochs"]
             assert len(epochs) == bench_run["profile"]["epochs"]

@@ -129,11 +129,11 @@ class SeedStyleTemporalModel(TemporalAttentionClassifier):
         return self.classifier(pooled)  # (B, C)
 
 
-def seed_style_fit(data_root: Path, model_args: dict[str, Any], *, seed: int, epochs: int, batch_size: int,
-                   lr: float, num_workers: int, device: torch.device, out_dir: Path) -> dict[str, Any]:
-    """Train with the original's loop; per-epoch wall, train and val seconds and val accuracy."""
-    setup = Stopwatch(device)
-    with setup:
+class SeedStyleTrainer:
+    """The original's loop, one epoch per call: train, validate, ``torch.save`` the best model."""
+
+    def __init__(self, data_root: Path, model_args: dict[str, Any], *, seed: int, batch_size: int, lr: float,
+                 num_workers: int, device: torch.device, out_dir: Path):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -143,30 +143,35 @@ def seed_style_fit(data_root: Path, model_args: dict[str, Any], *, seed: int, ep
         class_weights = inverse_frequency_weights(np.bincount(labels, minlength=len(layout.SEED_CLASS_NAMES)))
         sampler = WeightedRandomSampler(torch.as_tensor(class_weights[labels], dtype=torch.double), len(labels),
                                         replacement=True, generator=torch.Generator().manual_seed(seed))
-        train_loader = build_seed_loader(train, batch_size, num_workers, sampler=sampler)
-        val_loader = build_seed_loader(val, batch_size, num_workers)
-        model = SeedStyleTemporalModel(train.features.shape[2], len(class_weights), **model_args).to(device)
-        criterion = FocalLoss(torch.as_tensor(class_weights, dtype=torch.float32, device=device),
-                              SEED_GAMMA, SEED_SMOOTHING)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=SEED_WEIGHT_DECAY)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=SEED_T0, T_mult=SEED_T_MULT,
-                                                                         eta_min=SEED_ETA_MIN)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records, best = [], -1.0
-    for epoch in range(epochs):
-        wall = Stopwatch(device)
+        self.train_loader = build_seed_loader(train, batch_size, num_workers, sampler=sampler)
+        self.val_loader = build_seed_loader(val, batch_size, num_workers)
+        self.device = device
+        self.model = SeedStyleTemporalModel(train.features.shape[2], len(class_weights), **model_args).to(device)
+        self.criterion = FocalLoss(torch.as_tensor(class_weights, dtype=torch.float32, device=device),
+                                   SEED_GAMMA, SEED_SMOOTHING)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=SEED_WEIGHT_DECAY)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            self.optimizer, T_0=SEED_T0, T_mult=SEED_T_MULT, eta_min=SEED_ETA_MIN)
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.epoch, self.best = 0, -1.0
+
+    def run_epoch(self) -> dict[str, Any]:
+        """One epoch; its wall, train and val seconds, train loss and val accuracy."""
+        wall = Stopwatch(self.device)
         with wall:
-            train_s, train_loss = _seed_train_epoch(model, train_loader, criterion, optimizer, scheduler, device)
+            train_s, train_loss = _seed_train_epoch(self.model, self.train_loader, self.criterion, self.optimizer,
+                                                    self.scheduler, self.device)
             val_start = time.perf_counter()
-            val_accuracy = _seed_validate(model, val_loader, device)
-            if val_accuracy > best:
-                best = val_accuracy
-                torch.save(model.state_dict(), out_dir / "best_model.pth")
-        records.append({"epoch": epoch + 1, "wall_s": wall.seconds, "train_s": train_s,
-                        "val_s": time.perf_counter() - val_start, "train_loss": train_loss,
-                        "val_accuracy": val_accuracy, "steps": len(train_loader)})
-        log.info("seed-style epoch %d: %.2fs, val acc %.4f", epoch + 1, wall.seconds, val_accuracy)
-    return {"setup_s": setup.seconds, "epochs": records}
+            val_accuracy = _seed_validate(self.model, self.val_loader, self.device)
+            if val_accuracy > self.best:
+                self.best = val_accuracy
+                torch.save(self.model.state_dict(), self.out_dir / "best_model.pth")
+        self.epoch += 1
+        log.info("seed-style epoch %d: %.2fs, val acc %.4f", self.epoch, wall.seconds, val_accuracy)
+        return {"epoch": self.epoch, "wall_s": wall.seconds, "train_s": train_s,
+                "val_s": time.perf_counter() - val_start, "train_loss": train_loss, "val_accuracy": val_accuracy,
+                "steps": len(self.train_loader)}
 
 
 def _seed_train_epoch(model, loader, criterion, optimizer, scheduler, device) -> tuple[float, float]:

@@ -1,7 +1,8 @@
 """Loader throughput: our reader against the seed-style one, over the same training split.
 
 Both loaders deliver padded batches of the training split in a shuffled order,
-without augmentation, with the same batch size and worker count. "MB/s" counts
+without augmentation, with the same batch size and worker count, taking turns
+epoch by epoch. "MB/s" counts
 the real (unpadded) float32 frames delivered, the same for both. Ours is timed
 once its split is in RAM; the preload is timed apart and also reported folded
 into a single epoch, where it costs about one seed-style epoch.
@@ -14,7 +15,7 @@ import torch
 
 from videns.bench.baseline import SeedStyleDataset, build_seed_loader
 from videns.bench.data import BenchData
-from videns.bench.measure import Stopwatch, ratio, time_repeats
+from videns.bench.measure import Stopwatch, ratio, time_interleaved
 from videns.data.dataset import FeatureSplit
 from videns.data.loaders import TrainItems, build_train_loader
 from videns.data.sampling import EpochBatches, EpochOrder
@@ -25,25 +26,26 @@ PRELOAD_ALL = 1 << 62
 
 def measure_loader(data: BenchData, batch_size: int, num_workers: int, bucket_window: int, repeats: int,
                    seed: int = 0) -> dict[str, Any]:
-    """Seed-style, ours without preload and ours with preload; speedups of ours over seed-style."""
-    seed_style = _time_epochs(_seed_epoch(data, batch_size, num_workers, seed), repeats)
-    lazy = _time_epochs(_ours_epoch(FeatureSplit(data.path("train")), batch_size, num_workers, bucket_window, seed),
-                        repeats)
+    """Seed-style, ours without preload and ours with preload, taking turns; speedups of ours over seed-style."""
     with Stopwatch() as preload:
         split = FeatureSplit(data.path("train"), preload_bytes=PRELOAD_ALL)
-    # Ours reads from RAM in a fraction of a second; more repeats steady its median.
-    ours = _time_epochs(_ours_epoch(split, batch_size, num_workers, bucket_window, seed), max(repeats, 5))
-    ours["preload_s"] = preload.seconds
-    first_epoch_s = preload.seconds + ours["epoch"]["median_s"]
+    epochs = {
+        "seed_style": _counted(_seed_epoch(data, batch_size, num_workers, seed)),
+        "ours_no_preload": _counted(_ours_epoch(FeatureSplit(data.path("train")), batch_size, num_workers,
+                                                bucket_window, seed)),
+        "ours": _counted(_ours_epoch(split, batch_size, num_workers, bucket_window, seed)),
+    }
+    timings = time_interleaved({name: run for name, (run, _) in epochs.items()}, repeats=repeats)
+    results = {name: _throughput(timings[name], counts) for name, (_, counts) in epochs.items()}
+    results["ours"]["preload_s"] = preload.seconds
+    seed_s, ours_s = results["seed_style"]["epoch"]["median_s"], results["ours"]["epoch"]["median_s"]
     return {
-        "workload": {"model": "none (reading only)", "batch": batch_size, "workers": num_workers, "device": "cpu", "data": data.name,
-                     "items": len(data.train_lengths), "bucket_window": bucket_window},
-        "seed_style": seed_style,
-        "ours_no_preload": lazy,
-        "ours": ours,
-        "loader_speedup": ratio(seed_style["epoch"]["median_s"], ours["epoch"]["median_s"]),
-        "loader_speedup_no_preload": ratio(seed_style["epoch"]["median_s"], lazy["epoch"]["median_s"]),
-        "loader_speedup_first_epoch_with_preload": ratio(seed_style["epoch"]["median_s"], first_epoch_s),
+        "workload": {"model": "none (reading only)", "batch": batch_size, "workers": num_workers, "device": "cpu",
+                     "data": data.name, "items": len(data.train_lengths), "bucket_window": bucket_window},
+        **results,
+        "loader_speedup": ratio(seed_s, ours_s),
+        "loader_speedup_no_preload": ratio(seed_s, results["ours_no_preload"]["epoch"]["median_s"]),
+        "loader_speedup_first_epoch_with_preload": ratio(seed_s, preload.seconds + ours_s),
     }
 
 
@@ -76,15 +78,14 @@ def _drain(loader: Iterable) -> dict[str, int]:
     return {"items": items, "frames": frames, "padded_frames": padded, "feature_dim": features.shape[2]}
 
 
-def _time_epochs(run_epoch, repeats: int) -> dict[str, Any]:
+def _counted(run_epoch) -> tuple:
+    """``run_epoch`` as a timed callable, and the dict its last epoch's counts land in."""
     counts: dict[str, int] = {}
+    return (lambda: counts.update(run_epoch())), counts
 
-    def epoch() -> None:
-        counts.update(run_epoch())
 
-    timing = time_repeats(epoch, repeats=repeats, warmup=1)
+def _throughput(timing: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
     seconds = timing["median_s"]
     payload_mb = counts["frames"] * counts["feature_dim"] * 4 / 1e6
     return {"epoch": timing, "sequences_per_s": counts["items"] / seconds, "mb_per_s": payload_mb / seconds,
             "padding_overhead": counts["padded_frames"] / counts["frames"] - 1.0}
-

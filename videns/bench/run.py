@@ -118,6 +118,10 @@ def _run_sections(cfg: BenchConfig, device: torch.device, work_dir: Path, result
                                                      num_workers=cfg.workers, device=device,
                                                      work_dir=work_dir / "training", bucket_window=cfg.bucket_window)
                               for name, d in data.items()}
+        if "loader" in result:
+            for name in data:
+                result["training"][name]["input_bound"] = input_bound(result["loader"][name], result["training"][name],
+                                                                      data[name].num_items("val"))
         result["training"]["full_model_steps"] = full_model_steps(profile, device)
         seconds["training"], clock = time.perf_counter() - clock, time.perf_counter()
     if "checkpoint" in wanted:
@@ -138,6 +142,23 @@ def _run_sections(cfg: BenchConfig, device: torch.device, work_dir: Path, result
         result["cuda"] = measure_cuda(profile, data[FIXED], num_workers=cfg.workers, work_dir=work_dir,
                                       bucket_window=cfg.bucket_window)
         seconds["cuda"] = time.perf_counter() - clock
+
+
+def input_bound(loader: dict[str, Any], training: dict[str, Any], val_items: int) -> dict[str, Any]:
+    """How far input-side changes alone can take the epoch ratio, from the loader section's read times.
+
+    The seed-style loop reads the train and val splits every epoch; ours reads
+    from RAM. With compute unchanged, the best ratio is (seed epoch - seed
+    reading + our reading) / seed epoch.
+    """
+    items = loader["workload"]["items"]
+    scale = (items + val_items) / items
+    seed_read = loader["seed_style"]["epoch"]["median_s"] * scale
+    ours_read = loader["ours"]["epoch"]["median_s"] * scale
+    seed_epoch = training["seed_style"]["steady_epoch_s"]
+    return {"seed_read_s_per_epoch": seed_read, "ours_read_s_per_epoch": ours_read,
+            "seed_read_share": seed_read / seed_epoch,
+            "best_epoch_time_ratio_from_input_alone": (seed_epoch - seed_read + ours_read) / seed_epoch}
 
 
 def host_info(device: torch.device) -> dict[str, Any]:

@@ -1,0 +1,229 @@
+"""Training speed: our member loop against the seed-style loop, and the full-size model's step time.
+
+``compare_training`` trains the same model on the same data with both loops
+and reports epoch times and validation accuracy. Ours is ``train_member``
+itself, so its epochs include what a real member does: validation, a verified
+checkpoint and the history file. An epoch's wall time runs from the end of the
+previous epoch to the end of this one; the first epoch also holds the setup
+(data checks, preload, model build) and is reported apart. The two loops take
+turns epoch by epoch.
+"""
+
+import logging
+import math
+import random
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.nn.utils import clip_grad_norm_
+
+from videns.bench.baseline import SeedStyleTemporalModel, SeedStyleTrainer
+from videns.bench.data import BenchData
+from videns.bench.measure import Stopwatch, ratio, synchronize, time_interleaved, time_repeats
+from videns.bench.profiles import Profile, describe_model
+from videns.config import parse_member_config
+from videns.models.temporal import TemporalAttentionClassifier
+from videns.training.loss import FocalLoss
+from videns.training.member import train_member
+
+log = logging.getLogger(__name__)
+NUM_CLASSES = 4
+
+
+def compare_training(data: BenchData, profile: Profile, *, model_args: dict[str, Any], num_workers: int,
+                     device: torch.device, work_dir: Path, bucket_window: int, seed: int = 0,
+                     precision: str = "fp32") -> dict[str, Any]:
+    """Train with both loops for ``profile.epochs`` epochs; ``epoch_time_ratio`` = ours / seed-style.
+
+    The loops take turns epoch by epoch (a seed-style epoch runs inside our
+    end-of-epoch hook, off our clock), so drifting load on a shared machine
+    falls on both alike.
+    """
+    seed_style: dict[str, Any] = {"setup_s": 0.0, "epochs": []}
+    trainer: list[SeedStyleTrainer] = []
+    seed_rng: list[tuple] = []
+
+    def seed_style_epoch() -> None:
+        # Each loop keeps its own global RNG streams (dropout, sampling), as if it ran alone.
+        ours_rng = _global_rng_state()
+        if seed_rng:
+            _set_global_rng_state(seed_rng.pop())
+        if not trainer:
+            with Stopwatch(device) as setup:
+                trainer.append(SeedStyleTrainer(data.root, model_args, seed=seed, batch_size=profile.batch_size,
+                                                lr=profile.lr, num_workers=num_workers, device=device,
+                                                out_dir=_fresh(work_dir / f"seed-{data.name}")))
+            seed_style["setup_s"] = setup.seconds
+        seed_style["epochs"].append(trainer[0].run_epoch())
+        seed_rng.append(_global_rng_state())
+        _set_global_rng_state(ours_rng)
+
+    ours = _summarize(run_ours(data, model_args, seed=seed, epochs=profile.epochs, batch_size=profile.batch_size,
+                               lr=profile.lr, num_workers=num_workers, device=device,
+                               out_dir=_fresh(work_dir / f"ours-{data.name}"), bucket_window=bucket_window,
+                               precision=precision, between_epochs=seed_style_epoch))
+    seed_style = _summarize(seed_style)
+    num_params = sum(p.numel() for p in TemporalAttentionClassifier(data.feature_dim, NUM_CLASSES,
+                                                                    **model_args).parameters())
+    gap = ours["best_val_accuracy"] - seed_style["best_val_accuracy"]
+    tolerance = equal_quality_tolerance((ours["best_val_accuracy"] + seed_style["best_val_accuracy"]) / 2,
+                                        data.num_items("val"))
+    return {
+        "workload": {"model": describe_model(model_args, num_params), "batch": profile.batch_size,
+                     "workers": num_workers, "device": str(device), "data": data.name,
+                     "epochs": profile.epochs, "lr": profile.lr, "threads": torch.get_num_threads(),
+                     "ours_settings": {"bucket_window": bucket_window, "preload": True, "precision": precision},
+                     "seed_settings": {"precision": "fp32", "sampler": "WeightedRandomSampler",
+                                       "scheduler": "CosineAnnealingWarmRestarts(T_0=20, T_mult=2) per batch"}},
+        "ours": ours,
+        "seed_style": seed_style,
+        "epoch_time_ratio": ratio(ours["steady_epoch_s"], seed_style["steady_epoch_s"]),
+        "train_phase_ratio": ratio(ours["steady_train_s"], seed_style["steady_train_s"]),
+        "total_time_ratio": ratio(ours["total_s"], seed_style["total_s"]),
+        "equal_quality": {"best_val_accuracy_gap": gap, "tolerance": tolerance, "val_items": data.num_items("val"),
+                          "equal": abs(gap) <= tolerance, "not_worse": gap >= -tolerance,
+                          "rule": "tolerance = two binomial standard errors of the val accuracy; equal: "
+                                  "|ours - seed| <= tolerance; not_worse (what the target needs): "
+                                  "ours >= seed - tolerance"},
+    }
+
+
+def equal_quality_tolerance(accuracy: float, val_items: int) -> float:
+    """Two binomial standard errors of an accuracy measured on ``val_items`` items (at least one item)."""
+    return max(2.0 * math.sqrt(accuracy * (1.0 - accuracy) / val_items), 1.0 / val_items)
+
+
+def run_ours(data: BenchData, model_args: dict[str, Any], *, seed: int, epochs: int, batch_size: int, lr: float,
+             num_workers: int, device: torch.device, out_dir: Path, bucket_window: int, precision: str,
+             between_epochs: Callable[[], None] | None = None) -> dict[str, Any]:
+    """``train_member`` with our speed settings; per-epoch records as the seed-style trainer gives.
+
+    ``between_epochs`` runs after each epoch's end (checkpoint committed) and is kept off our clock.
+    """
+    args = ["--data.root", str(data.root), "--out_dir", str(out_dir), "--seed", str(seed),
+            "--data.num_workers", str(num_workers), "--data.bucket_window", str(bucket_window),
+            "--trainer.batch_size", str(batch_size), "--trainer.max_epochs", str(epochs), "--trainer.patience", "0",
+            "--trainer.device", device.type, "--trainer.precision", precision, "--trainer.progress", "off",
+            "--optimizer.lr", str(lr), "--checkpoint.resume", "never"]
+    for key, value in model_args.items():
+        args += [f"--model.init_args.{key}", str(list(value) if isinstance(value, tuple) else value)]
+    cfg = parse_member_config(args)
+    records: list[dict[str, Any]] = []
+    clock = {"resumed": time.perf_counter()}
+
+    def on_epoch_end(record: dict[str, Any]) -> None:
+        synchronize(device)
+        records.append({"epoch": record["epoch"], "wall_s": time.perf_counter() - clock["resumed"],
+                        "train_s": record["seconds"], "train_loss": record["train_loss"],
+                        "val_accuracy": record["val_accuracy"]})
+        if between_epochs is not None:
+            between_epochs()
+        clock["resumed"] = time.perf_counter()
+
+    train_member(cfg, on_epoch_end=on_epoch_end)
+    return {"setup_s": 0.0, "epochs": records}  # setup is inside the first epoch's wall time
+
+
+def _summarize(run: dict[str, Any]) -> dict[str, Any]:
+    epochs = run["epochs"]
+    steady = epochs[1:] or epochs
+    return {
+        "first_epoch_with_setup_s": run["setup_s"] + epochs[0]["wall_s"],
+        "steady_epoch_s": statistics.median(e["wall_s"] for e in steady),
+        "steady_train_s": statistics.median(e["train_s"] for e in steady),
+        "total_s": run["setup_s"] + sum(e["wall_s"] for e in epochs),
+        "best_val_accuracy": max(e["val_accuracy"] for e in epochs),
+        "final_val_accuracy": epochs[-1]["val_accuracy"],
+        "epochs": epochs,
+    }
+
+
+def _global_rng_state() -> tuple:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return torch.get_rng_state(), cuda, np.random.get_state(), random.getstate()
+
+
+def _set_global_rng_state(state: tuple) -> None:
+    cpu, cuda, numpy_state, python_state = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+    np.random.set_state(numpy_state)
+    random.setstate(python_state)
+
+
+def _fresh(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
+def make_train_step(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *,
+                    device: torch.device, autocast_dtype: torch.dtype | None = None, fused: bool = False,
+                    host_sync: bool = False) -> Callable[[], None]:
+    """One optimizer step (AdamW, focal loss, clipping) on a fixed batch, as a callable to time."""
+    features, lengths, labels = batch
+    features, labels = features.to(device), labels.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=5e-4, **({"fused": True} if fused else {}))
+    criterion = FocalLoss(None, 2.0, 0.1).to(device)
+    model.train()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(features, lengths)
+        loss = criterion(logits.float(), labels)
+        loss.backward()
+        clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if host_sync:
+            loss.item()
+
+    return step
+
+
+def time_train_steps(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *,
+                     device: torch.device, steps: int, warmup: int = 1, **step_options) -> dict[str, Any]:
+    """Seconds per optimizer step on one fixed batch (see :func:`make_train_step`)."""
+    return time_repeats(make_train_step(model, batch, device=device, **step_options), repeats=steps, warmup=warmup,
+                        device=device)
+
+
+def random_batch(batch_size: int, max_frames: int, feature_dim: int, seed: int = 0,
+                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A (B, T, D) batch with the given lengths (default: all T), zero after each length."""
+    gen = torch.Generator().manual_seed(seed)
+    features = torch.randn(batch_size, max_frames, feature_dim, generator=gen)  # (B, T, D)
+    lengths = torch.full((batch_size,), max_frames, dtype=torch.long) if lengths is None else lengths
+    features[torch.arange(max_frames)[None, :] >= lengths[:, None]] = 0.0
+    return features, lengths, torch.randint(0, NUM_CLASSES, (batch_size,), generator=gen)
+
+
+def full_model_steps(profile: Profile, device: torch.device) -> dict[str, Any]:
+    """Step time of the full-size model at batch B, T=max_frames: ours (unpacked, masked) vs seed-style.
+
+    Both start from the same weights and take turns, one step each, after one warm-up step each.
+    """
+    batch = random_batch(profile.batch_size, profile.max_frames, profile.feature_dim)
+    torch.manual_seed(0)
+    ours_model = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.full_model).to(device)
+    num_params = sum(p.numel() for p in ours_model.parameters())
+    seed_model = SeedStyleTemporalModel(profile.feature_dim, NUM_CLASSES, **profile.full_model).to(device)
+    seed_model.load_state_dict(ours_model.state_dict())
+    timings = time_interleaved({
+        "ours": make_train_step(ours_model, batch, device=device),
+        "seed_style": make_train_step(seed_model, batch, device=device, host_sync=True),
+    }, repeats=profile.full_steps, device=device)
+    ours, seed_style = timings["ours"], timings["seed_style"]
+    return {
+        "workload": {"model": describe_model(profile.full_model, num_params), "batch": profile.batch_size,
+                     "workers": 0, "device": str(device), "data": f"random, all lengths {profile.max_frames}",
+                     "feature_dim": profile.feature_dim, "precision": "fp32", "threads": torch.get_num_threads()},
+        "ours_step": ours,
+        "seed_style_step": seed_style,
+        "step_time_ratio": ratio(ours["median_s"], seed_style["median_s"]),
+    }
