@@ -13,7 +13,7 @@ from safetensors.torch import save
 
 from jobs import bench
 from videns.bench.proposals import write_tensor_file
-from videns.bench.report import WORKLOAD_KEYS
+from videns.bench.report import WORKLOAD_KEYS, collect_ratios, format_table
 
 SECTION_KEYS = {
     "loader": ("seed_style", "ours", "ours_no_preload", "loader_speedup", "workload"),
@@ -63,6 +63,22 @@ def test_cuda_section_says_why_it_was_not_measured(bench_run):
     cuda = bench_run["cuda"]
     assert cuda["available"] == torch.cuda.is_available()
     assert "not measured here" in cuda["note"]
+
+
+def test_cuda_figures_are_reported_when_present(bench_run):
+    """The report's CUDA branch, fed a CUDA section shaped as measure_cuda writes it (no GPU needed)."""
+    step = {"median_s": 0.1, "peak_allocated_bytes": 4e9, "peak_reserved_bytes": 5e9}
+    workload = {"model": "m", "batch": 48, "workers": 0, "device": "cuda (test)"}
+    steps = {"workload": workload, "fp32": step, "bf16": step, "bf16_step_ratio": 1.0}
+    fit = {"workload": workload, "bf16": {"fits": True}, "fp32": {"fits": False, "error": "oom"}, "fits": True}
+    result = {**bench_run, "cuda": {"available": True, "full_model_steps": steps, "mig_fit": fit,
+                                    "training": bench_run["training"]["fixed"]}}
+    result["ratios"] = collect_ratios(result)
+    cuda_ratios = [r for r in result["ratios"] if r["workload"]["device"] == "cuda (test)"]
+    assert [r["key"] for r in cuda_ratios] == ["bf16_step_ratio"]
+    assert sum(r["key"] == "epoch_time_ratio" for r in result["ratios"]) == 3
+    table = format_table(result)
+    assert "cuda full-size bf16" in table and "fits a 9.8 GB slice" in table
 
 
 def test_every_ratio_names_its_workload(bench_run):

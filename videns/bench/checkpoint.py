@@ -37,73 +37,79 @@ NUM_CLASSES = 4
 
 
 def measure_checkpoint(profile: Profile, work_dir: Path) -> dict[str, Any]:
-    """Median save/load seconds of ours, torch.save (with and without fsync) and torch.load."""
-    torch.manual_seed(0)
-    model = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.full_model)
-    optimizer = build_optimizer(OptimizerConfig(), model)
-    _take_one_step(model, optimizer)
-    schedule = LRSchedule(ScheduleConfig(), optimizer, OptimizerConfig().lr)
+    """Median save/load seconds of ours, torch.save (with and without fsync), torch.load and the prototype."""
     root = Path(work_dir) / "checkpoint"
     shutil.rmtree(root, ignore_errors=True)
-    store = CheckpointStore(root / "ours", keep=2)
-    steps = itertools.count(1)
-    torch_dir = root / "torch"
-    torch_dir.mkdir(parents=True)
-    repeats = profile.checkpoint_repeats
-
-    def ours_save() -> None:
-        persist.save_checkpoint(store, model, optimizer, schedule, TrainingState(0, "bench", global_step=next(steps)))
-
-    def ours_load() -> None:
-        _, files = store.load_latest()
-        persist.restore_checkpoint(files, model, optimizer, schedule)
-
-    def torch_save(fsync: bool) -> None:
-        _torch_save(model, optimizer, torch_dir / f"checkpoint-{next(steps):09d}.pt", fsync)
-
-    def torch_load() -> None:
-        state = torch.load(max(torch_dir.iterdir()), weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-
-    proposed = CheckpointStore(root / "proposed", keep=2)
-
-    def proposed_save() -> None:
-        streamed_save(proposed.root, model, optimizer, schedule, TrainingState(0, "bench", global_step=next(steps)))
-        proposed.purge()
-
+    m = _Methods(profile, root)
     # Methods take turns, so drifting load on a shared machine spreads over all of them.
-    results = time_interleaved({
-        "ours_save": ours_save,
-        "torch_save": lambda: torch_save(fsync=False),
-        "torch_save_fsync": lambda: torch_save(fsync=True),
-        "proposed_save": proposed_save,
-    }, repeats)
-    results.update(time_interleaved({
-        "ours_load": ours_load,
-        "torch_load": torch_load,
-        "proposed_load": lambda: mmap_verified_load(proposed.step_folders()[0], model, optimizer, schedule),
-    }, repeats))
-    # The library's own verified read must accept what the prototype wrote.
-    proposed_readable = proposed.load_latest() is not None
-    latest = store.step_folders()[0]
-    num_params = sum(p.numel() for p in model.parameters())
-    save = results["ours_save"]["median_s"]
+    results = time_interleaved({"ours_save": m.ours_save, "torch_save": lambda: m.torch_save(fsync=False),
+                                "torch_save_fsync": lambda: m.torch_save(fsync=True),
+                                "proposed_save": m.proposed_save}, profile.checkpoint_repeats)
+    results.update(time_interleaved({"ours_load": m.ours_load, "torch_load": m.torch_load,
+                                     "proposed_load": m.proposed_load}, profile.checkpoint_repeats))
+    num_params = sum(p.numel() for p in m.model.parameters())
+    save, torch_fsync = results["ours_save"]["median_s"], results["torch_save_fsync"]["median_s"]
     return {
         "workload": {"model": describe_model(profile.full_model, num_params), "batch": "n/a", "workers": 0,
                      "device": "cpu", "state": "model + AdamW moments (fp32)", "disk": str(root)},
         **results,
-        "bytes": {"ours": sum(f.stat().st_size for f in latest.iterdir()), "torch": max(torch_dir.iterdir()).stat().st_size},
-        "ours_save_breakdown": _save_breakdown(model, optimizer, root / "breakdown"),
-        "checkpoint_save_ratio": ratio(save, results["torch_save_fsync"]["median_s"]),
+        "bytes": {"ours": sum(f.stat().st_size for f in m.store.step_folders()[0].iterdir()),
+                  "torch": m.latest_torch_file().stat().st_size},
+        "ours_save_breakdown": _save_breakdown(m.model, m.optimizer, root / "breakdown"),
+        "checkpoint_save_ratio": ratio(save, torch_fsync),
         "checkpoint_save_ratio_vs_plain_torch_save": ratio(save, results["torch_save"]["median_s"]),
         "checkpoint_load_ratio": ratio(results["ours_load"]["median_s"], results["torch_load"]["median_s"]),
         "headline": "checkpoint_save_ratio = ours / (torch.save + fsync): equal durability",
         "proposal": {"what": "videns.bench.proposals: streamed_save / mmap_verified_load, same format",
-                     "library_reads_it": proposed_readable,
-                     "save_ratio": ratio(results["proposed_save"]["median_s"], results["torch_save_fsync"]["median_s"]),
+                     # The library's own verified read must accept what the prototype wrote.
+                     "library_reads_it": m.proposed.load_latest() is not None,
+                     "save_ratio": ratio(results["proposed_save"]["median_s"], torch_fsync),
                      "load_ratio": ratio(results["proposed_load"]["median_s"], results["torch_load"]["median_s"])},
     }
+
+
+class _Methods:
+    """The state to save (full-size model, AdamW with moments) and each way of saving and loading it."""
+
+    def __init__(self, profile: Profile, root: Path):
+        torch.manual_seed(0)
+        self.model = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.full_model)
+        self.optimizer = build_optimizer(OptimizerConfig(), self.model)
+        _take_one_step(self.model, self.optimizer)
+        self.schedule = LRSchedule(ScheduleConfig(), self.optimizer, OptimizerConfig().lr)
+        self.store = CheckpointStore(root / "ours", keep=2)
+        self.proposed = CheckpointStore(root / "proposed", keep=2)
+        self.torch_dir = root / "torch"
+        self.torch_dir.mkdir(parents=True)
+        self.steps = itertools.count(1)
+
+    def _state(self) -> TrainingState:
+        return TrainingState(0, "bench", global_step=next(self.steps))
+
+    def ours_save(self) -> None:
+        persist.save_checkpoint(self.store, self.model, self.optimizer, self.schedule, self._state())
+
+    def ours_load(self) -> None:
+        _, files = self.store.load_latest()
+        persist.restore_checkpoint(files, self.model, self.optimizer, self.schedule)
+
+    def torch_save(self, fsync: bool) -> None:
+        _torch_save(self.model, self.optimizer, self.torch_dir / f"checkpoint-{next(self.steps):09d}.pt", fsync)
+
+    def latest_torch_file(self) -> Path:
+        return max(self.torch_dir.iterdir())
+
+    def torch_load(self) -> None:
+        state = torch.load(self.latest_torch_file(), weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def proposed_save(self) -> None:
+        streamed_save(self.proposed.root, self.model, self.optimizer, self.schedule, self._state())
+        self.proposed.purge()
+
+    def proposed_load(self) -> None:
+        mmap_verified_load(self.proposed.step_folders()[0], self.model, self.optimizer, self.schedule)
 
 
 def _take_one_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:

@@ -42,8 +42,8 @@ class BenchData:
         counts = {split: self.num_items(split) for split in layout.SPLITS}
         lengths = self.train_lengths
         return {"root": str(self.root), "items": counts, "feature_dim": self.feature_dim,
-                "max_frames": self.max_frames, "train_lengths": {"min": int(lengths.min()), "mean": float(lengths.mean()),
-                                                                 "max": int(lengths.max())},
+                "max_frames": self.max_frames,
+                "train_lengths": {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
                 "file_mb": {k: v / 1e6 for k, v in sizes.items()},
                 "layout": "seed layout: features float32 [N, max_frames, D] zero-padded, gzip level 4, "
                           "one item per chunk; labels int64; num_frames int32"}

@@ -111,9 +111,9 @@ def figure_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         steps, fit = cuda["full_model_steps"], cuda["mig_fit"]
         for precision in ("fp32", "bf16"):
             s = steps[precision]
+            memory = f"{s['peak_allocated_bytes'] / 1e9:.2f}/{s['peak_reserved_bytes'] / 1e9:.2f}"
             rows.append((f"cuda full-size {precision}: s/step, peak alloc/reserved GB",
-                         f"{s['median_s']:.3f}, {s['peak_allocated_bytes'] / 1e9:.2f}/{s['peak_reserved_bytes'] / 1e9:.2f}",
-                         ""))
+                         f"{s['median_s']:.3f}, {memory}", ""))
         rows.append(("cuda: fits a 9.8 GB slice at this batch (bf16 / fp32)",
                      f"{fit.get('bf16', {}).get('fits')} / {fit.get('fp32', {}).get('fits')}", ""))
         rows += _training_rows("cuda training", cuda["training"])
