@@ -19,7 +19,7 @@ from videns.config import MemberConfig, dump_config
 from videns.device import resolve_device
 from videns.errors import CheckpointError
 from videns.metrics import classification_metrics
-from videns.monitor import ResourceMonitor
+from videns.monitor import ResourceMonitor, release_cached_gpu_memory
 from videns.training import persist
 from videns.training.data_setup import MemberData, alpha_tensor, ensure_data, prepare_member_data
 from videns.training.evaluate import predict_probs
@@ -54,6 +54,16 @@ def train_member(cfg: MemberConfig, stop: StopSignals | None = None, context: Ma
     ``on_epoch_end`` gets each epoch's history record after the epoch's checkpoint
     is committed, so it may raise (e.g. a pruned sweep trial) without losing work.
     """
+    try:
+        return _train_member(cfg, stop, context, on_epoch_end)
+    finally:
+        # A process may train several members in a row (sweep trials): once this
+        # one's tensors are gone, hand their cached GPU memory back.
+        release_cached_gpu_memory()
+
+
+def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[str, Any] | None,
+                  on_epoch_end: EpochHook | None) -> MemberOutcome:
     info = ensure_data(cfg.data)  # every data problem surfaces before any work
     device = resolve_device(cfg.trainer.device)
     seed_everything(cfg.seed)
