@@ -30,7 +30,8 @@ class Profile:
         lr: learning rate of both loops in the training comparison.
         train_model: init_args of the model trained in the CPU training comparison and the ensemble.
         full_model: init_args of the "full-size" model: step times, checkpoints, CUDA section.
-        full_steps: timed training steps of the full-size model (after one warm-up step).
+        full_steps: timed training steps of the full-size model, ours and seed-style each (after one warm-up
+            step each); quick takes one, as a full-size step costs 4-20 s on 2 CPU cores.
         loader_repeats: timed epochs per loader (after one warm-up epoch).
         checkpoint_repeats: timed saves and loads per method (after one warm-up each).
         eval_batch_size: batch size of the ensemble evaluation.
@@ -57,7 +58,7 @@ PROFILES: dict[str, Profile] = {
                     epochs=3, lr=3e-3, train_model=TINY_MODEL, full_model=TINY_MODEL, full_steps=1,
                     loader_repeats=1, checkpoint_repeats=1, eval_batch_size=16),
     "quick": Profile("quick", num_videos=400, feature_dim=1280, max_frames=73, mixed_min_frames=16, batch_size=48,
-                     epochs=7, lr=2e-3, train_model=SMALL_MODEL, full_model=SEED_MODEL, full_steps=2,
+                     epochs=7, lr=2e-3, train_model=SMALL_MODEL, full_model=SEED_MODEL, full_steps=1,
                      loader_repeats=3, checkpoint_repeats=2),
     "full": Profile("full", num_videos=1200, feature_dim=1280, max_frames=73, mixed_min_frames=16, batch_size=48,
                     epochs=10, lr=2e-3, train_model=SMALL_MODEL, full_model=SEED_MODEL, full_steps=5,
