@@ -31,7 +31,8 @@ from safetensors.torch import load_file
 
 from videns.checkpoint.codec import OPT_STATE_PREFIX, optimizer_from_parts, optimizer_to_parts, rng_from_parts, \
     rng_to_parts
-from videns.checkpoint.store import LATEST_LINK, MANIFEST_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, point_link
+from videns.checkpoint.store import (LATEST_LINK, MANIFEST_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, fsync_dir,
+                                     point_link)
 from videns.training import persist
 from videns.training.optim import LRSchedule
 from videns.training.state import TrainingState
@@ -58,9 +59,9 @@ def streamed_save(root: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
         STATE_FILE: _write_chunks(tmp / STATE_FILE, [json.dumps(state_json).encode()]),
     }}
     _write_chunks(tmp / MANIFEST_FILE, [json.dumps(manifest, indent=1).encode()])
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     point_link(final.parent / LATEST_LINK, final.name)
     return final
 
@@ -132,10 +133,3 @@ def _digest(path: Path) -> dict:
             digest.update(view)  # releases the GIL for large buffers
     return {"size": size, "sha256": digest.hexdigest()}
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

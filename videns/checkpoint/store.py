@@ -41,7 +41,7 @@ def write_folder_atomically(final: Path, files: dict[str, bytes]) -> Path:
         _write_synced(tmp / name, data)
         manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     _write_synced(tmp / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():
         # Re-saving the same step: move the old copy aside first, since a
         # directory cannot be replaced by rename in one step.
@@ -51,7 +51,7 @@ def write_folder_atomically(final: Path, files: dict[str, bytes]) -> Path:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return final
 
 
@@ -82,7 +82,7 @@ def point_link(link: Path, target_name: str) -> None:
     tmp = link.parent / f"{_TMP_PREFIX}link-{uuid.uuid4().hex[:8]}"
     os.symlink(target_name, tmp)
     os.replace(tmp, link)
-    _fsync_dir(link.parent)
+    fsync_dir(link.parent)
 
 
 class CheckpointStore:
@@ -143,7 +143,7 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
