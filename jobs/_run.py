@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from submitit.core.utils import pickle_load
-
 from jobs._cluster import LOGS_DIR, code_root
 from jobs._queue import JobInfo
 from videns.ensemble.members import LAUNCH_FILE, LAUNCH_SEEDS_KEY, member_dir
 from videns.training import persist
 
 RUN_CONFIG = "config.yaml"
+# Written by each task when it ends for good, beside submitit's <job>_<task>_result.pkl.
+OUTCOME_SUFFIX = "_outcome.json"
 ENSEMBLE_DIR = "ensemble"
 REPORT_FILE = "report.json"
 RUNNING_SLURM = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "RESIZING"}
@@ -78,12 +78,11 @@ class RunFolder:
         return self.logs / job_id / f"{job_id}_0_log.{stream}"
 
     def task_result(self, job_id: str) -> tuple[str, Any] | None:
-        """submitit's result pickle of a job: ("success", value) or ("error", traceback)."""
-        path = self.logs / job_id / f"{job_id}_0_result.pkl"
-        try:
-            return pickle_load(path)
-        except Exception:  # absent, or half-written by a job that is being killed
+        """How a task ended for good: ("success", None) or ("error", message); None while it has not."""
+        outcome = persist.read_json(self.logs / job_id / f"{job_id}_0{OUTCOME_SUFFIX}")
+        if not outcome:
             return None
+        return outcome.get("status", "error"), outcome.get("error")
 
 
 def git_revision() -> str:

@@ -21,14 +21,16 @@ import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import submitit
 
-from jobs._run import RUN_CONFIG
+from jobs._run import OUTCOME_SUFFIX, RUN_CONFIG
 from videns.ensemble.members import member_dir
+from videns.training.persist import write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,10 @@ class MemberTask:
                 "--out_dir", str(member_dir(run, self.seed))]
 
     def __call__(self) -> dict[str, Any]:
+        with outcome_recorded():
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         import torch
 
         from videns.config import parse_member_config
@@ -96,13 +102,45 @@ class EnsembleTask:
         from jobs.ensemble_eval import main  # imported here: the pickle names this class, not the module's code
 
         apply_env(self.env)
-        code = main(["--run_dir", self.run_dir, *(["--tta"] if self.tta else [])])
-        if code:
-            raise RuntimeError(f"jobs.ensemble_eval exited with status {code}")
+        with outcome_recorded():
+            try:
+                code = main(["--run_dir", self.run_dir, *(["--tta"] if self.tta else [])])
+            except SystemExit as exit_:  # a user error, already printed as one line
+                code = exit_.code
+            if code:
+                raise RuntimeError(f"jobs.ensemble_eval exited with status {code}")
         return code
 
     def __repr__(self) -> str:
         return f"EnsembleTask(run_dir={self.run_dir!r}, tta={self.tta})"
+
+
+@contextmanager
+def outcome_recorded():
+    """Record how the task ended, as JSON beside submitit's own files, so the launcher never unpickles.
+
+    A SystemExit (a requeue, or a stop after a signal) records nothing: that run
+    has not ended for good.
+    """
+    try:
+        yield
+    except Exception as err:
+        _write_outcome({"status": "error", "error": f"{type(err).__name__}: {err}"})
+        raise
+    _write_outcome({"status": "success"})
+
+
+def outcome_file(result_pickle: Path) -> Path:
+    """Where a task's outcome JSON lives: beside submitit's ``<job>_<task>_result.pkl``."""
+    return result_pickle.with_name(result_pickle.name.replace("_result.pkl", OUTCOME_SUFFIX))
+
+
+def _write_outcome(outcome: dict[str, Any]) -> None:
+    try:
+        paths = submitit.JobEnvironment().paths
+    except RuntimeError:  # not inside a submitit job
+        return
+    write_json_atomically(outcome_file(paths.result_pickle), outcome)
 
 
 def apply_env(overrides: dict[str, str | None]) -> None:
