@@ -1,6 +1,7 @@
 """Logging for batch jobs: one line per event, to stderr and optionally a file."""
 
 import logging
+import sys
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -11,11 +12,27 @@ def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> No
     root = logging.getLogger()
     root.setLevel(level)
     if not any(getattr(h, "_videns", False) for h in root.handlers):
-        root.addHandler(_tagged(logging.StreamHandler()))
+        root.addHandler(_tagged(_StderrHandler()))
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         if not any(getattr(h, "baseFilename", None) == str(Path(log_file).resolve()) for h in root.handlers):
             root.addHandler(_tagged(logging.FileHandler(log_file)))
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now, not the one it was built with.
+
+    In-process callers (tests, notebooks) swap sys.stderr; a handler holding the
+    old, possibly closed, stream would fail on every later record.
+    """
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
 
 
 def _tagged(handler: logging.Handler) -> logging.Handler:
