@@ -39,6 +39,14 @@ def oversample_indices(labels: np.ndarray, target_count: int | None = None, seed
     return rng.permutation(np.concatenate(picked)).astype(np.int64)
 
 
+def require_fixed_length(lengths: np.ndarray) -> None:
+    """SMOTE interpolates whole items, so every item must have the same real length."""
+    distinct = np.unique(lengths)
+    if len(distinct) > 1:
+        raise DataError(f"smote needs fixed-length items; {len(distinct)} distinct lengths found "
+                        f"({distinct.min()}..{distinct.max()}); use oversampling for variable-length data")
+
+
 def smote_resample(
     features: np.ndarray, lengths: np.ndarray, labels: np.ndarray, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,10 +65,7 @@ def smote_resample(
     if features.ndim != 3 or not len(features) == len(lengths) == len(labels):
         raise DataError(f"smote needs features (N, T, D) with N lengths and labels; got {features.shape}, "
                         f"{lengths.shape}, {labels.shape}")
-    distinct = np.unique(lengths)
-    if len(distinct) > 1:
-        raise DataError(f"smote needs fixed-length items; {len(distinct)} distinct lengths found "
-                        f"({distinct.min()}..{distinct.max()}); use oversampling for variable-length data")
+    require_fixed_length(lengths)
     classes, counts = np.unique(labels, return_counts=True)
     if len(classes) < 2 or counts.min() == counts.max():
         return features.copy(), lengths.copy(), labels.copy()  # nothing to balance
@@ -73,5 +78,5 @@ def smote_resample(
     n, t, d = features.shape
     flat, new_labels = smote.fit_resample(features.reshape(n, t * d), labels)  # (M, T*D)
     new_features = flat.reshape(-1, t, d).astype(features.dtype, copy=False)  # (M, T, D)
-    new_lengths = np.full(len(new_labels), distinct[0], dtype=lengths.dtype)
+    new_lengths = np.full(len(new_labels), lengths[0], dtype=lengths.dtype)
     return new_features, new_lengths, np.asarray(new_labels, dtype=labels.dtype)

@@ -69,11 +69,10 @@ def _rebalanced(cfg: DataConfig, train: FeatureSplit, seed: int) -> tuple[Featur
 
         return train, oversample_indices(train.labels, cfg.oversample_target, seed)
     if cfg.balance == "smote":
-        from videns.data.rebalance import smote_resample
+        from videns.data.rebalance import require_fixed_length, smote_resample
 
-        features = np.stack([train[i][0] if train.lengths[i] == train.lengths.max() else
-                             np.pad(train[i][0], ((0, int(train.lengths.max() - train.lengths[i])), (0, 0)))
-                             for i in range(len(train))])
+        require_fixed_length(train.lengths)  # before copying every item into one array
+        features = np.stack([train[i][0] for i in range(len(train))])  # (N, T, D)
         features, lengths, labels = smote_resample(features, train.lengths, train.labels, seed)
         return ArraySplit(features, lengths, labels, name=f"{train.path.name} + SMOTE"), None
     return train, None
