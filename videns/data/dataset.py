@@ -25,10 +25,10 @@ class FeatureSplit:
         with h5py.File(self.path, "r") as f:
             self.labels = f[layout.LABELS][()].astype(np.int64)
             self.lengths = f[layout.NUM_FRAMES][()].astype(np.int64)
-            shape = f[layout.FEATURES].shape
-            self.preloaded = shape[0] * shape[1] * shape[2] * 4 <= preload_bytes
+            self.shape = f[layout.FEATURES].shape  # (N, max_frames, D)
+            self.preloaded = self.nbytes() <= preload_bytes
             self._features = f[layout.FEATURES][()] if self.preloaded else None
-        self.feature_dim = int(shape[2])
+        self.feature_dim = int(self.shape[2])
         self._file: h5py.File | None = None
         self._file_pid: int | None = None
         log.debug("%s: %d items, preloaded=%s", self.path.name, len(self), self.preloaded)
@@ -46,9 +46,7 @@ class FeatureSplit:
 
     def nbytes(self) -> int:
         """Bytes the padded features take in RAM."""
-        with h5py.File(self.path, "r") as f:
-            shape = f[layout.FEATURES].shape
-        return shape[0] * shape[1] * shape[2] * 4
+        return self.shape[0] * self.shape[1] * self.shape[2] * 4
 
     def _handle(self) -> h5py.File:
         if self._file is None or self._file_pid != os.getpid():
@@ -72,6 +70,7 @@ class ArraySplit(FeatureSplit):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self._features = np.ascontiguousarray(features, dtype=np.float32)
+        self.shape = self._features.shape
         self.preloaded = True
         self.feature_dim = int(features.shape[2])
         self._file = None
