@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from videns.data.demo import write_demo_data
 
@@ -18,6 +19,23 @@ def demo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     write_demo_data(root, num_videos=240, feature_dim=16, seed=0)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a 2-core machine shared with subprocesses, two threads thrash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ecg_root(tmp_path_factory) -> Path:
+    """Small converted heartbeat data (D=1, fixed length), once per module."""
+    from tests.ecg_data import write_ecg_data
+
+    return write_ecg_data(tmp_path_factory.mktemp("ecg"))
 
 
 def tiny_member_args(root: Path, out_dir: Path, *extra: str) -> list[str]:

@@ -3,9 +3,8 @@
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.ecg_data import TRAIN_COUNTS, tiny, write_ecg_data
+from tests.ecg_data import TRAIN_COUNTS, tiny
 from videns.config import parse_member_config
 from videns.training import persist
 from videns.training.member import train_member
@@ -24,17 +23,7 @@ SEED_BEST = {
 MODEL_TINY = {"cnn1d_gru": ["--model.init_args.gru_hidden", "8"], "cnn2d": ["--model.init_args.channels", "8"]}
 
 
-@pytest.fixture(scope="module")
-def ecg_root(tmp_path_factory) -> Path:
-    return write_ecg_data(tmp_path_factory.mktemp("ecg"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine's cores are shared
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dotted(tree: dict, key: str):

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 import yaml
 from optuna.trial import TrialState
 
 import jobs.sweep
-from tests.ecg_data import tiny, write_ecg_data
+from tests.ecg_data import tiny
 from videns.errors import ConfigError
 from videns.logs import setup_logging
 from videns.config import parse_member_config
@@ -40,17 +39,7 @@ FINISHED = {"COMPLETE", "PRUNED", "FAIL"}
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # the machine's cores are shared
 
 
-@pytest.fixture(scope="module")
-def ecg_root(tmp_path_factory) -> Path:
-    return write_ecg_data(tmp_path_factory.mktemp("ecg"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sweep_file(tmp_path: Path, **changes) -> Path:
