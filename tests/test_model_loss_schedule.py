@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from videns.errors import ConfigError
 from videns.models import TemporalAttentionClassifier
@@ -30,6 +31,34 @@ def test_logits_do_not_depend_on_padding_or_batch_mates(bidirectional):
             noisy = x[i:i + 1].clone()
             noisy[0, n:] = 100.0
             assert torch.allclose(model(noisy, lengths[i:i + 1])[0], batched[i], atol=1e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_unpacked_lstm_equals_packed_at_real_frames_with_gradients(bidirectional):
+    """The CPU path without packing gives what packing gives, outputs and weight gradients alike."""
+    torch.manual_seed(0)
+    model = TemporalAttentionClassifier(12, 4, hidden_dim=16, num_lstm_layers=3, num_attention_heads=4,
+                                        dropout=0.0, bidirectional=bidirectional).train()
+    lengths = torch.tensor([30, 5, 17, 30, 1])
+    h = torch.randn(5, 30, 16)
+    real = torch.arange(30)[None, :] < lengths[:, None]
+    h[~real] = 50.0  # garbage in the padding
+
+    def run(path):
+        model.zero_grad()
+        out = path(h, lengths)
+        (out[real] ** 2).sum().backward()
+        return out[real].detach(), [p.grad.clone() for p in model.lstm.parameters()]
+
+    def packed(h, lengths):
+        out, _ = model.lstm(pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False))
+        return pad_packed_sequence(out, batch_first=True, total_length=30)[0]
+
+    ours, ours_grads = run(model._lstm_by_direction)
+    reference, reference_grads = run(packed)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    for got, want in zip(ours_grads, reference_grads):
+        assert torch.allclose(got, want, atol=1e-4)
 
 
 def test_seed_architecture_size():
