@@ -9,20 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save
 
 from jobs import bench
-from videns.bench.proposals import write_tensor_file
 from videns.bench.report import WORKLOAD_KEYS, collect_ratios, format_table
 
 SECTION_KEYS = {
     "loader": ("seed_style", "ours", "ours_no_preload", "loader_speedup", "workload"),
-    "checkpoint": ("ours_save", "torch_save", "torch_save_fsync", "ours_load", "torch_load",
-                   "checkpoint_save_ratio", "checkpoint_load_ratio", "ours_save_breakdown", "workload"),
+    "checkpoint": ("ours_save", "ours_save_durable", "ours_save_inline", "torch_save", "torch_save_fsync",
+                   "ours_load", "torch_load", "checkpoint_save_ratio", "checkpoint_load_ratio", "stall", "workload"),
     "ensemble": ("no_tta", "tta", "seed_style_member_passes", "ensemble_speedup", "workload"),
 }
 TRAINING_KEYS = ("ours", "seed_style", "epoch_time_ratio", "equal_quality", "workload")
-EXPECTED_RATIOS = {"loader_speedup", "epoch_time_ratio", "step_time_ratio", "checkpoint_save_ratio",
+EXPECTED_RATIOS = {"loader_speedup", "epoch_time_ratio", "step_time_ratio", "unpacked_lstm_step_ratio",
+                   "checkpoint_save_ratio", "checkpoint_save_returns_ratio", "checkpoint_save_durable_ratio",
                    "checkpoint_save_ratio_vs_plain_torch_save", "checkpoint_load_ratio", "ensemble_speedup"}
 
 
@@ -117,17 +116,16 @@ def test_conflicting_profiles_are_one_line_user_error(tmp_path, capsys):
     assert not (tmp_path / "x.json").exists()
 
 
-def test_proposed_tensor_writer_is_byte_identical_to_safetensors(tmp_path):
-    tensors = {"w": torch.randn(3, 5), "step": torch.tensor(7.0), "empty": torch.zeros(0), "ids": torch.arange(4),
-               "half": torch.ones(3, dtype=torch.bfloat16), "flags": torch.tensor([True, False])}
-    entry = write_tensor_file(tmp_path / "t.safetensors", tensors)
-    assert (tmp_path / "t.safetensors").read_bytes() == save(tensors)
-    assert entry["size"] == len(save(tensors))
-
-
-def test_proposed_checkpoint_is_read_by_the_library(bench_run):
-    proposal = bench_run["checkpoint"]["proposal"]
-    assert proposal["library_reads_it"] is True
+def test_checkpoint_stall_is_measured_against_the_same_work(bench_run):
+    stall = bench_run["checkpoint"]["stall"]
+    rounds = bench_run["profile"]["checkpoint_repeats"]
+    assert len(stall["ours_s"]) == len(stall["torch_save_fsync_s"]) == rounds
+    # Each stall is a round's (save + work) minus the same round's work alone.
+    for i in range(rounds):
+        alone = stall["work_alone"]["all_s"][i]
+        assert stall["ours_s"][i] == pytest.approx(stall["ours_then_work"]["all_s"][i] - alone, abs=2e-6)
+    assert bench_run["checkpoint"]["checkpoint_save_ratio"] == pytest.approx(
+        stall["ours_median_s"] / stall["torch_save_fsync_median_s"])
 
 
 def test_work_dir_data_is_reused(bench_run, tmp_path):

@@ -12,19 +12,22 @@ from safetensors.numpy import load as load_arrays
 from videns.checkpoint.store import CheckpointStore, CorruptCheckpoint, read_verified
 
 # Saves checkpoints in a loop, each filled with its step number, continuing after the newest valid one.
+# The tensor is overwritten with the next step as soon as save() returns, as training would: a background
+# commit must write the values as of the save, not what the tensor holds when the commit gets to it.
 WRITER = """
 import sys
-import numpy as np
-from safetensors.numpy import save
+import torch
+from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.store import CheckpointStore
-store = CheckpointStore(sys.argv[1], keep=2)
+store = CheckpointStore(sys.argv[1], keep=2, commits=CommitQueue(background=sys.argv[2] == "background"))
 found = store.load_latest()
 step = int(found[0].name.split("-")[1]) + 1 if found else 1
+weights = torch.full((1_000_000,), float(step))
 print("ready", flush=True)
 while True:
-    store.save(step, {"model.safetensors": save({"w": np.full(1_000_000, step, np.float32)}),
-                      "state.json": b'{"step": %d}' % step})
+    store.save(step, {"model.safetensors": {"w": weights}, "state.json": b'{"step": %d}' % step})
     step += 1
+    weights.fill_(float(step))
 """
 
 
@@ -56,12 +59,13 @@ def test_truncated_newest_is_detected_and_previous_used(tmp_path, caplog):
     assert "skipping checkpoint step-000000002" in caplog.text
 
 
-def test_sigkill_at_random_moments_while_writing_never_leaves_a_broken_latest(tmp_path):
+@pytest.mark.parametrize("mode", ["background", "inline"])
+def test_sigkill_at_random_moments_while_writing_never_leaves_a_broken_latest(tmp_path, mode):
     root = tmp_path / "ckpt"
     rng = random.Random(7)
     last_step = 0
     for _ in range(25):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root)], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root), mode], stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.25))
         proc.kill()

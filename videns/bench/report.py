@@ -32,6 +32,11 @@ def collect_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
     for name in ("fixed", "mixed"):
         if name in training:
             entries.append(_epoch_entry(training[name]))
+    if "unpacked_lstm" in training:
+        steps = training["unpacked_lstm"]
+        entries.append(ratio_entry("unpacked_lstm_step_ratio", steps["unpacked_lstm_step_ratio"], steps["workload"],
+                                   "seconds per training step on a variable-length batch: our unpacked "
+                                   "per-direction LSTM / the same model on packed sequences"))
     if "full_model_steps" in training:
         steps = training["full_model_steps"]
         entries.append(ratio_entry("step_time_ratio", steps["step_time_ratio"], steps["workload"],
@@ -39,8 +44,13 @@ def collect_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
     checkpoint = result.get("checkpoint")
     if checkpoint:
         for key, definition, target in (
-                ("checkpoint_save_ratio", "ours / (torch.save + fsync) of the same state: equal durability", "<= 1.0"),
-                ("checkpoint_save_ratio_vs_plain_torch_save", "ours / plain torch.save (no fsync)", None),
+                ("checkpoint_save_ratio", checkpoint["headline"].split(" = ", 1)[1], "<= 1.0"),
+                ("checkpoint_save_returns_ratio", "seconds until our save() returns (background commit) / "
+                                                  "torch.save + fsync", None),
+                ("checkpoint_save_durable_ratio", "seconds until ours is on disk (save + wait) / torch.save + fsync",
+                 None),
+                ("checkpoint_save_ratio_vs_plain_torch_save", "seconds until our save() returns / plain "
+                                                              "torch.save (no fsync)", None),
                 ("checkpoint_load_ratio", "ours (sha256-verified) / torch.load + load_state_dict", None)):
             entries.append(ratio_entry(key, checkpoint[key], checkpoint["workload"], definition, target))
     ensemble = result.get("ensemble")
@@ -90,15 +100,25 @@ def figure_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     for name in ("fixed", "mixed"):
         if name in training:
             rows += _training_rows(f"training {name}", training[name])
+    if "unpacked_lstm" in training:
+        steps = training["unpacked_lstm"]
+        rows.append(("variable-length batch: s/step, unpacked LSTM (ours) / packed", f"{steps['ours']['median_s']:.3f}",
+                     f"{steps['packed']['median_s']:.3f} (packed)"))
     if "full_model_steps" in training:
         steps = training["full_model_steps"]
         rows.append(("full-size model: s/step", f"{steps['ours_step']['median_s']:.2f}",
                      f"{steps['seed_style_step']['median_s']:.2f}"))
     checkpoint = result.get("checkpoint")
     if checkpoint:
-        rows.append(("checkpoint save s (ours / torch.save+fsync / torch.save)",
-                     f"{checkpoint['ours_save']['median_s']:.2f}",
+        rows.append(("checkpoint save s: ours returns / on disk / inline; torch.save+fsync / torch.save",
+                     f"{checkpoint['ours_save']['median_s']:.2f} / {checkpoint['ours_save_durable']['median_s']:.2f}"
+                     f" / {checkpoint['ours_save_inline']['median_s']:.2f}",
                      f"{checkpoint['torch_save_fsync']['median_s']:.2f} / {checkpoint['torch_save']['median_s']:.2f}"))
+        if "stall" in checkpoint:
+            stall = checkpoint["stall"]
+            rows.append((f"checkpoint stall of ongoing training s (work alone "
+                         f"{stall['work_alone']['median_s']:.2f} s; ours / torch.save+fsync)",
+                         f"{stall['ours_median_s']:.2f}", f"{stall['torch_save_fsync_median_s']:.2f}"))
         rows.append(("checkpoint load s (ours / torch.load)", f"{checkpoint['ours_load']['median_s']:.2f}",
                      f"{checkpoint['torch_load']['median_s']:.2f}"))
     ensemble = result.get("ensemble")

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch.nn.utils import clip_grad_norm_
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from videns.bench.baseline import SeedStyleTemporalModel, SeedStyleTrainer
 from videns.bench.data import BenchData
@@ -203,10 +204,26 @@ def random_batch(batch_size: int, max_frames: int, feature_dim: int, seed: int =
     return features, lengths, torch.randint(0, NUM_CLASSES, (batch_size,), generator=gen)
 
 
+def training_work(profile: Profile, device: torch.device) -> Callable[[], None]:
+    """``profile.stall_steps`` optimizer steps of the training-comparison model on a fixed random batch."""
+    torch.manual_seed(0)
+    model = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.train_model).to(device)
+    step = make_train_step(model, random_batch(profile.batch_size, profile.max_frames, profile.feature_dim),
+                           device=device)
+
+    def work() -> None:
+        for _ in range(profile.stall_steps):
+            step()
+        synchronize(device)
+
+    return work
+
+
 def full_model_steps(profile: Profile, device: torch.device) -> dict[str, Any]:
     """Step time of the full-size model at batch B, T=max_frames: ours (unpacked, masked) vs seed-style.
 
-    Both start from the same weights and take turns, one step each, after one warm-up step each.
+    Both start from the same weights and take turns, one step each, after ``profile.full_warmup`` warm-up
+    steps each.
     """
     batch = random_batch(profile.batch_size, profile.max_frames, profile.feature_dim)
     torch.manual_seed(0)
@@ -217,7 +234,7 @@ def full_model_steps(profile: Profile, device: torch.device) -> dict[str, Any]:
     timings = time_interleaved({
         "ours": make_train_step(ours_model, batch, device=device),
         "seed_style": make_train_step(seed_model, batch, device=device, host_sync=True),
-    }, repeats=profile.full_steps, device=device)
+    }, repeats=profile.full_steps, warmup=profile.full_warmup, device=device)
     ours, seed_style = timings["ours"], timings["seed_style"]
     return {
         "workload": {"model": describe_model(profile.full_model, num_params), "batch": profile.batch_size,
@@ -227,3 +244,34 @@ def full_model_steps(profile: Profile, device: torch.device) -> dict[str, Any]:
         "seed_style_step": seed_style,
         "step_time_ratio": ratio(ours["median_s"], seed_style["median_s"]),
     }
+
+
+class _AlwaysPackedModel(TemporalAttentionClassifier):
+    """Our model with the LSTM always run on packed sequences, as before the unpacked CPU path."""
+
+    def _run_lstm(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=h.shape[1])[0]
+
+
+def unpacked_lstm_steps(profile: Profile, device: torch.device, repeats: int = 3) -> dict[str, Any]:
+    """Step time of the training model on a variable-length batch: our LSTM path against packing.
+
+    The lengths are what augmentation makes of all-73 data: half the items
+    subsampled to 70-100% of their frames.
+    """
+    gen = torch.Generator().manual_seed(1)
+    T = profile.max_frames
+    shortened = (T * (0.7 + 0.3 * torch.rand(profile.batch_size, generator=gen))).long().clamp(1, T)
+    lengths = torch.where(torch.rand(profile.batch_size, generator=gen) < 0.5, torch.full_like(shortened, T), shortened)
+    batch = random_batch(profile.batch_size, T, profile.feature_dim, lengths=lengths)
+    torch.manual_seed(0)
+    ours = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.train_model).to(device)
+    packed = _AlwaysPackedModel(profile.feature_dim, NUM_CLASSES, **profile.train_model).to(device)
+    packed.load_state_dict(ours.state_dict())
+    timings = time_interleaved({"ours": make_train_step(ours, batch, device=device),
+                                "packed": make_train_step(packed, batch, device=device)}, repeats=repeats, device=device)
+    return {"workload": {"model": describe_model(profile.train_model, sum(p.numel() for p in ours.parameters())),
+                         "batch": profile.batch_size, "workers": 0, "device": str(device),
+                         "data": f"random, lengths {int(lengths.min())}-{T}", "threads": torch.get_num_threads()},
+            **timings, "unpacked_lstm_step_ratio": ratio(timings["ours"]["median_s"], timings["packed"]["median_s"])}

@@ -1,7 +1,8 @@
 """Training state as safetensors tensors plus JSON scalars: loading never runs code.
 
-Each ``*_to_parts`` returns ``(tensors, meta)``: tensors go to a safetensors
-file, meta to JSON. ``*_from_parts`` is the exact inverse.
+Each ``*_to_parts`` returns ``(tensors, meta)``: tensors (live, on their
+device: the commit queue copies them to host) go to a safetensors file, meta to
+JSON. ``*_from_parts`` is the exact inverse.
 """
 
 import random
@@ -23,7 +24,7 @@ def optimizer_to_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     for param_id, param_state in state_dict["state"].items():
         for key, value in param_state.items():
             if torch.is_tensor(value):
-                tensors[f"{OPT_STATE_PREFIX}.{param_id}.{key}"] = value.detach().cpu().contiguous()
+                tensors[f"{OPT_STATE_PREFIX}.{param_id}.{key}"] = value.detach()
             else:
                 scalars.setdefault(str(param_id), {})[key] = value
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}

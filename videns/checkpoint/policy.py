@@ -19,6 +19,9 @@ class CheckpointConfig:
         resume: auto continues from the newest valid checkpoint in the member folder; never starts over
             (refusing to overwrite an existing one).
         force: resume even when the checkpoint was written under a different config.
+        background: write checkpoints in a background thread: training waits only for a copy of the
+            state into host memory (kept for reuse: one extra copy of model + optimizer state), and
+            signals, the end of training and the epoch-end hook still wait until it is on disk.
     """
 
     every_steps: int = 0
@@ -26,6 +29,7 @@ class CheckpointConfig:
     keep: int = 2
     resume: Literal["auto", "never"] = "auto"
     force: bool = False
+    background: bool = True
 
     def __post_init__(self):
         if self.every_steps < 0 or self.every_minutes < 0:

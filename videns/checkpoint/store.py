@@ -5,6 +5,8 @@ A checkpoint is a folder ``step-<N>/`` holding ``model.safetensors``,
 (size and sha256 of every file). It is built in a hidden temporary folder,
 fsynced, then renamed into place, so a folder with that name is complete unless
 the disk lied; the manifest catches the disk lying (truncation, bit flips).
+Saves go through a :class:`CommitQueue`, which may write them in a background
+thread; everything on disk still changes in the order the saves were made.
 """
 
 import hashlib
@@ -15,6 +17,10 @@ import re
 import shutil
 import uuid
 from pathlib import Path
+from typing import Callable, Mapping
+
+from videns.checkpoint.background import CommitQueue, FileContents
+from videns.checkpoint.tensorfile import write_chunks, write_tensor_file
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +37,17 @@ class CorruptCheckpoint(Exception):
     """A checkpoint folder failed verification."""
 
 
-def write_folder_atomically(final: Path, files: dict[str, bytes]) -> Path:
-    """Write ``files`` plus a manifest into ``final`` so readers see all of it or none."""
+def write_folder_atomically(final: Path, files: Mapping[str, FileContents]) -> Path:
+    """Write ``files`` (bytes, or CPU tensors for a safetensors file) plus a manifest into ``final``,
+    so readers see all of it or none."""
     final = Path(final)
     tmp = final.parent / f"{_TMP_PREFIX}{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     manifest = {"files": {}}
     for name, data in files.items():
-        _write_synced(tmp / name, data)
-        manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    _write_synced(tmp / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+        written = write_chunks(tmp / name, [data]) if isinstance(data, bytes) else write_tensor_file(tmp / name, data)
+        manifest["files"][name] = written.manifest_entry()
+    write_chunks(tmp / MANIFEST_FILE, [json.dumps(manifest, indent=1).encode()])
     fsync_dir(tmp)
     if final.exists():
         # Re-saving the same step: move the old copy aside first, since a
@@ -86,19 +93,39 @@ def point_link(link: Path, target_name: str) -> None:
 
 
 class CheckpointStore:
-    """The ``checkpoints/`` folder of one member: save, find the newest valid, purge."""
+    """The ``checkpoints/`` folder of one member: save, find the newest valid, purge.
 
-    def __init__(self, root: Path, keep: int = 2):
+    With a background :class:`CommitQueue`, :meth:`save` returns once the
+    tensors are copied; :meth:`wait` returns once every save so far is on disk.
+    """
+
+    def __init__(self, root: Path, keep: int = 2, commits: CommitQueue | None = None):
         self.root = Path(root)
         self.keep = keep
+        self.commits = commits if commits is not None else CommitQueue(background=False)
 
-    def save(self, step: int, files: dict[str, bytes]) -> Path:
-        """Commit a checkpoint for ``step``, point ``latest`` at it, drop the oldest beyond ``keep``."""
+    def save(self, step: int, files: Mapping[str, FileContents],
+             after_commit: Callable[[Path], None] | None = None) -> Path:
+        """Commit a checkpoint for ``step``, point ``latest`` at it, drop the oldest beyond ``keep``.
+
+        ``after_commit(folder)`` runs once the folder is on disk (in the commit thread).
+        """
+        folder = self.root / f"step-{step:09d}"
+        self.commits.commit("checkpoint", files, lambda snapshot: self._commit(folder, snapshot, after_commit))
+        return folder
+
+    def wait(self) -> None:
+        """Block until every save so far is committed (raising a failed commit's error)."""
+        self.commits.wait()
+
+    def _commit(self, folder: Path, files: Mapping[str, FileContents],
+                after_commit: Callable[[Path], None] | None) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        folder = write_folder_atomically(self.root / f"step-{step:09d}", files)
+        write_folder_atomically(folder, files)
         point_link(self.root / LATEST_LINK, folder.name)
         self.purge()
-        return folder
+        if after_commit is not None:
+            after_commit(folder)
 
     def step_folders(self) -> list[Path]:
         """Checkpoint folders, newest step first."""
@@ -134,13 +161,6 @@ def _written_by_live_process(tmp_name: str) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def fsync_dir(path: Path) -> None:

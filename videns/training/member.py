@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.policy import SavePolicy
 from videns.checkpoint.store import CheckpointStore
 from videns.config import MemberConfig, dump_config
@@ -73,7 +74,8 @@ def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[
     optimizer = build_optimizer(cfg.optimizer, model, fused=device.type == "cuda")
     schedule = LRSchedule(cfg.schedule, optimizer, cfg.optimizer.lr)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    store = CheckpointStore(cfg.out_dir / persist.CHECKPOINTS_DIR, cfg.checkpoint.keep)
+    commits = CommitQueue(background=cfg.checkpoint.background)
+    store = CheckpointStore(cfg.out_dir / persist.CHECKPOINTS_DIR, cfg.checkpoint.keep, commits)
     state = _restore_or_start(cfg, store, model, optimizer, schedule)
     (cfg.out_dir / "config.yaml").write_text(dump_config(cfg))
     persist.write_history(cfg.out_dir, state.history)
@@ -84,7 +86,10 @@ def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[
     with ResourceMonitor(cfg.out_dir / "resources.jsonl", cfg.trainer.monitor_minutes * 60, monitor_context, device):
         loop = MemberLoop(cfg, data, model, optimizer, schedule, store, state, device, stop)
         loop.on_epoch_end = on_epoch_end
-        return loop.run()
+        try:
+            return loop.run()
+        finally:
+            commits.close()  # whatever ends the loop, the last save reaches the disk first
 
 
 class MemberLoop:
@@ -154,6 +159,8 @@ class MemberLoop:
 
     def _end_epoch(self) -> None:
         state, trainer = self.state, self.cfg.trainer
+        if self.cfg.data.num_workers:
+            self.store.wait()  # validation forks workers: not while the commit thread is writing
         probs, labels, val_loss = predict_probs(self.model, self.data.val_loader, self.device,
                                                 self.autocast_dtype, self.criterion)
         metrics = classification_metrics(labels, probs, self.data.info.class_names)
@@ -161,7 +168,7 @@ class MemberLoop:
         self.schedule.after_epoch(metrics["accuracy"])
         if metrics["accuracy"] > state.best_val_accuracy:
             state.best_val_accuracy, state.best_epoch, state.bad_epochs = metrics["accuracy"], record["epoch"], 0
-            persist.save_best(self.cfg.out_dir, self.model, self._best_meta(record, metrics))
+            persist.save_best(self.cfg.out_dir, self.model, self._best_meta(record, metrics), self.store.commits)
         else:
             state.bad_epochs += 1
         state.history.append(record)
@@ -177,19 +184,27 @@ class MemberLoop:
                  metrics["f1_weighted"], record["lr"], record["seconds"],
                  " (best)" if state.best_epoch == record["epoch"] else "")
         if self.on_epoch_end is not None:
+            self.store.wait()  # the hook may raise (a pruned sweep trial): the epoch is on disk first
             self.on_epoch_end(record)
         if state.finished:
             log.info("member seed %d finished (%s): best val accuracy %.4f at epoch %d",
                      self.cfg.seed, state.stop_reason, state.best_val_accuracy, state.best_epoch)
 
     def _save_checkpoint(self) -> None:
-        folder = persist.save_checkpoint(self.store, self.model, self.optimizer, self.schedule, self.state)
-        self.policy.saved(self.state.global_step)
+        """Save; wait for the disk only when training is about to end (finished or stopping)."""
         status = "finished" if self.state.finished else ("interrupted" if self.stop_requested else "running")
-        persist.write_json_atomically(self.cfg.out_dir / persist.PROGRESS_FILE, self._progress_record(status))
+        progress = self._progress_record(status)  # as of this save, not of when the commit ends
+
+        def committed(folder) -> None:
+            persist.write_json_atomically(self.cfg.out_dir / persist.PROGRESS_FILE, progress)
+            log.debug("saved %s", folder)
+
+        persist.save_checkpoint(self.store, self.model, self.optimizer, self.schedule, self.state, committed)
+        self.policy.saved(self.state.global_step)
+        if self.state.finished or self.stop_requested:
+            self.store.wait()
         if self.state.finished:
             persist.write_json_atomically(self.cfg.out_dir / persist.RESULT_FILE, asdict(_outcome(self.state, "finished")))
-        log.debug("saved %s", folder)
 
     def _progress_record(self, status: str) -> dict[str, Any]:
         s = self.state

@@ -6,15 +6,15 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 from torch import nn
 
 from videns.checkpoint.codec import (OPT_STATE_PREFIX, optimizer_from_parts, optimizer_to_parts, rng_from_parts,
                                      rng_to_parts)
+from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.store import (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CheckpointStore, point_link,
                                      read_verified, write_folder_atomically)
 from videns.errors import CheckpointError
@@ -35,22 +35,28 @@ STATE_KEY_RNG = "rng"
 STATE_KEY_SCHEDULE = "schedule"
 
 
-def model_bytes(model: nn.Module) -> bytes:
-    return save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights and buffers, live (not copied): the commit queue snapshots them."""
+    return {k: v.detach() for k, v in model.state_dict().items()}
 
 
 def save_checkpoint(store: CheckpointStore, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    schedule: LRSchedule, state: TrainingState) -> Path:
-    """Everything needed to continue bit-identically, as safetensors + JSON."""
+                    schedule: LRSchedule, state: TrainingState,
+                    after_commit: Callable[[Path], None] | None = None) -> Path:
+    """Everything needed to continue bit-identically, as safetensors + JSON.
+
+    Returns the folder the checkpoint goes to; with a background commit queue it
+    is on disk only after ``store.wait()`` (or when ``after_commit`` runs).
+    """
     opt_tensors, opt_meta = optimizer_to_parts(optimizer)
     rng_tensors, rng_meta = rng_to_parts()
     state_json = {STATE_KEY_TRAINING: state.to_json(), STATE_KEY_OPTIMIZER: opt_meta,
                   STATE_KEY_RNG: rng_meta, STATE_KEY_SCHEDULE: schedule.state_dict()}
     return store.save(state.global_step, {
-        MODEL_FILE: model_bytes(model),
-        OPTIMIZER_FILE: save_tensors({**opt_tensors, **rng_tensors}),
+        MODEL_FILE: model_tensors(model),
+        OPTIMIZER_FILE: {**opt_tensors, **rng_tensors},
         STATE_FILE: json.dumps(state_json).encode(),
-    })
+    }, after_commit)
 
 
 def restore_checkpoint(files: dict[str, bytes], model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -75,15 +81,23 @@ def check_resumable(saved: TrainingState, seed: int, config_hash: str, force: bo
             f"to {config_hash}; use another --out_dir, or --checkpoint.force true to resume anyway")
 
 
-def save_best(out_dir: Path, model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Write the best model beside the previous one, then switch the ``best`` link to it."""
-    folder = write_folder_atomically(out_dir / f"best-epoch-{meta['epoch']:04d}", {
-        MODEL_FILE: model_bytes(model), BEST_META: json.dumps(meta, indent=1).encode()})
-    point_link(out_dir / BEST_LINK, folder.name)
-    for old in out_dir.glob("best-epoch-*"):
+def save_best(out_dir: Path, model: nn.Module, meta: dict[str, Any], commits: CommitQueue | None = None) -> Path:
+    """Write the best model beside the previous one, then switch the ``best`` link to it.
+
+    Through ``commits`` (default: written before returning) like a checkpoint.
+    """
+    folder = out_dir / f"best-epoch-{meta['epoch']:04d}"
+    files = {MODEL_FILE: model_tensors(model), BEST_META: json.dumps(meta, indent=1).encode()}
+    (commits or CommitQueue(background=False)).commit("best", files, lambda snapshot: _commit_best(folder, snapshot))
+    return folder
+
+
+def _commit_best(folder: Path, files: dict[str, Any]) -> None:
+    write_folder_atomically(folder, files)
+    point_link(folder.parent / BEST_LINK, folder.name)
+    for old in folder.parent.glob("best-epoch-*"):
         if old.name != folder.name:
             shutil.rmtree(old, ignore_errors=True)
-    return folder
 
 
 def load_best(member_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
