@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from videns.data import layout
-from videns.data.augment import augment, augmentation_rng, tta_view
+from videns.data.augment import augment, augmentation_rng, subsample_keep, tta_view
 from videns.data.collate import pad_collate
 from videns.data.dataset import FeatureSplit
 from videns.data.loaders import TrainItems, build_train_loader
@@ -70,6 +70,29 @@ def test_augmentation_bounds_match_the_seed():
     assert len(lengths) > 3  # subsampling happens for about half of the items
     short = np.ones((8, 2), np.float32)
     assert all(augment(short, augmentation_rng(0, 0, s)) is short for s in range(20))
+
+
+def test_subsample_keep_predicts_the_augmented_length():
+    x = np.zeros((60, 2), np.float32)
+    for slot in range(200):
+        keep = subsample_keep(60, augmentation_rng(4, 1, slot))
+        assert augment(x, augmentation_rng(4, 1, slot)).shape[0] == (60 if keep is None else keep)
+
+
+def test_bucketing_by_augmented_length_pads_equal_length_data_little():
+    """All items 73 frames long, as in the seed's files: subsampling makes them 51-73 long."""
+    lengths = np.full(480, 73)
+    order = EpochOrder(np.zeros(480, dtype=np.int64), seed=3, weighted=False)
+    split = np.zeros((73, 1), np.float32)
+
+    def padding_share(batches: EpochBatches) -> float:
+        batches.set_position(2)
+        real = [[augment(split, augmentation_rng(3, epoch, slot)).shape[0] for _, epoch, slot in b] for b in batches]
+        return 1 - sum(map(sum, real)) / sum(len(b) * max(b) for b in real)
+
+    aware = padding_share(EpochBatches(order, lengths, 48, bucket_window=10, augment_seed=3))
+    raw = padding_share(EpochBatches(order, lengths, 48, bucket_window=10))
+    assert raw > 0.05 and aware < 0.02
 
 
 def test_tta_views():

@@ -29,8 +29,8 @@ def augment(features: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     num_frames = features.shape[0]
     if num_frames <= MIN_FRAMES_TO_AUGMENT:
         return features
-    if rng.random() < SUBSAMPLE_P:
-        keep = max(int(num_frames * rng.uniform(*SUBSAMPLE_KEEP)), MIN_FRAMES_TO_AUGMENT)
+    keep = subsample_keep(num_frames, rng)
+    if keep is not None:
         features = features[np.sort(rng.choice(num_frames, size=keep, replace=False))]
     if rng.random() < SHIFT_P:
         shift = int(rng.integers(-MAX_SHIFT, MAX_SHIFT + 1))
@@ -39,6 +39,19 @@ def augment(features: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < NOISE_P:
         features = features + rng.standard_normal(features.shape, dtype=np.float32) * np.float32(NOISE_STD)
     return features
+
+
+def subsample_keep(num_frames: int, rng: np.random.Generator) -> int | None:
+    """The first draws of :func:`augment`: how many frames subsampling keeps, or None when it is skipped."""
+    if num_frames <= MIN_FRAMES_TO_AUGMENT or rng.random() >= SUBSAMPLE_P:
+        return None
+    return max(int(num_frames * rng.uniform(*SUBSAMPLE_KEEP)), MIN_FRAMES_TO_AUGMENT)
+
+
+def augmented_lengths(lengths: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """Each slot's length after :func:`augment`, for items of ``lengths`` in epoch order, without the items."""
+    keeps = (subsample_keep(int(n), augmentation_rng(seed, epoch, slot)) for slot, n in enumerate(lengths))
+    return np.array([n if keep is None else keep for n, keep in zip(lengths, keeps)], dtype=np.int64)
 
 
 def tta_view(features: np.ndarray, mode: TTAMode) -> np.ndarray:

@@ -20,8 +20,8 @@ class DataConfig:
         balance: none; weighted_sampler (inverse class frequency, clipped to [0.5, 10]);
             oversample (every class resampled to oversample_target); smote (fixed-length data only).
         oversample_target: items per class for oversample; default the majority class's count.
-        bucket_window: group items of similar length within windows of this many batches
-            (less padding, same order for a given seed); 0 turns it off.
+        bucket_window: group items of similar length (after augmentation's subsampling) within windows
+            of this many batches (less padding, same order for a given seed); 0 turns it off.
         check_finite: scan every feature for NaN/inf before training.
     """
 

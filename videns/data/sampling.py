@@ -8,6 +8,8 @@ from typing import Iterator, Literal
 
 import numpy as np
 
+from videns.data.augment import augmented_lengths
+
 Balance = Literal["none", "weighted_sampler", "oversample", "smote"]
 
 # Distinct stream ids keep the order and the bucketing draws independent.
@@ -53,14 +55,20 @@ class EpochBatches:
     ``slot`` is the item's position in the epoch's order; it seeds augmentation.
     With ``bucket_window`` > 0, items are sorted by length inside windows of that
     many batches and the window's batches are shuffled, so batches pad little
-    while the order stays a pure function of (seed, epoch).
+    while the order stays a pure function of (seed, epoch). With
+    ``augment_seed``, the length sorted by is the one the item will have after
+    augmentation (its subsampling is a pure function of (seed, epoch, slot)):
+    otherwise, on equal-length data, subsampling would leave every batch padded
+    to the full length.
     """
 
-    def __init__(self, order: EpochOrder, lengths: np.ndarray, batch_size: int, bucket_window: int = 0):
+    def __init__(self, order: EpochOrder, lengths: np.ndarray, batch_size: int, bucket_window: int = 0,
+                 augment_seed: int | None = None):
         self.order = order
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.bucket_window = bucket_window
+        self.augment_seed = augment_seed
         self.epoch = 0
         self.start_batch = 0
 
@@ -76,13 +84,15 @@ class EpochBatches:
         slots = np.arange(len(self.order))
         if self.bucket_window <= 0:
             return [slots[i:i + self.batch_size] for i in range(0, len(slots), self.batch_size)]
-        indices = self.order.indices(epoch)
+        lengths = self.lengths[self.order.indices(epoch)]  # by slot
+        if self.augment_seed is not None:
+            lengths = augmented_lengths(lengths, self.augment_seed, epoch)
         rng = np.random.default_rng([self.order.seed, epoch, _BUCKET_STREAM])
         window = self.bucket_window * self.batch_size
         batches = []
         for start in range(0, len(slots), window):
             chunk = slots[start:start + window]
-            chunk = chunk[np.argsort(self.lengths[indices[chunk]], kind="stable")]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
             window_batches = [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
             batches.extend(window_batches[i] for i in rng.permutation(len(window_batches)))
         return batches

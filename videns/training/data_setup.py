@@ -51,7 +51,8 @@ def prepare_member_data(cfg: DataConfig, info: DatasetInfo, seed: int, batch_siz
     val = open_split(cfg, info, "val", max(budget, 0))
     train, base_indices = _rebalanced(cfg, train, seed)
     order = EpochOrder(train.labels, seed, weighted=cfg.balance == "weighted_sampler", base_indices=base_indices)
-    batches = EpochBatches(order, train.lengths, batch_size, bucket_window=cfg.bucket_window)
+    batches = EpochBatches(order, train.lengths, batch_size, bucket_window=cfg.bucket_window,
+                           augment_seed=seed if cfg.augment else None)
     items = TrainItems(train, seed, augment_items=cfg.augment)
     return MemberData(
         info=info,
