@@ -14,17 +14,20 @@ Three views of our save, all reported:
 
 - ``ours_save``: seconds until ``save()`` returns (background commit), which is
   what a training loop that saves and goes on waits for;
-- ``ours_save_durable`` and ``ours_save_inline``: seconds until the checkpoint is
-  on disk, with the background commit waited for, and with
-  ``checkpoint.background false``;
-- ``stall``: the cost to training that keeps running. Each round times a fixed
-  amount of training work alone, after our background save (waiting for the
-  commit at the end), and after ``torch.save`` + fsync. The stall is the extra
-  time over the work alone, per round. This catches a background commit that
-  only moves the cost onto the training thread's cores.
+- ``ours_save_durable``: seconds until the checkpoint is on disk (save, then
+  wait for the commit): what a synchronous save costs;
+- ``stall``: the cost to training that keeps running. Each round makes our
+  save, then takes training steps until the background commit is on disk,
+  then takes as many steps again with nothing else running. The stall is the
+  first run's time minus the second's: the save itself plus whatever the
+  commit took from the training steps by competing for cores, memory bandwidth
+  and the disk. A commit that only moved its cost onto the training thread's
+  cores would show here.
 
-The headline ``checkpoint_save_ratio`` is our stall / the ``torch.save`` +
-fsync stall. Loads read the files the saves just wrote, so both come from the
+The headline ``checkpoint_save_ratio`` is our stall / ``torch.save`` + fsync.
+``torch.save`` + fsync blocks the loop from start to end and leaves nothing
+running behind it, so the stall it causes is its own duration, timed in the
+save rounds. Loads read the files the saves just wrote, so both come from the
 page cache; ours also verifies the sha256 of every file.
 """
 
@@ -52,22 +55,21 @@ NUM_CLASSES = 4
 
 
 def measure_checkpoint(profile: Profile, work_dir: Path,
-                       training_work: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Median save/load seconds of ours and torch's, and the stall each save causes to ongoing training.
+                       training_step: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Median save/load seconds of ours and torch's, and the stall our save causes to ongoing training.
 
-    ``training_work`` is the fixed work the stall is measured against (default: none, no stall figures).
+    ``training_step`` is one step of the training the stall is measured against (default: none, no stall).
     """
     root = Path(work_dir) / "checkpoint"
     shutil.rmtree(root, ignore_errors=True)
     m = _Methods(profile, root)
     try:
-        results = time_interleaved({"ours_save_durable": m.ours_background, "ours_save_inline": m.ours_inline,
-                                    "torch_save": lambda: m.torch_save(fsync=False),
+        results = time_interleaved({"ours_save_durable": m.ours_background, "torch_save": lambda: m.torch_save(fsync=False),
                                     "torch_save_fsync": lambda: m.torch_save(fsync=True)}, profile.checkpoint_repeats)
         results["ours_save"] = summarize(m.blocking_s[-profile.checkpoint_repeats:], warmup=1)
         results.update(time_interleaved({"ours_load": m.ours_load, "torch_load": m.torch_load,
                                          "proposed_load": m.proposed_load}, profile.checkpoint_repeats))
-        stall = measure_stall(m, training_work, profile.checkpoint_repeats) if training_work else None
+        stall = measure_stall(m, training_step, profile.checkpoint_repeats) if training_step else None
     finally:
         m.close()
     num_params = sum(p.numel() for p in m.model.parameters())
@@ -89,35 +91,40 @@ def measure_checkpoint(profile: Profile, work_dir: Path,
     }
     if stall is not None:
         out["stall"] = stall
-        out["checkpoint_save_ratio"] = ratio(stall["ours_median_s"], stall["torch_save_fsync_median_s"])
+        out["checkpoint_save_ratio"] = ratio(stall["ours_median_s"], torch_fsync)
         out["headline"] = ("checkpoint_save_ratio = extra seconds ongoing training takes with our background save "
-                           "/ with torch.save + fsync (equal durability: both on disk when the work ends)")
+                           "/ torch.save + fsync seconds, which block it (equal durability: both on disk when the "
+                           "work ends)")
     else:
         out["checkpoint_save_ratio"] = out["checkpoint_save_returns_ratio"]
         out["headline"] = "checkpoint_save_ratio = seconds until our save returns / torch.save + fsync"
     return out
 
 
-def measure_stall(m: "_Methods", work: Callable[[], None], repeats: int) -> dict[str, Any]:
-    """Extra seconds a fixed piece of training work takes when a save is made just before it, per round."""
-    def ours_then_work() -> None:
+def measure_stall(m: "_Methods", step: Callable[[], None], repeats: int, max_steps: int = 500) -> dict[str, Any]:
+    """Extra seconds training takes because of our save, per round (see the module docstring).
+
+    No warm-up round: the save rounds before this one have warmed the buffers and the step's kernels.
+    """
+    rounds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
         m.ours_save()
-        work()
-        m.store.wait()  # on disk before the round ends, as the torch.save + fsync is
-
-    def torch_then_work() -> None:
-        m.torch_save(fsync=True)
-        work()
-
-    timed = time_interleaved({"work_alone": work, "ours": ours_then_work, "torch_save_fsync": torch_then_work},
-                             repeats)
-    alone = timed["work_alone"]["all_s"]
-    ours = [t - a for t, a in zip(timed["ours"]["all_s"], alone)]
-    theirs = [t - a for t, a in zip(timed["torch_save_fsync"]["all_s"], alone)]
-    return {"work_alone": timed["work_alone"], "ours_then_work": timed["ours"],
-            "torch_save_fsync_then_work": timed["torch_save_fsync"],
-            "ours_s": ours, "torch_save_fsync_s": theirs,
-            "ours_median_s": statistics.median(ours), "torch_save_fsync_median_s": statistics.median(theirs)}
+        steps = 0
+        while m.store.commits.busy and steps < max_steps:
+            step()
+            steps += 1
+        m.store.wait()
+        with_save = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        alone = time.perf_counter() - start
+        rounds.append({"steps": steps, "with_save_s": with_save, "alone_s": alone, "stall_s": with_save - alone})
+    stall = [r["stall_s"] for r in rounds]
+    return {"rounds": rounds, "ours_s": stall, "ours_median_s": statistics.median(stall),
+            "step_alone_s": statistics.median(r["alone_s"] / r["steps"] for r in rounds if r["steps"]) if any(
+                r["steps"] for r in rounds) else float("nan")}
 
 
 class _Methods:
@@ -130,7 +137,6 @@ class _Methods:
         _take_one_step(self.model, self.optimizer)
         self.schedule = LRSchedule(ScheduleConfig(), self.optimizer, OptimizerConfig().lr)
         self.store = CheckpointStore(root / "ours", keep=2, commits=CommitQueue(background=True))
-        self.inline = CheckpointStore(root / "inline", keep=2, commits=CommitQueue(background=False))
         self.torch_dir = root / "torch"
         self.torch_dir.mkdir(parents=True)
         self.steps = itertools.count(1)
@@ -148,9 +154,6 @@ class _Methods:
         """Save, then wait for the commit, so the next method is timed on a quiet machine."""
         self.ours_save()
         self.store.wait()
-
-    def ours_inline(self) -> None:
-        persist.save_checkpoint(self.inline, self.model, self.optimizer, self.schedule, self._state())
 
     def ours_load(self) -> None:
         _, files = self.store.load_latest()

@@ -36,8 +36,6 @@ class Profile:
             step measured within 5% of the next ones (18.1 s vs 17.3-17.6 s), and a warm-up would cost 40 s.
         loader_repeats: timed epochs per loader (after one warm-up epoch).
         checkpoint_repeats: timed saves and loads per method (after one warm-up each).
-        stall_steps: training steps of ``train_model`` that a save's stall is measured against; enough to
-            outlast a background commit of the full-size state.
         eval_batch_size: batch size of the ensemble evaluation.
     """
 
@@ -55,17 +53,16 @@ class Profile:
     full_warmup: int = 1
     loader_repeats: int = 3
     checkpoint_repeats: int = 2
-    stall_steps: int = 8
     eval_batch_size: int = 128
 
 
 PROFILES: dict[str, Profile] = {
     "tiny": Profile("tiny", num_videos=40, feature_dim=32, max_frames=12, mixed_min_frames=4, batch_size=8,
                     epochs=3, lr=3e-3, train_model=TINY_MODEL, full_model=TINY_MODEL, full_steps=1,
-                    loader_repeats=1, checkpoint_repeats=1, stall_steps=1, eval_batch_size=16),
+                    loader_repeats=1, checkpoint_repeats=1, eval_batch_size=16),
     "quick": Profile("quick", num_videos=400, feature_dim=1280, max_frames=73, mixed_min_frames=16, batch_size=48,
-                     epochs=7, lr=2e-3, train_model=SMALL_MODEL, full_model=SEED_MODEL, full_steps=1,
-                     full_warmup=0, loader_repeats=3, checkpoint_repeats=3),
+                     epochs=6, lr=2e-3, train_model=SMALL_MODEL, full_model=SEED_MODEL, full_steps=1,
+                     full_warmup=0, loader_repeats=2, checkpoint_repeats=3),
     "full": Profile("full", num_videos=1200, feature_dim=1280, max_frames=73, mixed_min_frames=16, batch_size=48,
                     epochs=10, lr=2e-3, train_model=SMALL_MODEL, full_model=SEED_MODEL, full_steps=5,
                     loader_repeats=5, checkpoint_repeats=3),

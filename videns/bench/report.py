@@ -110,15 +110,15 @@ def figure_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                      f"{steps['seed_style_step']['median_s']:.2f}"))
     checkpoint = result.get("checkpoint")
     if checkpoint:
-        rows.append(("checkpoint save s: ours returns / on disk / inline; torch.save+fsync / torch.save",
-                     f"{checkpoint['ours_save']['median_s']:.2f} / {checkpoint['ours_save_durable']['median_s']:.2f}"
-                     f" / {checkpoint['ours_save_inline']['median_s']:.2f}",
+        rows.append(("checkpoint save s: ours returns / on disk; torch.save+fsync / torch.save",
+                     f"{checkpoint['ours_save']['median_s']:.2f} / {checkpoint['ours_save_durable']['median_s']:.2f}",
                      f"{checkpoint['torch_save_fsync']['median_s']:.2f} / {checkpoint['torch_save']['median_s']:.2f}"))
         if "stall" in checkpoint:
             stall = checkpoint["stall"]
-            rows.append((f"checkpoint stall of ongoing training s (work alone "
-                         f"{stall['work_alone']['median_s']:.2f} s; ours / torch.save+fsync)",
-                         f"{stall['ours_median_s']:.2f}", f"{stall['torch_save_fsync_median_s']:.2f}"))
+            steps = [r["steps"] for r in stall["rounds"]]
+            rows.append((f"checkpoint stall of ongoing training s (commit overlapped {min(steps)}-{max(steps)} steps "
+                         f"of {stall['step_alone_s']:.2f} s; ours / torch.save+fsync)",
+                         f"{stall['ours_median_s']:.2f}", f"{checkpoint['torch_save_fsync']['median_s']:.2f}"))
         rows.append(("checkpoint load s (ours / torch.load)", f"{checkpoint['ours_load']['median_s']:.2f}",
                      f"{checkpoint['torch_load']['median_s']:.2f}"))
     ensemble = result.get("ensemble")

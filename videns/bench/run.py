@@ -19,7 +19,7 @@ from videns.bench.ensemble import measure_ensemble
 from videns.bench.loader import measure_loader
 from videns.bench.profiles import PROFILES, Profile
 from videns.bench.report import collect_ratios
-from videns.bench.training import compare_training, full_model_steps, training_work, unpacked_lstm_steps
+from videns.bench.training import compare_training, full_model_steps, training_step, unpacked_lstm_steps
 from videns.errors import ConfigError
 from videns.training.persist import write_json_atomically
 
@@ -126,7 +126,7 @@ def _run_sections(cfg: BenchConfig, device: torch.device, work_dir: Path, result
         result["training"]["full_model_steps"] = full_model_steps(profile, device)
         seconds["training"], clock = time.perf_counter() - clock, time.perf_counter()
     if "checkpoint" in wanted:
-        result["checkpoint"] = measure_checkpoint(profile, work_dir, training_work(profile, device))
+        result["checkpoint"] = measure_checkpoint(profile, work_dir, training_step(profile, device))
         seconds["checkpoint"], clock = time.perf_counter() - clock, time.perf_counter()
     if "ensemble" in wanted:
         model_args = profile.full_model if device.type == "cuda" else profile.train_model

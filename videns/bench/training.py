@@ -204,19 +204,18 @@ def random_batch(batch_size: int, max_frames: int, feature_dim: int, seed: int =
     return features, lengths, torch.randint(0, NUM_CLASSES, (batch_size,), generator=gen)
 
 
-def training_work(profile: Profile, device: torch.device) -> Callable[[], None]:
-    """``profile.stall_steps`` optimizer steps of the training-comparison model on a fixed random batch."""
+def training_step(profile: Profile, device: torch.device) -> Callable[[], None]:
+    """One optimizer step of the training-comparison model on a fixed random batch, finished on the device."""
     torch.manual_seed(0)
     model = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.train_model).to(device)
     step = make_train_step(model, random_batch(profile.batch_size, profile.max_frames, profile.feature_dim),
                            device=device)
 
-    def work() -> None:
-        for _ in range(profile.stall_steps):
-            step()
+    def step_and_sync() -> None:
+        step()
         synchronize(device)
 
-    return work
+    return step_and_sync
 
 
 def full_model_steps(profile: Profile, device: torch.device) -> dict[str, Any]:

@@ -59,6 +59,11 @@ class CommitQueue:
             if not isinstance(data, bytes):
                 self._buffer_users[(kind, name)] = future
 
+    @property
+    def busy(self) -> bool:
+        """Whether a commit is still being written."""
+        return any(not f.done() for f in self._pending)
+
     def wait(self) -> None:
         """Block until every commit so far is on disk; raise the first one's error, if any."""
         for future in self._pending:
