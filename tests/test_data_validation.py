@@ -111,6 +111,20 @@ def test_non_finite_features(data_root):
     assert "test_features_multiscale.h5: features: non-finite values (NaN or inf) in item 5" in _error(data_root)
 
 
+@pytest.mark.parametrize("preload_gb", [4.0, 0.0])
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_training_refuses_non_finite_features_whether_preloaded_or_not(data_root, tmp_path, split, preload_gb):
+    """Preloaded splits are checked in RAM after the one read, the others in the file: same line, no output."""
+    _edit(data_root, split, lambda f: f[layout.FEATURES].__setitem__((7, 0, 0), np.inf))
+    out_dir = tmp_path / "member"
+    result = run_module("jobs.train", tiny_member_args(data_root, out_dir) + ["--data.preload_gb", str(preload_gb)])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert f"{split}_features_multiscale.h5: features: non-finite values (NaN or inf) in item 7" in lines[0]
+    assert [p.name for p in out_dir.iterdir()] == ["train.log"]  # nothing but the log of this attempt
+
+
 def test_empty_split(data_root):
     def empty(f):
         d = f[layout.FEATURES].shape[2]

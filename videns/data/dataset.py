@@ -44,6 +44,11 @@ class FeatureSplit:
             features = self._handle()[layout.FEATURES][index, :length]
         return features, int(self.labels[index])
 
+    @property
+    def preloaded_features(self) -> np.ndarray | None:
+        """The padded (N, max_frames, D) array when preloaded, else None."""
+        return self._features
+
     def nbytes(self) -> int:
         """Bytes the padded features take in RAM."""
         return self.shape[0] * self.shape[1] * self.shape[2] * 4

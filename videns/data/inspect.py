@@ -25,7 +25,13 @@ class SplitInfo:
     path: Path
     num_items: int
     max_frames: int
+    feature_dim: int
     class_counts: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the padded float32 features take in RAM."""
+        return self.num_items * self.max_frames * self.feature_dim * 4
 
 
 @dataclass(frozen=True)
@@ -85,9 +91,9 @@ def _inspect_split(path: Path, check_finite: bool) -> tuple[int, dict[str, int],
         _check_labels(path, labels_np, mapping)
         _check_num_frames(path, frames_np, max_frames)
         if check_finite:
-            _check_finite(path, features)
+            check_finite_features(path, features)
     counts = tuple(int(c) for c in np.bincount(labels_np, minlength=len(mapping)))
-    return feature_dim, mapping, SplitInfo(path, n, max_frames, counts)
+    return feature_dim, mapping, SplitInfo(path, n, max_frames, feature_dim, counts)
 
 
 def _require_dataset(f: h5py.File, path: Path, key: str) -> h5py.Dataset:
@@ -131,7 +137,8 @@ def _check_num_frames(path: Path, num_frames: np.ndarray, max_frames: int) -> No
         )
 
 
-def _check_finite(path: Path, features: h5py.Dataset) -> None:
+def check_finite_features(path: Path, features: h5py.Dataset | np.ndarray) -> None:
+    """Raise DataError naming the first item with NaN or inf; scans in blocks to bound memory."""
     for start in range(0, features.shape[0], _FINITE_CHECK_ITEMS):
         block = features[start:start + _FINITE_CHECK_ITEMS]
         if not np.isfinite(block).all():

@@ -3,6 +3,7 @@
 import logging
 from dataclasses import dataclass
 
+import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -11,7 +12,7 @@ from videns.data import layout
 from videns.data.config import DataConfig
 from videns.data.dataset import ArraySplit, FeatureSplit
 from videns.data.demo import write_demo_data
-from videns.data.inspect import DatasetInfo, inspect_dataset
+from videns.data.inspect import DatasetInfo, check_finite_features, inspect_dataset
 from videns.data.loaders import TrainItems, ViewItems, build_eval_loader, build_train_loader
 from videns.data.sampling import EpochBatches, EpochOrder, inverse_frequency_weights
 
@@ -32,23 +33,47 @@ class MemberData:
 
 
 def ensure_data(cfg: DataConfig) -> DatasetInfo:
-    """Generate demo data if asked and the folder is empty, then validate every split."""
+    """Generate demo data if asked and the folder is empty, then validate every split.
+
+    Splits that :func:`prepare_member_data` reads into RAM are scanned for
+    NaN/inf there, in the array, rather than decompressed twice; the others here.
+    """
     if cfg.generate_demo and not any(layout.split_path(cfg.root, s).exists() for s in layout.SPLITS):
         log.info("data.root %s holds no split files: writing demo data there", cfg.root)
         write_demo_data(cfg.root)
-    return inspect_dataset(cfg.root, check_finite=cfg.check_finite)
+    info = inspect_dataset(cfg.root, check_finite=False)
+    if cfg.check_finite:
+        preloaded = preload_plan(cfg, info)
+        for split in layout.SPLITS:
+            if not preloaded.get(split, False):
+                with h5py.File(info.splits[split].path, "r") as f:
+                    check_finite_features(info.splits[split].path, f[layout.FEATURES])
+    return info
 
 
-def open_split(cfg: DataConfig, info: DatasetInfo, split: str, budget_bytes: int) -> FeatureSplit:
-    return FeatureSplit(info.splits[split].path, preload_bytes=budget_bytes)
+def preload_plan(cfg: DataConfig, info: DatasetInfo) -> dict[str, bool]:
+    """Which of train and val are read into RAM: train first, then val, within ``data.preload_gb``."""
+    budget, plan = int(cfg.preload_gb * GB), {}
+    for split in ("train", "val"):
+        plan[split] = info.splits[split].nbytes <= budget
+        budget -= info.splits[split].nbytes if plan[split] else 0
+    return plan
+
+
+def open_split(cfg: DataConfig, info: DatasetInfo, split: str, preload: bool) -> FeatureSplit:
+    """A split, read into RAM when ``preload`` and then checked for NaN/inf (see :func:`ensure_data`)."""
+    split_info = info.splits[split]
+    opened = FeatureSplit(split_info.path, preload_bytes=split_info.nbytes if preload else 0)
+    if cfg.check_finite and opened.preloaded:
+        check_finite_features(opened.path, opened.preloaded_features)
+    return opened
 
 
 def prepare_member_data(cfg: DataConfig, info: DatasetInfo, seed: int, batch_size: int,
                         eval_batch_size: int, pin_memory: bool) -> MemberData:
-    budget = int(cfg.preload_gb * GB)
-    train = open_split(cfg, info, "train", budget)
-    budget -= train.nbytes() if train.preloaded else 0
-    val = open_split(cfg, info, "val", max(budget, 0))
+    plan = preload_plan(cfg, info)
+    train = open_split(cfg, info, "train", plan["train"])
+    val = open_split(cfg, info, "val", plan["val"])
     train, base_indices = _rebalanced(cfg, train, seed)
     order = EpochOrder(train.labels, seed, weighted=cfg.balance == "weighted_sampler", base_indices=base_indices)
     batches = EpochBatches(order, train.lengths, batch_size, bucket_window=cfg.bucket_window,
