@@ -24,6 +24,7 @@ from videns.errors import ConfigError
 log = logging.getLogger(__name__)
 
 Cluster = Literal["auto", "slurm", "local"]
+SITE_ENV = "VIDENS_SITE"  # default site profile of every job that submits
 SITES_DIR = Path(__file__).resolve().parents[1] / "slurm" / "sites"
 LOGS_DIR = "logs"
 LOG_PATTERN = "%j"  # submitit turns it into <array id>_<index> for array elements
@@ -97,6 +98,29 @@ def site_profile(name: str) -> Path:
         known = sorted(p.stem for p in SITES_DIR.glob("*.yaml"))
         raise ConfigError(f"--site: no profile {name!r} in {SITES_DIR} (known: {', '.join(known) or 'none'})")
     return path
+
+
+def cluster_config_from_args(site: str | None, slurm_args: list[str], prog: str) -> ClusterConfig:
+    """``--site NAME`` (default $VIDENS_SITE) as the base, then ``--slurm.KEY VALUE`` overrides."""
+    from jsonargparse import ArgumentParser
+
+    from videns.config import parse_or_config_error
+
+    parser = ArgumentParser(prog=prog, exit_on_error=False)
+    parser.add_class_arguments(ClusterConfig, "slurm")
+    site = site or os.environ.get(SITE_ENV) or None
+    ns = parse_or_config_error(parser, (["--slurm", str(site_profile(site))] if site else []) + slurm_args)
+    return ClusterConfig(**{k: v for k, v in ns.slurm.as_dict().items() if not k.startswith("__")})
+
+
+def split_slurm_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """(``--slurm.*`` options with their values, everything else)."""
+    slurm, rest, i = [], [], 0
+    while i < len(args):
+        takes_value = "=" not in args[i] and i + 1 < len(args) and not args[i + 1].startswith("--")
+        (slurm if args[i].startswith("--slurm.") else rest).extend(args[i:i + 1 + takes_value])
+        i += 1 + takes_value
+    return slurm, rest
 
 
 # ---------------------------------------------------------------- choosing a cluster

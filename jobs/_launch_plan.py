@@ -15,7 +15,7 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
-from jobs._cluster import Cluster, ClusterConfig, code_root, site_profile
+from jobs._cluster import SITE_ENV, Cluster, ClusterConfig, code_root, site_profile
 from jobs._queue import query_jobs
 from jobs._run import RunFolder, launcher_running, pid_alive
 from videns.config import HASH_EXCLUDED, MemberConfig, build_parser, member_config_from_namespace, parse_member_config
@@ -26,7 +26,6 @@ from videns.training import persist
 DEFAULT_CONFIG = code_root() / "configs" / "ensemble.yaml"
 DEFAULT_MEMBERS = 4
 RESULTS_DIR = Path("results")
-SITE_ENV = "VIDENS_SITE"
 LAUNCH_KEYS = ("array", "cluster", "run_dir", "site", "slurm", "dry_run", "force", "wait", "tta")
 
 

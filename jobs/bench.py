@@ -3,22 +3,31 @@
 Generates seed-like data (D=1280, up to 73 frames; all-73 and a variable mix),
 runs the loader, training, checkpoint, ensemble and (with a GPU) CUDA sections
 on it, writes every figure to FILE.json and prints the ratios as a table.
+
+``--submit`` runs the same measurement as one SLURM job instead (site profile
+and ``--slurm.*`` as for ``jobs.launch``), so it measures what a member gets:
+a MIG slice and its share of cores. ``--wait`` waits for it and prints the table.
 """
 
 import sys
+from pathlib import Path
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
 from jobs._cli import user_errors_as_one_line
+from jobs._cluster import (LOG_PATTERN, ClusterConfig, choose_cluster, cluster_config_from_args, slurm_executor,
+                           slurm_parameters, split_slurm_args)
 from videns.bench.report import format_table
 from videns.bench.run import SECTIONS, BenchConfig, run_bench
 from videns.logs import setup_logging
 
 PROG = "jobs.bench"
+SUBMIT_OPTIONS = ("submit", "wait", "site")
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description=BenchConfig.__doc__.splitlines()[0])
+    parser = ArgumentParser(prog=PROG, description=BenchConfig.__doc__.splitlines()[0],
+                            epilog="With --submit, --slurm.KEY VALUE overrides the site profile (as in jobs.launch).")
     parser.add_class_arguments(BenchConfig, as_positional=False, skip={"quick", "tiny", "sections"})
     parser.add_argument("--quick", action=ActionYesNo, default=False,
                         help="The quick profile (about 3 minutes on 2 CPU cores) instead of the full one.")
@@ -26,19 +35,69 @@ def build_parser() -> ArgumentParser:
                         help="The tiny profile, for tests: seconds, and figures that mean nothing.")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="Run only these sections.")
+    parser.add_argument("--submit", action=ActionYesNo, default=False,
+                        help="Run as one SLURM job (a member's slice and cores) instead of here.")
+    parser.add_argument("--wait", action=ActionYesNo, default=False,
+                        help="With --submit: wait for the job, then print its table.")
+    parser.add_argument("--site", default=None,
+                        help="With --submit: site profile, slurm/sites/<NAME>.yaml or a path (default $VIDENS_SITE).")
     return parser
 
 
 def main(args: list[str] | None = None) -> int:
-    parser = build_parser()
+    slurm_args, bench_args = split_slurm_args(list(sys.argv[1:] if args is None else args))
     with user_errors_as_one_line(PROG):
-        cfg = BenchConfig(**parser.parse_args(args).as_dict())
-        setup_logging()
-        result = run_bench(cfg)
+        opts = build_parser().parse_args(bench_args).as_dict()
+        cfg = BenchConfig(**{k: v for k, v in opts.items() if k not in SUBMIT_OPTIONS})
+        if opts["submit"]:
+            slurm = cluster_config_from_args(opts["site"], slurm_args, PROG)
+            choose_cluster("slurm")  # one clear line when there is no SLURM here
+    setup_logging()
+    if opts["submit"]:
+        return submit(cfg, slurm, wait=opts["wait"])
+    return run_here(cfg)
+
+
+def run_here(cfg: BenchConfig) -> int:
+    result = run_bench(cfg)
     print(format_table(result), end="")
     print(f"{cfg.profile.name} profile, {result['host']['device']}, {result['host']['torch_threads']} threads, "
           f"{result['total_s']:.0f}s; results: {cfg.out}")
     return 0
+
+
+class BenchTask:
+    """The bench in a SLURM job, with absolute paths and the job's cores as torch threads."""
+
+    def __init__(self, args: list[str]):
+        self.args = args
+
+    def __call__(self) -> int:
+        return main(self.args)
+
+
+def submit(cfg: BenchConfig, slurm: ClusterConfig, wait: bool) -> int:
+    out = cfg.out.resolve()
+    params = slurm_parameters(slurm, "videns-bench")
+    params["additional_parameters"].pop("requeue", None)  # a bench cut short is rerun, not continued
+    logs = out.parent / "bench-logs"
+    job = slurm_executor(logs / LOG_PATTERN, slurm, params).submit(BenchTask(job_args(cfg, slurm)))
+    print(f"bench job {job.job_id} submitted; results: {out}; log: {logs / job.job_id}")
+    if not wait:
+        return 0
+    code = job.result()
+    print(job.stdout() or "", end="")
+    return code
+
+
+def job_args(cfg: BenchConfig, slurm: ClusterConfig) -> list[str]:
+    """``cfg`` as jobs.bench arguments that mean the same on the compute node."""
+    args = ["--out", str(cfg.out.resolve()), "--device", cfg.device, "--workers", str(cfg.workers),
+            "--threads", str(cfg.threads or slurm.cpus_per_task), "--bucket_window", str(cfg.bucket_window),
+            "--sections", *cfg.sections]
+    if cfg.work_dir is not None:
+        args += ["--work_dir", str(Path(cfg.work_dir).resolve())]
+    return args + (["--quick"] if cfg.quick else ["--tiny"] if cfg.tiny else [])
 
 
 if __name__ == "__main__":

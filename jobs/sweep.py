@@ -16,22 +16,17 @@ RUN/trials_top10.md and RUN/best_config.yaml (for jobs.train or jobs.launch).
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
-from jsonargparse import ArgumentParser
-
 from jobs._cli import user_errors_as_one_line
-from jobs._cluster import (LOG_PATTERN, LOGS_DIR, Cluster, ClusterConfig, choose_cluster, render_sbatch, site_profile,
-                           slurm_parameters)
-from jobs._launch_plan import SITE_ENV
+from jobs._cluster import (LOG_PATTERN, LOGS_DIR, Cluster, choose_cluster, cluster_config_from_args, render_sbatch,
+                           slurm_parameters, split_slurm_args)
 from jobs._run import git_revision, now_iso
 from jobs._tasks import INTERRUPTED_EXIT
 from jobs._sweep_tasks import (job_name, run_local_workers, submit_slurm_workers,
                                wait_slurm_workers)
-from videns.config import parse_or_config_error
 from videns.logs import setup_logging
 from videns.sweep import SweepFolder, WorkerIdentity, export_results, load_study, run_worker
 from videns.sweep.claims import schedule_lock
@@ -68,22 +63,10 @@ def parse_cli(argv: list[str]) -> tuple[argparse.Namespace, list[str], list[str]
     mode.add_argument("--worker", action="store_true", help="run one worker in this process, then exit")
     mode.add_argument("--export", action="store_true", help="only rewrite trials.csv, the top 10 and best_config.yaml")
     opts, rest = parser.parse_known_args(argv)
-    slurm_args, member_args, i = [], [], 0
-    while i < len(rest):
-        takes_value = "=" not in rest[i] and i + 1 < len(rest) and not rest[i + 1].startswith("--")
-        (slurm_args if rest[i].startswith("--slurm.") else member_args).extend(rest[i:i + 1 + takes_value])
-        i += 1 + takes_value
+    slurm_args, member_args = split_slurm_args(rest)
     if opts.array < 1:
         parser.error(f"--array must be >= 1, got {opts.array}")
     return opts, member_args, slurm_args
-
-
-def cluster_config(site: str | None, slurm_args: list[str]) -> ClusterConfig:
-    parser = ArgumentParser(prog=PROG, exit_on_error=False)
-    parser.add_class_arguments(ClusterConfig, "slurm")
-    site = site or os.environ.get(SITE_ENV) or None  # as jobs.launch
-    ns = parse_or_config_error(parser, (["--slurm", str(site_profile(site))] if site else []) + slurm_args)
-    return ClusterConfig(**{k: v for k, v in ns.slurm.as_dict().items() if not k.startswith("__")})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     opts, member_args, slurm_args = parse_cli(argv)
     folder = SweepFolder(opts.run_dir)
     with user_errors_as_one_line(PROG):
-        slurm = cluster_config(opts.site, slurm_args)
+        slurm = cluster_config_from_args(opts.site, slurm_args, PROG)
         choices = {k: getattr(opts, k) for k in ("sampler", "pruner", "objective")}
         settings = open_sweep(folder, opts.config, opts.search, choices, member_args, opts.trials,
                               write=not (opts.dry_run or opts.export))

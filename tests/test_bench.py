@@ -5,12 +5,17 @@ No assertion here is about speed: the tiny profile's figures mean nothing.
 
 import json
 import math
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from jobs import bench
+from tests.slurm_cluster import REPO_ROOT, ensure_cluster
 from videns.bench.report import WORKLOAD_KEYS, collect_ratios, format_table
 
 SECTION_KEYS = {
@@ -138,3 +143,30 @@ def test_work_dir_data_is_reused(bench_run, tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert fixed.stat().st_mtime_ns == before
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_submitted_bench_runs_inside_a_slurm_job_and_prints_its_table(tmp_path):
+    ensure_cluster(user_signal=False)
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "jobs.bench", "--tiny", "--device", "cpu", "--sections", "loader",
+                           "--submit", "--wait", "--site", "local", "--slurm.time_min", "10", "--out", str(out)],
+                          cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    job_id = re.search(r"bench job (\S+) submitted", proc.stdout).group(1)
+    result = json.loads(out.read_text())
+    assert result["host"]["slurm_job_id"] == job_id  # measured in the job, not in the submitting process
+    assert result["host"]["torch_threads"] == 1  # the site's cpus_per_task, not the node's cores
+    assert "| loader_speedup |" in proc.stdout
+
+
+def test_submit_without_slurm_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--tiny", "--submit", "--out", str(tmp_path / "b.json")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no sbatch on PATH" in err
+    assert not (tmp_path / "b.json").exists()

@@ -64,7 +64,8 @@ def measure_checkpoint(profile: Profile, work_dir: Path,
     shutil.rmtree(root, ignore_errors=True)
     m = _Methods(profile, root)
     try:
-        results = time_interleaved({"ours_save_durable": m.ours_background, "torch_save": lambda: m.torch_save(fsync=False),
+        results = time_interleaved({"ours_save_durable": m.ours_background,
+                                    "torch_save": lambda: m.torch_save(fsync=False),
                                     "torch_save_fsync": lambda: m.torch_save(fsync=True)}, profile.checkpoint_repeats)
         results["ours_save"] = summarize(m.blocking_s[-profile.checkpoint_repeats:], warmup=1)
         results.update(time_interleaved({"ours_load": m.ours_load, "torch_load": m.torch_load,

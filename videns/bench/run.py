@@ -165,5 +165,6 @@ def input_bound(loader: dict[str, Any], training: dict[str, Any], val_items: int
 def host_info(device: torch.device) -> dict[str, Any]:
     return {"hostname": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
-            "cuda_available": torch.cuda.is_available(), "load_average_start": os.getloadavg()}
+            "cuda_available": torch.cuda.is_available(), "load_average_start": os.getloadavg(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 

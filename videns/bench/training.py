@@ -269,7 +269,8 @@ def unpacked_lstm_steps(profile: Profile, device: torch.device, repeats: int = 3
     packed = _AlwaysPackedModel(profile.feature_dim, NUM_CLASSES, **profile.train_model).to(device)
     packed.load_state_dict(ours.state_dict())
     timings = time_interleaved({"ours": make_train_step(ours, batch, device=device),
-                                "packed": make_train_step(packed, batch, device=device)}, repeats=repeats, device=device)
+                                "packed": make_train_step(packed, batch, device=device)},
+                               repeats=repeats, device=device)
     return {"workload": {"model": describe_model(profile.train_model, sum(p.numel() for p in ours.parameters())),
                          "batch": profile.batch_size, "workers": 0, "device": str(device),
                          "data": f"random, lengths {int(lengths.min())}-{T}", "threads": torch.get_num_threads()},

@@ -18,13 +18,10 @@ An error in a background commit (disk full, permissions) is raised by the next
 call to :meth:`commit` or :meth:`wait`, in the training thread.
 """
 
-import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Mapping
 
 import torch
-
-log = logging.getLogger(__name__)
 
 TensorDict = Mapping[str, torch.Tensor]
 FileContents = bytes | TensorDict
@@ -40,7 +37,8 @@ class CommitQueue:
         self._buffers: dict[tuple[str, str, str], torch.Tensor] = {}
         self._buffer_users: dict[tuple[str, str], Future] = {}
 
-    def commit(self, kind: str, files: Mapping[str, FileContents], write: Callable[[dict[str, FileContents]], Any]) -> None:
+    def commit(self, kind: str, files: Mapping[str, FileContents],
+               write: Callable[[dict[str, FileContents]], Any]) -> None:
         """Snapshot ``files`` now and run ``write(snapshot)`` after every earlier commit.
 
         ``kind`` names the buffers this commit reuses ("checkpoint", "best", ...).
@@ -48,7 +46,8 @@ class CommitQueue:
         self._raise_failures()
         if self._pool is None:
             # Written before returning: nothing changes the tensors meanwhile, so no copy is needed.
-            write({name: data if isinstance(data, bytes) else {k: t.detach().cpu().contiguous() for k, t in data.items()}
+            write({name: data if isinstance(data, bytes) else {k: t.detach().cpu().contiguous()
+                                                               for k, t in data.items()}
                    for name, data in files.items()})
             return
         snapshot = {name: data if isinstance(data, bytes) else self._copy(kind, name, data)

@@ -137,6 +137,12 @@ def _check_num_frames(path: Path, num_frames: np.ndarray, max_frames: int) -> No
         )
 
 
+def check_finite_file(path: Path) -> None:
+    """Raise DataError naming the first item of a split file with NaN or inf."""
+    with h5py.File(path, "r") as f:
+        check_finite_features(path, f[layout.FEATURES])
+
+
 def check_finite_features(path: Path, features: h5py.Dataset | np.ndarray) -> None:
     """Raise DataError naming the first item with NaN or inf; scans in blocks to bound memory."""
     for start in range(0, features.shape[0], _FINITE_CHECK_ITEMS):

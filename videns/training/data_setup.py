@@ -3,7 +3,6 @@
 import logging
 from dataclasses import dataclass
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -12,7 +11,7 @@ from videns.data import layout
 from videns.data.config import DataConfig
 from videns.data.dataset import ArraySplit, FeatureSplit
 from videns.data.demo import write_demo_data
-from videns.data.inspect import DatasetInfo, check_finite_features, inspect_dataset
+from videns.data.inspect import DatasetInfo, check_finite_features, check_finite_file, inspect_dataset
 from videns.data.loaders import TrainItems, ViewItems, build_eval_loader, build_train_loader
 from videns.data.sampling import EpochBatches, EpochOrder, inverse_frequency_weights
 
@@ -46,8 +45,7 @@ def ensure_data(cfg: DataConfig) -> DatasetInfo:
         preloaded = preload_plan(cfg, info)
         for split in layout.SPLITS:
             if not preloaded.get(split, False):
-                with h5py.File(info.splits[split].path, "r") as f:
-                    check_finite_features(info.splits[split].path, f[layout.FEATURES])
+                check_finite_file(info.splits[split].path)
     return info
 
 
