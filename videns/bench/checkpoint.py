@@ -68,8 +68,9 @@ def measure_checkpoint(profile: Profile, work_dir: Path,
                                     "torch_save": lambda: m.torch_save(fsync=False),
                                     "torch_save_fsync": lambda: m.torch_save(fsync=True)}, profile.checkpoint_repeats)
         results["ours_save"] = summarize(m.blocking_s[-profile.checkpoint_repeats:], warmup=1)
+        # No warm-up round for loads: the files were just written, so every method reads the page cache.
         results.update(time_interleaved({"ours_load": m.ours_load, "torch_load": m.torch_load,
-                                         "proposed_load": m.proposed_load}, profile.checkpoint_repeats))
+                                         "proposed_load": m.proposed_load}, profile.checkpoint_repeats, warmup=0))
         stall = measure_stall(m, training_step, profile.checkpoint_repeats) if training_step else None
     finally:
         m.close()

@@ -37,7 +37,7 @@ def collect_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
         entries.append(ratio_entry("unpacked_lstm_step_ratio", steps["unpacked_lstm_step_ratio"], steps["workload"],
                                    "seconds per training step on a variable-length batch: our unpacked "
                                    "per-direction LSTM / the same model on packed sequences"))
-    if "full_model_steps" in training:
+    if "step_time_ratio" in training.get("full_model_steps", {}):
         steps = training["full_model_steps"]
         entries.append(ratio_entry("step_time_ratio", steps["step_time_ratio"], steps["workload"],
                                    "ours / seed-style seconds per training step, full-size model"))
@@ -106,8 +106,9 @@ def figure_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                      f"{steps['packed']['median_s']:.3f} (packed)"))
     if "full_model_steps" in training:
         steps = training["full_model_steps"]
+        seed_style = steps.get("seed_style_step")
         rows.append(("full-size model: s/step", f"{steps['ours_step']['median_s']:.2f}",
-                     f"{steps['seed_style_step']['median_s']:.2f}"))
+                     f"{seed_style['median_s']:.2f}" if seed_style else "not timed in this profile"))
     checkpoint = result.get("checkpoint")
     if checkpoint:
         rows.append(("checkpoint save s: ours returns / on disk; torch.save+fsync / torch.save",

@@ -219,7 +219,8 @@ def training_step(profile: Profile, device: torch.device) -> Callable[[], None]:
 
 
 def full_model_steps(profile: Profile, device: torch.device) -> dict[str, Any]:
-    """Step time of the full-size model at batch B, T=max_frames: ours (unpacked, masked) vs seed-style.
+    """Step time of the full-size model at batch B, T=max_frames: ours (unpacked, masked), and seed-style
+    unless the profile leaves it out.
 
     Both start from the same weights and take turns, one step each, after ``profile.full_warmup`` warm-up
     steps each.
@@ -228,21 +229,22 @@ def full_model_steps(profile: Profile, device: torch.device) -> dict[str, Any]:
     torch.manual_seed(0)
     ours_model = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.full_model).to(device)
     num_params = sum(p.numel() for p in ours_model.parameters())
-    seed_model = SeedStyleTemporalModel(profile.feature_dim, NUM_CLASSES, **profile.full_model).to(device)
-    seed_model.load_state_dict(ours_model.state_dict())
-    timings = time_interleaved({
-        "ours": make_train_step(ours_model, batch, device=device),
-        "seed_style": make_train_step(seed_model, batch, device=device, host_sync=True),
-    }, repeats=profile.full_steps, warmup=profile.full_warmup, device=device)
-    ours, seed_style = timings["ours"], timings["seed_style"]
-    return {
+    steps = {"ours": make_train_step(ours_model, batch, device=device)}
+    if profile.full_seed_style:
+        seed_model = SeedStyleTemporalModel(profile.feature_dim, NUM_CLASSES, **profile.full_model).to(device)
+        seed_model.load_state_dict(ours_model.state_dict())
+        steps["seed_style"] = make_train_step(seed_model, batch, device=device, host_sync=True)
+    timings = time_interleaved(steps, repeats=profile.full_steps, warmup=profile.full_warmup, device=device)
+    result = {
         "workload": {"model": describe_model(profile.full_model, num_params), "batch": profile.batch_size,
                      "workers": 0, "device": str(device), "data": f"random, all lengths {profile.max_frames}",
                      "feature_dim": profile.feature_dim, "precision": "fp32", "threads": torch.get_num_threads()},
-        "ours_step": ours,
-        "seed_style_step": seed_style,
-        "step_time_ratio": ratio(ours["median_s"], seed_style["median_s"]),
+        "ours_step": timings["ours"],
     }
+    if "seed_style" in timings:
+        result["seed_style_step"] = timings["seed_style"]
+        result["step_time_ratio"] = ratio(timings["ours"]["median_s"], timings["seed_style"]["median_s"])
+    return result
 
 
 class _AlwaysPackedModel(TemporalAttentionClassifier):
