@@ -124,9 +124,9 @@ def measure_stall(m: "_Methods", step: Callable[[], None], repeats: int, max_ste
         alone = time.perf_counter() - start
         rounds.append({"steps": steps, "with_save_s": with_save, "alone_s": alone, "stall_s": with_save - alone})
     stall = [r["stall_s"] for r in rounds]
+    per_step = [r["alone_s"] / r["steps"] for r in rounds if r["steps"]]
     return {"rounds": rounds, "ours_s": stall, "ours_median_s": statistics.median(stall),
-            "step_alone_s": statistics.median(r["alone_s"] / r["steps"] for r in rounds if r["steps"]) if any(
-                r["steps"] for r in rounds) else float("nan")}
+            "step_alone_s": statistics.median(per_step) if per_step else float("nan")}
 
 
 class _Methods:

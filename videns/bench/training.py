@@ -28,6 +28,7 @@ from videns.bench.data import BenchData
 from videns.bench.measure import Stopwatch, ratio, synchronize, time_interleaved, time_repeats
 from videns.bench.profiles import Profile, describe_model
 from videns.config import parse_member_config
+from videns.data.augment import augmented_lengths
 from videns.models.temporal import TemporalAttentionClassifier
 from videns.training.loss import FocalLoss
 from videns.training.member import train_member
@@ -258,13 +259,10 @@ class _AlwaysPackedModel(TemporalAttentionClassifier):
 def unpacked_lstm_steps(profile: Profile, device: torch.device, repeats: int = 3) -> dict[str, Any]:
     """Step time of the training model on a variable-length batch: our LSTM path against packing.
 
-    The lengths are what augmentation makes of all-73 data: half the items
-    subsampled to 70-100% of their frames.
+    The lengths are what augmentation makes of one batch of all-``max_frames`` data.
     """
-    gen = torch.Generator().manual_seed(1)
     T = profile.max_frames
-    shortened = (T * (0.7 + 0.3 * torch.rand(profile.batch_size, generator=gen))).long().clamp(1, T)
-    lengths = torch.where(torch.rand(profile.batch_size, generator=gen) < 0.5, torch.full_like(shortened, T), shortened)
+    lengths = torch.from_numpy(augmented_lengths(np.full(profile.batch_size, T), seed=1, epoch=0))
     batch = random_batch(profile.batch_size, T, profile.feature_dim, lengths=lengths)
     torch.manual_seed(0)
     ours = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.train_model).to(device)

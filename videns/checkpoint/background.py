@@ -31,7 +31,6 @@ class CommitQueue:
     """At most one background thread writing checkpoint files; inline when ``background`` is False."""
 
     def __init__(self, background: bool = True):
-        self.background = background
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="videns-commit") if background else None
         self._pending: list[Future] = []
         self._buffers: dict[tuple[str, str, str], torch.Tensor] = {}

@@ -48,7 +48,7 @@ def write_folder_atomically(final: Path, files: Mapping[str, FileContents]) -> P
         written = write_chunks(tmp / name, [data]) if isinstance(data, bytes) else write_tensor_file(tmp / name, data)
         manifest["files"][name] = written.manifest_entry()
     write_chunks(tmp / MANIFEST_FILE, [json.dumps(manifest, indent=1).encode()])
-    fsync_dir(tmp)
+    _fsync_dir(tmp)
     if final.exists():
         # Re-saving the same step: move the old copy aside first, since a
         # directory cannot be replaced by rename in one step.
@@ -58,7 +58,7 @@ def write_folder_atomically(final: Path, files: Mapping[str, FileContents]) -> P
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    fsync_dir(final.parent)
+    _fsync_dir(final.parent)
     return final
 
 
@@ -89,7 +89,7 @@ def point_link(link: Path, target_name: str) -> None:
     tmp = link.parent / f"{_TMP_PREFIX}link-{uuid.uuid4().hex[:8]}"
     os.symlink(target_name, tmp)
     os.replace(tmp, link)
-    fsync_dir(link.parent)
+    _fsync_dir(link.parent)
 
 
 class CheckpointStore:
@@ -163,7 +163,7 @@ def _written_by_live_process(tmp_name: str) -> bool:
     return True
 
 
-def fsync_dir(path: Path) -> None:
+def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
