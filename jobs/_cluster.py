@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import submitit
+from jsonargparse import ArgumentParser
 from submitit.slurm.slurm import _make_sbatch_string
 
+from videns.config import parse_or_config_error
 from videns.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -102,10 +104,6 @@ def site_profile(name: str) -> Path:
 
 def cluster_config_from_args(site: str | None, slurm_args: list[str], prog: str) -> ClusterConfig:
     """``--site NAME`` (default $VIDENS_SITE) as the base, then ``--slurm.KEY VALUE`` overrides."""
-    from jsonargparse import ArgumentParser
-
-    from videns.config import parse_or_config_error
-
     parser = ArgumentParser(prog=prog, exit_on_error=False)
     parser.add_class_arguments(ClusterConfig, "slurm")
     site = site or os.environ.get(SITE_ENV) or None

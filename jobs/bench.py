@@ -10,6 +10,7 @@ a MIG slice and its share of cores. ``--wait`` waits for it and prints the table
 """
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from jsonargparse import ActionYesNo, ArgumentParser
@@ -59,7 +60,8 @@ def main(args: list[str] | None = None) -> int:
 
 
 def run_here(cfg: BenchConfig) -> int:
-    result = run_bench(cfg)
+    with user_errors_as_one_line(PROG):
+        result = run_bench(cfg)
     print(format_table(result), end="")
     print(f"{cfg.profile.name} profile, {result['host']['device']}, {result['host']['torch_threads']} threads, "
           f"{result['total_s']:.0f}s; results: {cfg.out}")
@@ -67,37 +69,30 @@ def run_here(cfg: BenchConfig) -> int:
 
 
 class BenchTask:
-    """The bench in a SLURM job, with absolute paths and the job's cores as torch threads."""
+    """The bench in a SLURM job."""
 
-    def __init__(self, args: list[str]):
-        self.args = args
+    def __init__(self, cfg: BenchConfig):
+        self.cfg = cfg
 
     def __call__(self) -> int:
-        return main(self.args)
+        setup_logging()
+        return run_here(self.cfg)
 
 
 def submit(cfg: BenchConfig, slurm: ClusterConfig, wait: bool) -> int:
-    out = cfg.out.resolve()
+    # Absolute paths, since the job may start elsewhere, and the job's cores as torch threads.
+    cfg = replace(cfg, out=cfg.out.resolve(), work_dir=Path(cfg.work_dir).resolve() if cfg.work_dir else None,
+                  threads=cfg.threads or slurm.cpus_per_task)
     params = slurm_parameters(slurm, "videns-bench")
     params["additional_parameters"].pop("requeue", None)  # a bench cut short is rerun, not continued
-    logs = out.parent / "bench-logs"
-    job = slurm_executor(logs / LOG_PATTERN, slurm, params).submit(BenchTask(job_args(cfg, slurm)))
-    print(f"bench job {job.job_id} submitted; results: {out}; log: {logs / job.job_id}")
+    logs = cfg.out.parent / "bench-logs"
+    job = slurm_executor(logs / LOG_PATTERN, slurm, params).submit(BenchTask(cfg))
+    print(f"bench job {job.job_id} submitted; results: {cfg.out}; log: {logs / job.job_id}")
     if not wait:
         return 0
     code = job.result()
     print(job.stdout() or "", end="")
     return code
-
-
-def job_args(cfg: BenchConfig, slurm: ClusterConfig) -> list[str]:
-    """``cfg`` as jobs.bench arguments that mean the same on the compute node."""
-    args = ["--out", str(cfg.out.resolve()), "--device", cfg.device, "--workers", str(cfg.workers),
-            "--threads", str(cfg.threads or slurm.cpus_per_task), "--bucket_window", str(cfg.bucket_window),
-            "--sections", *cfg.sections]
-    if cfg.work_dir is not None:
-        args += ["--work_dir", str(Path(cfg.work_dir).resolve())]
-    return args + (["--quick"] if cfg.quick else ["--tiny"] if cfg.tiny else [])
 
 
 if __name__ == "__main__":

@@ -162,6 +162,16 @@ def test_submitted_bench_runs_inside_a_slurm_job_and_prints_its_table(tmp_path):
     assert "| loader_speedup |" in proc.stdout
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--tiny", "--device", "cuda", "--out", str(tmp_path / "b.json"), "--work_dir", str(tmp_path / "w")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "device=cuda but no CUDA device is visible" in err
+    assert not (tmp_path / "b.json").exists() and not (tmp_path / "w").exists()
+
+
 def test_submit_without_slurm_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
     with pytest.raises(SystemExit) as exit_info:

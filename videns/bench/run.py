@@ -20,6 +20,7 @@ from videns.bench.loader import measure_loader
 from videns.bench.profiles import PROFILES, Profile
 from videns.bench.report import collect_ratios
 from videns.bench.training import compare_training, full_model_steps, training_step, unpacked_lstm_steps
+from videns.device import resolve_device
 from videns.errors import ConfigError
 from videns.training.persist import write_json_atomically
 
@@ -66,8 +67,6 @@ class BenchConfig:
         unknown = sorted(set(self.sections) - set(SECTIONS))
         if unknown:
             problems.append(f"sections {unknown} unknown; choose from {list(SECTIONS)}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            problems.append("device=cuda but no CUDA device is visible")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -78,10 +77,9 @@ class BenchConfig:
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run every selected section on the same data; write ``cfg.out`` and return the result."""
+    device = resolve_device(cfg.device)  # where it runs: a submitted bench is checked on its node
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
     temporary = cfg.work_dir is None
     work_dir = Path(tempfile.mkdtemp(prefix="videns-bench-")) if temporary else Path(cfg.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
