@@ -7,9 +7,11 @@ off, the caller falls back to the run folder.
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 
 QUERY_TIMEOUT_S = 20
+SLURM_POLL_S = 10.0
 ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
                  "REQUEUE_FED", "RESIZING", "SUSPENDED", "PREEMPTED", "SIGNALING", "STAGE_OUT"}
 _FIELD = re.compile(r"(\S+?)=(\S*)")
@@ -47,6 +49,15 @@ def query_jobs(job_ids: list[str]) -> dict[str, JobInfo] | None:
     if unknown:
         found.update(_sacct(unknown) or {})
     return found
+
+
+def wait_while_active(job_ids: list[str], poll_s: float = SLURM_POLL_S) -> None:
+    """Block until none of the jobs is queued or running (requeued ones included), or SLURM forgot them."""
+    while True:
+        jobs = query_jobs(job_ids) or {}
+        if not any(info.active for info in jobs.values()):
+            return
+        time.sleep(poll_s)
 
 
 def _run(cmd: list[str]) -> str | None:

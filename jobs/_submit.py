@@ -9,13 +9,12 @@ from typing import Callable
 
 from jobs._cluster import (LOG_PATTERN, ClusterConfig, local_executor, local_plan, local_task_env, slurm_executor,
                            slurm_parameters)
-from jobs._queue import query_jobs
+from jobs._queue import wait_while_active
 from jobs._run import RunFolder, member_row
 from jobs._tasks import EnsembleTask, MemberTask
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
-SLURM_POLL_S = 10.0
 
 
 @dataclass
@@ -44,14 +43,9 @@ def submit_slurm(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool
     return Submitted({seed: job.job_id for seed, job in zip(seeds, jobs)}, ensemble_job.job_id, array_id)
 
 
-def wait_slurm(submitted: Submitted, poll_s: float = SLURM_POLL_S) -> None:
+def wait_slurm(submitted: Submitted) -> None:
     """Block until the ensemble job (which runs after every member) has left the queue."""
-    while True:
-        jobs = query_jobs([submitted.ensemble_job_id])
-        info = (jobs or {}).get(submitted.ensemble_job_id)
-        if info is None or not info.active:
-            return
-        time.sleep(poll_s)
+    wait_while_active([submitted.ensemble_job_id])
 
 
 def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,

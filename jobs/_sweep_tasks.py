@@ -19,13 +19,11 @@ from typing import Any, Callable
 import submitit
 
 from jobs._cluster import LOG_PATTERN, LOGS_DIR, ClusterConfig, local_executor, slurm_executor, slurm_parameters
-from jobs._queue import query_jobs
 from jobs._submit import sigint_ignored_in_children, stop_local_jobs
-from jobs._tasks import hand_over, job_context
+from jobs._tasks import hand_over, job_context, outcome_recorded, task_succeeded
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
-SLURM_POLL_S = 10.0
 
 
 class SweepWorkerTask:
@@ -37,6 +35,10 @@ class SweepWorkerTask:
         self.threads = threads
 
     def __call__(self) -> dict[str, Any]:
+        with outcome_recorded():
+            return self._work()
+
+    def _work(self) -> dict[str, Any]:
         import torch
 
         from videns.logs import setup_logging
@@ -73,15 +75,6 @@ def submit_slurm_workers(run_dir: Path, count: int, cfg: ClusterConfig) -> list[
     return [job.job_id for job in jobs]
 
 
-def wait_slurm_workers(job_ids: list[str], poll_s: float = SLURM_POLL_S) -> None:
-    """Block until no worker task is queued or running (requeued ones included)."""
-    while True:
-        jobs = query_jobs(job_ids) or {}
-        if not any(info.active for info in jobs.values()):
-            return
-        time.sleep(poll_s)
-
-
 def run_local_workers(run_dir: Path, count: int, cfg: ClusterConfig, say: Callable[[str], None]) -> list[str]:
     """``count`` workers side by side through submitit's LocalExecutor; returns the ids of failed tasks."""
     threads = max(1, min(cfg.cpus_per_task, (os.cpu_count() or 1) // count))
@@ -97,15 +90,7 @@ def run_local_workers(run_dir: Path, count: int, cfg: ClusterConfig, say: Callab
     except KeyboardInterrupt:
         stop_local_jobs(running, say)
         raise
-    failed = [job.job_id for job in running.values() if _task_error(job)]
+    failed = [job.job_id for job in running.values() if not task_succeeded(job)]
     for job_id in failed:
         say(f"worker task {job_id} FAILED; see {Path(run_dir) / LOGS_DIR / job_id}")
     return failed
-
-
-def _task_error(job) -> bool:
-    try:
-        job.result()
-    except Exception:  # noqa: BLE001 - any failure of the task counts
-        return True
-    return False

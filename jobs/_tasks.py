@@ -30,7 +30,7 @@ import submitit
 
 from jobs._run import OUTCOME_SUFFIX, RUN_CONFIG
 from videns.ensemble.members import member_dir
-from videns.training.persist import write_json_atomically
+from videns.training.persist import read_json, write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,12 @@ def outcome_recorded():
 def outcome_file(result_pickle: Path) -> Path:
     """Where a task's outcome JSON lives: beside submitit's ``<job>_<task>_result.pkl``."""
     return result_pickle.with_name(result_pickle.name.replace("_result.pkl", OUTCOME_SUFFIX))
+
+
+def task_succeeded(job: submitit.Job) -> bool:
+    """Whether a finished job's task returned normally, from its outcome JSON (never its result pickle)."""
+    outcome = read_json(outcome_file(job.paths.result_pickle))
+    return bool(outcome) and outcome.get("status") == "success"
 
 
 def _write_outcome(outcome: dict[str, Any]) -> None:

@@ -18,12 +18,15 @@ from jsonargparse import ActionYesNo, ArgumentParser
 from jobs._cli import user_errors_as_one_line
 from jobs._cluster import (LOG_PATTERN, ClusterConfig, choose_cluster, cluster_config_from_args, slurm_executor,
                            slurm_parameters, split_slurm_args)
+from jobs._queue import wait_while_active
+from jobs._tasks import outcome_recorded, task_succeeded
 from videns.bench.report import format_table
 from videns.bench.run import SECTIONS, BenchConfig, run_bench
 from videns.logs import setup_logging
 
 PROG = "jobs.bench"
 SUBMIT_OPTIONS = ("submit", "wait", "site")
+WAIT_POLL_S = 2.0
 
 
 def build_parser() -> ArgumentParser:
@@ -69,14 +72,15 @@ def run_here(cfg: BenchConfig) -> int:
 
 
 class BenchTask:
-    """The bench in a SLURM job."""
+    """The bench in a SLURM job; how it ended goes to JSON beside submitit's files, read back by --wait."""
 
     def __init__(self, cfg: BenchConfig):
         self.cfg = cfg
 
     def __call__(self) -> int:
-        setup_logging()
-        return run_here(self.cfg)
+        with outcome_recorded():
+            setup_logging()
+            return run_here(self.cfg)
 
 
 def submit(cfg: BenchConfig, slurm: ClusterConfig, wait: bool) -> int:
@@ -90,9 +94,9 @@ def submit(cfg: BenchConfig, slurm: ClusterConfig, wait: bool) -> int:
     print(f"bench job {job.job_id} submitted; results: {cfg.out}; log: {logs / job.job_id}")
     if not wait:
         return 0
-    code = job.result()
+    wait_while_active([job.job_id], poll_s=WAIT_POLL_S)
     print(job.stdout() or "", end="")
-    return code
+    return 0 if task_succeeded(job) else 1
 
 
 if __name__ == "__main__":

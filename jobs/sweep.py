@@ -25,8 +25,8 @@ from jobs._cluster import (LOG_PATTERN, LOGS_DIR, Cluster, choose_cluster, clust
                            slurm_parameters, split_slurm_args)
 from jobs._run import git_revision, now_iso
 from jobs._tasks import INTERRUPTED_EXIT
-from jobs._sweep_tasks import (job_name, run_local_workers, submit_slurm_workers,
-                               wait_slurm_workers)
+from jobs._queue import wait_while_active
+from jobs._sweep_tasks import job_name, run_local_workers, submit_slurm_workers
 from videns.logs import setup_logging
 from videns.sweep import SweepFolder, WorkerIdentity, export_results, load_study, run_worker
 from videns.sweep.claims import schedule_lock
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
               f"follow:       squeue -j {job_ids[0].split('_')[0]}; python -m {PROG} --run_dir {folder.root} --export")
         if not opts.wait:
             return 0
-        wait_slurm_workers(job_ids)
+        wait_while_active(job_ids)
         return print_results(folder)
     _append_launch(folder, record)
     try:

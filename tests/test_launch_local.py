@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from jobs import launch, status
+from jobs._cluster import ClusterConfig, local_executor
+from jobs._tasks import outcome_file, outcome_recorded, task_succeeded
 from tests.member_files import assert_members_identical
 from videns.config import parse_member_config
 from videns.data.demo import write_demo_data
@@ -295,3 +297,28 @@ def test_local_tasks_see_the_launchers_gpus(tmp_path, monkeypatch, visible):
     executor = local_executor(tmp_path / "%j", ClusterConfig())
     assert executor.submit(ReportVisibleGpus({})).result() == ""  # what submitit alone does
     assert executor.submit(ReportVisibleGpus(local_task_env())).result() == visible
+
+
+class _EndsWith:
+    """A submitit task that records its outcome, then returns or raises."""
+
+    def __init__(self, fail: bool):
+        self.fail = fail
+
+    def __call__(self) -> int:
+        with outcome_recorded():
+            if self.fail:
+                raise ValueError("boom")
+            return 1
+
+
+def test_task_outcome_is_read_from_its_json_never_the_result_pickle(tmp_path):
+    executor = local_executor(tmp_path / "%j", ClusterConfig(gres=""))
+    ok, failed = executor.submit(_EndsWith(False)), executor.submit(_EndsWith(True))
+    deadline = time.monotonic() + 60
+    while not (ok.done() and failed.done()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert task_succeeded(ok) and not task_succeeded(failed)
+    assert "ValueError: boom" in json.loads(outcome_file(failed.paths.result_pickle).read_text())["error"]
+    outcome_file(ok.paths.result_pickle).unlink()  # the result pickle is still there, and is not read
+    assert ok.paths.result_pickle.exists() and not task_succeeded(ok)
