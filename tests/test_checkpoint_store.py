@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-from safetensors.numpy import load as load_arrays
 
 from videns.checkpoint.store import CheckpointStore, CorruptCheckpoint, read_verified
 
@@ -21,7 +20,7 @@ from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.store import CheckpointStore
 store = CheckpointStore(sys.argv[1], keep=2, commits=CommitQueue(background=sys.argv[2] == "background"))
 found = store.load_latest()
-step = int(found[0].name.split("-")[1]) + 1 if found else 1
+step = int(found.path.name.split("-")[1]) + 1 if found else 1
 weights = torch.full((1_000_000,), float(step))
 print("ready", flush=True)
 while True:
@@ -42,8 +41,8 @@ def test_keeps_newest_k_and_points_latest_at_the_newest(tmp_path):
         store.save(step, _payload(step))
     assert [p.name for p in store.step_folders()] == ["step-000000003", "step-000000002"]
     assert (store.root / "latest").resolve().name == "step-000000003"
-    folder, files = store.load_latest()
-    assert folder.name == "step-000000003" and load_arrays(files["model.safetensors"])["w"][0] == 3
+    found = store.load_latest()
+    assert found.path.name == "step-000000003" and found.load_tensors("model.safetensors")["w"][0] == 3
 
 
 def test_truncated_newest_is_detected_and_previous_used(tmp_path, caplog):
@@ -54,9 +53,29 @@ def test_truncated_newest_is_detected_and_previous_used(tmp_path, caplog):
     newest.write_bytes(newest.read_bytes()[:10])
     with pytest.raises(CorruptCheckpoint, match="truncated"):
         read_verified(newest.parent)
-    folder, _ = store.load_latest()
-    assert folder.name == "step-000000001"
+    assert store.load_latest().path.name == "step-000000001"
     assert "skipping checkpoint step-000000002" in caplog.text
+
+
+def test_changing_loaded_tensors_never_touches_the_file(tmp_path):
+    store = CheckpointStore(tmp_path / "ckpt", keep=2)
+    store.save(1, _payload(1))
+    weights = store.load_latest().load_tensors("model.safetensors")["w"]
+    weights.add_(1.0)  # as an optimizer updates its loaded state in place
+    assert (weights == 2).all()
+    assert (read_verified(store.root / "step-000000001").load_tensors("model.safetensors")["w"] == 1).all()
+
+
+def test_a_file_replaced_after_verification_is_refused(tmp_path):
+    store = CheckpointStore(tmp_path / "ckpt", keep=2)
+    store.save(1, _payload(1))
+    store.save(2, _payload(2))
+    verified = read_verified(store.root / "step-000000001")
+    replacement = store.root / "step-000000001" / "model.safetensors.new"
+    replacement.write_bytes(_payload(7)["model.safetensors"])
+    replacement.replace(store.root / "step-000000001" / "model.safetensors")
+    with pytest.raises(CorruptCheckpoint, match="replaced or changed after it was verified"):
+        verified.load_tensors("model.safetensors")
 
 
 @pytest.mark.parametrize("mode", ["background", "inline"])
@@ -73,10 +92,9 @@ def test_sigkill_at_random_moments_while_writing_never_leaves_a_broken_latest(tm
         found = CheckpointStore(root, keep=2).load_latest()
         if found is None:
             continue
-        folder, files = found
-        step = int(folder.name.split("-")[1])
+        step = int(found.path.name.split("-")[1])
         assert step >= last_step
-        assert (load_arrays(files["model.safetensors"])["w"] == step).all()
-        assert files["state.json"] == b'{"step": %d}' % step
+        assert (found.load_tensors("model.safetensors")["w"] == step).all()
+        assert found.read_bytes("state.json") == b'{"step": %d}' % step
         last_step = step
     assert last_step > 5

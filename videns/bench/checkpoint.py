@@ -43,7 +43,6 @@ import torch
 
 from videns.bench.measure import ratio, summarize, time_interleaved
 from videns.bench.profiles import Profile, describe_model
-from videns.bench.proposals import mmap_verified_load
 from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.store import CheckpointStore
 from videns.models.temporal import TemporalAttentionClassifier
@@ -69,8 +68,8 @@ def measure_checkpoint(profile: Profile, work_dir: Path,
                                     "torch_save_fsync": lambda: m.torch_save(fsync=True)}, profile.checkpoint_repeats)
         results["ours_save"] = summarize(m.blocking_s[-profile.checkpoint_repeats:], warmup=1)
         # No warm-up round for loads: the files were just written, so every method reads the page cache.
-        results.update(time_interleaved({"ours_load": m.ours_load, "torch_load": m.torch_load,
-                                         "proposed_load": m.proposed_load}, profile.checkpoint_repeats, warmup=0))
+        results.update(time_interleaved({"ours_load": m.ours_load, "torch_load": m.torch_load},
+                                        profile.checkpoint_repeats, warmup=0))
         stall = measure_stall(m, training_step, profile.checkpoint_repeats) if training_step else None
     finally:
         m.close()
@@ -88,8 +87,6 @@ def measure_checkpoint(profile: Profile, work_dir: Path,
         "checkpoint_save_ratio_vs_plain_torch_save": ratio(results["ours_save"]["median_s"],
                                                            results["torch_save"]["median_s"]),
         "checkpoint_load_ratio": ratio(results["ours_load"]["median_s"], results["torch_load"]["median_s"]),
-        "proposal": {"what": "videns.bench.proposals.mmap_verified_load: sha256 and tensors from a memory map",
-                     "load_ratio": ratio(results["proposed_load"]["median_s"], results["torch_load"]["median_s"])},
     }
     if stall is not None:
         out["stall"] = stall
@@ -158,8 +155,7 @@ class _Methods:
         self.store.wait()
 
     def ours_load(self) -> None:
-        _, files = self.store.load_latest()
-        persist.restore_checkpoint(files, self.model, self.optimizer, self.schedule)
+        persist.restore_checkpoint(self.store.load_latest(), self.model, self.optimizer, self.schedule)
 
     def torch_save(self, fsync: bool) -> None:
         _torch_save(self.model, self.optimizer, self.torch_dir / f"checkpoint-{next(self.steps):09d}.pt", fsync)
@@ -173,9 +169,6 @@ class _Methods:
         state = torch.load(self.latest_torch_file(), weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-
-    def proposed_load(self) -> None:
-        mmap_verified_load(self.store.step_folders()[0], self.model, self.optimizer, self.schedule)
 
     def close(self) -> None:
         self.store.commits.close()

@@ -12,12 +12,18 @@ thread; everything on disk still changes in the order the saves were made.
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from videns.checkpoint.background import CommitQueue, FileContents
 from videns.checkpoint.tensorfile import write_chunks, write_tensor_file
@@ -31,6 +37,7 @@ MANIFEST_FILE = "manifest.json"
 LATEST_LINK = "latest"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _TMP_PREFIX = ".tmp-"
+_HASH_THREADS = 4
 
 
 class CorruptCheckpoint(Exception):
@@ -62,26 +69,98 @@ def write_folder_atomically(final: Path, files: Mapping[str, FileContents]) -> P
     return final
 
 
-def read_verified(folder: Path) -> dict[str, bytes]:
-    """All files of a folder, checked against its manifest; raise CorruptCheckpoint otherwise."""
+def read_verified(folder: Path) -> "VerifiedFolder":
+    """Check every file of a folder against its manifest; raise CorruptCheckpoint otherwise.
+
+    Files are hashed through a memory map, several at once (sha256 releases the
+    GIL), so nothing is copied to verify them.
+    """
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST_FILE).read_bytes())
         entries = manifest["files"]
+        expected = {name: (int(entry["size"]), str(entry["sha256"])) for name, entry in entries.items()}
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CorruptCheckpoint(f"{folder}: {MANIFEST_FILE} missing or unreadable ({err})") from None
-    files = {}
-    for name, entry in entries.items():
+    with ThreadPoolExecutor(max_workers=max(1, min(_HASH_THREADS, len(expected)))) as pool:
+        found = dict(zip(expected, pool.map(lambda name: _fingerprint(folder / name), expected)))
+    for name, fingerprint in found.items():
+        _check_against_manifest(folder / name, fingerprint.size, fingerprint.sha256, expected[name])
+    return VerifiedFolder(folder, expected, {name: fingerprint.identity for name, fingerprint in found.items()})
+
+
+class VerifiedFolder:
+    """A checkpoint folder whose files matched its manifest when it was read.
+
+    Committed checkpoint files are never changed in place (the store only
+    renames and deletes whole folders), so a file that is still the same inode,
+    size and modification time is still the one that was verified. Tensors are
+    memory-mapped copy-on-write: nothing is read twice, and changing a loaded
+    tensor never touches the file.
+    """
+
+    def __init__(self, path: Path, expected: dict[str, tuple[int, str]], identities: dict[str, tuple[int, ...]]):
+        self.path = Path(path)
+        self._expected = expected
+        self._identities = identities
+
+    def read_bytes(self, name: str) -> bytes:
+        """A (small) file's contents, checked against the manifest again as they are read."""
+        path = self.path / name
         try:
-            data = (folder / name).read_bytes()
+            data = path.read_bytes()
         except OSError as err:
-            raise CorruptCheckpoint(f"{folder / name}: unreadable ({err.strerror})") from None
-        if len(data) != entry["size"]:
-            raise CorruptCheckpoint(f"{folder / name}: size {len(data)} != {entry['size']} in manifest (truncated?)")
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise CorruptCheckpoint(f"{folder / name}: sha256 does not match the manifest (corrupted)")
-        files[name] = data
-    return files
+            raise CorruptCheckpoint(f"{path}: unreadable ({err.strerror})") from None
+        _check_against_manifest(path, len(data), hashlib.sha256(data).hexdigest(), self._expected[name])
+        return data
+
+    def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
+        """A safetensors file's tensors, from the file that was verified."""
+        path = self.path / name
+        try:
+            tensors = load_file(path)
+        except (OSError, SafetensorError) as err:
+            raise CorruptCheckpoint(f"{path}: unreadable ({err})") from None
+        if _identity(path) != self._identities[name]:
+            raise CorruptCheckpoint(f"{path}: replaced or changed after it was verified")
+        return tensors
+
+
+class _Fingerprint(NamedTuple):
+    size: int
+    sha256: str
+    identity: tuple[int, ...]
+
+
+def _fingerprint(path: Path) -> _Fingerprint:
+    try:
+        with open(path, "rb") as f:
+            stat = os.fstat(f.fileno())
+            digest = hashlib.sha256()
+            if stat.st_size:  # an empty file cannot be memory-mapped
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                    digest.update(view)
+    except OSError as err:
+        raise CorruptCheckpoint(f"{path}: unreadable ({err.strerror})") from None
+    return _Fingerprint(stat.st_size, digest.hexdigest(), _identity_of(stat))
+
+
+def _check_against_manifest(path: Path, size: int, sha256: str, expected: tuple[int, str]) -> None:
+    if size != expected[0]:
+        raise CorruptCheckpoint(f"{path}: size {size} != {expected[0]} in manifest (truncated?)")
+    if sha256 != expected[1]:
+        raise CorruptCheckpoint(f"{path}: sha256 does not match the manifest (corrupted)")
+
+
+def _identity(path: Path) -> tuple[int, ...]:
+    try:
+        return _identity_of(os.stat(path))
+    except OSError:
+        return ()
+
+
+def _identity_of(stat: os.stat_result) -> tuple[int, ...]:
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def point_link(link: Path, target_name: str) -> None:
@@ -134,11 +213,11 @@ class CheckpointStore:
         found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
         return [p for _, p in sorted(found, reverse=True)]
 
-    def load_latest(self) -> tuple[Path, dict[str, bytes]] | None:
+    def load_latest(self) -> VerifiedFolder | None:
         """The newest checkpoint that verifies, falling back past broken ones (and saying so)."""
         for folder in self.step_folders():
             try:
-                return folder, read_verified(folder)
+                return read_verified(folder)
             except CorruptCheckpoint as err:
                 log.warning("skipping checkpoint %s: %s; falling back to the previous one", folder.name, err)
         return None

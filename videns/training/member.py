@@ -253,11 +253,11 @@ def _restore_or_start(cfg: MemberConfig, store: CheckpointStore, model, optimize
             raise CheckpointError(f"{store.root}: holds checkpoints and checkpoint.resume=never; "
                                   "use another --out_dir rather than overwrite them")
         return TrainingState(seed=cfg.seed, config_hash=cfg.config_hash)
-    loaded = store.load_latest()
-    if loaded is None:
+    checkpoint = store.load_latest()
+    if checkpoint is None:
         return TrainingState(seed=cfg.seed, config_hash=cfg.config_hash)
-    folder, files = loaded
-    state = persist.restore_checkpoint(files, model, optimizer, schedule)
+    folder = checkpoint.path
+    state = persist.restore_checkpoint(checkpoint, model, optimizer, schedule)
     persist.check_resumable(state, cfg.seed, cfg.config_hash, cfg.checkpoint.force, folder)
     if state.finished and state.stop_reason == "max_epochs" and state.epoch < cfg.trainer.max_epochs:
         state.finished, state.stop_reason = False, ""  # max_epochs was raised: keep training

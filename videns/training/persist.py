@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import load as load_tensors
 from torch import nn
 
 from videns.checkpoint.codec import (OPT_STATE_PREFIX, optimizer_from_parts, optimizer_to_parts, rng_from_parts,
                                      rng_to_parts)
 from videns.checkpoint.background import CommitQueue
-from videns.checkpoint.store import (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CheckpointStore, point_link,
-                                     read_verified, write_folder_atomically)
+from videns.checkpoint.store import (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CheckpointStore, VerifiedFolder,
+                                     point_link, read_verified, write_folder_atomically)
 from videns.errors import CheckpointError
 from videns.training.optim import LRSchedule
 from videns.training.state import TrainingState
@@ -59,12 +58,12 @@ def save_checkpoint(store: CheckpointStore, model: nn.Module, optimizer: torch.o
     }, after_commit)
 
 
-def restore_checkpoint(files: dict[str, bytes], model: nn.Module, optimizer: torch.optim.Optimizer,
+def restore_checkpoint(checkpoint: VerifiedFolder, model: nn.Module, optimizer: torch.optim.Optimizer,
                        schedule: LRSchedule) -> TrainingState:
-    """Load a verified checkpoint's files into the live objects; return the training state."""
-    state_json = json.loads(files[STATE_FILE])
-    model.load_state_dict(load_tensors(files[MODEL_FILE]))
-    tensors = load_tensors(files[OPTIMIZER_FILE])
+    """Load a verified checkpoint into the live objects; return the training state."""
+    state_json = json.loads(checkpoint.read_bytes(STATE_FILE))
+    model.load_state_dict(checkpoint.load_tensors(MODEL_FILE))
+    tensors = checkpoint.load_tensors(OPTIMIZER_FILE)
     optimizer_from_parts(optimizer, {k: v for k, v in tensors.items() if k.startswith(OPT_STATE_PREFIX + ".")},
                          state_json[STATE_KEY_OPTIMIZER])
     schedule.load_state_dict(state_json[STATE_KEY_SCHEDULE])
@@ -105,8 +104,8 @@ def load_best(member_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     folder = Path(member_dir) / BEST_LINK
     if not folder.exists():
         raise CheckpointError(f"{member_dir}: no best model yet ({BEST_LINK}/ missing)")
-    files = read_verified(folder.resolve())
-    return load_tensors(files[MODEL_FILE]), json.loads(files[BEST_META])
+    best = read_verified(folder.resolve())
+    return best.load_tensors(MODEL_FILE), json.loads(best.read_bytes(BEST_META))
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
