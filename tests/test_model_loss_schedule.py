@@ -61,6 +61,18 @@ def test_unpacked_lstm_equals_packed_at_real_frames_with_gradients(bidirectional
         assert torch.allclose(got, want, atol=1e-4)
 
 
+@pytest.mark.parametrize("lengths", [[10, 10, 10], [10, 6, 2]], ids=["equal", "variable"])
+def test_the_lstm_runs_in_fp32_under_bf16_autocast(lengths):
+    """Only the LSTM leaves autocast: the layers around it still run in bf16."""
+    model = TemporalAttentionClassifier(8, 3, hidden_dim=16, num_lstm_layers=2, num_attention_heads=2)
+    seen = []
+    model.attention.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(3, 10, 8), torch.tensor(lengths))
+    assert seen == [torch.float32]
+    assert logits.dtype == torch.bfloat16
+
+
 def test_seed_architecture_size():
     model = TemporalAttentionClassifier(1280, 4)
     assert model.lstm.hidden_size == 768 and model.lstm.num_layers == 4 and model.lstm.bidirectional

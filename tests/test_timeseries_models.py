@@ -117,6 +117,16 @@ def test_gru_runs_over_the_pooled_time_axis():
     assert seen["batch_sizes"].tolist() == [2] * 11 + [1] * 14
 
 
+def test_the_gru_runs_in_fp32_under_bf16_autocast():
+    model = build("gru")
+    seen = {}
+    model.gru.register_forward_hook(lambda mod, args, out: seen.update(dtype=out[1].dtype))
+    x, lengths = padded_batch([50, 21], 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x, lengths)
+    assert seen["dtype"] == torch.float32 and logits.dtype == torch.bfloat16
+
+
 def test_image_mode_lays_the_signal_out_row_by_row():
     model = build("cnn2d_image").eval()
     seen = {}

@@ -1,5 +1,8 @@
 """What every sequence classifier in videns accepts and returns."""
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -22,6 +25,19 @@ def require(condition: bool, message: str) -> None:
     """Raise ConfigError with ``message`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(message)
+
+
+@contextmanager
+def recurrent_precision(device_type: str) -> Iterator[None]:
+    """Run recurrent layers (given fp32 inputs) in fp32, even inside bf16 autocast.
+
+    Autocast's cuDNN RNN wrapper casts to fp16 whatever dtype autocast asks
+    for, and fp16 gradients underflow without a GradScaler; on CPU autocast
+    runs them in bf16. cuDNN still uses TF32 tensor cores for fp32 RNNs
+    (``torch.backends.cudnn.allow_tf32``, on by default).
+    """
+    with torch.autocast(device_type, enabled=False):
+        yield
 
 
 def padding_mask(lengths: torch.Tensor, max_len: int, device: torch.device) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from videns.models.base import SequenceClassifier, padding_mask, require
+from videns.models.base import SequenceClassifier, padding_mask, recurrent_precision, require
 
 
 class TemporalAttentionClassifier(SequenceClassifier):
@@ -67,7 +67,8 @@ class TemporalAttentionClassifier(SequenceClassifier):
         batch, max_len, _ = x.shape
         mask = padding_mask(lengths, max_len, x.device)  # (B, T)
         h = self.input_projection(x)  # (B, T, H)
-        lstm_out = self._run_lstm(h, lengths)  # (B, T, W), W = H * directions
+        with recurrent_precision(x.device.type):
+            lstm_out = self._run_lstm(h.float(), lengths)  # (B, T, W), W = H * directions
         attended, _ = self.attention(lstm_out, lstm_out, lstm_out, key_padding_mask=~mask, need_weights=False)
         attended = self.attention_norm(lstm_out + self.attention_dropout(attended))  # (B, T, W)
         scores = self.attention_pooling(attended).squeeze(-1)  # (B, T)

@@ -16,7 +16,7 @@ class TrainerConfig:
         max_epochs: stop after this many epochs.
         patience: stop after this many epochs without a val-accuracy improvement; 0 disables early stopping.
         device: auto picks cuda when available.
-        precision: bf16 runs forward passes under bf16 autocast on CUDA (ignored on CPU).
+        precision: bf16 runs forward passes under bf16 autocast on CUDA (ignored on CPU); recurrent layers stay fp32.
         progress: a progress bar over batches: auto shows one only when stderr is a terminal.
         monitor_minutes: interval of the resource monitor's samples.
     """
