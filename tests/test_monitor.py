@@ -16,7 +16,6 @@ import psutil
 import pytest
 import torch
 
-from videns import monitor as monitor_module
 from videns.monitor import ResourceMonitor, mig_instance_from_env, release_cached_gpu_memory
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +149,7 @@ def test_cuda_device_adds_gpu_fields_and_mig_uuid(
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 3 * 2**30)
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 4 * 2**30)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 5 * 2**30)
-    monkeypatch.setattr(monitor_module._NvmlProbe, "open", classmethod(lambda cls, index: None))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6 * 2**30, 10 * 2**30))
 
     with ResourceMonitor(tmp_path / "resources.jsonl", device="cuda:0"):
         pass
@@ -160,6 +159,7 @@ def test_cuda_device_adds_gpu_fields_and_mig_uuid(
         assert line["gpu_allocated_gb"] == 3.0
         assert line["gpu_reserved_gb"] == 4.0
         assert line["gpu_max_allocated_gb"] == 5.0
+        assert line["device_used_gb"] == 4.0 and line["device_total_gb"] == 10.0
         assert line["mig_instance"] == "MIG-4f1c-slice"
         assert line["device"] == "cuda:0"
 

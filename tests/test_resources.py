@@ -29,7 +29,8 @@ def member_logs(tmp_path: Path) -> dict[str, Path]:
     killed_then_requeued = [
         line("start", 1000.0, host="n2", cpu_percent=999.0, rss_gb=1.0, restart_count=0, **gpu(0.0, 0.0, 0.0)),
         line("sample", 1060.0, host="n2", cpu_percent=100.0, rss_gb=2.0, restart_count=0, **gpu(3.0, 6.0, 4.0)),
-        line("sample", 1100.0, host="n2", cpu_percent=200.0, rss_gb=2.5, restart_count=0, **gpu(3.5, 7.0, 5.0)),
+        line("sample", 1100.0, host="n2", cpu_percent=200.0, rss_gb=2.5, restart_count=0,
+             **gpu(3.5, 7.0, 5.0, device_used_gb=7.6)),
         '{"event": "sample", "time": 11',
         line("start", 5000.0, host="n1", cpu_percent=999.0, rss_gb=1.0, restart_count=1, **gpu(0.0, 0.0, 0.0)),
         line("sample", 5030.0, host="n1", cpu_percent=300.0, rss_gb=1.5, restart_count=1, **gpu(2.0, 8.0, 4.5)),
@@ -71,6 +72,7 @@ def test_peaks_include_max_allocated_between_samples(member_logs: dict[str, Path
     summary = summarize_member(read_monitor_log(member_logs["seed_1"]))
     assert summary["peak_gpu_allocated_gb"] == 5.0  # from gpu_max_allocated_gb
     assert summary["peak_gpu_reserved_gb"] == 8.0
+    assert summary["peak_device_used_gb"] == 7.6  # the slice's own count, CUDA context included
     assert summary["peak_rss_gb"] == 2.5
     # Start lines average over the process's life before monitoring; left out.
     assert summary["mean_cpu_percent"] == pytest.approx((100 + 200 + 300 + 100) / 4)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 import psutil
 import torch
@@ -42,7 +42,7 @@ RESERVED_KEYS = frozenset(
         "event", "time", "iso_time", "pid", "host", "device",
         "cpu_percent", "system_cpu_percent", "ram_used_gb", "ram_percent", "rss_gb",
         "gpu_allocated_gb", "gpu_reserved_gb", "gpu_max_allocated_gb", "gpu_name",
-        "mig_instance", "cuda_visible_devices", "nvml_used_gb", "nvml_total_gb",
+        "mig_instance", "cuda_visible_devices", "device_used_gb", "device_total_gb",
         "error",
     }
 )  # fmt: skip
@@ -78,50 +78,6 @@ def mig_instance_from_env(index: int) -> str | None:
     return entry if entry is not None and entry.startswith("MIG-") else None
 
 
-class _NvmlProbe:
-    """Best-effort NVML handle for one device; absent pynvml means no probe.
-
-    NVML sees the whole slice (other processes and the CUDA context too), so
-    its used memory is what an out-of-memory on a MIG slice depends on, unlike
-    torch's allocator counters.
-    """
-
-    def __init__(self, nvml: Any, handle: Any) -> None:
-        self._nvml = nvml
-        self._handle = handle
-
-    @classmethod
-    def open(cls, index: int) -> _NvmlProbe | None:
-        try:
-            import pynvml  # type: ignore[import-not-found]  # optional, never required
-        except ImportError:
-            return None
-        try:
-            pynvml.nvmlInit()
-            entry = visible_device_entry(index)
-            if entry is None:
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            elif entry.isdigit():
-                handle = pynvml.nvmlDeviceGetHandleByIndex(int(entry))
-            else:
-                handle = pynvml.nvmlDeviceGetHandleByUUID(entry)
-            return cls(pynvml, handle)
-        except Exception as err:  # any NVML failure just means no NVML fields
-            logger.debug("NVML unavailable for device %d: %s", index, err)
-            return None
-
-    def mig_uuid(self) -> str | None:
-        """This handle's UUID when it is a MIG instance."""
-        if not self._nvml.nvmlDeviceIsMigDeviceHandle(self._handle):
-            return None
-        uuid = self._nvml.nvmlDeviceGetUUID(self._handle)
-        return uuid.decode() if isinstance(uuid, bytes) else str(uuid)
-
-    def memory(self) -> dict[str, float]:
-        info = self._nvml.nvmlDeviceGetMemoryInfo(self._handle)
-        return {"nvml_used_gb": info.used / GIB, "nvml_total_gb": info.total / GIB}
-
-
 def _resolve_cuda_device(device: torch.device | str | None) -> torch.device | None:
     """The CUDA device to report on, or None when sampling CPU only."""
     if device is None:
@@ -137,8 +93,8 @@ class ResourceMonitor:
     ``device``, ``cpu_percent``, ``system_cpu_percent``, ``ram_used_gb``,
     ``ram_percent``, ``rss_gb``; with a CUDA device also ``gpu_allocated_gb``,
     ``gpu_reserved_gb``, ``gpu_max_allocated_gb``, ``gpu_name``,
-    ``mig_instance``, ``cuda_visible_devices`` (and ``nvml_used_gb``,
-    ``nvml_total_gb`` when pynvml works); then every key of ``context``.
+    ``mig_instance``, ``cuda_visible_devices``, ``device_used_gb`` and
+    ``device_total_gb``; then every key of ``context``.
 
     Failures while sampling are logged as one warning and never raised: the
     monitor must not be the reason a training run dies.
@@ -179,7 +135,6 @@ class ResourceMonitor:
         self._file: IO[str] | None = None
         self._warned = False
         self._gpu_static: dict[str, object] = {}
-        self._nvml: _NvmlProbe | None = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -295,31 +250,25 @@ class ResourceMonitor:
         if self._cuda_device.index is None:
             # Bare "cuda" means the current device; pin it so every line agrees.
             self._cuda_device = torch.device("cuda", torch.cuda.current_device())
-        index = self._cuda_device.index or 0
-        self._nvml = _NvmlProbe.open(index)
-        mig = mig_instance_from_env(index)
-        if mig is None and self._nvml is not None:
-            mig = self._nvml.mig_uuid()
         return {
             "gpu_name": torch.cuda.get_device_name(self._cuda_device),
-            "mig_instance": mig,
+            "mig_instance": mig_instance_from_env(self._cuda_device.index),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         }
 
     def _gpu_fields(self) -> dict[str, object]:
         device = self._cuda_device
-        fields: dict[str, object] = {
+        # The device's own count (a MIG slice's, on MIG) includes the CUDA context and
+        # other processes: what an out-of-memory depends on, unlike the allocator's.
+        free, total = torch.cuda.mem_get_info(device)
+        return {
             "gpu_allocated_gb": torch.cuda.memory_allocated(device) / GIB,
             "gpu_reserved_gb": torch.cuda.memory_reserved(device) / GIB,
             "gpu_max_allocated_gb": torch.cuda.max_memory_allocated(device) / GIB,
+            "device_used_gb": (total - free) / GIB,
+            "device_total_gb": total / GIB,
             **self._gpu_static,
         }
-        if self._nvml is not None:
-            try:
-                fields.update(self._nvml.memory())
-            except Exception as err:
-                logger.debug("NVML memory query failed: %s", err)
-        return fields
 
     # -- writing ---------------------------------------------------------
 

@@ -25,6 +25,7 @@ _STOP = "stop"
 _PEAK_FIELDS: dict[str, tuple[str, ...]] = {
     "peak_gpu_allocated_gb": ("gpu_allocated_gb", "gpu_max_allocated_gb"),
     "peak_gpu_reserved_gb": ("gpu_reserved_gb",),
+    "peak_device_used_gb": ("device_used_gb",),
     "peak_rss_gb": ("rss_gb",),
 }
 
