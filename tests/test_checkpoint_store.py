@@ -1,5 +1,6 @@
-"""The checkpoint store commits atomically and survives SIGKILL at any moment of a write."""
+"""The checkpoint store: atomic commits that survive SIGKILL, verified loads, optimizer state as saved."""
 
+import json
 import random
 import subprocess
 import sys
@@ -7,7 +8,9 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
+from videns.checkpoint.codec import optimizer_from_parts, optimizer_to_parts
 from videns.checkpoint.store import CheckpointStore, CorruptCheckpoint, read_verified
 
 # Saves checkpoints in a loop, each filled with its step number, continuing after the newest valid one.
@@ -76,6 +79,20 @@ def test_a_file_replaced_after_verification_is_refused(tmp_path):
     replacement.replace(store.root / "step-000000001" / "model.safetensors")
     with pytest.raises(CorruptCheckpoint, match="replaced or changed after it was verified"):
         verified.load_tensors("model.safetensors")
+
+
+def test_a_restored_optimizer_keeps_its_own_kernels_and_the_saved_state():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5))]
+    saved = torch.optim.AdamW(params, lr=0.01, foreach=False)  # as built on a CPU node
+    params[0].grad = torch.ones(5)
+    saved.step()
+    tensors, meta = optimizer_to_parts(saved)
+    resumed = torch.optim.AdamW(params, lr=0.5, fused=True)  # as built on a GPU node
+    optimizer_from_parts(resumed, tensors, json.loads(json.dumps(meta)))
+    assert resumed.param_groups[0]["fused"] is True and resumed.param_groups[0]["foreach"] is None
+    assert resumed.param_groups[0]["lr"] == 0.01
+    assert torch.equal(resumed.state[params[0]]["exp_avg"], saved.state[params[0]]["exp_avg"])
 
 
 @pytest.mark.parametrize("mode", ["background", "inline"])

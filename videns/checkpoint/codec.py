@@ -15,6 +15,9 @@ OPT_STATE_PREFIX = "state"
 RNG_TORCH = "rng.torch"
 RNG_CUDA_PREFIX = "rng.cuda"
 RNG_NUMPY = "rng.numpy"
+# How the optimizer runs on this machine, not training state: a run saved on CPU
+# and resumed on a GPU keeps the fused kernels it was built with.
+_IMPLEMENTATION_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
 
 def optimizer_to_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -39,7 +42,10 @@ def optimizer_from_parts(optimizer: torch.optim.Optimizer, tensors: dict[str, to
         state.setdefault(int(param_id), {}).update(values)
     groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
               for group in meta["param_groups"]]
+    live = [{k: group[k] for k in _IMPLEMENTATION_FLAGS if k in group} for group in optimizer.param_groups]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+    for group, flags in zip(optimizer.param_groups, live):
+        group.update(flags)
 
 
 def rng_to_parts() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
