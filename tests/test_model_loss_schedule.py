@@ -34,8 +34,8 @@ def test_logits_do_not_depend_on_padding_or_batch_mates(bidirectional):
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
-def test_unpacked_lstm_equals_packed_at_real_frames_with_gradients(bidirectional):
-    """The CPU path without packing gives what packing gives, outputs and weight gradients alike."""
+def test_our_lstm_paths_equal_torch_packing_at_real_frames_with_gradients(bidirectional):
+    """Both of our paths give what torch's packing gives, outputs and weight gradients alike."""
     torch.manual_seed(0)
     model = TemporalAttentionClassifier(12, 4, hidden_dim=16, num_lstm_layers=3, num_attention_heads=4,
                                         dropout=0.0, bidirectional=bidirectional).train()
@@ -54,11 +54,16 @@ def test_unpacked_lstm_equals_packed_at_real_frames_with_gradients(bidirectional
         out, _ = model.lstm(pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False))
         return pad_packed_sequence(out, batch_first=True, total_length=30)[0]
 
-    ours, ours_grads = run(model._lstm_by_direction)
     reference, reference_grads = run(packed)
+    ours, ours_grads = run(model._lstm_by_direction)
     assert torch.allclose(ours, reference, atol=1e-5)
     for got, want in zip(ours_grads, reference_grads):
         assert torch.allclose(got, want, atol=1e-4)
+    # The CUDA path sorts the batch itself, to spare the host syncs of enforce_sorted=False.
+    sorted_ourselves, sorted_grads = run(model._lstm_packed)
+    assert torch.equal(sorted_ourselves, reference)
+    for got, want in zip(sorted_grads, reference_grads):
+        assert torch.allclose(got, want, atol=1e-6)
 
 
 @pytest.mark.parametrize("lengths", [[10, 10, 10], [10, 6, 2]], ids=["equal", "variable"])

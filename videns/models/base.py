@@ -5,6 +5,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from videns.errors import ConfigError
 
@@ -42,4 +43,25 @@ def recurrent_precision(device_type: str) -> Iterator[None]:
 
 def padding_mask(lengths: torch.Tensor, max_len: int, device: torch.device) -> torch.Tensor:
     """(B, T) bool, True at real frames."""
-    return torch.arange(max_len, device=device)[None, :] < lengths.to(device)[:, None]
+    return torch.arange(max_len, device=device)[None, :] < to_device(lengths, device)[:, None]
+
+
+def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on ``device`` without waiting for the GPU: a blocking copy
+    would make the host wait for every kernel queued so far."""
+    if device.type != "cuda" or host.device.type == "cuda":
+        return host.to(device)
+    return (host if host.is_pinned() else host.pin_memory()).to(device, non_blocking=True)
+
+
+def pack_by_length(x: torch.Tensor, lengths: torch.Tensor) -> tuple[PackedSequence, torch.Tensor]:
+    """Pack batch-first ``x`` longest first; also return the index that restores the batch order.
+
+    ``pack_padded_sequence(enforce_sorted=False)`` does the same, but copies its
+    permutation to the GPU blocking, and unpacking brings it back to the host:
+    two host syncs per step.
+    """
+    order = torch.argsort(lengths, descending=True, stable=True)
+    order_on_device, restore_on_device = to_device(torch.stack((order, torch.argsort(order))), x.device)
+    packed = pack_padded_sequence(x.index_select(0, order_on_device), lengths[order], batch_first=True)
+    return packed, restore_on_device

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from videns.errors import ConfigError
-from videns.models.base import SequenceClassifier, padding_mask, require
+from videns.models.base import SequenceClassifier, padding_mask, require, to_device
 
 
 def masked(h: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -115,7 +115,7 @@ class CNN2DResNetClassifier(SequenceClassifier):
             h = block(h, valid)  # (B, C, T, D)
         # -inf past the end: a window straddling it keeps only the real rows, as alone
         h = F.max_pool2d(h.masked_fill(~valid, float("-inf")), 2, ceil_mode=True)  # (B, C, T', D')
-        lengths = (lengths.to(x.device) + 1) // 2  # ceil, as the pool: an odd tail counts, 1 stays 1
+        lengths = (to_device(lengths, x.device) + 1) // 2  # ceil, as the pool: an odd tail counts, 1 stays 1
         valid = padding_mask(lengths, h.size(2), x.device)[:, None, :, None]  # (B, 1, T', 1)
         # where(), not a product: the all-padding windows hold -inf, and -inf * 0 is NaN
         h = torch.where(valid, h, 0.0).sum(2)  # (B, C, D')

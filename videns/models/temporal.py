@@ -3,9 +3,9 @@
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pad_packed_sequence
 
-from videns.models.base import SequenceClassifier, padding_mask, recurrent_precision, require
+from videns.models.base import SequenceClassifier, pack_by_length, padding_mask, recurrent_precision, require
 
 
 class TemporalAttentionClassifier(SequenceClassifier):
@@ -81,11 +81,13 @@ class TemporalAttentionClassifier(SequenceClassifier):
         if bool((lengths == max_len).all()):
             return self.lstm(h)[0]  # equal lengths: nothing to pack
         if h.device.type == "cuda":
-            # cuDNN runs packed sequences in its fused kernels.
-            packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            out, _ = self.lstm(packed)
-            return pad_packed_sequence(out, batch_first=True, total_length=max_len)[0]  # (B, T, W)
+            return self._lstm_packed(h, lengths)  # cuDNN runs packed sequences in its fused kernels
         return self._lstm_by_direction(h, lengths)
+
+    def _lstm_packed(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed, restore = pack_by_length(h, lengths.cpu())
+        out, _ = self.lstm(packed)
+        return pad_packed_sequence(out, batch_first=True, total_length=h.shape[1])[0].index_select(0, restore)
 
     def _lstm_by_direction(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The stacked BiLSTM on the padded batch, one direction at a time, without packing.
