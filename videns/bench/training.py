@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.nn.utils import clip_grad_norm_
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from videns.bench.baseline import SeedStyleTemporalModel, SeedStyleTrainer
@@ -32,6 +31,7 @@ from videns.data.augment import augmented_lengths
 from videns.models.temporal import TemporalAttentionClassifier
 from videns.training.loss import FocalLoss
 from videns.training.member import train_member
+from videns.training.step import train_step
 
 log = logging.getLogger(__name__)
 NUM_CLASSES = 4
@@ -167,21 +167,15 @@ def _fresh(folder: Path) -> Path:
 def make_train_step(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *,
                     device: torch.device, autocast_dtype: torch.dtype | None = None, fused: bool = False,
                     host_sync: bool = False) -> Callable[[], None]:
-    """One optimizer step (AdamW, focal loss, clipping) on a fixed batch, as a callable to time."""
+    """Our optimizer step (AdamW, focal loss, clipping; :func:`train_step`) on a fixed batch, as a callable to time."""
     features, lengths, labels = batch
-    features, labels = features.to(device), labels.to(device)
+    on_device = (features.to(device), lengths, labels.to(device))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=5e-4, **({"fused": True} if fused else {}))
     criterion = FocalLoss(None, 2.0, 0.1).to(device)
     model.train()
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(features, lengths)
-        loss = criterion(logits.float(), labels)
-        loss.backward()
-        clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        loss = train_step(model, optimizer, criterion, on_device, autocast_dtype=autocast_dtype, grad_clip=1.0)
         if host_sync:
             loss.item()
 
@@ -249,29 +243,42 @@ def full_model_steps(profile: Profile, device: torch.device) -> dict[str, Any]:
 
 
 class _AlwaysPackedModel(TemporalAttentionClassifier):
-    """Our model with the LSTM always run on packed sequences, as before the unpacked CPU path."""
+    """Our model with the LSTM always run through torch's packing (``enforce_sorted=False``)."""
 
     def _run_lstm(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
         return pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=h.shape[1])[0]
 
 
+class _ByDirectionModel(TemporalAttentionClassifier):
+    """Our model with the LSTM always unpacked, one direction at a time (the CPU path), on any device."""
+
+    def _run_lstm(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self._lstm_by_direction(h, lengths)
+
+
 def unpacked_lstm_steps(profile: Profile, device: torch.device, repeats: int = 3) -> dict[str, Any]:
-    """Step time of the training model on a variable-length batch: our LSTM path against packing.
+    """Step time of the training model on a variable-length batch: our LSTM path against torch's packing.
 
     The lengths are what augmentation makes of one batch of all-``max_frames`` data.
+    On CPU our path is the unpacked one; on CUDA it packs (sorting on the host),
+    and the unpacked path is timed as a third variant, to see whether it helps cuDNN too.
     """
     T = profile.max_frames
     lengths = torch.from_numpy(augmented_lengths(np.full(profile.batch_size, T), seed=1, epoch=0))
     batch = random_batch(profile.batch_size, T, profile.feature_dim, lengths=lengths)
     torch.manual_seed(0)
     ours = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.train_model).to(device)
-    packed = _AlwaysPackedModel(profile.feature_dim, NUM_CLASSES, **profile.train_model).to(device)
-    packed.load_state_dict(ours.state_dict())
-    timings = time_interleaved({"ours": make_train_step(ours, batch, device=device),
-                                "packed": make_train_step(packed, batch, device=device)},
+    variants = {"packed": _AlwaysPackedModel, **({"unpacked": _ByDirectionModel} if device.type == "cuda" else {})}
+    models = {"ours": ours}
+    for name, cls in variants.items():
+        models[name] = cls(profile.feature_dim, NUM_CLASSES, **profile.train_model).to(device)
+        models[name].load_state_dict(ours.state_dict())
+    timings = time_interleaved({name: make_train_step(model, batch, device=device) for name, model in models.items()},
                                repeats=repeats, device=device)
+    unpacked = timings.get("unpacked", timings["ours"])
     return {"workload": {"model": describe_model(profile.train_model, sum(p.numel() for p in ours.parameters())),
                          "batch": profile.batch_size, "workers": 0, "device": str(device),
                          "data": f"random, lengths {int(lengths.min())}-{T}", "threads": torch.get_num_threads()},
-            **timings, "unpacked_lstm_step_ratio": ratio(timings["ours"]["median_s"], timings["packed"]["median_s"])}
+            **timings, "unpacked_lstm_step_ratio": ratio(unpacked["median_s"], timings["packed"]["median_s"]),
+            "ours_step_ratio_vs_packed": ratio(timings["ours"]["median_s"], timings["packed"]["median_s"])}

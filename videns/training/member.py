@@ -28,6 +28,7 @@ from videns.training.interrupt import StopSignals
 from videns.training.loss import FocalLoss
 from videns.training.optim import LRSchedule, build_optimizer
 from videns.training.state import TrainingState
+from videns.training.step import train_step
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[
                   on_epoch_end: EpochHook | None) -> MemberOutcome:
     info = ensure_data(cfg.data)  # every data problem surfaces before any work
     device = resolve_device(cfg.trainer.device)
+    _start_gpu_memory_afresh(device)
     seed_everything(cfg.seed)
     model = cfg.model(info.feature_dim, info.num_classes).to(device)
     data = prepare_member_data(cfg.data, info, cfg.seed, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
@@ -144,18 +146,10 @@ class MemberLoop:
 
     def _train_step(self, batch, fractional_epoch: float) -> torch.Tensor:
         features, lengths, labels = batch
-        features = features.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
+        on_device = (features.to(self.device, non_blocking=True), lengths, labels.to(self.device, non_blocking=True))
         self.schedule.before_step(fractional_epoch)
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            logits = self.model(features, lengths)
-        loss = self.criterion(logits.float(), labels)
-        loss.backward()
-        if self.cfg.optimizer.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optimizer.grad_clip)
-        self.optimizer.step()
-        return loss.detach()
+        return train_step(self.model, self.optimizer, self.criterion, on_device,
+                          autocast_dtype=self.autocast_dtype, grad_clip=self.cfg.optimizer.grad_clip)
 
     def _end_epoch(self) -> None:
         state, trainer = self.state, self.cfg.trainer
@@ -266,6 +260,17 @@ def _restore_or_start(cfg: MemberConfig, store: CheckpointStore, model, optimize
         log.info("resuming seed %d from %s: epoch %d, batch %d (restart %d)",
                  cfg.seed, folder.name, state.epoch + 1, state.batches_done, state.restarts)
     return state
+
+
+def _start_gpu_memory_afresh(device: torch.device) -> None:
+    """Hand back what an earlier member in this process left cached, and count this one's peak alone.
+
+    Releasing at the end is not enough: when a member ends by an exception (a
+    pruned sweep trial), the traceback still holds its tensors at that point.
+    """
+    release_cached_gpu_memory()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def _outcome(state: TrainingState, status: Literal["finished", "interrupted"], signum: int | None = None) -> MemberOutcome:
