@@ -90,7 +90,9 @@ def _fits_in_slice(profile: Profile, batch, device: torch.device) -> dict[str, A
             error = None
             try:
                 measured = _steps_and_memory(profile, batch, device, precision, steps=2)
-            except torch.cuda.OutOfMemoryError as err:
+            except RuntimeError as err:  # torch.cuda.OutOfMemoryError, or cuDNN/cuBLAS failing to allocate
+                if not _out_of_memory(err):
+                    raise
                 error = " ".join(str(err).split())[:300]
             if error is None:
                 checks[precision] = {"fits": True, "peak_reserved_bytes": measured["peak_reserved_bytes"],
@@ -104,6 +106,11 @@ def _fits_in_slice(profile: Profile, batch, device: torch.device) -> dict[str, A
             "allocator_limit_bytes": allocator_limit, "memory_fraction": fraction, **checks,
             "fits": bool(checks.get("bf16", {}).get("fits")),
             "note": "fits = bf16 steps at this batch run under the cap (fp32 reported too)"}
+
+
+def _out_of_memory(err: RuntimeError) -> bool:
+    message = str(err)
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in message or "ALLOC_FAILED" in message
 
 
 def _release() -> None:

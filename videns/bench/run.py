@@ -124,7 +124,7 @@ def _run_sections(cfg: BenchConfig, device: torch.device, work_dir: Path, result
         result["training"]["full_model_steps"] = full_model_steps(profile, device)
         seconds["training"], clock = time.perf_counter() - clock, time.perf_counter()
     if "checkpoint" in wanted:
-        result["checkpoint"] = measure_checkpoint(profile, work_dir, training_step(profile, device))
+        result["checkpoint"] = measure_checkpoint(profile, work_dir, training_step(profile, device), device)
         seconds["checkpoint"], clock = time.perf_counter() - clock, time.perf_counter()
     if "ensemble" in wanted:
         model_args = profile.full_model if device.type == "cuda" else profile.train_model

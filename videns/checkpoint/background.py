@@ -83,8 +83,8 @@ class CommitQueue:
             user.exception()  # the commit still reading these buffers must finish first
         copies = {name: self._buffer(kind, file_name, name, t).copy_(t.detach(), non_blocking=True)
                   for name, t in tensors.items()}
-        if any(t.device.type == "cuda" for t in tensors.values()):
-            torch.cuda.synchronize()  # non-blocking copies into pinned memory must land before the writer reads them
+        for device in {t.device for t in tensors.values() if t.device.type == "cuda"}:
+            torch.cuda.synchronize(device)  # non-blocking copies into pinned memory must land before the writer reads them
         return copies
 
     def _buffer(self, kind: str, file_name: str, name: str, like: torch.Tensor) -> torch.Tensor:

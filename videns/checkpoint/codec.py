@@ -64,7 +64,8 @@ def rng_to_parts() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 def rng_from_parts(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     torch.set_rng_state(tensors[RNG_TORCH])
-    cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith(RNG_CUDA_PREFIX))]
+    cuda_keys = sorted((k for k in tensors if k.startswith(RNG_CUDA_PREFIX)), key=lambda k: int(k.rsplit(".", 1)[1]))
+    cuda_states = [tensors[k] for k in cuda_keys]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
     kind, pos, has_gauss, cached = meta["numpy"]
