@@ -6,6 +6,8 @@ from pathlib import Path
 from videns.data.sampling import Balance
 from videns.errors import ConfigError
 
+GIB = 2**30  # the unit of every *_gb setting, as of the resource monitor's *_gb fields
+
 
 @dataclass
 class DataConfig:
@@ -14,7 +16,7 @@ class DataConfig:
     Args:
         root: folder holding {train,val,test}_features_multiscale.h5.
         generate_demo: write generated demo data into root first if it holds no split files.
-        preload_gb: splits whose padded features fit this budget (together) are read into RAM once.
+        preload_gb: splits whose padded features fit this budget (GiB, together) are read into RAM once.
         num_workers: DataLoader worker processes; batches do not depend on this number.
         augment: seed 002's training augmentation (subsample, shift, noise).
         balance: none; weighted_sampler (inverse class frequency, clipped to [0.5, 10]);

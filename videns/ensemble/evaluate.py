@@ -19,6 +19,7 @@ import torch
 
 from videns.data import layout
 from videns.data.augment import TTA_MODES
+from videns.data.config import GIB
 from videns.data.dataset import FeatureSplit
 from videns.data.inspect import inspect_dataset
 from videns.ensemble import members as found
@@ -55,7 +56,7 @@ class EnsembleEvalConfig:
         batch_size: test items per batch (every member and view sees each batch).
         device: auto picks cuda when available.
         num_workers: DataLoader worker processes reading the test file.
-        preload_gb: read the test split into RAM first when its padded features fit this budget.
+        preload_gb: read the test split into RAM first when its padded features fit this budget (GiB).
     """
 
     run_dir: Path
@@ -142,7 +143,7 @@ def evaluate_ensemble(cfg: EnsembleEvalConfig) -> dict[str, Any]:
 
 def _predict(cfg: EnsembleEvalConfig, members: list[found.Member], test_file: Path, num_classes: int,
              modes: list[str], device: torch.device) -> Predictions:
-    split = FeatureSplit(test_file, preload_bytes=int(cfg.preload_gb * 1e9))
+    split = FeatureSplit(test_file, preload_bytes=int(cfg.preload_gb * GIB))
     loader = build_multi_view_loader(MultiViewItems(split, modes), cfg.batch_size, cfg.num_workers,
                                      pin_memory=device.type == "cuda")
     models = [m.model.to(device) for m in members]

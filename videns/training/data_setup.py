@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from videns.data import layout
-from videns.data.config import DataConfig
+from videns.data.config import GIB, DataConfig
 from videns.data.dataset import ArraySplit, FeatureSplit
 from videns.data.demo import write_demo_data
 from videns.data.inspect import DatasetInfo, check_finite_features, check_finite_file, inspect_dataset
@@ -16,7 +16,6 @@ from videns.data.loaders import TrainItems, ViewItems, build_eval_loader, build_
 from videns.data.sampling import EpochBatches, EpochOrder, inverse_frequency_weights
 
 log = logging.getLogger(__name__)
-GB = 1024**3
 
 
 @dataclass
@@ -51,7 +50,7 @@ def ensure_data(cfg: DataConfig) -> DatasetInfo:
 
 def preload_plan(cfg: DataConfig, info: DatasetInfo) -> dict[str, bool]:
     """Which of train and val are read into RAM: train first, then val, within ``data.preload_gb``."""
-    budget, plan = int(cfg.preload_gb * GB), {}
+    budget, plan = int(cfg.preload_gb * GIB), {}
     for split in ("train", "val"):
         plan[split] = info.splits[split].nbytes <= budget
         budget -= info.splits[split].nbytes if plan[split] else 0
