@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 
 from videns.checkpoint.codec import optimizer_from_parts, optimizer_to_parts
 from videns.checkpoint.store import CheckpointStore, CorruptCheckpoint, read_verified
@@ -81,18 +83,34 @@ def test_a_file_replaced_after_verification_is_refused(tmp_path):
         verified.load_tensors("model.safetensors")
 
 
-def test_a_restored_optimizer_keeps_its_own_kernels_and_the_saved_state():
-    torch.manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(5))]
-    saved = torch.optim.AdamW(params, lr=0.01, foreach=False)  # as built on a CPU node
-    params[0].grad = torch.ones(5)
-    saved.step()
+def test_a_restored_optimizer_keeps_its_own_kernels_and_continues_as_the_saved_one():
+    def adamw(**kernels):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(5))]
+        return params, torch.optim.AdamW(params, lr=0.01, **kernels)
+
+    def step(params, optimizer, value):
+        params[0].grad = torch.full((5,), value)
+        optimizer.step()
+
+    saved_params, saved = adamw(foreach=False)  # as built on a CPU node
+    step(saved_params, saved, 1.0)
     tensors, meta = optimizer_to_parts(saved)
-    resumed = torch.optim.AdamW(params, lr=0.5, fused=True)  # as built on a GPU node
-    optimizer_from_parts(resumed, tensors, json.loads(json.dumps(meta)))
+    params, resumed = adamw(fused=True)  # as built on a GPU node
+    params[0].data.copy_(saved_params[0].data)
+    optimizer_from_parts(resumed, load_tensors(save_tensors(tensors)), json.loads(json.dumps(meta)))  # as from disk
     assert resumed.param_groups[0]["fused"] is True and resumed.param_groups[0]["foreach"] is None
-    assert resumed.param_groups[0]["lr"] == 0.01
-    assert torch.equal(resumed.state[params[0]]["exp_avg"], saved.state[params[0]]["exp_avg"])
+    step(saved_params, saved, -0.5)
+    step(params, resumed, -0.5)
+    assert torch.allclose(params[0], saved_params[0], atol=1e-7)
+
+
+def test_a_file_not_in_the_manifest_is_refused(tmp_path):
+    store = CheckpointStore(tmp_path / "ckpt", keep=2)
+    store.save(1, _payload(1))
+    (store.root / "step-000000001" / "extra.safetensors").write_bytes(_payload(9)["model.safetensors"])
+    with pytest.raises(CorruptCheckpoint, match="extra.safetensors is not in manifest.json"):
+        store.load_latest().load_tensors("extra.safetensors")
 
 
 @pytest.mark.parametrize("mode", ["background", "inline"])

@@ -195,6 +195,21 @@ def test_missing_and_unfinished_members_are_reported_not_fatal(base_run: Path, t
     assert "seed_4" in resources["totals"]["missing_members"] and "seed_1" in resources["members"]
 
 
+def test_a_member_whose_best_model_is_corrupt_is_skipped_with_the_reason(base_run: Path, tmp_path: Path):
+    run = copy_run(base_run, tmp_path / "run")
+    weights = (run / "members" / "seed_2" / "best").resolve() / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+    assert run_eval(["--run_dir", str(run)]) == 0
+
+    rep = report(run)
+    assert [m["seed"] for m in rep["members"]] == [1]
+    (skipped,) = rep["skipped"]
+    assert skipped["seed"] == 2 and "sha256 does not match the manifest" in skipped["reason"]
+
+
 def test_no_usable_member_writes_a_failed_report_and_exits_2(base_run: Path, tmp_path: Path, capsys):
     run = copy_run(base_run, tmp_path / "run")
     assert run_eval(["--run_dir", str(run)]) == 0

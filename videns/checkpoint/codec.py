@@ -42,10 +42,10 @@ def optimizer_from_parts(optimizer: torch.optim.Optimizer, tensors: dict[str, to
         state.setdefault(int(param_id), {}).update(values)
     groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
               for group in meta["param_groups"]]
-    live = [{k: group[k] for k in _IMPLEMENTATION_FLAGS if k in group} for group in optimizer.param_groups]
+    # Before loading: torch places each "step" tensor by these flags (on the device for fused kernels).
+    for group, live in zip(groups, optimizer.param_groups):
+        group.update({k: live[k] for k in _IMPLEMENTATION_FLAGS if k in live})
     optimizer.load_state_dict({"state": state, "param_groups": groups})
-    for group, flags in zip(optimizer.param_groups, live):
-        group.update(flags)
 
 
 def rng_to_parts() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

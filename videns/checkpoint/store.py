@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from videns.checkpoint.background import CommitQueue, FileContents
 from videns.checkpoint.tensorfile import write_chunks, write_tensor_file
+from videns.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ _TMP_PREFIX = ".tmp-"
 _HASH_THREADS = 4
 
 
-class CorruptCheckpoint(Exception):
+class CorruptCheckpoint(CheckpointError):
     """A checkpoint folder failed verification."""
 
 
@@ -80,7 +81,7 @@ def read_verified(folder: Path) -> "VerifiedFolder":
         manifest = json.loads((folder / MANIFEST_FILE).read_bytes())
         entries = manifest["files"]
         expected = {name: (int(entry["size"]), str(entry["sha256"])) for name, entry in entries.items()}
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise CorruptCheckpoint(f"{folder}: {MANIFEST_FILE} missing or unreadable ({err})") from None
     with ThreadPoolExecutor(max_workers=max(1, min(_HASH_THREADS, len(expected)))) as pool:
         found = dict(zip(expected, pool.map(lambda name: _fingerprint(folder / name), expected)))
@@ -106,7 +107,7 @@ class VerifiedFolder:
 
     def read_bytes(self, name: str) -> bytes:
         """A (small) file's contents, checked against the manifest again as they are read."""
-        path = self.path / name
+        path = self._listed(name)
         try:
             data = path.read_bytes()
         except OSError as err:
@@ -116,7 +117,7 @@ class VerifiedFolder:
 
     def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
         """A safetensors file's tensors, from the file that was verified."""
-        path = self.path / name
+        path = self._listed(name)
         try:
             tensors = load_file(path)
         except (OSError, SafetensorError) as err:
@@ -124,6 +125,11 @@ class VerifiedFolder:
         if _identity(path) != self._identities[name]:
             raise CorruptCheckpoint(f"{path}: replaced or changed after it was verified")
         return tensors
+
+    def _listed(self, name: str) -> Path:
+        if name not in self._expected:
+            raise CorruptCheckpoint(f"{self.path}: {name} is not in {MANIFEST_FILE}")
+        return self.path / name
 
 
 class _Fingerprint(NamedTuple):

@@ -64,7 +64,10 @@ def restore_checkpoint(checkpoint: VerifiedFolder, model: nn.Module, optimizer: 
     state_json = json.loads(checkpoint.read_bytes(STATE_FILE))
     model.load_state_dict(checkpoint.load_tensors(MODEL_FILE))
     tensors = checkpoint.load_tensors(OPTIMIZER_FILE)
-    optimizer_from_parts(optimizer, {k: v for k, v in tensors.items() if k.startswith(OPT_STATE_PREFIX + ".")},
+    # The optimizer keeps the state tensors it is given. Copied off the file's memory
+    # map, they do not hold the file open for the whole run (deleted, it would still
+    # take disk space; on NFS its folder could not be removed).
+    optimizer_from_parts(optimizer, {k: v.clone() for k, v in tensors.items() if k.startswith(OPT_STATE_PREFIX + ".")},
                          state_json[STATE_KEY_OPTIMIZER])
     schedule.load_state_dict(state_json[STATE_KEY_SCHEDULE])
     rng_from_parts({k: v for k, v in tensors.items() if k.startswith("rng.")}, state_json[STATE_KEY_RNG])
