@@ -16,7 +16,7 @@ install: $(STAMP)
 # A CPU machine must never pull the multi-GB CUDA build of torch: take the
 # local CPU wheel when there is one, a GPU machine takes PyPI's default build,
 # and any other CPU machine takes PyTorch's CPU-only index. torch is installed
-# first so that the package's looser "torch>=2.2" then installs nothing more.
+# first so that the package's looser "torch>=2.4" then installs nothing more.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	if ls $(TORCH_CPU_WHEEL) >/dev/null 2>&1 || command -v nvidia-smi >/dev/null 2>&1; then \

@@ -42,7 +42,7 @@ class ClusterConfig:
         gres: generic resources per task; a MIG slice by default. A site's own type name
             (e.g. gpu:a100_1g.10gb:1) goes here; empty string requests none.
         cpus_per_task: CPU cores per member; also its torch thread count.
-        mem_gb: host memory per member, in GB.
+        mem_gb: host memory per member, in GiB (SLURM's --mem G).
         time_min: wall-clock limit of one run of a task; a requeued task gets it again.
         account: account to charge (--account); None for the default.
         qos: quality of service (--qos); None for the default.

@@ -260,15 +260,18 @@ class ResourceMonitor:
         device = self._cuda_device
         # The device's own count (a MIG slice's, on MIG) includes the CUDA context and
         # other processes: what an out-of-memory depends on, unlike the allocator's.
-        free, total = torch.cuda.mem_get_info(device)
-        return {
+        fields: dict[str, object] = {
             "gpu_allocated_gb": torch.cuda.memory_allocated(device) / GIB,
             "gpu_reserved_gb": torch.cuda.memory_reserved(device) / GIB,
             "gpu_max_allocated_gb": torch.cuda.max_memory_allocated(device) / GIB,
-            "device_used_gb": (total - free) / GIB,
-            "device_total_gb": total / GIB,
             **self._gpu_static,
         }
+        try:
+            free, total = torch.cuda.mem_get_info(device)
+        except RuntimeError as err:  # a CUDA error must not cost the line its other fields
+            logger.debug("cudaMemGetInfo failed: %s", err)
+            return fields
+        return {**fields, "device_used_gb": (total - free) / GIB, "device_total_gb": total / GIB}
 
     # -- writing ---------------------------------------------------------
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from videns.data.sampling import Balance
 from videns.errors import ConfigError
 
-GIB = 2**30  # the unit of every *_gb setting, as of the resource monitor's *_gb fields
+GIB = 2**30  # preload_gb counts GiB, as the resource monitor's *_gb fields do
 
 
 @dataclass
