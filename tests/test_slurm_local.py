@@ -40,7 +40,9 @@ SLICE = "gpu:1g.10gb:1"
 WORKER_SH = r"""#!/bin/bash
 log=$1 on_signal=$2
 run=${SLURM_RESTART_COUNT:-0}
-note() { echo "$1 run=$run t=$(date +%s.%N)" >> "$log"; }
+# The time comes from a bash builtin: SLURM signals every process of the step, and a
+# `date` child killed by the same SIGTERM would leave "t=" empty.
+note() { local t=$EPOCHREALTIME; echo "$1 run=$run t=${t/,/.}" >> "$log"; }
 note "start restart_count=${SLURM_RESTART_COUNT:-unset}"
 if [ "$run" -ge 1 ]; then note done; exit 0; fi
 on_term() {
