@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 
 from videns.data import layout
+from videns.data.parallel_read import read_all
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ class FeatureSplit:
 
     The h5py handle is opened lazily and re-opened in every new process, because
     a handle inherited through ``fork`` is not safe to use (the original shared
-    one). A split whose padded array fits ``preload_bytes`` is read into RAM once.
+    one). A split whose padded array fits ``preload_bytes`` is read into RAM once, inflated on all our cores.
     """
 
     def __init__(self, path: Path, preload_bytes: int = 0):
@@ -27,7 +28,7 @@ class FeatureSplit:
             self.lengths = f[layout.NUM_FRAMES][()].astype(np.int64)
             self.shape = f[layout.FEATURES].shape  # (N, max_frames, D)
             self.preloaded = self.nbytes() <= preload_bytes
-            self._features = f[layout.FEATURES][()] if self.preloaded else None
+            self._features = read_all(f[layout.FEATURES]) if self.preloaded else None
         self.feature_dim = int(self.shape[2])
         self._file: h5py.File | None = None
         self._file_pid: int | None = None

@@ -1,0 +1,66 @@
+"""read_all gives exactly what h5py reads, for the layouts it inflates itself and those it leaves to h5py."""
+
+import h5py
+import numpy as np
+import pytest
+
+from videns.data.parallel_read import read_all
+from videns.errors import DataError
+
+# layout -> whether read_all inflates it itself (else it leaves the read to h5py)
+LAYOUTS = {
+    "seed: gzip, a chunk per item": (dict(chunks=(1, 7, 5), compression="gzip", compression_opts=4), True),
+    "gzip + shuffle, edge chunks": (dict(chunks=(3, 4, 2), compression="gzip", shuffle=True), True),
+    "big-endian, gzip + shuffle": (dict(chunks=(2, 7, 5), compression="gzip", shuffle=True, dtype=">f4"), True),
+    "lzf": (dict(chunks=(2, 7, 5), compression="lzf"), False),
+    "gzip + fletcher32": (dict(chunks=(2, 7, 5), compression="gzip", fletcher32=True), False),
+    "contiguous": (dict(), False),
+}
+
+
+class _NoWholeRead:
+    """The dataset, except that reading it whole through h5py fails the test."""
+
+    def __init__(self, dataset):
+        self._dataset = dataset
+
+    def __getattr__(self, name):
+        return getattr(self._dataset, name)
+
+    def __getitem__(self, key):
+        raise AssertionError("read_all left an inflatable layout to h5py")
+
+
+@pytest.mark.parametrize("layout, inflated_here", LAYOUTS.values(), ids=LAYOUTS.keys())
+def test_equals_h5py(tmp_path, layout, inflated_here):
+    values = np.random.default_rng(0).standard_normal((10, 7, 5)).astype(np.float32)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("x", data=values, **layout)
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        expected = f["x"][()]
+        got = read_all(_NoWholeRead(f["x"]) if inflated_here else f["x"], threads=3)
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+def test_unwritten_chunks_hold_the_fill_value_and_skipped_filters_are_not_undone(tmp_path):
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        x = f.create_dataset("x", shape=(6, 4), dtype=np.float32, chunks=(2, 4), compression="gzip", fillvalue=-1.0)
+        x[0:2] = 1.0  # chunk 0 deflated; chunk 1 never written
+        stored_as_is = np.full((2, 4), 3.0, np.float32).tobytes()
+        x.id.write_direct_chunk((4, 0), stored_as_is, filter_mask=1)  # deflate (filter 0) skipped for chunk 2
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        expected = f["x"][()]
+        got = read_all(_NoWholeRead(f["x"]), threads=2)
+    assert np.array_equal(got, expected)
+    assert (got[2:4] == -1.0).all() and (got[4:] == 3.0).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["h5py", "ours"])
+def test_a_corrupt_chunk_is_one_error_naming_file_and_dataset(tmp_path, threads):
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        x = f.create_dataset("features", shape=(4, 4), dtype=np.float32, chunks=(2, 4), compression="gzip")
+        x[()] = 1.0
+        x.id.write_direct_chunk((2, 0), b"not deflate data")
+    with h5py.File(tmp_path / "x.h5", "r") as f, pytest.raises(DataError) as caught:
+        read_all(f["features"], threads=threads)
+    assert str(caught.value).startswith(f"{tmp_path / 'x.h5'}: features: unreadable, the file is damaged (")

@@ -1,0 +1,99 @@
+"""Read a whole gzip-compressed HDF5 dataset with its chunks inflated on several cores.
+
+h5py inflates chunk after chunk in one thread, holding the GIL. Preloading the
+seed's training split (about 1 GB of gzip'd float32) is then bound by one core
+at member start and at every requeue. Here the main thread reads each chunk's
+stored bytes and a pool of threads inflates them (zlib releases the GIL) and
+copies them into place. Only the filters the seed's files use are undone here
+(deflate, optionally after shuffle); any other layout is read by h5py itself.
+"""
+
+import os
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Callable
+
+import h5py
+import numpy as np
+from h5py import h5z
+
+from videns.errors import DataError
+
+_MAX_THREADS = 16
+_CHUNKS_IN_FLIGHT_PER_THREAD = 4  # bounds the compressed bytes read ahead of the inflating threads
+
+
+def read_all(dataset: h5py.Dataset, threads: int | None = None) -> np.ndarray:
+    """``dataset[()]``, inflating chunks on ``threads`` cores (default: the CPUs this process may use).
+
+    Raises DataError naming the file and dataset when a chunk cannot be read.
+    """
+    threads = min(threads or len(os.sched_getaffinity(0)), _MAX_THREADS)
+    pipeline = _filter_pipeline(dataset)
+    try:
+        if threads < 2 or pipeline is None or h5z.FILTER_DEFLATE not in pipeline:
+            return dataset[()]
+        return _read_chunks_in_parallel(dataset, pipeline, threads)
+    except (OSError, zlib.error, ValueError) as err:
+        raise DataError(f"{dataset.file.filename}: {dataset.name.lstrip('/')}: unreadable, the file is damaged "
+                        f"({err})") from None
+
+
+def _read_chunks_in_parallel(dataset: h5py.Dataset, pipeline: list[int], threads: int) -> np.ndarray:
+    out = np.full(dataset.shape, dataset.fillvalue, dtype=dataset.dtype)  # chunks never written hold the fill value
+    dsid = dataset.id
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="videns-inflate") as pool:
+        in_flight: set[Future] = set()
+        for index in range(dsid.get_num_chunks()):
+            offset = dsid.get_chunk_info(index).chunk_offset
+            skipped_filters, stored = dsid.read_direct_chunk(offset)
+            in_flight.add(pool.submit(_place_chunk, out, dataset.chunks, offset, stored, pipeline, skipped_filters))
+            if len(in_flight) >= threads * _CHUNKS_IN_FLIGHT_PER_THREAD:
+                done, in_flight = wait(in_flight, return_when="FIRST_COMPLETED")
+                _raise_failures(done)
+        _raise_failures(wait(in_flight).done)
+    return out
+
+
+def _filter_pipeline(dataset: h5py.Dataset) -> list[int] | None:
+    """The dataset's filter ids in write order, or None when it is not chunked or uses a filter we do not undo."""
+    if dataset.chunks is None:
+        return None
+    plist = dataset.id.get_create_plist()
+    pipeline = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    return pipeline if set(pipeline) <= set(_UNDO) else None
+
+
+def _place_chunk(out: np.ndarray, chunk_shape: tuple[int, ...], offset: tuple[int, ...], stored: bytes,
+                 pipeline: list[int], skipped_filters: int) -> None:
+    data = stored
+    for position in reversed(range(len(pipeline))):  # undo the filters last-applied first
+        if not skipped_filters & (1 << position):
+            data = _UNDO[pipeline[position]](data, out.dtype)
+    chunk = np.frombuffer(data, dtype=out.dtype).reshape(chunk_shape)
+    # Edge chunks are stored whole; only the part inside the dataset is kept.
+    inside = tuple(slice(start, min(start + size, total)) for start, size, total in zip(offset, chunk_shape, out.shape))
+    out[inside] = chunk[tuple(slice(0, s.stop - s.start) for s in inside)]
+
+
+def _inflate(data: bytes, dtype: np.dtype) -> bytes:
+    return zlib.decompress(data)
+
+
+def _unshuffle(data: bytes, dtype: np.dtype) -> bytes:
+    """Undo HDF5's shuffle filter, which stores byte 0 of every element, then byte 1, and so on."""
+    size = dtype.itemsize
+    count = len(data) // size
+    if size == 1 or count == 0:
+        return data
+    planes = np.frombuffer(data, dtype=np.uint8, count=count * size).reshape(size, count)
+    return planes.T.tobytes() + data[count * size:]
+
+
+def _raise_failures(done: set[Future]) -> None:
+    for future in done:
+        future.result()
+
+
+# The filters read_all undoes itself, by HDF5 filter id.
+_UNDO: dict[int, Callable[[bytes, np.dtype], bytes]] = {h5z.FILTER_DEFLATE: _inflate, h5z.FILTER_SHUFFLE: _unshuffle}
