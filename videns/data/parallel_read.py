@@ -28,7 +28,7 @@ def read_all(dataset: h5py.Dataset, threads: int | None = None) -> np.ndarray:
 
     Raises DataError naming the file and dataset when a chunk cannot be read.
     """
-    threads = min(threads or len(os.sched_getaffinity(0)), _MAX_THREADS)
+    threads = min(threads or _usable_cpus(), _MAX_THREADS)
     pipeline = _filter_pipeline(dataset)
     try:
         if threads < 2 or pipeline is None or h5z.FILTER_DEFLATE not in pipeline:
@@ -53,6 +53,13 @@ def _read_chunks_in_parallel(dataset: h5py.Dataset, pipeline: list[int], threads
                 _raise_failures(done)
         _raise_failures(wait(in_flight).done)
     return out
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on: a SLURM task's cpuset, not the whole node (macOS: all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _filter_pipeline(dataset: h5py.Dataset) -> list[int] | None:
