@@ -38,8 +38,15 @@ def test_equals_h5py(tmp_path, layout, inflated_here):
         f.create_dataset("x", data=values, **layout)
     with h5py.File(tmp_path / "x.h5", "r") as f:
         expected = f["x"][()]
-        got = read_all(_NoWholeRead(f["x"]) if inflated_here else f["x"], threads=3)
+        got = read_all(_NoWholeRead(f["x"]) if inflated_here else f["x"], threads=3, min_chunk_bytes=0)
     assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+def test_small_chunks_are_left_to_h5py(tmp_path):
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("x", data=np.ones((50, 8), np.float32), chunks=(1, 8), compression="gzip")
+    with h5py.File(tmp_path / "x.h5", "r") as f, pytest.raises(AssertionError, match="left an inflatable layout"):
+        read_all(_NoWholeRead(f["x"]), threads=2)
 
 
 def test_unwritten_chunks_hold_the_fill_value_and_skipped_filters_are_not_undone(tmp_path):
@@ -50,7 +57,7 @@ def test_unwritten_chunks_hold_the_fill_value_and_skipped_filters_are_not_undone
         x.id.write_direct_chunk((4, 0), stored_as_is, filter_mask=1)  # deflate (filter 0) skipped for chunk 2
     with h5py.File(tmp_path / "x.h5", "r") as f:
         expected = f["x"][()]
-        got = read_all(_NoWholeRead(f["x"]), threads=2)
+        got = read_all(_NoWholeRead(f["x"]), threads=2, min_chunk_bytes=0)
     assert np.array_equal(got, expected)
     assert (got[2:4] == -1.0).all() and (got[4:] == 3.0).all()
 
@@ -62,5 +69,5 @@ def test_a_corrupt_chunk_is_one_error_naming_file_and_dataset(tmp_path, threads)
         x[()] = 1.0
         x.id.write_direct_chunk((2, 0), b"not deflate data")
     with h5py.File(tmp_path / "x.h5", "r") as f, pytest.raises(DataError) as caught:
-        read_all(f["features"], threads=threads)
+        read_all(f["features"], threads=threads, min_chunk_bytes=0)
     assert str(caught.value).startswith(f"{tmp_path / 'x.h5'}: features: unreadable, the file is damaged (")

@@ -8,10 +8,11 @@ copies them into place. Only the filters the seed's files use are undone here
 (deflate, optionally after shuffle); any other layout is read by h5py itself.
 """
 
+import math
 import os
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Callable
+from typing import Callable, Iterator
 
 import h5py
 import numpy as np
@@ -20,18 +21,22 @@ from h5py import h5z
 from videns.errors import DataError
 
 _MAX_THREADS = 16
-_CHUNKS_IN_FLIGHT_PER_THREAD = 4  # bounds the compressed bytes read ahead of the inflating threads
+_BATCH_BYTES = 1 << 20  # stored bytes handed to a thread at once
+_BATCHES_IN_FLIGHT_PER_THREAD = 4  # bounds the compressed bytes read ahead of the inflating threads
 
 
-def read_all(dataset: h5py.Dataset, threads: int | None = None) -> np.ndarray:
+def read_all(dataset: h5py.Dataset, threads: int | None = None, min_chunk_bytes: int = 64 << 10) -> np.ndarray:
     """``dataset[()]``, inflating chunks on ``threads`` cores (default: the CPUs this process may use).
 
-    Raises DataError naming the file and dataset when a chunk cannot be read.
+    Chunks smaller than ``min_chunk_bytes`` are left to h5py, whose C loop beats
+    handing them to threads. Raises DataError naming the file and dataset when a
+    chunk cannot be read.
     """
     threads = min(threads or _usable_cpus(), _MAX_THREADS)
     pipeline = _filter_pipeline(dataset)
     try:
-        if threads < 2 or pipeline is None or h5z.FILTER_DEFLATE not in pipeline:
+        if (threads < 2 or pipeline is None or h5z.FILTER_DEFLATE not in pipeline
+                or math.prod(dataset.chunks) * dataset.dtype.itemsize < min_chunk_bytes):
             return dataset[()]
         return _read_chunks_in_parallel(dataset, pipeline, threads)
     except (OSError, zlib.error, ValueError) as err:
@@ -44,15 +49,45 @@ def _read_chunks_in_parallel(dataset: h5py.Dataset, pipeline: list[int], threads
     dsid = dataset.id
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="videns-inflate") as pool:
         in_flight: set[Future] = set()
-        for index in range(dsid.get_num_chunks()):
-            offset = dsid.get_chunk_info(index).chunk_offset
-            skipped_filters, stored = dsid.read_direct_chunk(offset)
-            in_flight.add(pool.submit(_place_chunk, out, dataset.chunks, offset, stored, pipeline, skipped_filters))
-            if len(in_flight) >= threads * _CHUNKS_IN_FLIGHT_PER_THREAD:
+        for batch in _stored_chunk_batches(dsid):
+            in_flight.add(pool.submit(_place_chunks, out, dataset.chunks, batch, pipeline))
+            if len(in_flight) >= threads * _BATCHES_IN_FLIGHT_PER_THREAD:
                 done, in_flight = wait(in_flight, return_when="FIRST_COMPLETED")
                 _raise_failures(done)
         _raise_failures(wait(in_flight).done)
     return out
+
+
+def _stored_chunk_batches(dsid: h5py.h5d.DatasetID) -> Iterator[list[tuple[tuple[int, ...], int, bytes]]]:
+    """(offset, skipped-filter mask, stored bytes) of every chunk, in batches of about _BATCH_BYTES:
+    a task per small chunk would cost more in hand-offs than inflating it."""
+    batch, size = [], 0
+    for offset in _chunk_offsets(dsid):
+        skipped_filters, stored = dsid.read_direct_chunk(offset)
+        batch.append((offset, skipped_filters, stored))
+        size += len(stored)
+        if size >= _BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _place_chunks(out: np.ndarray, chunk_shape: tuple[int, ...], batch: list[tuple[tuple[int, ...], int, bytes]],
+                  pipeline: list[int]) -> None:
+    for offset, skipped_filters, stored in batch:
+        _place_chunk(out, chunk_shape, offset, stored, pipeline, skipped_filters)
+
+
+def _chunk_offsets(dsid: h5py.h5d.DatasetID) -> list[tuple[int, ...]]:
+    """Where each stored chunk starts. One pass with chunk_iter: get_chunk_info(i) walks the index from the
+    start on every call (1.3 s for 6,000 chunks, growing with the square)."""
+    offsets: list[tuple[int, ...]] = []
+    try:
+        dsid.chunk_iter(lambda info: offsets.append(info.chunk_offset))
+    except (AttributeError, NotImplementedError):  # HDF5 before 1.12.3
+        offsets = [dsid.get_chunk_info(i).chunk_offset for i in range(dsid.get_num_chunks())]
+    return offsets
 
 
 def _usable_cpus() -> int:
