@@ -36,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 START_SH = REPO_ROOT / "slurm" / "local" / "start.sh"
 DEFAULT_STATE_DIR = Path("/tmp/videns-slurm")
 EXIT_UNAVAILABLE = 3  # start.sh's status for "SLURM cannot run on this machine"
+RELEASE_DELAY_S = 2.0  # see release_now
 
 GONE = "GONE"  # job_state() of a job scontrol no longer knows (purged or never existed)
 TERMINAL_STATES = frozenset(
@@ -240,7 +241,14 @@ def wait_until_gone_or_done(job_id: str, timeout_s: float = 60, poll_s: float = 
 
 
 def release_now(job_id: str) -> None:
-    """Make a requeued job eligible at once instead of after its ~120 s BeginTime."""
+    """Make a requeued job eligible now instead of after its ~120 s BeginTime.
+
+    Not within the second of the requeue: slurmd compares credential times in
+    whole seconds, and a restart that lands in the second its previous run's
+    credential was revoked is refused ("Job credential revoked"): the job FAILS.
+    That happened once in CI, 0.6 s after a requeue.
+    """
+    time.sleep(RELEASE_DELAY_S)
     _run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
 
 
