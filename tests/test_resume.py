@@ -1,10 +1,12 @@
 """A member stopped at any moment continues as if nothing had happened.
 
-Every test here stops a real ``python -m jobs.train`` process with a real signal
-and compares the end result, bit for bit, with an uninterrupted member.
+Every test here stops a member with a real signal, a real ``python -m jobs.train``
+process or (for a moment a process hits only by chance) this one, and compares
+the end result, bit for bit, with an uninterrupted member.
 """
 
 import json
+import os
 import random
 import signal
 import time
@@ -14,6 +16,9 @@ import pytest
 
 from tests.conftest import run_module, start_module, tiny_member_args
 from tests.member_files import assert_members_identical, checkpoint_state, latest_checkpoint
+from videns.config import parse_member_config
+from videns.training.interrupt import StopSignals
+from videns.training.member import train_member
 
 INTERRUPTED = 128 + signal.SIGTERM
 
@@ -65,6 +70,28 @@ def test_sigterm_mid_epoch_then_restart_is_bit_identical(demo_root, tmp_path, re
     resumed = finish(demo_root, out)
     assert "resuming seed 7" in resumed.stderr
     assert json.loads((out / "progress.json").read_text())["restarts"] == 1
+    assert_members_identical(out, reference)
+
+
+def test_a_sigterm_right_after_an_epochs_save_is_recorded_and_resumed_bit_identically(demo_root, tmp_path,
+                                                                                       reference):
+    """The signal lands after the epoch's checkpoint (saved as "running") and before the loop looks for a stop.
+
+    Sent from the epoch-end hook, in this process: a real SIGTERM at the one moment a subprocess hits by chance.
+    """
+    out = tmp_path / "member"
+
+    def sigterm_after_the_first_epoch(record):
+        if record["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with StopSignals() as stop:
+        outcome = train_member(parse_member_config(member_args(demo_root, out, "--checkpoint.every_minutes", "0")),
+                               stop, on_epoch_end=sigterm_after_the_first_epoch)
+    assert outcome.status == "interrupted" and outcome.signum == signal.SIGTERM
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["status"] == "interrupted" and progress["epoch"] == 1 and progress["batches_done"] == 0
+    finish(demo_root, out)
     assert_members_identical(out, reference)
 
 

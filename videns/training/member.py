@@ -220,6 +220,9 @@ class MemberLoop:
                     desc=f"epoch {self.state.epoch + 1}", initial=0)
 
     def _interrupted(self) -> MemberOutcome:
+        # A signal that lands after an epoch's save finds that save already made, as "running".
+        self.store.wait()
+        persist.write_json_atomically(self.cfg.out_dir / persist.PROGRESS_FILE, self._progress_record("interrupted"))
         log.warning("member seed %d stopped at epoch %d batch %d/%d; checkpoint saved, will resume from it",
                     self.cfg.seed, self.state.epoch + 1, self.state.batches_done, self.batches_per_epoch)
         return _outcome(self.state, "interrupted", self.stop.received if self.stop else None)
