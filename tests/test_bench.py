@@ -21,7 +21,7 @@ from videns.bench.report import WORKLOAD_KEYS, collect_ratios, format_table
 SECTION_KEYS = {
     "loader": ("seed_style", "ours", "ours_no_preload", "loader_speedup", "workload"),
     "checkpoint": ("ours_save", "ours_save_durable", "torch_save", "torch_save_fsync",
-                   "ours_load", "torch_load", "checkpoint_save_ratio", "checkpoint_load_ratio", "stall", "workload"),
+                   "ours_load", "plain_load", "checkpoint_save_ratio", "checkpoint_load_ratio", "stall", "workload"),
     "ensemble": ("no_tta", "tta", "seed_style_member_passes", "ensemble_speedup", "workload"),
 }
 TRAINING_KEYS = ("ours", "seed_style", "epoch_time_ratio", "equal_quality", "workload")

@@ -19,7 +19,7 @@ import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple, Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -90,8 +90,16 @@ def read_verified(folder: Path) -> "VerifiedFolder":
     return VerifiedFolder(folder, expected, {name: fingerprint.identity for name, fingerprint in found.items()})
 
 
+class CheckpointFiles(Protocol):
+    """How a checkpoint's files are read: JSON as bytes, safetensors files as tensors."""
+
+    def read_bytes(self, name: str) -> bytes: ...
+
+    def load_tensors(self, name: str) -> dict[str, torch.Tensor]: ...
+
+
 class VerifiedFolder:
-    """A checkpoint folder whose files matched its manifest when it was read.
+    """A checkpoint folder whose files matched its manifest when it was read (a :class:`CheckpointFiles`).
 
     Committed checkpoint files are never changed in place (the store only
     renames and deletes whole folders), so a file that is still the same inode,

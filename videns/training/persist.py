@@ -14,7 +14,7 @@ from torch import nn
 from videns.checkpoint.codec import (OPT_STATE_PREFIX, optimizer_from_parts, optimizer_to_parts, rng_from_parts,
                                      rng_to_parts)
 from videns.checkpoint.background import CommitQueue
-from videns.checkpoint.store import (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CheckpointStore, VerifiedFolder,
+from videns.checkpoint.store import (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CheckpointFiles, CheckpointStore,
                                      point_link, read_verified, write_folder_atomically)
 from videns.errors import CheckpointError
 from videns.training.optim import LRSchedule
@@ -58,9 +58,9 @@ def save_checkpoint(store: CheckpointStore, model: nn.Module, optimizer: torch.o
     }, after_commit)
 
 
-def restore_checkpoint(checkpoint: VerifiedFolder, model: nn.Module, optimizer: torch.optim.Optimizer,
+def restore_checkpoint(checkpoint: CheckpointFiles, model: nn.Module, optimizer: torch.optim.Optimizer,
                        schedule: LRSchedule) -> TrainingState:
-    """Load a verified checkpoint into the live objects; return the training state."""
+    """Load a checkpoint (verified: :func:`read_verified`) into the live objects; return the training state."""
     state_json = json.loads(checkpoint.read_bytes(STATE_FILE))
     model.load_state_dict(checkpoint.load_tensors(MODEL_FILE))
     tensors = checkpoint.load_tensors(OPTIMIZER_FILE)
