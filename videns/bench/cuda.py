@@ -8,7 +8,6 @@ slice, then takes training steps at batch B. A step that runs out of memory
 under the cap means the model does not fit the slice.
 """
 
-import gc
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from videns.bench.measure import ratio
 from videns.bench.profiles import Profile, describe_model
 from videns.bench.training import NUM_CLASSES, compare_training, random_batch, time_train_steps
 from videns.models.temporal import TemporalAttentionClassifier
+from videns.monitor import release_cached_gpu_memory
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def measure_cuda(profile: Profile, data: BenchData, *, num_workers: int, work_di
 def _steps_and_memory(profile: Profile, batch, device: torch.device, precision: str,
                       steps: int | None = None) -> dict[str, Any]:
     """Our training step (masked, unpacked at equal lengths, fused AdamW) and its peak memory."""
-    _release()
+    release_cached_gpu_memory()
     torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     model = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.full_model).to(device)
@@ -73,12 +73,12 @@ def _steps_and_memory(profile: Profile, batch, device: torch.device, precision: 
     result = {"precision": precision, **timing,
               "peak_allocated_bytes": torch.cuda.max_memory_allocated(device),
               "peak_reserved_bytes": torch.cuda.max_memory_reserved(device)}
-    _release()
+    release_cached_gpu_memory()
     return result
 
 
 def _fits_in_slice(profile: Profile, batch, device: torch.device) -> dict[str, Any]:
-    _release()
+    release_cached_gpu_memory()
     free, total = torch.cuda.mem_get_info(device)
     outside_allocator = total - free - torch.cuda.memory_reserved(device)  # CUDA context, other processes
     allocator_limit = max(MIG_SLICE_BYTES - outside_allocator, 0)
@@ -99,7 +99,7 @@ def _fits_in_slice(profile: Profile, batch, device: torch.device) -> dict[str, A
                                      "median_s": measured["median_s"]}
             else:
                 checks[precision] = {"fits": False, "error": error}
-            _release()
+            release_cached_gpu_memory()
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, device)
     return {"slice_bytes": MIG_SLICE_BYTES, "outside_allocator_bytes": outside_allocator,
@@ -111,8 +111,3 @@ def _fits_in_slice(profile: Profile, batch, device: torch.device) -> dict[str, A
 def _out_of_memory(err: RuntimeError) -> bool:
     message = str(err)
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in message or "ALLOC_FAILED" in message
-
-
-def _release() -> None:
-    gc.collect()
-    torch.cuda.empty_cache()

@@ -18,7 +18,7 @@ class FeatureSplit:
 
     The h5py handle is opened lazily and re-opened in every new process, because
     a handle inherited through ``fork`` is not safe to use (the original shared
-    one). A split whose padded array fits ``preload_bytes`` is read into RAM once, inflated on all our cores.
+    one). A split whose padded array fits ``preload_bytes`` is read into RAM once (:func:`read_all`).
     """
 
     def __init__(self, path: Path, preload_bytes: int = 0):

@@ -40,31 +40,34 @@ def read_all(dataset: h5py.Dataset, threads: int | None = None, min_chunk_bytes:
     Raises DataError naming the file and dataset when it cannot be read.
     """
     threads = min(threads or _usable_cpus(), _MAX_THREADS)
-    offsets = _chunk_offsets(dataset) if threads >= 2 and _inflatable_here(dataset, min_chunk_bytes) else None
+    pipeline = _filters_undone_here(dataset, min_chunk_bytes) if threads >= 2 else None
+    offsets = _chunk_offsets(dataset) if pipeline is not None else None
     try:
         if offsets is None:
             return dataset[()]
-        return _read_chunks_in_parallel(dataset, offsets, threads)
+        return _read_chunks_in_parallel(dataset, pipeline, offsets, threads)
     except (OSError, _UnreadableChunk) as err:
         raise DataError(f"{dataset.file.filename}: {dataset.name.lstrip('/')}: unreadable ({err})") from err
 
 
-def _inflatable_here(dataset: h5py.Dataset, min_chunk_bytes: int) -> bool:
+def _filters_undone_here(dataset: h5py.Dataset, min_chunk_bytes: int) -> list[int] | None:
+    """The dataset's filter ids in the order they were applied when writing, or None if h5py should read it."""
     if dataset.chunks is None or math.prod(dataset.chunks) * dataset.dtype.itemsize < min_chunk_bytes:
-        return False  # h5py's C loop beats handing small chunks to threads
-    pipeline = _filter_pipeline(dataset)
+        return None  # h5py's C loop beats handing small chunks to threads
     plist = dataset.id.get_create_plist()
-    return (h5z.FILTER_DEFLATE in pipeline and set(pipeline) <= _FILTERS_UNDONE_HERE
-            # h5py converts types stored otherwise (variable-length, N-bit, custom floats) as it reads
-            and dataset.id.get_type().equal(h5t.py_create(dataset.dtype))
-            and plist.get_fill_time() != h5d.FILL_TIME_NEVER)
+    pipeline = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    inflatable = (h5z.FILTER_DEFLATE in pipeline and set(pipeline) <= _FILTERS_UNDONE_HERE
+                  # h5py converts types stored otherwise (variable-length, N-bit, custom floats) as it reads
+                  and dataset.id.get_type().equal(h5t.py_create(dataset.dtype))
+                  and plist.get_fill_time() != h5d.FILL_TIME_NEVER)
+    return pipeline if inflatable else None
 
 
-def _read_chunks_in_parallel(dataset: h5py.Dataset, offsets: list[tuple[int, ...]], threads: int) -> np.ndarray:
+def _read_chunks_in_parallel(dataset: h5py.Dataset, pipeline: list[int], offsets: list[tuple[int, ...]],
+                             threads: int) -> np.ndarray:
     every_chunk_stored = len(offsets) == math.prod(-(-n // c) for n, c in zip(dataset.shape, dataset.chunks))
     out = (np.empty(dataset.shape, dataset.dtype) if every_chunk_stored
            else np.full(dataset.shape, dataset.fillvalue, dtype=dataset.dtype))  # unwritten chunks: the fill value
-    pipeline = _filter_pipeline(dataset)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="videns-inflate") as pool:
         in_flight: set[Future] = set()
         try:
@@ -154,12 +157,6 @@ def _unshuffle(data: bytes, itemsize: int) -> bytes:
         return data
     planes = np.frombuffer(data, dtype=np.uint8, count=count * itemsize).reshape(itemsize, count)
     return planes.T.tobytes() + data[count * itemsize:]
-
-
-def _filter_pipeline(dataset: h5py.Dataset) -> list[int]:
-    """The dataset's filter ids, in the order they were applied when writing."""
-    plist = dataset.id.get_create_plist()
-    return [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
 
 
 def _usable_cpus() -> int:
