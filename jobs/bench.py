@@ -10,23 +10,18 @@ a MIG slice and its share of cores. ``--wait`` waits for it and prints the table
 """
 
 import sys
-from dataclasses import replace
-from pathlib import Path
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from jobs._cli import user_errors_as_one_line
-from jobs._cluster import (LOG_PATTERN, ClusterConfig, choose_cluster, cluster_config_from_args, slurm_executor,
-                           slurm_parameters, split_slurm_args)
-from jobs._queue import wait_while_active
-from jobs._tasks import outcome_recorded, task_succeeded
+from slurm.bench import submit_bench
+from slurm.cluster import choose_cluster, cluster_config_from_args, split_slurm_args
 from videns.bench.report import format_table
 from videns.bench.run import SECTIONS, BenchConfig, run_bench
+from videns.errors import user_errors_as_one_line
 from videns.logs import setup_logging
 
 PROG = "jobs.bench"
 SUBMIT_OPTIONS = ("submit", "wait", "site")
-WAIT_POLL_S = 2.0
 
 
 def build_parser() -> ArgumentParser:
@@ -58,7 +53,7 @@ def main(args: list[str] | None = None) -> int:
             choose_cluster("slurm")  # one clear line when there is no SLURM here
     setup_logging()
     if opts["submit"]:
-        return submit(cfg, slurm, wait=opts["wait"])
+        return submit_bench(cfg, slurm, wait=opts["wait"], run_here=run_here)
     return run_here(cfg)
 
 
@@ -69,34 +64,6 @@ def run_here(cfg: BenchConfig) -> int:
     print(f"{cfg.profile.name} profile, {result['host']['device']}, {result['host']['torch_threads']} threads, "
           f"{result['total_s']:.0f}s; results: {cfg.out}")
     return 0
-
-
-class BenchTask:
-    """The bench in a SLURM job; how it ended goes to JSON beside submitit's files, read back by --wait."""
-
-    def __init__(self, cfg: BenchConfig):
-        self.cfg = cfg
-
-    def __call__(self) -> int:
-        with outcome_recorded():
-            setup_logging()
-            return run_here(self.cfg)
-
-
-def submit(cfg: BenchConfig, slurm: ClusterConfig, wait: bool) -> int:
-    # Absolute paths, since the job may start elsewhere, and the job's cores as torch threads.
-    cfg = replace(cfg, out=cfg.out.resolve(), work_dir=Path(cfg.work_dir).resolve() if cfg.work_dir else None,
-                  threads=cfg.threads or slurm.cpus_per_task)
-    params = slurm_parameters(slurm, "videns-bench")
-    params["additional_parameters"].pop("requeue", None)  # a bench cut short is rerun, not continued
-    logs = cfg.out.parent / "bench-logs"
-    job = slurm_executor(logs / LOG_PATTERN, slurm, params).submit(BenchTask(cfg))
-    print(f"bench job {job.job_id} submitted; results: {cfg.out}; log: {logs / job.job_id}")
-    if not wait:
-        return 0
-    wait_while_active([job.job_id], poll_s=WAIT_POLL_S)
-    print(job.stdout() or "", end="")
-    return 0 if task_succeeded(job) else 1
 
 
 if __name__ == "__main__":

@@ -1,19 +1,17 @@
-"""Evaluate a run's ensemble on the test split: ``python -m jobs.ensemble_eval --run_dir RUN [--tta] [--members 1 2]``.
+"""Evaluate a run's ensemble: ``python -m jobs.ensemble_eval --run_dir RUN [--tta] [--members 1 2]``.
 
-Writes RUN/ensemble/{report.json,report.md,predictions.npz,confusion_matrix.png,
-training_curves.png,resources.json} and prints a summary table. Missing or
-unfinished members are skipped and listed; with no usable member it still writes
-a report saying so and exits 2.
+Writes RUN/ensemble/ (report.json, report.md, predictions.npz, the plots and the
+merged resources.json) and prints a summary table. Missing or unfinished members
+are skipped and listed; with no usable member it still writes a report saying
+so and exits 2.
 """
 
 import sys
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from jobs._cli import user_errors_as_one_line
-from videns.ensemble.evaluate import EnsembleEvalConfig, evaluate_ensemble
-from videns.ensemble.report import format_summary
-from videns.logs import setup_logging
+from videns.ensemble.evaluate import EnsembleEvalConfig, evaluate_and_summarize
+from videns.errors import user_errors_as_one_line
 
 PROG = "jobs.ensemble_eval"
 
@@ -30,14 +28,9 @@ def build_parser() -> ArgumentParser:
 
 
 def main(args: list[str] | None = None) -> int:
-    parser = build_parser()
     with user_errors_as_one_line(PROG):
-        ns = parser.parse_args(args)
-        cfg = EnsembleEvalConfig(**ns.as_dict())
-        setup_logging(cfg.out_dir / "ensemble_eval.log")
-        report = evaluate_ensemble(cfg)
-    print(format_summary(report), end="")
-    print(f"report: {cfg.out_dir / 'report.md'}")
+        cfg = EnsembleEvalConfig(**build_parser().parse_args(args).as_dict())
+        evaluate_and_summarize(cfg)
     return 0
 
 

@@ -4,30 +4,26 @@ Run again with the same arguments to continue after a stop; a finished member
 returns at once. SIGTERM or SIGUSR2 save at the next step boundary and exit 143.
 """
 
-import signal
 import sys
 
-from jobs._cli import user_errors_as_one_line
 from videns.config import parse_member_config
-from videns.logs import setup_logging
-from videns.training.interrupt import StopSignals
-from videns.training.member import train_member
+from videns.errors import EXIT_STOPPED, user_errors_as_one_line
+from videns.folders import MemberFolder
+from videns.member.train import train_member_logged
 
-INTERRUPTED_EXIT = 128 + signal.SIGTERM
+PROG = "jobs.train"
 
 
 def main(args: list[str] | None = None) -> int:
-    with user_errors_as_one_line("jobs.train"):
+    with user_errors_as_one_line(PROG):
         cfg = parse_member_config(args)
-        setup_logging(cfg.out_dir / "train.log")
-        with StopSignals() as stop:
-            outcome = train_member(cfg, stop)
+        outcome = train_member_logged(cfg)
     if outcome.status == "interrupted":
         print(f"interrupted at epoch {outcome.epoch + 1}; checkpoint saved in {cfg.out_dir}; "
               "run the same command to resume", file=sys.stderr)
-        return INTERRUPTED_EXIT
+        return EXIT_STOPPED
     print(f"seed {cfg.seed}: best val accuracy {outcome.best_val_accuracy:.4f} at epoch {outcome.best_epoch} "
-          f"({outcome.stop_reason}); best model in {cfg.out_dir / 'best'}")
+          f"({outcome.stop_reason}); best model in {MemberFolder(cfg.out_dir).best}")
     return 0
 
 

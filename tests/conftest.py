@@ -33,7 +33,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def ecg_root(tmp_path_factory) -> Path:
     """Small converted heartbeat data (D=1, fixed length), once per module."""
-    from tests.ecg_data import write_ecg_data
+    from tests.support.ecg_data import write_ecg_data
 
     return write_ecg_data(tmp_path_factory.mktemp("ecg"))
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from jobs import bench
-from tests.slurm_cluster import REPO_ROOT, ensure_cluster
+from tests.support.slurm_cluster import REPO_ROOT, ensure_cluster
 from videns.bench.report import WORKLOAD_KEYS, collect_ratios, format_table
 
 SECTION_KEYS = {

@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.ecg_data import TRAIN_COUNTS, tiny
+from tests.support.ecg_data import TRAIN_COUNTS, tiny
 from videns.config import parse_member_config
-from videns.training import persist
-from videns.training.member import train_member
+from videns.folders import MemberFolder
+from videns.io import read_json
+from videns.member.train import train_member
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {"cnn1d_gru": REPO / "configs" / "ecg_cnn1d_gru.yaml", "cnn2d": REPO / "configs" / "ecg_cnn2d.yaml"}
@@ -49,13 +50,13 @@ def test_recipe_trains_on_converted_beats(name, balance, ecg_root, tmp_path):
                                "--out_dir", str(tmp_path / "member"), *MODEL_TINY[name]])
     outcome = train_member(cfg)
     assert outcome.status == "finished" and outcome.epoch == 2
-    progress = persist.read_json(tmp_path / "member" / persist.PROGRESS_FILE)
+    progress = MemberFolder(tmp_path / "member").progress()
     # oversample: every class at oversample_target (16); smote: every class at the majority's train count
     per_class = 16 if balance == "oversample" else _train_majority(ecg_root)
     assert progress["batches_per_epoch"] == -(-5 * per_class // 16)
-    history = [line for line in (tmp_path / "member" / persist.HISTORY_FILE).read_text().splitlines() if line]
+    history = [line for line in MemberFolder(tmp_path / "member").history.read_text().splitlines() if line]
     assert len(history) == 2
-    best = persist.read_json(tmp_path / "member" / persist.BEST_LINK / persist.BEST_META)
+    best = read_json(MemberFolder(tmp_path / "member").best_meta)
     assert 0.0 <= best["val_metrics"]["balanced_accuracy"] <= 1.0
 
 

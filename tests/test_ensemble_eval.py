@@ -23,7 +23,8 @@ from videns.data.loaders import ViewItems, build_eval_loader
 from videns.metrics import expected_calibration_error
 from videns.models.registry import build_model
 from videns.training.evaluate import predict_probs
-from videns.training.persist import load_best
+from videns.folders import MemberFolder
+from videns.member.checkpoint import load_best
 
 SEEDS = (1, 2)
 ODD_SEED = 9
@@ -91,7 +92,7 @@ def report(run: Path) -> dict:
 
 
 def member_model(run: Path, seed: int):
-    tensors, meta = load_best(run / "members" / f"seed_{seed}")
+    tensors, meta = load_best(MemberFolder(run / "members" / f"seed_{seed}"))
     model = build_model(meta["model"], meta["data"]["feature_dim"], len(meta["data"]["class_names"]))
     model.load_state_dict(tensors)
     return model

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,9 +13,10 @@ import pytest
 import yaml
 
 from jobs import launch, status
-from jobs._cluster import ClusterConfig, local_executor
-from jobs._tasks import outcome_file, outcome_recorded, task_succeeded
-from tests.member_files import assert_members_identical
+from slurm.cluster import ClusterConfig, local_executor
+from slurm.tasks import outcome_recorded, task_succeeded
+from videns.folders import task_outcome_beside
+from tests.support.member_files import assert_members_identical
 from videns.config import parse_member_config
 from videns.data.demo import write_demo_data
 
@@ -128,14 +130,33 @@ def test_local_launch_trains_every_member_then_the_ensemble(local_run):
     for seed in (7, 8):
         result = json.loads((run_dir / "members" / f"seed_{seed}" / "result.json").read_text())
         assert result["status"] == "finished" and result["epoch"] == 3
-    report = json.loads((run_dir / "ensemble" / "report.json").read_text())
-    assert json.dumps(report)  # written by the dependent job
+    report = json.loads((run_dir / "ensemble" / "report.json").read_text())  # written by the dependent job
+    assert [m["seed"] for m in report["members"]] == [7, 8] and report["skipped"] == []
+    assert report["num_items"] == 48 and 0.0 <= report["ensemble"]["accuracy"] <= 1.0
     assert "ensemble (2)" in proc.stdout  # the ensemble job's table is shown
     assert f"report: {run_dir / 'ensemble' / 'report.json'}" in proc.stdout
-    # The saved config is the member config that each task parses, with the base seed.
-    saved = parse_member_config(["--config", str(run_dir / "config.yaml")])
-    assert saved.seed == 7 and saved.trainer.max_epochs == 3
-    assert saved.data.root.is_absolute()
+
+
+def test_saved_configs_are_exact_for_the_run_and_for_each_member(local_run):
+    """RUN/config.yaml belongs to no single member; each member's own config.yaml is exactly its own."""
+    run_dir = local_run[0]
+    shared = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert "seed" not in shared and "out_dir" not in shared
+    assert Path(shared["data"]["root"]).is_absolute()  # tasks may start in another working directory
+    for seed in (7, 8):
+        own = yaml.safe_load((run_dir / "members" / f"seed_{seed}" / "config.yaml").read_text())
+        assert own["seed"] == seed and own["out_dir"] == str(run_dir / "members" / f"seed_{seed}")
+        assert {k: v for k, v in own.items() if k not in ("seed", "out_dir")} == shared
+        member = parse_member_config(["--config", str(run_dir / "members" / f"seed_{seed}" / "config.yaml")])
+        assert member.seed == seed and member.trainer.max_epochs == 3
+
+
+def copied_run(local_run, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A private copy of the finished run, so that a test may relaunch it without touching the shared one."""
+    run_dir, args, _, _ = local_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, symlinks=True)
+    return copy, [a if a != str(run_dir) else str(copy) for a in args]
 
 
 def test_status_reports_each_member_and_the_ensemble(local_run, capsys):
@@ -148,32 +169,50 @@ def test_status_reports_each_member_and_the_ensemble(local_run, capsys):
     assert "ensemble: done" in out
 
 
-def test_relaunch_does_not_retrain_finished_members(local_run):
-    run_dir, args, _, _ = local_run
-    checkpoints = {p: p.stat().st_mtime_ns for p in run_dir.glob("members/*/checkpoints/*/*")}
-    history = (run_dir / "members" / "seed_7" / "history.jsonl").read_text()
+def test_relaunch_gives_finished_members_no_task(local_run, tmp_path):
+    run_dir, _ = copied_run(local_run, tmp_path)
+    before = json.loads((run_dir / "launch.json").read_text())
+    members = {p: p.read_bytes() for p in run_dir.glob("members/*/*") if p.is_file()}
     proc = run_launch(["--run_dir", str(run_dir), "--cluster", "local"])  # its own config, its own seeds
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert {p: p.stat().st_mtime_ns for p in run_dir.glob("members/*/checkpoints/*/*")} == checkpoints
-    assert (run_dir / "members" / "seed_7" / "history.jsonl").read_text() == history
-    assert (run_dir / "members" / "seed_7" / "train.log").read_text().count("already finished") == 1
-    launch_record = json.loads((run_dir / "launch.json").read_text())
-    assert launch_record["seeds"] == [7, 8] and len(launch_record["previous"]) == 1
+    assert {p: p.read_bytes() for p in run_dir.glob("members/*/*") if p.is_file()} == members  # logs included
+    record = json.loads((run_dir / "launch.json").read_text())
+    assert record["seeds"] == [7, 8] and record["trained"] == [] and len(record["previous"]) == 1
+    assert record["member_job_ids"] == before["member_job_ids"]  # the jobs that trained them, kept
+    assert record["ensemble_job_id"] != before["ensemble_job_id"]  # the ensemble was evaluated again
+    assert "running 0 member(s)" not in proc.stdout
 
 
-def test_relaunch_under_a_changed_config_is_refused_unless_forced(local_run, capsys):
-    run_dir, args, _, _ = local_run
+def test_growing_a_run_trains_only_the_new_seeds_and_evaluates_all(local_run, tmp_path):
+    run_dir, _ = copied_run(local_run, tmp_path)
+    checkpoints = {p: p.stat().st_mtime_ns for p in run_dir.glob("members/*/checkpoints/*/*")}
+    proc = run_launch(["--run_dir", str(run_dir), "--cluster", "local", "--array", "3"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints  # seeds 7 and 8 untouched
+    record = json.loads((run_dir / "launch.json").read_text())
+    assert record["seeds"] == [7, 8, 9] and record["trained"] == [9]
+    assert json.loads((run_dir / "members" / "seed_9" / "result.json").read_text())["status"] == "finished"
+    report = json.loads((run_dir / "ensemble" / "report.json").read_text())
+    assert [m["seed"] for m in report["members"]] == [7, 8, 9]
+
+
+def test_relaunch_under_a_changed_config_is_refused_unless_forced(local_run, capsys, tmp_path):
+    run_dir, args = copied_run(local_run, tmp_path)
     saved = (run_dir / "config.yaml").read_text()
+    launch_before = (run_dir / "launch.json").read_text()
     err = one_error_line(capsys, [*args, "--optimizer.lr", "0.01"])
     assert "optimizer.lr: 0.003 -> 0.01" in err and "--force" in err
-    assert (run_dir / "config.yaml").read_text() == saved
-    assert launch.main([*args, "--optimizer.lr", "0.01", "--force", "--dry_run"]) == 0
-    assert (run_dir / "config.yaml").read_text() == saved
+    assert (run_dir / "config.yaml").read_text() == saved and (run_dir / "launch.json").read_text() == launch_before
+    proc = run_launch([*args, "--optimizer.lr", "0.01", "--force"])  # really relaunched, not a dry run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["optimizer"]["lr"] == 0.01
+    record = json.loads((run_dir / "launch.json").read_text())
+    assert record["config_hash"] != json.loads(launch_before)["config_hash"] and len(record["previous"]) == 1
 
 
-def test_a_failed_member_is_reported_and_the_ensemble_still_runs(local_run, capsys):
+def test_a_failed_member_is_reported_and_the_ensemble_still_runs(local_run, capsys, tmp_path):
     """Growing the run to three members where the third cannot even create its folder."""
-    run_dir = local_run[0]
+    run_dir, _ = copied_run(local_run, tmp_path)
     (run_dir / "members" / "seed_9").write_text("a file where the member folder should be")
     proc = run_launch(["--run_dir", str(run_dir), "--cluster", "local", "--array", "3"])
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -258,7 +297,7 @@ def test_ctrl_c_stops_local_members_at_a_step_boundary(tmp_path, data_root):
 
 
 def test_auto_runs_locally_when_sbatch_is_missing_or_the_controller_is_silent(monkeypatch, caplog):
-    from jobs import _cluster
+    from slurm import cluster as _cluster
 
     monkeypatch.setattr(_cluster.shutil, "which", lambda name: None)
     assert _cluster.choose_cluster("auto") == "local"
@@ -279,7 +318,7 @@ class ReportVisibleGpus:
         self.env = env
 
     def __call__(self):
-        from jobs._tasks import apply_env
+        from slurm.tasks import apply_env
 
         apply_env(self.env)
         return os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -288,7 +327,7 @@ class ReportVisibleGpus:
 @pytest.mark.parametrize("visible", [None, "MIG-4f1c2a3b-0000-1111-2222-333344445555"])
 def test_local_tasks_see_the_launchers_gpus(tmp_path, monkeypatch, visible):
     """submitit's local executor hides every GPU (CUDA_VISIBLE_DEVICES=""); members must see the launcher's."""
-    from jobs._cluster import ClusterConfig, local_executor, local_task_env
+    from slurm.cluster import ClusterConfig, local_executor, local_task_env
 
     if visible is None:
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -319,6 +358,6 @@ def test_task_outcome_is_read_from_its_json_never_the_result_pickle(tmp_path):
     while not (ok.done() and failed.done()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert task_succeeded(ok) and not task_succeeded(failed)
-    assert "ValueError: boom" in json.loads(outcome_file(failed.paths.result_pickle).read_text())["error"]
-    outcome_file(ok.paths.result_pickle).unlink()  # the result pickle is still there, and is not read
+    assert "ValueError: boom" in json.loads(task_outcome_beside(failed.paths.result_pickle).read_text())["error"]
+    task_outcome_beside(ok.paths.result_pickle).unlink()  # the result pickle is still there, and is not read
     assert ok.paths.result_pickle.exists() and not task_succeeded(ok)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.member_files import assert_members_identical
-from tests.slurm_cluster import (GONE, TERMINAL_STATES, ensure_cluster, job_record, job_state, release_now,
+from tests.support.member_files import assert_members_identical
+from tests.support.slurm_cluster import (GONE, TERMINAL_STATES, ensure_cluster, job_record, job_state, release_now,
                                  restart_count, submit_urgent_blocker, wait_for_requeue)
 from videns.data.demo import write_demo_data
 

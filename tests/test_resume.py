@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_module, start_module, tiny_member_args
-from tests.member_files import assert_members_identical, checkpoint_state, latest_checkpoint
+from tests.support.member_files import assert_members_identical, checkpoint_state, latest_checkpoint
 from videns.config import parse_member_config
 from videns.training.interrupt import StopSignals
-from videns.training.member import train_member
+from videns.member.train import train_member
 
 INTERRUPTED = 128 + signal.SIGTERM
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_cluster import (
+from tests.support.slurm_cluster import (
     ClusterInfo,
     array_states,
     cancel_all,

@@ -16,7 +16,7 @@ import yaml
 from optuna.trial import TrialState
 
 import jobs.sweep
-from tests.ecg_data import tiny
+from tests.support.ecg_data import tiny
 from videns.errors import ConfigError
 from videns.logs import setup_logging
 from videns.config import parse_member_config
@@ -26,7 +26,8 @@ from videns.sweep.space import apply_params
 from videns.sweep.spec import load_sweep_file
 from videns.sweep.study import build_pruner
 from videns.sweep.worker import Scheduler
-from videns.training import persist
+from videns.folders import MemberFolder
+from videns.io import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs" / "ecg_cnn1d_gru.yaml"
@@ -188,7 +189,7 @@ def test_two_local_workers_finish_the_study_and_best_config_trains(tmp_path, ecg
 
     assert train_main(["--config", str(run / "best_config.yaml"), "--out_dir", str(tmp_path / "retrain"),
                        "--trainer.max_epochs", "1"]) == 0
-    assert (tmp_path / "retrain" / persist.BEST_LINK / persist.BEST_META).exists()
+    assert MemberFolder(tmp_path / "retrain").best_meta.exists()
 
 
 def test_killed_worker_trial_is_resumed_from_its_checkpoint_by_the_next_worker(tmp_path, ecg_root):
@@ -197,15 +198,15 @@ def test_killed_worker_trial_is_resumed_from_its_checkpoint_by_the_next_worker(t
                       "--checkpoint.every_steps", "1")
     first = subprocess.Popen([sys.executable, "-m", "jobs.sweep", *args], cwd=REPO, env=ENV,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    progress_file = run / "trials" / "trial_0" / persist.PROGRESS_FILE
+    progress_file = SweepFolder(run).trial(0).progress_file
     deadline = time.monotonic() + 120
-    while (persist.read_json(progress_file) or {}).get("global_step", 0) < 2:
+    while (read_json(progress_file) or {}).get("global_step", 0) < 2:
         assert first.poll() is None and time.monotonic() < deadline, "worker ended before training a step"
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait()
     folder = SweepFolder(run)
-    killed_at = persist.read_json(progress_file)
+    killed_at = read_json(progress_file)
     assert killed_at["epoch"] < 3 and killed_at["status"] == "running"
     before = load_study(folder, folder.settings().spec).trials[0]
     assert before.state == TrialState.RUNNING  # left RUNNING by the kill...
@@ -217,7 +218,7 @@ def test_killed_worker_trial_is_resumed_from_its_checkpoint_by_the_next_worker(t
     after = study.trials[0]
     assert [r.number for r in report.trials] == [0, 1]
     assert after.state.name in FINISHED and after.params == before.params
-    progress = persist.read_json(progress_file)
+    progress = read_json(progress_file)
     assert progress["restarts"] >= 1 and progress["epoch"] == 3
     claim = json.loads((run / "trials" / "trial_0" / "claim.json").read_text())
     assert claim["resumed"] and claim["previous_worker"] not in (None, claim["worker_id"])
@@ -232,7 +233,7 @@ def test_sigterm_saves_and_releases_the_trial(tmp_path, ecg_root):
     worker = subprocess.Popen([sys.executable, "-m", "jobs.sweep", *args], cwd=REPO, env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     claim = run / "trials" / "trial_0" / "claim.json"
-    progress_file = run / "trials" / "trial_0" / persist.PROGRESS_FILE
+    progress_file = SweepFolder(run).trial(0).progress_file
     deadline = time.monotonic() + 120
     while not progress_file.exists():  # written with the first checkpoint (end of epoch 1)
         assert worker.poll() is None and time.monotonic() < deadline, worker.stderr.read()
@@ -244,7 +245,7 @@ def test_sigterm_saves_and_releases_the_trial(tmp_path, ecg_root):
     assert not claim.exists()  # released: any worker may resume it at once
     folder = SweepFolder(run)
     assert load_study(folder, folder.settings().spec).trials[0].state == TrialState.RUNNING
-    assert persist.read_json(progress_file)["epoch"] < 8  # saved part-way, to be resumed
+    assert read_json(progress_file)["epoch"] < 8  # saved part-way, to be resumed
 
 
 def test_pruned_trials_stop_early_and_count_toward_n(tmp_path, ecg_root, monkeypatch):

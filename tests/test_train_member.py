@@ -13,7 +13,7 @@ import yaml
 
 from jobs.train import main as train_main
 from tests.conftest import REPO, run_module, tiny_member_args
-from tests.member_files import assert_members_identical
+from tests.support.member_files import assert_members_identical
 
 HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "val_accuracy", "val_f1_weighted", "val_f1_macro",
                 "val_f1_per_class", "lr", "seconds"}

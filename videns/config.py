@@ -30,6 +30,9 @@ HASH_EXCLUDED = ("config", "out_dir", "checkpoint", "data.root", "data.generate_
                  "data.preload_gb", "data.check_finite", "trainer.max_epochs", "trainer.progress",
                  "trainer.monitor_minutes", "trainer.device", "trainer.eval_batch_size")
 
+# What sets one member apart from the others of its run.
+MEMBER_OWN_KEYS = ("seed", "out_dir")
+
 ModelFactory = Callable[[int, int], SequenceClassifier]
 
 
@@ -52,6 +55,11 @@ class MemberConfig:
     @property
     def config_hash(self) -> str:
         return config_hash(self.resolved)
+
+
+# Every option of the member parser starts with one of these (--data.root, --model.init_args.x, --seed, ...).
+MEMBER_OPTION_PREFIXES = ("--seed", "--out_dir", "--model", "--data.", "--loss.", "--optimizer.", "--schedule.",
+                          "--trainer.", "--checkpoint.")
 
 
 def build_parser(**kwargs) -> ArgumentParser:
@@ -117,6 +125,22 @@ def dump_config(cfg: MemberConfig) -> str:
     import yaml
 
     return yaml.safe_dump(cfg.resolved, sort_keys=False)
+
+
+def dump_run_config(cfg: MemberConfig) -> str:
+    """The config every member of a run shares: the resolved config without any one member's seed and out_dir."""
+    import yaml
+
+    shared = {k: v for k, v in cfg.resolved.items() if k not in MEMBER_OWN_KEYS}
+    return yaml.safe_dump(shared, sort_keys=False)
+
+
+def run_member_config(run_config: Path, seed: int, out_dir: Path) -> MemberConfig:
+    """Member ``seed`` of a run: the run's shared config (:func:`dump_run_config`) with its own seed and folder."""
+    parser = build_parser(exit_on_error=False)
+    ns = parse_or_config_error(parser, ["--config", str(run_config)])
+    ns.seed, ns.out_dir = int(seed), Path(out_dir)
+    return member_config_from_namespace(parser, ns)
 
 
 def config_hash(resolved: dict[str, Any]) -> str:

@@ -52,7 +52,7 @@ from videns.bench.profiles import Profile, describe_model
 from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.store import CheckpointStore
 from videns.models.temporal import TemporalAttentionClassifier
-from videns.training import persist
+from videns.member import checkpoint as member_checkpoint
 from videns.training.optim import LRSchedule, OptimizerConfig, ScheduleConfig, build_optimizer
 from videns.training.state import TrainingState
 
@@ -154,7 +154,7 @@ class _Methods:
 
     def ours_save(self) -> None:
         start = time.perf_counter()
-        persist.save_checkpoint(self.store, self.model, self.optimizer, self.schedule, self._state())
+        member_checkpoint.save_checkpoint(self.store, self.model, self.optimizer, self.schedule, self._state())
         self.blocking_s.append(time.perf_counter() - start)
 
     def ours_background(self) -> None:
@@ -163,7 +163,7 @@ class _Methods:
         self.store.wait()
 
     def ours_load(self) -> None:
-        persist.restore_checkpoint(self.store.load_latest(), self.model, self.optimizer, self.schedule)
+        member_checkpoint.restore_checkpoint(self.store.load_latest(), self.model, self.optimizer, self.schedule)
 
     def torch_save(self, fsync: bool) -> None:
         _torch_save(self.model, self.optimizer, self.torch_dir / f"checkpoint-{next(self.steps):09d}.pt", fsync)
@@ -172,7 +172,7 @@ class _Methods:
         return max(self.torch_dir.iterdir())
 
     def plain_load(self) -> None:
-        persist.restore_checkpoint(_UnverifiedFiles(self.store.step_folders()[0]), self.model, self.optimizer,
+        member_checkpoint.restore_checkpoint(_UnverifiedFiles(self.store.step_folders()[0]), self.model, self.optimizer,
                                    self.schedule)
 
     def close(self) -> None:

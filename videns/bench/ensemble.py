@@ -25,9 +25,10 @@ from videns.bench.measure import Stopwatch, ratio
 from videns.bench.profiles import describe_model
 from videns.data import layout
 from videns.ensemble.evaluate import EnsembleEvalConfig, evaluate_ensemble
-from videns.ensemble.members import RESOURCES_FILE, member_dir
+from videns.folders import RunFolder
 from videns.models.temporal import TemporalAttentionClassifier
-from videns.training import persist
+from videns.member.checkpoint import save_best
+from videns.member.loop import write_history
 
 NUM_MEMBERS = 4
 MODEL_CLASS_PATH = "videns.models.TemporalAttentionClassifier"
@@ -71,16 +72,16 @@ def _write_members(run_dir: Path, data: BenchData, model_args: dict[str, Any]) -
     for seed in range(NUM_MEMBERS):
         torch.manual_seed(seed)
         model = TemporalAttentionClassifier(data.feature_dim, len(layout.SEED_CLASS_NAMES), **model_args)
-        folder = member_dir(run_dir, seed)
-        folder.mkdir(parents=True)
+        folder = RunFolder(run_dir).member(seed)
+        folder.root.mkdir(parents=True)
         meta = {"epoch": 1, "seed": seed, "model": {"class_path": MODEL_CLASS_PATH, "init_args": init_args},
                 "data": {"feature_dim": data.feature_dim, "class_names": list(layout.SEED_CLASS_NAMES)},
                 "config": {"data": {"root": str(data.root)}}, "val_metrics": {}}
-        persist.save_best(folder, model, meta)
-        (folder / persist.RESULT_FILE).write_text(json.dumps({"status": "finished", "epoch": 1}))
-        (folder / RESOURCES_FILE).write_text("")
-        persist.write_history(folder, [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.25,
-                                        "val_f1_weighted": 0.1, "val_f1_macro": 0.1, "lr": 1e-3, "seconds": 1.0}])
+        save_best(folder, model, meta)
+        folder.result_file.write_text(json.dumps({"status": "finished", "epoch": 1}))
+        folder.resources.write_text("")
+        write_history(folder, [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.25,
+                                "val_f1_weighted": 0.1, "val_f1_macro": 0.1, "lr": 1e-3, "seconds": 1.0}])
         models.append(model)
     return models
 

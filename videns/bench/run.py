@@ -22,7 +22,7 @@ from videns.bench.report import collect_ratios
 from videns.bench.training import compare_training, full_model_steps, training_step, unpacked_lstm_steps
 from videns.device import resolve_device
 from videns.errors import ConfigError
-from videns.training.persist import write_json_atomically
+from videns.io import write_json_atomically
 
 log = logging.getLogger(__name__)
 

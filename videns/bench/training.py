@@ -30,7 +30,7 @@ from videns.config import parse_member_config
 from videns.data.augment import augmented_lengths
 from videns.models.temporal import TemporalAttentionClassifier
 from videns.training.loss import FocalLoss
-from videns.training.member import train_member
+from videns.member.train import train_member
 from videns.training.step import train_step
 
 log = logging.getLogger(__name__)

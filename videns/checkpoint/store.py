@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 from videns.checkpoint.background import CommitQueue, FileContents
 from videns.checkpoint.tensorfile import write_chunks, write_tensor_file
 from videns.errors import CheckpointError
+from videns.io import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -249,11 +250,7 @@ def _written_by_live_process(tmp_name: str) -> bool:
     match = re.search(r"-(\d+)-[0-9a-f]{8}$", tmp_name)
     if not match or int(match.group(1)) == os.getpid():
         return False
-    try:
-        os.kill(int(match.group(1)), 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+    return process_alive(match.group(1))
 
 
 def _fsync_dir(path: Path) -> None:

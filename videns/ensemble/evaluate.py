@@ -29,17 +29,15 @@ from videns.ensemble.resources import merge_resource_logs
 from videns.device import resolve_device
 from videns.errors import CheckpointError, ConfigError
 from videns.plots import plot_confusion_matrix, plot_training_curves
-from videns.training.persist import write_json_atomically
+from videns.folders import EnsembleFolder, RunFolder
+from videns.io import write_json_atomically
+from videns.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
-ENSEMBLE_DIR = "ensemble"
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
-PREDICTIONS = "predictions.npz"
-CONFUSION_PNG = "confusion_matrix.png"
-CURVES_PNG = "training_curves.png"
-RESOURCES_JSON = "resources.json"
+E = EnsembleFolder
+REPORT_JSON, REPORT_MD, PREDICTIONS = E.REPORT_JSON, E.REPORT_MD, E.PREDICTIONS
+CONFUSION_PNG, CURVES_PNG, RESOURCES_JSON = E.CONFUSION_PNG, E.CURVES_PNG, E.RESOURCES_JSON
 # Every file this module writes; report.json goes last so it always describes a complete set.
 OUTPUT_FILES = (PREDICTIONS, CONFUSION_PNG, CURVES_PNG, RESOURCES_JSON, REPORT_MD, REPORT_JSON)
 
@@ -89,7 +87,7 @@ class EnsembleEvalConfig:
 
     @property
     def out_dir(self) -> Path:
-        return self.run_dir / ENSEMBLE_DIR
+        return RunFolder(self.run_dir).ensemble.root
 
 
 def evaluate_ensemble(cfg: EnsembleEvalConfig) -> dict[str, Any]:
@@ -104,8 +102,8 @@ def evaluate_ensemble(cfg: EnsembleEvalConfig) -> dict[str, Any]:
     modes = list(TTA_MODES) if cfg.tta else ["none"]
     context = {"run_dir": str(cfg.run_dir), "tta": cfg.tta, "tta_modes": modes, "expected_seeds": seeds,
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    resources = merge_resource_logs({f"seed_{s}": found.member_dir(cfg.run_dir, s) / found.RESOURCES_FILE
-                                     for s in seeds})
+    run = RunFolder(cfg.run_dir)
+    resources = merge_resource_logs({f"seed_{s}": run.member(s).resources for s in seeds})
     if not member_set.members:
         error = (f"no usable member in {cfg.run_dir} (seeds {seeds}): "
                  + "; ".join(f"seed {s.seed} {s.reason}" for s in member_set.skipped))
@@ -138,6 +136,15 @@ def evaluate_ensemble(cfg: EnsembleEvalConfig) -> dict[str, Any]:
         CURVES_PNG: lambda path: _plot_curves(members, path),
         RESOURCES_JSON: _json_writer(resources),
     })
+    return report
+
+
+def evaluate_and_summarize(cfg: EnsembleEvalConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluate as a process does: logging to the ensemble folder's log, then ``say`` the summary table."""
+    setup_logging(EnsembleFolder(cfg.out_dir).log)
+    report = evaluate_ensemble(cfg)
+    say(rep.format_summary(report).rstrip("\n"))
+    say(f"report: {EnsembleFolder(cfg.out_dir).report_md}")
     return report
 
 

@@ -1,7 +1,6 @@
 """Find an ensemble's members on disk and rebuild each one from its own best checkpoint.
 
-The expected members come from ``RUN/launch.json`` (key ``seeds``) when the
-launcher wrote one, otherwise from the ``RUN/members/seed_<N>`` folders. A member
+The expected members are the run folder's seeds (:meth:`videns.folders.RunFolder.seeds`). A member
 that is missing, unfinished or unreadable is *skipped* with a reason; members
 that cannot be averaged with the others (class mapping, feature dim) are a
 :class:`CheckpointError`, because averaging them would be silently wrong.
@@ -9,7 +8,6 @@ that cannot be averaged with the others (class mapping, feature dim) are a
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,17 +15,12 @@ from typing import Any, Sequence
 import torch
 
 from videns.errors import CheckpointError, ConfigError, DataError
+from videns.folders import MemberFolder, RunFolder
+from videns.member.checkpoint import load_best
 from videns.models.base import SequenceClassifier
 from videns.models.registry import build_model
-from videns.training import persist
 
 log = logging.getLogger(__name__)
-
-LAUNCH_FILE = "launch.json"
-LAUNCH_SEEDS_KEY = "seeds"
-MEMBERS_DIR = "members"
-RESOURCES_FILE = "resources.jsonl"
-_SEED_FOLDER = re.compile(r"^seed_(-?\d+)$")
 
 
 @dataclass
@@ -35,7 +28,7 @@ class Member:
     """One usable member: its model (on CPU, in eval mode) and what its checkpoint says about it."""
 
     seed: int
-    folder: Path
+    folder: MemberFolder
     model: SequenceClassifier
     meta: dict[str, Any]
     restarts: int
@@ -75,24 +68,12 @@ class MemberSet:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def member_dir(run_dir: Path, seed: int) -> Path:
-    return Path(run_dir) / MEMBERS_DIR / f"seed_{seed}"
-
-
 def expected_seeds(run_dir: Path) -> list[int]:
-    """Seeds from ``launch.json``, else from the member folders, in the launcher's (or ascending) order."""
-    run_dir = Path(run_dir)
-    launch_path = run_dir / LAUNCH_FILE
-    if launch_path.exists():
-        launch = persist.read_json(launch_path)
-        seeds = launch.get(LAUNCH_SEEDS_KEY) if isinstance(launch, dict) else None
-        if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-            raise ConfigError(f"{launch_path}: expected a JSON object with a list of int {LAUNCH_SEEDS_KEY!r}")
-        return list(dict.fromkeys(seeds))
-    folders = run_dir / MEMBERS_DIR
-    if not folders.is_dir():
-        raise ConfigError(f"{run_dir}: not a run folder (neither {LAUNCH_FILE} nor {MEMBERS_DIR}/ exists)")
-    return sorted(int(m.group(1)) for p in folders.iterdir() if p.is_dir() and (m := _SEED_FOLDER.match(p.name)))
+    """The run's seeds, in the launcher's (or ascending) order."""
+    seeds = RunFolder(run_dir).seeds()
+    if seeds is None:
+        raise ConfigError(f"{run_dir}: not a run folder (neither launch.json nor members/ exists)")
+    return seeds
 
 
 def select_seeds(expected: list[int], wanted: Sequence[int] | None, run_dir: Path) -> list[int]:
@@ -123,17 +104,16 @@ class _SkipMember(Exception):
 
 
 def load_member(run_dir: Path, seed: int) -> Member:
-    folder = member_dir(run_dir, seed)
-    if not folder.is_dir():
-        raise _SkipMember(f"missing: no folder {folder}")
-    result = persist.read_json(folder / persist.RESULT_FILE) or {}
-    progress = persist.read_json(folder / persist.PROGRESS_FILE) or {}
-    if result.get("status") != "finished":
+    folder = RunFolder(run_dir).member(seed)
+    if not folder.root.is_dir():
+        raise _SkipMember(f"missing: no folder {folder.root}")
+    progress = folder.progress()
+    if not folder.finished():
         status = progress.get("status", "not started")
         raise _SkipMember(f"unfinished: status {status}, {progress.get('epoch', 0)} epoch(s) done, "
-                          f"no finished {persist.RESULT_FILE}")
+                          f"no finished {folder.result_file.name}")
     try:
-        tensors, meta = persist.load_best(folder)
+        tensors, meta = load_best(folder)
     except CheckpointError as err:
         raise _SkipMember(f"no usable best checkpoint: {err}") from None
     if meta.get("seed") != seed:
@@ -191,9 +171,9 @@ def _mapping(class_names: Sequence[str]) -> str:
     return json.dumps({name: i for i, name in enumerate(class_names)})
 
 
-def read_history(folder: Path) -> list[dict[str, Any]]:
+def read_history(folder: MemberFolder) -> list[dict[str, Any]]:
     """A member's per-epoch records; an unreadable line ends the history (a kill can cut the last one)."""
-    path = Path(folder) / persist.HISTORY_FILE
+    path = folder.history
     records = []
     try:
         lines = path.read_text().splitlines()

@@ -33,7 +33,8 @@ from typing import Any, Iterator
 
 from optuna.storages.journal import JournalFileOpenLock
 
-from videns.sweep.folder import CLAIM_FILE, SweepFolder, write_text_atomically
+from videns.io import process_alive, process_start, write_text_atomically
+from videns.sweep.folder import SweepFolder
 
 log = logging.getLogger(__name__)
 LOCK_GRACE_S = 30  # scheduling holds the lock for well under a second
@@ -57,26 +58,6 @@ class WorkerIdentity:
         return cls(uuid.uuid4().hex[:12], socket.gethostname(), pid, process_start(pid), job_id, task_index)
 
 
-def process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the "(comm)" field
-
-
-def process_alive(pid: Any, start: str | None) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        pass
-    now_start = process_start(int(pid))
-    return start is None or now_start is None or now_start == start
-
-
 class TrialClaims:
     """Claim files of the trials in one sweep folder."""
 
@@ -85,7 +66,7 @@ class TrialClaims:
         self.stale_after_s = stale_after_s
 
     def path(self, number: int) -> Path:
-        return self.folder.trial_dir(number) / CLAIM_FILE
+        return self.folder.trial(number).claim
 
     def read(self, number: int) -> dict[str, Any] | None:
         try:

@@ -14,9 +14,9 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from videns.sweep.folder import TRIAL_CONFIG, SweepFolder, SweepSettings, write_text_atomically
+from videns.io import read_json, write_text_atomically
+from videns.sweep.folder import SweepFolder, SweepSettings
 from videns.sweep.trial import read_history
-from videns.training import persist
 
 log = logging.getLogger(__name__)
 TOP_K = 10
@@ -40,11 +40,11 @@ class ExportSummary:
 
 def trial_row(folder: SweepFolder, trial: FrozenTrial, keys: list[str]) -> dict[str, Any]:
     """One trial as a flat row: state, value, the member's best epoch and metrics, its params."""
-    trial_dir = folder.trial_dir(trial.number)
-    best = persist.read_json(trial_dir / persist.BEST_LINK / persist.BEST_META) or {}
+    trial_folder = folder.trial(trial.number)
+    best = read_json(trial_folder.best_meta) or {}
     metrics = best.get("val_metrics") or {}
-    progress = persist.read_json(trial_dir / persist.PROGRESS_FILE) or {}
-    history = read_history(trial_dir)
+    progress = trial_folder.progress()
+    history = read_history(trial_folder.root)
     row = {"number": trial.number, "state": trial.state.name, "value": trial.value,
            "best_epoch": best.get("epoch"), "epochs": len(history),
            "seconds": round(sum(h.get("seconds", 0.0) for h in history), 3), "restarts": progress.get("restarts", 0),
@@ -97,7 +97,7 @@ def _fmt(value: Any) -> str:
 
 
 def _write_best_config(folder: SweepFolder, settings: SweepSettings, best: dict[str, Any]) -> None:
-    config = yaml.safe_load((folder.trial_dir(best["number"]) / TRIAL_CONFIG).read_text())
+    config = yaml.safe_load(folder.trial(best["number"]).trial_config.read_text())
     config["out_dir"] = str(folder.best_member)
     params = ", ".join(f"{k}={best[k]}" for k in settings.spec.space)
     header = (f"# Best trial of sweep {folder.root}: trial {best['number']}, validation "

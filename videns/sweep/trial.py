@@ -11,9 +11,10 @@ import yaml
 
 from videns.config import MemberConfig, parse_member_config
 from videns.logs import FORMAT
-from videns.sweep.folder import TRIAL_CONFIG, TRIAL_END, SweepFolder, write_text_atomically
+from videns.folders import TrialFolder
+from videns.io import read_json, write_text_atomically
+from videns.sweep.folder import SweepFolder
 from videns.sweep.space import apply_params
-from videns.training import persist
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def trial_config(folder: SweepFolder, number: int, params: dict[str, Any]) -> Me
     """The base config with the trial's params applied, saved as ``trial_config.yaml`` and parsed."""
     resolved = apply_params(folder.base_resolved(), params)
     resolved["out_dir"] = str(folder.trial_dir(number))
-    path = folder.trial_dir(number) / TRIAL_CONFIG
+    path = folder.trial(number).trial_config
     write_text_atomically(path, yaml.safe_dump(resolved, sort_keys=False))
     return parse_member_config(["--config", str(path)])
 
@@ -48,14 +49,14 @@ def epoch_value(record: dict[str, Any], objective: str) -> float:
 
 def final_value(trial_dir: Path, objective: str) -> float | None:
     """The objective on the validation split at the member's best checkpoint (kept by val accuracy)."""
-    best = persist.read_json(trial_dir / persist.BEST_LINK / persist.BEST_META) or {}
+    best = read_json(TrialFolder(trial_dir).best_meta) or {}
     value = (best.get("val_metrics") or {}).get(objective)
     return None if value is None else float(value)
 
 
 def read_history(trial_dir: Path) -> list[dict[str, Any]]:
     try:
-        lines = (trial_dir / persist.HISTORY_FILE).read_text().splitlines()
+        lines = TrialFolder(trial_dir).history.read_text().splitlines()
     except OSError:
         return []
     return [json.loads(line) for line in lines if line.strip()]
@@ -92,14 +93,14 @@ class EpochReporter:
 
 
 def write_trial_end(trial_dir: Path, record: dict[str, Any]) -> None:
-    write_text_atomically(trial_dir / TRIAL_END, json.dumps(record, indent=1))
+    write_text_atomically(TrialFolder(trial_dir).end, json.dumps(record, indent=1))
 
 
 @contextmanager
 def trial_log(trial_dir: Path) -> Iterator[None]:
     """Everything logged while this trial trains also goes to its ``train.log``."""
     trial_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(trial_dir / "train.log")
+    handler = logging.FileHandler(TrialFolder(trial_dir).log)
     handler.setFormatter(logging.Formatter(FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)

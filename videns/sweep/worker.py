@@ -27,7 +27,7 @@ from videns.sweep.space import suggest_all
 from videns.sweep.study import load_study, worker_seed
 from videns.sweep.trial import EpochReporter, final_value, read_history, trial_config, trial_log, write_trial_end
 from videns.training.interrupt import StopSignals
-from videns.training.member import train_member
+from videns.member.train import train_member
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 5.0

@@ -1,10 +1,8 @@
-"""Reading and writing a member's checkpoints, best model and progress files."""
+"""What a member's checkpoint and best model hold, and how they are written and read back."""
 
 import json
 import logging
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,17 +15,12 @@ from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.store import (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CheckpointFiles, CheckpointStore,
                                      point_link, read_verified, write_folder_atomically)
 from videns.errors import CheckpointError
+from videns.folders import MemberFolder
 from videns.training.optim import LRSchedule
 from videns.training.state import TrainingState
 
 log = logging.getLogger(__name__)
 
-BEST_LINK = "best"
-BEST_META = "best.json"
-HISTORY_FILE = "history.jsonl"
-PROGRESS_FILE = "progress.json"
-RESULT_FILE = "result.json"
-CHECKPOINTS_DIR = "checkpoints"
 STATE_KEY_TRAINING = "training"
 STATE_KEY_OPTIMIZER = "optimizer"
 STATE_KEY_RNG = "rng"
@@ -83,50 +76,28 @@ def check_resumable(saved: TrainingState, seed: int, config_hash: str, force: bo
             f"to {config_hash}; use another --out_dir, or --checkpoint.force true to resume anyway")
 
 
-def save_best(out_dir: Path, model: nn.Module, meta: dict[str, Any], commits: CommitQueue | None = None) -> Path:
+def save_best(folder: MemberFolder, model: nn.Module, meta: dict[str, Any], commits: CommitQueue | None = None) -> Path:
     """Write the best model beside the previous one, then switch the ``best`` link to it.
 
     Through ``commits`` (default: written before returning) like a checkpoint.
     """
-    folder = out_dir / f"best-epoch-{meta['epoch']:04d}"
-    files = {MODEL_FILE: model_tensors(model), BEST_META: json.dumps(meta, indent=1).encode()}
-    (commits or CommitQueue(background=False)).commit("best", files, lambda snapshot: _commit_best(folder, snapshot))
-    return folder
+    version = folder.best_version(meta["epoch"])
+    files = {MODEL_FILE: model_tensors(model), MemberFolder.BEST_META: json.dumps(meta, indent=1).encode()}
+    (commits or CommitQueue(background=False)).commit("best", files, lambda snapshot: _commit_best(folder, version, snapshot))
+    return version
 
 
-def _commit_best(folder: Path, files: dict[str, Any]) -> None:
-    write_folder_atomically(folder, files)
-    point_link(folder.parent / BEST_LINK, folder.name)
-    for old in folder.parent.glob("best-epoch-*"):
-        if old.name != folder.name:
+def _commit_best(folder: MemberFolder, version: Path, files: dict[str, Any]) -> None:
+    write_folder_atomically(version, files)
+    point_link(folder.best, version.name)
+    for old in folder.best_versions():
+        if old.name != version.name:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load_best(member_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_best(folder: MemberFolder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The best model's tensors and metadata (epoch, metrics, model spec, data facts), verified."""
-    folder = Path(member_dir) / BEST_LINK
-    if not folder.exists():
-        raise CheckpointError(f"{member_dir}: no best model yet ({BEST_LINK}/ missing)")
-    best = read_verified(folder.resolve())
-    return best.load_tensors(MODEL_FILE), json.loads(best.read_bytes(BEST_META))
-
-
-def write_json_atomically(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
-def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
-    """Rewrite history.jsonl from the checkpointed history, so a resume never duplicates lines."""
-    path = out_dir / HISTORY_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text("".join(json.dumps(line) + "\n" for line in history))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
+    if not folder.best.exists():
+        raise CheckpointError(f"{folder.root}: no best model yet ({folder.best.name}/ missing)")
+    best = read_verified(folder.best.resolve())
+    return best.load_tensors(MODEL_FILE), json.loads(best.read_bytes(MemberFolder.BEST_META))

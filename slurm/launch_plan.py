@@ -15,13 +15,14 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
-from jobs._cluster import SITE_ENV, Cluster, ClusterConfig, code_root, site_profile
-from jobs._queue import query_jobs
-from jobs._run import RunFolder, launcher_running, pid_alive
-from videns.config import HASH_EXCLUDED, MemberConfig, build_parser, member_config_from_namespace, parse_member_config
+from slurm.cluster import SITE_ENV, Cluster, ClusterConfig, code_root, site_profile
+from slurm.queue import query_jobs
+from slurm.status import launcher_running
+from videns.config import HASH_EXCLUDED, MemberConfig, build_parser, member_config_from_namespace, run_member_config
 from videns.data import layout
 from videns.errors import ConfigError, DataError
-from videns.training import persist
+from videns.folders import RunFolder
+from videns.io import process_alive
 
 DEFAULT_CONFIG = code_root() / "configs" / "ensemble.yaml"
 DEFAULT_MEMBERS = 4
@@ -34,8 +35,9 @@ class LaunchPlan:
     """A checked launch: the run folder, the member config to save, the seeds and how to run them."""
 
     run: RunFolder
-    member: MemberConfig  # seed = the base seed; each task overrides seed and out_dir
-    seeds: list[int]
+    member: MemberConfig  # seed = the base seed; each task has its own seed and out_dir
+    seeds: list[int]      # every member of the run, finished or not
+    to_train: list[int]   # the members that still need a task (finished ones take no queue slot)
     cluster: Cluster
     slurm: ClusterConfig
     generate_demo: bool
@@ -76,16 +78,20 @@ def plan_launch(args: list[str]) -> LaunchPlan:
     if opts["array"] is not None and opts["array"] < 1:
         raise ConfigError(f"--array must be >= 1, got {opts['array']}")
     run = RunFolder(opts["run_dir"] or RESULTS_DIR / Path(_flag_value(args, "--config")).stem)
-    count = opts["array"] or len(run.seeds()) or DEFAULT_MEMBERS
+    existing = run.seeds() if run.root.is_dir() else None
+    if existing and _flag_value(args, "--seed") is None:
+        ns.seed = existing[0]  # a relaunch keeps the run's own base seed
+    count = opts["array"] or len(existing or []) or DEFAULT_MEMBERS
     seeds = [ns.seed + i for i in range(count)]
-    ns.out_dir = run.member(ns.seed)
+    ns.out_dir = run.member(ns.seed).root
     ns.data.root = Path(ns.data.root).absolute()  # tasks may start in another working directory
     if opts["force"]:
         ns.checkpoint.force = True
     member = member_config_from_namespace(build_parser(), ns)
     generate_demo = check_data(member)
     check_relaunch(run, member, opts["force"])
-    return LaunchPlan(run=run, member=member, seeds=seeds, cluster=opts["cluster"], slurm=slurm,
+    to_train = [seed for seed in seeds if not run.member(seed).finished()]
+    return LaunchPlan(run=run, member=member, seeds=seeds, to_train=to_train, cluster=opts["cluster"], slurm=slurm,
                       generate_demo=generate_demo, dry_run=opts["dry_run"], force=opts["force"],
                       wait=opts["wait"], tta=opts["tta"])
 
@@ -113,7 +119,7 @@ def check_relaunch(run: RunFolder, cfg: MemberConfig, force: bool) -> None:
                               "choose another --run_dir")
         return
     check_nothing_running(run)
-    saved = parse_member_config(["--config", str(run.config)])
+    saved = run_member_config(run.config, cfg.seed, cfg.out_dir)
     if saved.config_hash != cfg.config_hash and not force:
         changes = "; ".join(config_changes(saved.resolved, cfg.resolved)) or "seed or model"
         raise ConfigError(f"{run.root} was started with another config ({changes}): relaunch it with its own "
@@ -137,10 +143,10 @@ def check_nothing_running(run: RunFolder) -> None:
         raise ConfigError(f"{run.root}: its launcher (pid {launch['launcher']['pid']}) is still running; "
                           "stop it first")
     for seed in launch.get("seeds", []):
-        progress = persist.read_json(run.member(seed) / persist.PROGRESS_FILE) or {}
+        progress = run.member(seed).progress()
         if (progress.get("status") == "running" and progress.get("host") == socket.gethostname()
-                and pid_alive(progress.get("pid"))):
-            raise ConfigError(f"{run.member(seed)}: still being trained by pid {progress['pid']}; stop it first")
+                and process_alive(progress.get("pid"))):
+            raise ConfigError(f"{run.member(seed).root}: still being trained by pid {progress['pid']}; stop it first")
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

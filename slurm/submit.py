@@ -7,11 +7,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
-from jobs._cluster import (LOG_PATTERN, ClusterConfig, local_executor, local_plan, local_task_env, slurm_executor,
+from slurm.cluster import (LOG_PATTERN, ClusterConfig, local_executor, local_plan, local_task_env, slurm_executor,
                            slurm_parameters)
-from jobs._queue import wait_while_active
-from jobs._run import RunFolder, member_row
-from jobs._tasks import EnsembleTask, MemberTask
+from slurm.queue import wait_while_active
+from slurm.status import member_row, task_result
+from slurm.tasks import EnsembleTask, MemberTask
+from videns.folders import RunFolder
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
@@ -33,12 +34,15 @@ def job_name(run: RunFolder) -> str:
 
 
 def submit_slurm(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool) -> Submitted:
+    """An array of ``seeds`` (none: every member has finished) and the ensemble job after it."""
     folder = run.logs / LOG_PATTERN
-    members = slurm_executor(folder, cfg, slurm_parameters(cfg, job_name(run)))
-    jobs = members.submit_array([MemberTask(str(run.root), seed, cfg.cpus_per_task) for seed in seeds])
-    array_id = jobs[0].job_id.split("_")[0]
+    jobs, array_id = [], ""
+    if seeds:
+        members = slurm_executor(folder, cfg, slurm_parameters(cfg, job_name(run)))
+        jobs = members.submit_array([MemberTask(str(run.root), seed, cfg.cpus_per_task) for seed in seeds])
+        array_id = jobs[0].job_id.split("_")[0]
     ensemble = slurm_executor(folder, cfg, slurm_parameters(cfg, job_name(run) + "-ensemble", ensemble=True,
-                                                            dependency=f"afterany:{array_id}"))
+                                                            dependency=f"afterany:{array_id}" if array_id else None))
     ensemble_job = ensemble.submit(EnsembleTask(str(run.root), tta))
     return Submitted({seed: job.job_id for seed, job in zip(seeds, jobs)}, ensemble_job.job_id, array_id)
 
@@ -56,8 +60,11 @@ def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
     exit; the same command resumes them.
     """
     plan = local_plan(cfg, len(seeds))
-    say(f"running {len(seeds)} member(s) here, {plan.parallelism} at a time with {plan.threads} "
-        f"thread(s) each; logs in {run.logs}")
+    if seeds:
+        say(f"running {len(seeds)} member(s) here, {plan.parallelism} at a time with {plan.threads} "
+            f"thread(s) each; logs in {run.logs}")
+    else:
+        say("every member has finished; evaluating the ensemble")
     executor = local_executor(run.logs / LOG_PATTERN, cfg)
     submitted = Submitted({}, "")
     queue, running = list(seeds), {}
@@ -84,7 +91,7 @@ def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
     on_submit(submitted)
     while not job.done():
         time.sleep(POLL_S)
-    outcome = run.task_result(job.job_id)
+    outcome = task_result(run, job.job_id)
     submitted.ensemble_ok = outcome is not None and outcome[0] == "success"
     print_ensemble_output(run, job.job_id, say)
     return submitted
@@ -104,7 +111,7 @@ def _report_member(run: RunFolder, seed: int, job_id: str, submitted: Submitted,
             f"({row.epoch} epochs, {row.restarts} restart(s))")
     else:
         submitted.failed_members.append(seed)
-        say(f"seed {seed}: FAILED ({row.state}); see {run.task_log(job_id)} and {run.member(seed) / 'train.log'}")
+        say(f"seed {seed}: FAILED ({row.state}); see {run.task_log(job_id)} and {run.member(seed).log}")
 
 
 def stop_local_jobs(running: dict, say) -> None:

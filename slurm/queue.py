@@ -12,8 +12,12 @@ from dataclasses import dataclass
 
 QUERY_TIMEOUT_S = 20
 SLURM_POLL_S = 10.0
-ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
-                 "REQUEUE_FED", "RESIZING", "SUSPENDED", "PREEMPTED", "SIGNALING", "STAGE_OUT"}
+# SLURM's job states, grouped once for every caller. Anything else (COMPLETED, FAILED,
+# CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, ...) means the job has left the queue.
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED",
+                            "RESIZING"})
+REQUEUED_STATES = frozenset({"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED"})
+ACTIVE_STATES = frozenset({"PENDING"}) | RUNNING_STATES | REQUEUED_STATES
 _FIELD = re.compile(r"(\S+?)=(\S*)")
 
 
@@ -31,6 +35,17 @@ class JobInfo:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def queue_state(self) -> str:
+        """pending, requeued or running while in the queue; else SLURM's own final state."""
+        if self.state == "PENDING":
+            return "requeued" if self.restarts > 0 else "pending"
+        if self.state in REQUEUED_STATES:
+            return "requeued"
+        if self.state in RUNNING_STATES:
+            return "running"
+        return self.state
 
 
 def query_jobs(job_ids: list[str]) -> dict[str, JobInfo] | None:

@@ -1,32 +1,29 @@
-"""Train one ensemble member, resuming exactly where a previous run stopped."""
+"""The epoch and step loop of one member: when to validate, save and stop."""
 
+import json
 import logging
 import os
-import random
 import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.policy import SavePolicy
 from videns.checkpoint.store import CheckpointStore
-from videns.config import MemberConfig, dump_config
-from videns.device import resolve_device
-from videns.errors import CheckpointError
+from videns.config import MemberConfig
+from videns.folders import MemberFolder
+from videns.io import write_json_atomically, write_text_atomically
+from videns.member.checkpoint import save_best, save_checkpoint
+from videns.member.data import MemberData, alpha_tensor
 from videns.metrics import classification_metrics
-from videns.monitor import ResourceMonitor, release_cached_gpu_memory
-from videns.training import persist
-from videns.training.data_setup import MemberData, alpha_tensor, ensure_data, prepare_member_data
 from videns.training.evaluate import predict_probs
 from videns.training.interrupt import StopSignals
 from videns.training.loss import FocalLoss
-from videns.training.optim import LRSchedule, build_optimizer
+from videns.training.optim import LRSchedule
 from videns.training.state import TrainingState
 from videns.training.step import train_step
 
@@ -48,52 +45,6 @@ class MemberOutcome:
 EpochHook = Callable[[dict[str, Any]], None]
 
 
-def train_member(cfg: MemberConfig, stop: StopSignals | None = None, context: Mapping[str, Any] | None = None,
-                 on_epoch_end: EpochHook | None = None) -> MemberOutcome:
-    """Train (or continue) the member in ``cfg.out_dir`` until it finishes or a stop signal arrives.
-
-    ``context`` is added to every resource-monitor line (job ids, restart count).
-    ``on_epoch_end`` gets each epoch's history record after the epoch's checkpoint
-    is committed, so it may raise (e.g. a pruned sweep trial) without losing work.
-    """
-    try:
-        return _train_member(cfg, stop, context, on_epoch_end)
-    finally:
-        # A process may train several members in a row (sweep trials): once this
-        # one's tensors are gone, hand their cached GPU memory back.
-        release_cached_gpu_memory()
-
-
-def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[str, Any] | None,
-                  on_epoch_end: EpochHook | None) -> MemberOutcome:
-    info = ensure_data(cfg.data)  # every data problem surfaces before any work
-    device = resolve_device(cfg.trainer.device)
-    _start_gpu_memory_afresh(device)
-    seed_everything(cfg.seed)
-    model = cfg.model(info.feature_dim, info.num_classes).to(device)
-    data = prepare_member_data(cfg.data, info, cfg.seed, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
-                               pin_memory=device.type == "cuda")
-    optimizer = build_optimizer(cfg.optimizer, model, fused=device.type == "cuda")
-    schedule = LRSchedule(cfg.schedule, optimizer, cfg.optimizer.lr)
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    commits = CommitQueue(background=cfg.checkpoint.background)
-    store = CheckpointStore(cfg.out_dir / persist.CHECKPOINTS_DIR, cfg.checkpoint.keep, commits)
-    state = _restore_or_start(cfg, store, model, optimizer, schedule)
-    (cfg.out_dir / "config.yaml").write_text(dump_config(cfg))
-    persist.write_history(cfg.out_dir, state.history)
-    if state.finished:
-        log.info("member seed %d already finished (%s) at epoch %d; nothing to do", cfg.seed, state.stop_reason, state.epoch)
-        return _outcome(state, "finished")
-    monitor_context = {"seed": cfg.seed, **(context or {})}
-    with ResourceMonitor(cfg.out_dir / "resources.jsonl", cfg.trainer.monitor_minutes * 60, monitor_context, device):
-        loop = MemberLoop(cfg, data, model, optimizer, schedule, store, state, device, stop)
-        loop.on_epoch_end = on_epoch_end
-        try:
-            return loop.run()
-        finally:
-            commits.close()  # whatever ends the loop, the last save reaches the disk first
-
-
 class MemberLoop:
     """The epoch/step loop of one member; owns when to validate, save and stop."""
 
@@ -102,6 +53,7 @@ class MemberLoop:
         self.cfg, self.data, self.model, self.optimizer = cfg, data, model, optimizer
         self.schedule, self.store, self.state, self.device = schedule, store, state, device
         self.stop = stop
+        self.folder = MemberFolder(cfg.out_dir)
         self.on_epoch_end: EpochHook | None = None
         self.policy = SavePolicy(cfg.checkpoint)
         self.policy.saved(state.global_step)
@@ -122,7 +74,7 @@ class MemberLoop:
             self._end_epoch()
             if self.stop_requested and not self.state.finished:
                 return self._interrupted()
-        return _outcome(self.state, "finished")
+        return outcome_of(self.state, "finished")
 
     def _train_epoch(self) -> bool:
         """Train the rest of the current epoch; False if stopped by a signal (after saving)."""
@@ -162,7 +114,7 @@ class MemberLoop:
         self.schedule.after_epoch(metrics["accuracy"])
         if metrics["accuracy"] > state.best_val_accuracy:
             state.best_val_accuracy, state.best_epoch, state.bad_epochs = metrics["accuracy"], record["epoch"], 0
-            persist.save_best(self.cfg.out_dir, self.model, self._best_meta(record, metrics), self.store.commits)
+            save_best(self.folder, self.model, self._best_meta(record, metrics), self.store.commits)
         else:
             state.bad_epochs += 1
         state.history.append(record)
@@ -172,7 +124,7 @@ class MemberLoop:
         elif state.epoch >= trainer.max_epochs:
             state.finished, state.stop_reason = True, "max_epochs"
         self._save_checkpoint()
-        persist.write_history(self.cfg.out_dir, state.history)
+        write_history(self.folder, state.history)
         log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_acc %.4f val_f1w %.4f lr %.2e %.1fs%s",
                  record["epoch"], trainer.max_epochs, record["train_loss"], val_loss, metrics["accuracy"],
                  metrics["f1_weighted"], record["lr"], record["seconds"],
@@ -190,15 +142,15 @@ class MemberLoop:
         progress = self._progress_record(status)  # as of this save, not of when the commit ends
 
         def committed(folder) -> None:
-            persist.write_json_atomically(self.cfg.out_dir / persist.PROGRESS_FILE, progress)
+            write_json_atomically(self.folder.progress_file, progress)
             log.debug("saved %s", folder)
 
-        persist.save_checkpoint(self.store, self.model, self.optimizer, self.schedule, self.state, committed)
+        save_checkpoint(self.store, self.model, self.optimizer, self.schedule, self.state, committed)
         self.policy.saved(self.state.global_step)
         if self.state.finished or self.stop_requested:
             self.store.wait()
         if self.state.finished:
-            persist.write_json_atomically(self.cfg.out_dir / persist.RESULT_FILE, asdict(_outcome(self.state, "finished")))
+            write_json_atomically(self.folder.result_file, asdict(outcome_of(self.state, "finished")))
 
     def _progress_record(self, status: str) -> dict[str, Any]:
         s = self.state
@@ -222,10 +174,10 @@ class MemberLoop:
     def _interrupted(self) -> MemberOutcome:
         # A signal that lands after an epoch's save finds that save already made, as "running".
         self.store.wait()
-        persist.write_json_atomically(self.cfg.out_dir / persist.PROGRESS_FILE, self._progress_record("interrupted"))
+        write_json_atomically(self.folder.progress_file, self._progress_record("interrupted"))
         log.warning("member seed %d stopped at epoch %d batch %d/%d; checkpoint saved, will resume from it",
                     self.cfg.seed, self.state.epoch + 1, self.state.batches_done, self.batches_per_epoch)
-        return _outcome(self.state, "interrupted", self.stop.received if self.stop else None)
+        return outcome_of(self.state, "interrupted", self.stop.received if self.stop else None)
 
 
 def _history_record(state: TrainingState, metrics: dict[str, Any], val_loss: float, lr: float,
@@ -244,43 +196,12 @@ def _history_record(state: TrainingState, metrics: dict[str, Any], val_loss: flo
     }
 
 
-def _restore_or_start(cfg: MemberConfig, store: CheckpointStore, model, optimizer, schedule) -> TrainingState:
-    if cfg.checkpoint.resume == "never":
-        if store.step_folders():
-            raise CheckpointError(f"{store.root}: holds checkpoints and checkpoint.resume=never; "
-                                  "use another --out_dir rather than overwrite them")
-        return TrainingState(seed=cfg.seed, config_hash=cfg.config_hash)
-    checkpoint = store.load_latest()
-    if checkpoint is None:
-        return TrainingState(seed=cfg.seed, config_hash=cfg.config_hash)
-    folder = checkpoint.path
-    state = persist.restore_checkpoint(checkpoint, model, optimizer, schedule)
-    persist.check_resumable(state, cfg.seed, cfg.config_hash, cfg.checkpoint.force, folder)
-    if state.finished and state.stop_reason == "max_epochs" and state.epoch < cfg.trainer.max_epochs:
-        state.finished, state.stop_reason = False, ""  # max_epochs was raised: keep training
-    if not state.finished:
-        state.restarts += 1
-        log.info("resuming seed %d from %s: epoch %d, batch %d (restart %d)",
-                 cfg.seed, folder.name, state.epoch + 1, state.batches_done, state.restarts)
-    return state
-
-
-def _start_gpu_memory_afresh(device: torch.device) -> None:
-    """Hand back what an earlier member in this process left cached, and count this one's peak alone.
-
-    Releasing at the end is not enough: when a member ends by an exception (a
-    pruned sweep trial), the traceback still holds its tensors at that point.
-    """
-    release_cached_gpu_memory()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _outcome(state: TrainingState, status: Literal["finished", "interrupted"], signum: int | None = None) -> MemberOutcome:
+def outcome_of(state: TrainingState, status: Literal["finished", "interrupted"], signum: int | None = None) -> MemberOutcome:
     return MemberOutcome(status, state.epoch, state.best_val_accuracy, state.best_epoch, state.stop_reason, signum)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+
+
+def write_history(folder: MemberFolder, history: list[dict[str, Any]]) -> None:
+    """Rewrite history.jsonl from the checkpointed history, so a resume never duplicates lines."""
+    write_text_atomically(folder.history, "".join(json.dumps(line) + "\n" for line in history))

@@ -28,13 +28,12 @@ from typing import Any
 
 import submitit
 
-from jobs._run import OUTCOME_SUFFIX, RUN_CONFIG
-from videns.ensemble.members import member_dir
-from videns.training.persist import read_json, write_json_atomically
+from videns.errors import EXIT_STOPPED, UserError, one_line
+from videns.folders import RunFolder, task_outcome_beside
+from videns.io import read_json, write_json_atomically
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED_EXIT = 128 + signal.SIGTERM
 TERM_WAIT_POLL_S = 5.0
 
 
@@ -52,11 +51,6 @@ class MemberTask:
         self.threads = threads
         self.env = env or {}
 
-    def member_args(self) -> list[str]:
-        run = Path(self.run_dir)
-        return ["--config", str(run / RUN_CONFIG), "--seed", str(self.seed),
-                "--out_dir", str(member_dir(run, self.seed))]
-
     def __call__(self) -> dict[str, Any]:
         with outcome_recorded():
             return self._train()
@@ -64,22 +58,17 @@ class MemberTask:
     def _train(self) -> dict[str, Any]:
         import torch
 
-        from videns.config import parse_member_config
-        from videns.logs import setup_logging
-        from videns.training.interrupt import StopSignals
-        from videns.training.member import train_member
+        from videns.config import run_member_config
+        from videns.member.train import train_member_logged
 
         apply_env(self.env)
-        cfg = parse_member_config(self.member_args())
-        setup_logging(cfg.out_dir / "train.log")
+        run = RunFolder(Path(self.run_dir))
+        cfg = run_member_config(run.config, self.seed, run.member(self.seed).root)
         if self.threads:
             torch.set_num_threads(self.threads)
         context = job_context()
-        log.info("member seed %d starting in %s (%s)", self.seed, cfg.out_dir, context)
-        with StopSignals() as stop:
-            outcome = train_member(cfg, stop, context)
-            if outcome.status == "interrupted":
-                hand_over(stop, outcome.signum, f"seed {self.seed}")
+        outcome = train_member_logged(cfg, context, on_stop=lambda stop, outcome: hand_over(
+            stop, outcome.signum, f"seed {self.seed}"))
         return asdict(outcome)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
@@ -91,25 +80,24 @@ class MemberTask:
 
 
 class EnsembleTask:
-    """Run ``jobs.ensemble_eval`` on the run folder once the members are done."""
+    """Evaluate the run's ensemble once the members are done; its summary goes to the task's stdout."""
 
     def __init__(self, run_dir: str, tta: bool = False, env: dict[str, str | None] | None = None):
         self.run_dir = str(run_dir)
         self.tta = tta
         self.env = env or {}
 
-    def __call__(self) -> int:
-        from jobs.ensemble_eval import main  # imported here: the pickle names this class, not the module's code
+    def __call__(self) -> dict[str, Any]:
+        from videns.ensemble.evaluate import EnsembleEvalConfig, evaluate_and_summarize
 
         apply_env(self.env)
         with outcome_recorded():
             try:
-                code = main(["--run_dir", self.run_dir, *(["--tta"] if self.tta else [])])
-            except SystemExit as exit_:  # a user error, already printed as one line
-                code = exit_.code
-            if code:
-                raise RuntimeError(f"jobs.ensemble_eval exited with status {code}")
-        return code
+                report = evaluate_and_summarize(EnsembleEvalConfig(run_dir=Path(self.run_dir), tta=self.tta))
+            except UserError as err:  # a user's problem: one line in the log, the task failed
+                print(f"ensemble evaluation: error: {one_line(err)}", file=sys.stderr)
+                raise
+        return {"accuracy": report["ensemble"]["accuracy"]}
 
     def __repr__(self) -> str:
         return f"EnsembleTask(run_dir={self.run_dir!r}, tta={self.tta})"
@@ -130,14 +118,9 @@ def outcome_recorded():
     _write_outcome({"status": "success"})
 
 
-def outcome_file(result_pickle: Path) -> Path:
-    """Where a task's outcome JSON lives: beside submitit's ``<job>_<task>_result.pkl``."""
-    return result_pickle.with_name(result_pickle.name.replace("_result.pkl", OUTCOME_SUFFIX))
-
-
 def task_succeeded(job: submitit.Job) -> bool:
     """Whether a finished job's task returned normally, from its outcome JSON (never its result pickle)."""
-    outcome = read_json(outcome_file(job.paths.result_pickle))
+    outcome = read_json(task_outcome_beside(job.paths.result_pickle))
     return bool(outcome) and outcome.get("status") == "success"
 
 
@@ -146,7 +129,7 @@ def _write_outcome(outcome: dict[str, Any]) -> None:
         paths = submitit.JobEnvironment().paths
     except RuntimeError:  # not inside a submitit job
         return
-    write_json_atomically(outcome_file(paths.result_pickle), outcome)
+    write_json_atomically(task_outcome_beside(paths.result_pickle), outcome)
 
 
 def apply_env(overrides: dict[str, str | None]) -> None:
@@ -169,8 +152,8 @@ def hand_over(stop, signum: int | None, what: str) -> None:
         while True:  # bounded by the grace time, KillWait or the job's time limit
             time.sleep(TERM_WAIT_POLL_S)
     log.info("%s: saved after %s; exiting %d", what,
-             signal.Signals(signum).name if signum else "a stop request", INTERRUPTED_EXIT)
-    sys.exit(INTERRUPTED_EXIT)
+             signal.Signals(signum).name if signum else "a stop request", EXIT_STOPPED)
+    sys.exit(EXIT_STOPPED)
 
 
 def job_context() -> dict[str, Any]:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 START_SH = REPO_ROOT / "slurm" / "local" / "start.sh"
 DEFAULT_STATE_DIR = Path("/tmp/videns-slurm")
 EXIT_UNAVAILABLE = 3  # start.sh's status for "SLURM cannot run on this machine"

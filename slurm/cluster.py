@@ -1,4 +1,4 @@
-"""Cluster settings -> submitit executors: the only place that knows sbatch flags.
+"""Cluster settings -> submitit executors: the only module that knows sbatch flags.
 
 ``ClusterConfig`` is the ``slurm`` group of ``jobs.launch`` (``--slurm.gres ...``);
 a site profile (``slurm/sites/<name>.yaml``) holds the same keys. The local
@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 
 Cluster = Literal["auto", "slurm", "local"]
 SITE_ENV = "VIDENS_SITE"  # default site profile of every job that submits
-SITES_DIR = Path(__file__).resolve().parents[1] / "slurm" / "sites"
-LOGS_DIR = "logs"
+SITES_DIR = Path(__file__).resolve().parent / "sites"
 LOG_PATTERN = "%j"  # submitit turns it into <array id>_<index> for array elements
 PING_TIMEOUT_S = 5
 
@@ -113,12 +112,17 @@ def cluster_config_from_args(site: str | None, slurm_args: list[str], prog: str)
 
 def split_slurm_args(args: list[str]) -> tuple[list[str], list[str]]:
     """(``--slurm.*`` options with their values, everything else)."""
-    slurm, rest, i = [], [], 0
+    return split_options(args, ("--slurm.",))
+
+
+def split_options(args: list[str], prefixes: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(options starting with one of ``prefixes``, with their values; everything else), order kept."""
+    chosen, rest, i = [], [], 0
     while i < len(args):
         takes_value = "=" not in args[i] and i + 1 < len(args) and not args[i + 1].startswith("--")
-        (slurm if args[i].startswith("--slurm.") else rest).extend(args[i:i + 1 + takes_value])
+        (chosen if args[i].startswith(prefixes) else rest).extend(args[i:i + 1 + takes_value])
         i += 1 + takes_value
-    return slurm, rest
+    return chosen, rest
 
 
 # ---------------------------------------------------------------- choosing a cluster
@@ -188,7 +192,7 @@ def _mem(mem_gb: float) -> str:
 
 
 def code_root() -> Path:
-    """The folder holding the ``jobs`` and ``videns`` packages, so tasks import them from anywhere."""
+    """The folder holding the ``jobs``, ``slurm`` and ``videns`` packages, so tasks import them from anywhere."""
     return Path(__file__).resolve().parents[1]
 
 

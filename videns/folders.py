@@ -1,0 +1,222 @@
+"""The on-disk layout of runs, members, sweeps and trials: the one module that spells their file names.
+
+Writers and readers alike take paths from here, so a name changes in one place::
+
+    RUN/config.yaml                    the run's member config, without any one member's seed or out_dir
+    RUN/launch.json                    the launcher's record: seeds, job ids, cluster (+ earlier launches)
+    RUN/members/seed_<N>/              one member (MemberFolder)
+    RUN/ensemble/                      the ensemble evaluation (EnsembleFolder)
+    RUN/logs/<job id>/                 submitit's files, and <job id>_<task>_outcome.json per finished task
+
+    MEMBER/config.yaml                 the member's exact config (its own seed and out_dir)
+    MEMBER/train.log                   one line per epoch, and every event
+    MEMBER/progress.json               where training stands, rewritten at every save
+    MEMBER/result.json                 how it finished (only once finished)
+    MEMBER/history.jsonl               one record per finished epoch
+    MEMBER/resources.jsonl             the resource monitor's samples
+    MEMBER/checkpoints/step-<N>/       resumable checkpoints (format: videns.checkpoint.store)
+    MEMBER/best -> best-epoch-<E>/     the best model so far (model weights + best.json)
+
+    SWEEP/sweep.json                   the search and how many trials to finish
+    SWEEP/base_config.yaml             the member config every trial starts from
+    SWEEP/study.journal                optuna's journal
+    SWEEP/launches.jsonl               one line per launch of the sweep
+    SWEEP/trials/trial_<n>/            one trial (TrialFolder: a MemberFolder plus trial_config.yaml,
+                                       claim.json, trial.json)
+    SWEEP/trials.csv, trials_top10.md, best_config.yaml, best_member/   the sweep's results
+    SWEEP/logs/<job id>/               submitit's files of the workers
+"""
+
+import re
+from pathlib import Path
+from typing import Any
+
+from videns.errors import ConfigError
+from videns.io import read_json, write_json_atomically
+
+CONFIG_FILE = "config.yaml"
+LOGS_DIR = "logs"
+# submitit names a task's files <job id>_<task>_*; ours sits beside its result pickle.
+TASK_OUTCOME_SUFFIX = "_outcome.json"
+BENCH_LOGS_DIR = "bench-logs"
+_SEED_FOLDER = re.compile(r"^seed_(-?\d+)$")
+
+
+class MemberFolder:
+    """One member's files (also the body of a sweep trial)."""
+
+    BEST_PREFIX = "best-epoch-"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    config = property(lambda self: self.root / CONFIG_FILE)
+    log = property(lambda self: self.root / "train.log")
+    progress_file = property(lambda self: self.root / "progress.json")
+    result_file = property(lambda self: self.root / "result.json")
+    history = property(lambda self: self.root / "history.jsonl")
+    resources = property(lambda self: self.root / "resources.jsonl")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    tensorboard = property(lambda self: self.root / "tensorboard")
+    best = property(lambda self: self.root / "best")
+    BEST_META = "best.json"
+
+    def best_version(self, epoch: int) -> Path:
+        """Where the best model of ``epoch`` is written before ``best`` points to it."""
+        return self.root / f"{self.BEST_PREFIX}{epoch:04d}"
+
+    def best_versions(self) -> list[Path]:
+        return sorted(self.root.glob(f"{self.BEST_PREFIX}*"))
+
+    @property
+    def best_meta(self) -> Path:
+        return self.best / self.BEST_META
+
+    def progress(self) -> dict[str, Any]:
+        """progress.json, or {} before the first save (or when a kill cut it)."""
+        return _object(read_json(self.progress_file))
+
+    def result(self) -> dict[str, Any]:
+        return _object(read_json(self.result_file))
+
+    def finished(self) -> bool:
+        return self.result().get("status") == "finished"
+
+    def __repr__(self) -> str:
+        return f"MemberFolder({str(self.root)!r})"
+
+
+class TrialFolder(MemberFolder):
+    """A sweep trial: a member, plus the trial's own config, its claim and how it ended."""
+
+    trial_config = property(lambda self: self.root / "trial_config.yaml")
+    claim = property(lambda self: self.root / "claim.json")
+    end = property(lambda self: self.root / "trial.json")
+
+
+class EnsembleFolder:
+    """``RUN/ensemble/``: the ensemble evaluation's outputs.
+
+    The evaluation writes them into a staging folder by these names first, so
+    the names are class attributes as well as paths.
+    """
+
+    LOG = "ensemble_eval.log"
+    REPORT_JSON = "report.json"
+    REPORT_MD = "report.md"
+    PREDICTIONS = "predictions.npz"
+    PREDICTIONS_CSV = "predictions.csv"
+    CONFUSION_PNG = "confusion_matrix.png"
+    CURVES_PNG = "training_curves.png"
+    RELIABILITY_PNG = "reliability.png"
+    RESOURCES_JSON = "resources.json"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    log = property(lambda self: self.root / self.LOG)
+    report_json = property(lambda self: self.root / self.REPORT_JSON)
+    report_md = property(lambda self: self.root / self.REPORT_MD)
+    predictions = property(lambda self: self.root / self.PREDICTIONS)
+    resources_json = property(lambda self: self.root / self.RESOURCES_JSON)
+
+    def report(self) -> dict[str, Any]:
+        return _object(read_json(self.report_json))
+
+
+class RunFolder:
+    """One run of ``jobs.launch``: its config, launch record, members, ensemble and job logs."""
+
+    MEMBERS_DIR = "members"
+    LAUNCH_SEEDS_KEY = "seeds"
+
+    def __init__(self, root: Path):
+        self.root = Path(root).absolute()
+
+    config = property(lambda self: self.root / CONFIG_FILE)
+    launch_file = property(lambda self: self.root / "launch.json")
+    members_dir = property(lambda self: self.root / self.MEMBERS_DIR)
+    logs = property(lambda self: self.root / LOGS_DIR)
+    ensemble = property(lambda self: EnsembleFolder(self.root / "ensemble"))
+
+    def member(self, seed: int) -> MemberFolder:
+        return MemberFolder(self.members_dir / f"seed_{seed}")
+
+    def launch(self) -> dict[str, Any]:
+        return _object(read_json(self.launch_file))
+
+    def write_launch(self, record: dict[str, Any]) -> None:
+        """Write the new launch record, keeping earlier launches under ``previous``."""
+        old = self.launch()
+        if old and old.get("launch_id") != record.get("launch_id"):
+            record["previous"] = old.pop("previous", []) + [old]
+        elif old:
+            record["previous"] = old.get("previous", [])
+        write_json_atomically(self.launch_file, record)
+
+    def seeds(self) -> list[int] | None:
+        """The members' seeds, in launch order: from launch.json, else from the member folders.
+
+        None when the folder is neither; a launch.json without a list of int seeds
+        is a ConfigError naming the file.
+        """
+        if self.launch_file.exists():
+            seeds = self.launch().get(self.LAUNCH_SEEDS_KEY)
+            if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+                raise ConfigError(f"{self.launch_file}: expected a JSON object with a list of int "
+                                 f"{self.LAUNCH_SEEDS_KEY!r}")
+            return list(dict.fromkeys(seeds))
+        if not self.members_dir.is_dir():
+            return None
+        return sorted(int(m.group(1)) for p in self.members_dir.iterdir()
+                      if p.is_dir() and (m := _SEED_FOLDER.match(p.name)))
+
+    def task_files(self, job_id: str) -> Path:
+        return self.logs / job_id
+
+    def task_log(self, job_id: str, stream: str = "err") -> Path:
+        return self.task_files(job_id) / f"{job_id}_0_log.{stream}"
+
+    def task_outcome(self, job_id: str) -> Path:
+        return self.task_files(job_id) / f"{job_id}_0{TASK_OUTCOME_SUFFIX}"
+
+
+class SweepFolder:
+    """Paths of one sweep folder (``jobs.sweep``)."""
+
+    SCHEDULE_LOCK = ".schedule"
+
+    def __init__(self, root: Path):
+        self.root = Path(root).absolute()
+
+    settings_file = property(lambda self: self.root / "sweep.json")
+    base_config = property(lambda self: self.root / "base_config.yaml")
+    journal = property(lambda self: self.root / "study.journal")
+    launches = property(lambda self: self.root / "launches.jsonl")
+    trials_dir = property(lambda self: self.root / "trials")
+    schedule_lock = property(lambda self: self.trials_dir / self.SCHEDULE_LOCK)
+    trials_csv = property(lambda self: self.root / "trials.csv")
+    top10 = property(lambda self: self.root / "trials_top10.md")
+    best_config = property(lambda self: self.root / "best_config.yaml")
+    best_member = property(lambda self: self.root / "best_member")
+    logs = property(lambda self: self.root / LOGS_DIR)
+
+    def trial(self, number: int) -> TrialFolder:
+        return TrialFolder(self.trials_dir / f"trial_{number}")
+
+    def exists(self) -> bool:
+        return self.settings_file.is_file()
+
+
+def task_outcome_beside(result_pickle: Path) -> Path:
+    """A task's outcome JSON, beside submitit's ``<job>_<task>_result.pkl``."""
+    return result_pickle.with_name(result_pickle.name.replace("_result.pkl", TASK_OUTCOME_SUFFIX))
+
+
+def bench_logs(out_file: Path) -> Path:
+    """Where a submitted bench keeps its job files: beside its JSON output."""
+    return Path(out_file).parent / BENCH_LOGS_DIR
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,132 @@
+"""Train one ensemble member, resuming exactly where a previous run stopped."""
+
+import logging
+import random
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from videns.checkpoint.background import CommitQueue
+from videns.checkpoint.store import CheckpointStore
+from videns.config import MemberConfig, dump_config
+from videns.device import resolve_device
+from videns.errors import CheckpointError
+from videns.folders import MemberFolder
+from videns.logs import setup_logging
+from videns.member.checkpoint import check_resumable, restore_checkpoint
+from videns.member.data import ensure_data, prepare_member_data
+from videns.member.loop import EpochHook, MemberLoop, MemberOutcome, outcome_of, write_history
+from videns.monitor import ResourceMonitor, release_cached_gpu_memory
+from videns.training.interrupt import StopSignals
+from videns.training.optim import LRSchedule, build_optimizer
+from videns.training.state import TrainingState
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MemberOutcome", "train_member", "train_member_logged", "seed_everything"]
+
+StopHandler = Callable[[StopSignals, MemberOutcome], None]
+
+
+def train_member_logged(cfg: MemberConfig, context: Mapping[str, Any] | None = None,
+                        on_stop: StopHandler | None = None) -> MemberOutcome:
+    """Train the member as a process does: logging to its train.log, stop signals caught.
+
+    ``on_stop`` runs after a signal stopped (and saved) the member, while the
+    signals are still caught: a cluster task hands over to its requeue there.
+    """
+    setup_logging(MemberFolder(cfg.out_dir).log)
+    if context:  # a cluster task: say where it runs before anything else can fail
+        log.info("member seed %d starting in %s (%s)", cfg.seed, cfg.out_dir, dict(context))
+    with StopSignals() as stop:
+        outcome = train_member(cfg, stop, context)
+        if outcome.status == "interrupted" and on_stop is not None:
+            on_stop(stop, outcome)
+    return outcome
+
+
+def train_member(cfg: MemberConfig, stop: StopSignals | None = None, context: Mapping[str, Any] | None = None,
+                 on_epoch_end: EpochHook | None = None) -> MemberOutcome:
+    """Train (or continue) the member in ``cfg.out_dir`` until it finishes or a stop signal arrives.
+
+    ``context`` is added to every resource-monitor line (job ids, restart count).
+    ``on_epoch_end`` gets each epoch's history record after the epoch's checkpoint
+    is committed, so it may raise (e.g. a pruned sweep trial) without losing work.
+    """
+    try:
+        return _train_member(cfg, stop, context, on_epoch_end)
+    finally:
+        # A process may train several members in a row (sweep trials): once this
+        # one's tensors are gone, hand their cached GPU memory back.
+        release_cached_gpu_memory()
+
+
+def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[str, Any] | None,
+                  on_epoch_end: EpochHook | None) -> MemberOutcome:
+    info = ensure_data(cfg.data)  # every data problem surfaces before any work
+    device = resolve_device(cfg.trainer.device)
+    _start_gpu_memory_afresh(device)
+    seed_everything(cfg.seed)
+    model = cfg.model(info.feature_dim, info.num_classes).to(device)
+    data = prepare_member_data(cfg.data, info, cfg.seed, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
+                               pin_memory=device.type == "cuda")
+    optimizer = build_optimizer(cfg.optimizer, model, fused=device.type == "cuda")
+    schedule = LRSchedule(cfg.schedule, optimizer, cfg.optimizer.lr)
+    folder = MemberFolder(cfg.out_dir)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    commits = CommitQueue(background=cfg.checkpoint.background)
+    store = CheckpointStore(folder.checkpoints, cfg.checkpoint.keep, commits)
+    state = _restore_or_start(cfg, store, model, optimizer, schedule)
+    folder.config.write_text(dump_config(cfg))
+    write_history(folder, state.history)
+    if state.finished:
+        log.info("member seed %d already finished (%s) at epoch %d; nothing to do", cfg.seed, state.stop_reason, state.epoch)
+        return outcome_of(state, "finished")
+    monitor_context = {"seed": cfg.seed, **(context or {})}
+    with ResourceMonitor(folder.resources, cfg.trainer.monitor_minutes * 60, monitor_context, device):
+        loop = MemberLoop(cfg, data, model, optimizer, schedule, store, state, device, stop)
+        loop.on_epoch_end = on_epoch_end
+        try:
+            return loop.run()
+        finally:
+            commits.close()  # whatever ends the loop, the last save reaches the disk first
+
+
+def _restore_or_start(cfg: MemberConfig, store: CheckpointStore, model, optimizer,
+                      schedule: LRSchedule) -> TrainingState:
+    if cfg.checkpoint.resume == "never":
+        if store.step_folders():
+            raise CheckpointError(f"{store.root}: holds checkpoints and checkpoint.resume=never; "
+                                  "use another --out_dir rather than overwrite them")
+        return TrainingState(seed=cfg.seed, config_hash=cfg.config_hash)
+    checkpoint = store.load_latest()
+    if checkpoint is None:
+        return TrainingState(seed=cfg.seed, config_hash=cfg.config_hash)
+    folder = checkpoint.path
+    state = restore_checkpoint(checkpoint, model, optimizer, schedule)
+    check_resumable(state, cfg.seed, cfg.config_hash, cfg.checkpoint.force, folder)
+    if state.finished and state.stop_reason == "max_epochs" and state.epoch < cfg.trainer.max_epochs:
+        state.finished, state.stop_reason = False, ""  # max_epochs was raised: keep training
+    if not state.finished:
+        state.restarts += 1
+        log.info("resuming seed %d from %s: epoch %d, batch %d (restart %d)",
+                 cfg.seed, folder.name, state.epoch + 1, state.batches_done, state.restarts)
+    return state
+
+
+def _start_gpu_memory_afresh(device: torch.device) -> None:
+    """Hand back what an earlier member in this process left cached, and count this one's peak alone.
+
+    Releasing at the end is not enough: when a member ends by an exception (a
+    pruned sweep trial), the traceback still holds its tensors at that point.
+    """
+    release_cached_gpu_memory()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
