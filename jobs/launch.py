@@ -16,6 +16,7 @@ import sys
 from slurm.launch import launch
 from slurm.launch_plan import plan_launch
 from videns.errors import user_errors_as_one_line
+from videns.folders import use_private_umask
 from videns.logs import setup_logging
 
 PROG = "jobs.launch"
@@ -23,6 +24,7 @@ PROG = "jobs.launch"
 
 def main(args: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if args is None else args)
+    use_private_umask()
     setup_logging()
     with user_errors_as_one_line(PROG):
         plan = plan_launch(args)  # every check happens here, before anything is written

@@ -21,6 +21,7 @@ from slurm.cluster import Cluster, cluster_config_from_args, split_options, spli
 from slurm.sweep import SweepRequest, run_sweep
 from videns.config import MEMBER_OPTION_PREFIXES, parse_or_config_error
 from videns.errors import ConfigError, user_errors_as_one_line
+from videns.folders import use_private_umask
 from videns.logs import setup_logging
 from videns.sweep.spec import Objective, PrunerName, SamplerName
 
@@ -72,6 +73,7 @@ def parse_request(argv: list[str]) -> tuple[SweepRequest, list[str], str | None]
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    use_private_umask()
     setup_logging()
     with user_errors_as_one_line(PROG):
         request, slurm_args, site = parse_request(argv)

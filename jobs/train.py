@@ -8,13 +8,14 @@ import sys
 
 from videns.config import parse_member_config
 from videns.errors import EXIT_STOPPED, user_errors_as_one_line
-from videns.folders import MemberFolder
+from videns.folders import MemberFolder, use_private_umask
 from videns.member.train import train_member_logged
 
 PROG = "jobs.train"
 
 
 def main(args: list[str] | None = None) -> int:
+    use_private_umask()
     with user_errors_as_one_line(PROG):
         cfg = parse_member_config(args)
         outcome = train_member_logged(cfg)

@@ -115,6 +115,18 @@ def split_slurm_args(args: list[str]) -> tuple[list[str], list[str]]:
     return split_options(args, ("--slurm.",))
 
 
+def flag_is_true(args: list[str], flag: str) -> bool:
+    """Whether the last ``flag`` among ``args`` says true (``--flag true``, ``--flag=yes``); for checks made
+    before the command line can be parsed."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == flag:
+            value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else "true"
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value is not None and value.lower() in ("true", "yes", "1")
+
+
 def split_options(args: list[str], prefixes: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """(options starting with one of ``prefixes``, with their values; everything else), order kept."""
     chosen, rest, i = [], [], 0
@@ -153,9 +165,13 @@ def controller_answers() -> bool:
 
 # ---------------------------------------------------------------- SLURM
 
-def slurm_parameters(cfg: ClusterConfig, job_name: str, *, ensemble: bool = False,
-                     dependency: str | None = None) -> dict[str, Any]:
-    """``SlurmExecutor.update_parameters`` keywords for the member array or the ensemble job."""
+def slurm_parameters(cfg: ClusterConfig, job_name: str, *, ensemble: bool = False, dependency: str | None = None,
+                     guard: Path | None = None, allow_shared_group: bool = False) -> dict[str, Any]:
+    """``SlurmExecutor.update_parameters`` keywords for the member array or the ensemble job.
+
+    ``guard``: the folder whose job files the task will unpickle; the script checks
+    it (jobs.check_folder) before submitit reads anything from it, and stops there.
+    """
     gres = cfg.ensemble_gres if ensemble and cfg.ensemble_gres is not None else cfg.gres
     extra: dict[str, Any] = {"requeue": True, **cfg.extra_sbatch}
     if dependency:
@@ -167,12 +183,19 @@ def slurm_parameters(cfg: ClusterConfig, job_name: str, *, ensemble: bool = Fals
         "mem": _mem(cfg.mem_gb),
         "signal_delay_s": cfg.signal_delay_s,
         "array_parallelism": cfg.array_parallelism,
-        "setup": [f"export PYTHONPATH={shlex.quote(str(code_root()))}${{PYTHONPATH:+:$PYTHONPATH}}", *cfg.setup],
+        "setup": [f"export PYTHONPATH={shlex.quote(str(code_root()))}${{PYTHONPATH:+:$PYTHONPATH}}", *cfg.setup,
+                  *([folder_guard(guard, allow_shared_group)] if guard is not None else [])],
         "additional_parameters": extra,
     }
     optional = {"partition": cfg.partition, "account": cfg.account, "qos": cfg.qos, "gres": gres or None}
     params.update({k: v for k, v in optional.items() if v is not None})
     return params
+
+
+def folder_guard(folder: Path, allow_shared_group: bool) -> str:
+    """The shell line that refuses a folder others could write into, before any of its pickles is loaded."""
+    command = [sys.executable, "-m", "jobs.check_folder", "--folder", str(folder)]
+    return shlex.join(command + (["--allow_shared_group"] if allow_shared_group else [])) + " || exit 2"
 
 
 def slurm_executor(folder: Path, cfg: ClusterConfig, params: dict[str, Any]) -> submitit.SlurmExecutor:

@@ -20,6 +20,7 @@ from slurm.submit import Submitted, job_name, print_ensemble_output, run_local, 
 from videns.config import dump_run_config
 from videns.data.demo import write_demo_data
 from videns.errors import EXIT_CTRL_C
+from videns.folders import make_private
 
 PROG = "jobs.launch"
 
@@ -32,7 +33,7 @@ def launch(plan: LaunchPlan, args: list[str]) -> int:
     cluster = choose_cluster(plan.cluster)
     write_run(plan, cluster, args)
     if cluster == "slurm":
-        submitted = submit_slurm(plan.run, plan.to_train, plan.slurm, plan.tta)
+        submitted = submit_slurm(plan.run, plan.to_train, plan.slurm, plan.tta, plan.member.allow_shared_group)
         record_jobs(plan, submitted)
         print_submitted(plan, submitted)
         if not plan.wait:
@@ -42,7 +43,8 @@ def launch(plan: LaunchPlan, args: list[str]) -> int:
         return print_status(plan.run)
     try:
         submitted = run_local(plan.run, plan.to_train, plan.slurm, plan.tta, say=print,
-                              on_submit=lambda s: record_jobs(plan, s))
+                              on_submit=lambda s: record_jobs(plan, s),
+                              allow_shared_group=plan.member.allow_shared_group)
     except KeyboardInterrupt:
         print(f"stopped; the same command (or: python -m {PROG} --run_dir {plan.run.root}) resumes the run",
               file=sys.stderr)
@@ -55,7 +57,8 @@ def write_run(plan: LaunchPlan, cluster: str, args: list[str]) -> None:
     if plan.generate_demo:
         print(f"writing demo data into {plan.member.data.root}")
         write_demo_data(plan.member.data.root)
-    plan.run.root.mkdir(parents=True, exist_ok=True)
+    for folder in (plan.run.root, plan.run.members_dir, plan.run.logs):
+        make_private(folder)
     plan.run.config.write_text(dump_run_config(plan.member))
     plan.run.write_launch({
         "launch_id": uuid.uuid4().hex, plan.run.LAUNCH_SEEDS_KEY: plan.seeds, "trained": plan.to_train,
@@ -92,9 +95,10 @@ def print_submitted(plan: LaunchPlan, submitted: Submitted) -> None:
 
 def print_dry_run(plan: LaunchPlan, cluster: str) -> None:
     folder = plan.run.logs / "%j"
-    members = slurm_parameters(plan.slurm, job_name(plan.run))
+    guard = {"guard": plan.run.root, "allow_shared_group": plan.member.allow_shared_group}
+    members = slurm_parameters(plan.slurm, job_name(plan.run), **guard)
     ensemble = slurm_parameters(plan.slurm, job_name(plan.run) + "-ensemble", ensemble=True,
-                                dependency="afterany:<array job id>")
+                                dependency="afterany:<array job id>", **guard)
     array = len(plan.to_train) if len(plan.to_train) > 1 else None
     print(f"# dry run: nothing written, nothing submitted. Run folder would be {plan.run.root}")
     if cluster == "local":

@@ -15,13 +15,13 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
-from slurm.cluster import SITE_ENV, Cluster, ClusterConfig, code_root, site_profile
+from slurm.cluster import SITE_ENV, Cluster, ClusterConfig, code_root, flag_is_true, site_profile
 from slurm.queue import query_jobs
 from slurm.status import launcher_running
 from videns.config import HASH_EXCLUDED, MemberConfig, build_parser, member_config_from_namespace, run_member_config
 from videns.data import layout
 from videns.errors import ConfigError, DataError
-from videns.folders import RunFolder
+from videns.folders import RunFolder, check_private
 from videns.io import process_alive
 
 DEFAULT_CONFIG = code_root() / "configs" / "ensemble.yaml"
@@ -113,6 +113,7 @@ def check_relaunch(run: RunFolder, cfg: MemberConfig, force: bool) -> None:
     """An existing run folder is continued only under the same config, and only when nothing of it still runs."""
     if not run.root.exists():
         return
+    check_private(run.root, cfg.allow_shared_group)
     if not run.config.exists():
         if any(run.root.iterdir()):
             raise ConfigError(f"--run_dir {run.root} exists but is not a run folder (no {run.config.name}); "
@@ -213,6 +214,8 @@ def _with_default_config(args: list[str]) -> list[str]:
         return args
     run_dir = _flag_value(args, "--run_dir")
     if run_dir is not None and RunFolder(Path(run_dir)).config.exists():
+        # Its config names classes that will be imported: trust the folder first.
+        check_private(Path(run_dir), flag_is_true(args, "--allow_shared_group"))
         return ["--config", str(RunFolder(Path(run_dir)).config), *args]
     if not DEFAULT_CONFIG.exists():
         raise ConfigError(f"no --config given and the default {DEFAULT_CONFIG} does not exist")

@@ -33,17 +33,20 @@ def job_name(run: RunFolder) -> str:
     return f"videns-{run.root.name}"
 
 
-def submit_slurm(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool) -> Submitted:
+def submit_slurm(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
+                 allow_shared_group: bool = False) -> Submitted:
     """An array of ``seeds`` (none: every member has finished) and the ensemble job after it."""
     folder = run.logs / LOG_PATTERN
+    guard = {"guard": run.root, "allow_shared_group": allow_shared_group}
     jobs, array_id = [], ""
     if seeds:
-        members = slurm_executor(folder, cfg, slurm_parameters(cfg, job_name(run)))
+        members = slurm_executor(folder, cfg, slurm_parameters(cfg, job_name(run), **guard))
         jobs = members.submit_array([MemberTask(str(run.root), seed, cfg.cpus_per_task) for seed in seeds])
         array_id = jobs[0].job_id.split("_")[0]
-    ensemble = slurm_executor(folder, cfg, slurm_parameters(cfg, job_name(run) + "-ensemble", ensemble=True,
-                                                            dependency=f"afterany:{array_id}" if array_id else None))
-    ensemble_job = ensemble.submit(EnsembleTask(str(run.root), tta))
+    ensemble = slurm_executor(folder, cfg, slurm_parameters(
+        cfg, job_name(run) + "-ensemble", ensemble=True, dependency=f"afterany:{array_id}" if array_id else None,
+        **guard))
+    ensemble_job = ensemble.submit(EnsembleTask(str(run.root), tta, allow_shared_group=allow_shared_group))
     return Submitted({seed: job.job_id for seed, job in zip(seeds, jobs)}, ensemble_job.job_id, array_id)
 
 
@@ -53,7 +56,8 @@ def wait_slurm(submitted: Submitted) -> None:
 
 
 def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
-              say: Callable[[str], None], on_submit: Callable[[Submitted], None]) -> Submitted:
+              say: Callable[[str], None], on_submit: Callable[[Submitted], None],
+              allow_shared_group: bool = False) -> Submitted:
     """Run the members (a few at a time) and then the ensemble job here, through submitit's LocalExecutor.
 
     Ctrl-C stops the members cleanly: they get SIGTERM, save at their next step and
@@ -86,7 +90,7 @@ def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
         raise
     with sigint_ignored_in_children():
         job = local_executor(run.logs / LOG_PATTERN, cfg, ensemble=True).submit(
-            EnsembleTask(str(run.root), tta, local_task_env()))
+            EnsembleTask(str(run.root), tta, local_task_env(), allow_shared_group))
     submitted.ensemble_job_id = job.job_id
     on_submit(submitted)
     while not job.done():

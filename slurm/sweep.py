@@ -21,13 +21,14 @@ from typing import Any, Callable, Literal
 
 import submitit
 
-from slurm.cluster import (LOG_PATTERN, Cluster, ClusterConfig, choose_cluster, local_executor, render_sbatch,
-                           slurm_executor, slurm_parameters)
+from slurm.cluster import (LOG_PATTERN, Cluster, ClusterConfig, choose_cluster, flag_is_true, local_executor,
+                           render_sbatch, slurm_executor, slurm_parameters)
 from slurm.queue import wait_while_active
 from slurm.records import git_revision, now_iso
 from slurm.submit import sigint_ignored_in_children, stop_local_jobs
 from slurm.tasks import hand_over, job_context, outcome_recorded, task_succeeded
 from videns.errors import EXIT_CTRL_C, EXIT_STOPPED
+from videns.folders import check_private, use_private_umask
 from videns.sweep import SweepFolder, WorkerIdentity, export_results, load_study, run_worker
 from videns.sweep.claims import schedule_lock
 from videns.sweep.prepare import open_sweep
@@ -41,10 +42,11 @@ POLL_S = 1.0
 class SweepWorkerTask:
     """Worker ``index`` of the sweep in ``run_dir``: take, train and tell trials until none is left."""
 
-    def __init__(self, run_dir: str, index: int, threads: int | None = None):
+    def __init__(self, run_dir: str, index: int, threads: int | None = None, allow_shared_group: bool = False):
         self.run_dir = str(run_dir)
         self.index = int(index)
         self.threads = threads
+        self.allow_shared_group = allow_shared_group
 
     def __call__(self) -> dict[str, Any]:
         with outcome_recorded():
@@ -55,6 +57,8 @@ class SweepWorkerTask:
 
         from videns.logs import setup_logging
 
+        use_private_umask()
+        check_private(Path(self.run_dir), self.allow_shared_group)
         setup_logging()
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -68,7 +72,8 @@ class SweepWorkerTask:
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Called by submitit inside its USR2 handler: only build the resubmission; state is on disk."""
-        return submitit.helpers.DelayedSubmission(SweepWorkerTask(self.run_dir, self.index, self.threads))
+        return submitit.helpers.DelayedSubmission(SweepWorkerTask(self.run_dir, self.index, self.threads,
+                                                                  self.allow_shared_group))
 
     def __repr__(self) -> str:
         return f"SweepWorkerTask(run_dir={self.run_dir!r}, index={self.index}, threads={self.threads})"
@@ -93,10 +98,15 @@ class SweepRequest:
     member_args: list[str] = field(default_factory=list)
     command: str = ""
 
+    @property
+    def allow_shared_group(self) -> bool:
+        return flag_is_true(self.member_args, "--allow_shared_group")
+
 
 def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], None] = print) -> int:
     """Check and prepare the sweep folder, then run or submit its workers (or one worker, or only the export)."""
     folder = SweepFolder(request.run_dir)
+    check_private(folder.root, request.allow_shared_group)  # its files name classes that trials import
     choices = {"sampler": request.sampler, "pruner": request.pruner, "objective": request.objective}
     settings = open_sweep(folder, request.config, request.search, choices, request.member_args, request.trials,
                           write=not (request.dry_run or request.mode == "export"))
@@ -109,7 +119,8 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
         say(f"# dry run: nothing written, nothing submitted. Sweep folder would be {folder.root}")
         say(f"# {request.array} worker task(s) ({'here' if cluster == 'local' else 'SLURM array'}), "
             f"{settings.trials} trials of {len(settings.spec.space)} param(s)")
-        say(render_sbatch(folder.logs / LOG_PATTERN, slurm_parameters(slurm, job_name(folder)),
+        say(render_sbatch(folder.logs / LOG_PATTERN, slurm_parameters(slurm, job_name(folder), guard=folder.root,
+                                                                      allow_shared_group=request.allow_shared_group),
                           request.array if request.array > 1 else None))
         return 0
     cluster = choose_cluster(request.cluster)
@@ -119,7 +130,7 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
         return _submit_and_report(folder, request, slurm, record, say)
     _append_launch(folder, record)
     try:
-        failed = run_local_workers(folder, request.array, slurm, say=say)
+        failed = run_local_workers(folder, request.array, slurm, say=say, allow_shared_group=request.allow_shared_group)
     except KeyboardInterrupt:
         print(f"stopped; running trials are saved and released: python -m jobs.sweep --run_dir {folder.root} "
               "continues the sweep", file=sys.stderr)
@@ -130,7 +141,7 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
 
 def _submit_and_report(folder: SweepFolder, request: SweepRequest, slurm: ClusterConfig, record: dict,
                        say: Callable[[str], None]) -> int:
-    job_ids = submit_slurm_workers(folder, request.array, slurm)
+    job_ids = submit_slurm_workers(folder, request.array, slurm, request.allow_shared_group)
     _append_launch(folder, {**record, "job_ids": job_ids})
     say(f"sweep folder: {folder.root}\nworkers:      {', '.join(job_ids)}\n"
         f"follow:       squeue -j {job_ids[0].split('_')[0]}; python -m jobs.sweep --run_dir {folder.root} --export")
@@ -173,14 +184,17 @@ def job_name(folder: SweepFolder) -> str:
     return f"videns-sweep-{folder.root.name}"
 
 
-def submit_slurm_workers(folder: SweepFolder, count: int, cfg: ClusterConfig) -> list[str]:
+def submit_slurm_workers(folder: SweepFolder, count: int, cfg: ClusterConfig, allow_shared_group: bool) -> list[str]:
     """One array of ``count`` worker tasks; returns their job ids (``<array>_<i>``)."""
-    executor = slurm_executor(folder.logs / LOG_PATTERN, cfg, slurm_parameters(cfg, job_name(folder)))
-    jobs = executor.submit_array([SweepWorkerTask(str(folder.root), i, cfg.cpus_per_task) for i in range(count)])
+    params = slurm_parameters(cfg, job_name(folder), guard=folder.root, allow_shared_group=allow_shared_group)
+    executor = slurm_executor(folder.logs / LOG_PATTERN, cfg, params)
+    jobs = executor.submit_array([SweepWorkerTask(str(folder.root), i, cfg.cpus_per_task, allow_shared_group)
+                                  for i in range(count)])
     return [job.job_id for job in jobs]
 
 
-def run_local_workers(folder: SweepFolder, count: int, cfg: ClusterConfig, say: Callable[[str], None]) -> list[str]:
+def run_local_workers(folder: SweepFolder, count: int, cfg: ClusterConfig, say: Callable[[str], None],
+                      allow_shared_group: bool = False) -> list[str]:
     """``count`` workers side by side through submitit's LocalExecutor; returns the ids of failed tasks."""
     threads = max(1, min(cfg.cpus_per_task, (os.cpu_count() or 1) // count))
     say(f"running {count} sweep worker(s) here with {threads} thread(s) each; logs in {folder.logs}")
@@ -188,7 +202,7 @@ def run_local_workers(folder: SweepFolder, count: int, cfg: ClusterConfig, say: 
     running = {}
     with sigint_ignored_in_children():
         for i in range(count):
-            running[i] = executor.submit(SweepWorkerTask(str(folder.root), i, threads))
+            running[i] = executor.submit(SweepWorkerTask(str(folder.root), i, threads, allow_shared_group))
     try:
         while not all(job.done() for job in running.values()):
             time.sleep(POLL_S)

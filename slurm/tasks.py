@@ -29,7 +29,7 @@ from typing import Any
 import submitit
 
 from videns.errors import EXIT_STOPPED, UserError, one_line
-from videns.folders import RunFolder, task_outcome_beside
+from videns.folders import RunFolder, check_private, task_outcome_beside, use_private_umask
 from videns.io import read_json, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,10 @@ class MemberTask:
         from videns.member.train import train_member_logged
 
         apply_env(self.env)
+        use_private_umask()
         run = RunFolder(Path(self.run_dir))
         cfg = run_member_config(run.config, self.seed, run.member(self.seed).root)
+        check_private(run.root, cfg.allow_shared_group)  # also where no sbatch guard ran (local runs)
         if self.threads:
             torch.set_num_threads(self.threads)
         context = job_context()
@@ -82,17 +84,21 @@ class MemberTask:
 class EnsembleTask:
     """Evaluate the run's ensemble once the members are done; its summary goes to the task's stdout."""
 
-    def __init__(self, run_dir: str, tta: bool = False, env: dict[str, str | None] | None = None):
+    def __init__(self, run_dir: str, tta: bool = False, env: dict[str, str | None] | None = None,
+                 allow_shared_group: bool = False):
         self.run_dir = str(run_dir)
         self.tta = tta
         self.env = env or {}
+        self.allow_shared_group = allow_shared_group
 
     def __call__(self) -> dict[str, Any]:
         from videns.ensemble.evaluate import EnsembleEvalConfig, evaluate_and_summarize
 
         apply_env(self.env)
+        use_private_umask()
         with outcome_recorded():
             try:
+                check_private(Path(self.run_dir), self.allow_shared_group)
                 report = evaluate_and_summarize(EnsembleEvalConfig(run_dir=Path(self.run_dir), tta=self.tta))
             except UserError as err:  # a user's problem: one line in the log, the task failed
                 print(f"ensemble evaluation: error: {one_line(err)}", file=sys.stderr)

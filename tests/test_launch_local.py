@@ -18,21 +18,13 @@ from slurm.tasks import outcome_recorded, task_succeeded
 from videns.folders import task_outcome_beside
 from tests.support.member_files import assert_members_identical
 from videns.config import parse_member_config
-from videns.data.demo import write_demo_data
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("launch-data")
-    write_demo_data(root, num_videos=240, feature_dim=16, seed=0)  # 9 train batches of 16
-    return root
-
-
-def member_args(data_root: Path, *extra: str) -> list[str]:
+def member_args(demo_root: Path, *extra: str) -> list[str]:
     """A tiny member (a few seconds per epoch on one core), on the shared demo data."""
-    return ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(data_root),
+    return ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(demo_root),
             "--data.generate_demo", "false", "--seed", "7", "--model.init_args.hidden_dim", "16",
             "--model.init_args.num_attention_heads", "2", "--model.init_args.head_dims", "[16]",
             "--trainer.batch_size", "16", "--trainer.max_epochs", "3", "--trainer.patience", "0",
@@ -57,29 +49,29 @@ def one_error_line(capsys, args: list[str]) -> str:
 
 # ---------------------------------------------------------------- bad input, dry run
 
-def test_missing_config_file_is_one_line_and_writes_nothing(capsys, tmp_path, data_root):
+def test_missing_config_file_is_one_line_and_writes_nothing(capsys, tmp_path, demo_root):
     run_dir = tmp_path / "run"
     err = one_error_line(capsys, ["--config", str(tmp_path / "nope.yaml"), "--run_dir", str(run_dir)])
     assert "nope.yaml" in err and "does not exist" in err
     assert not run_dir.exists()
 
 
-def test_unknown_key_in_config_file_is_one_line_and_writes_nothing(capsys, tmp_path, data_root):
+def test_unknown_key_in_config_file_is_one_line_and_writes_nothing(capsys, tmp_path, demo_root):
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump({"trainer": {"max_epoch": 3}}))  # typo of max_epochs
     run_dir = tmp_path / "run"
-    err = one_error_line(capsys, [*member_args(data_root), "--config", str(config), "--run_dir", str(run_dir)])
+    err = one_error_line(capsys, [*member_args(demo_root), "--config", str(config), "--run_dir", str(run_dir)])
     assert "max_epoch" in err and "bad.yaml" in err
     assert not run_dir.exists()
 
 
-def test_unknown_option_and_bad_cluster_value_are_one_line(capsys, tmp_path, data_root):
+def test_unknown_option_and_bad_cluster_value_are_one_line(capsys, tmp_path, demo_root):
     run_dir = tmp_path / "run"
     assert "--trainer.epochs" in one_error_line(
-        capsys, [*member_args(data_root), "--trainer.epochs", "3", "--run_dir", str(run_dir)])
+        capsys, [*member_args(demo_root), "--trainer.epochs", "3", "--run_dir", str(run_dir)])
     assert "slurm.time_min" in one_error_line(
-        capsys, [*member_args(data_root), "--slurm.time_min", "0", "--run_dir", str(run_dir)])
-    assert "--array" in one_error_line(capsys, [*member_args(data_root), "--array", "0", "--run_dir", str(run_dir)])
+        capsys, [*member_args(demo_root), "--slurm.time_min", "0", "--run_dir", str(run_dir)])
+    assert "--array" in one_error_line(capsys, [*member_args(demo_root), "--array", "0", "--run_dir", str(run_dir)])
     assert not run_dir.exists()
 
 
@@ -113,9 +105,9 @@ def test_dry_run_prints_both_sbatch_scripts_and_writes_nothing(capsys, tmp_path)
 # ---------------------------------------------------------------- a whole local run, then relaunches
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory, data_root):
+def local_run(tmp_path_factory, demo_root):
     run_dir = tmp_path_factory.mktemp("local") / "run"
-    args = [*member_args(data_root), "--array", "2", "--cluster", "local", "--run_dir", str(run_dir)]
+    args = [*member_args(demo_root), "--array", "2", "--cluster", "local", "--run_dir", str(run_dir)]
     started = time.monotonic()
     proc = run_launch(args)
     return run_dir, args, proc, time.monotonic() - started
@@ -247,10 +239,10 @@ def wait_for_progress(member: Path, min_step: int, timeout_s: float = 120) -> di
     raise TimeoutError(f"{member}: no progress past step {min_step} in {timeout_s} s")
 
 
-def test_usr2_requeues_a_local_member_which_resumes_bit_identically(tmp_path, data_root):
+def test_usr2_requeues_a_local_member_which_resumes_bit_identically(tmp_path, demo_root):
     """submitit's local executor reruns a task that requeues itself; the rerun resumes, not restarts."""
     run_dir = tmp_path / "run"
-    args = [*member_args(data_root), "--array", "1", "--cluster", "local", "--run_dir", str(run_dir),
+    args = [*member_args(demo_root), "--array", "1", "--cluster", "local", "--run_dir", str(run_dir),
             "--slurm.cpus_per_task", "1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     launcher = subprocess.Popen([sys.executable, "-m", "jobs.launch", *args], cwd=REPO, env=env,
@@ -274,10 +266,10 @@ def test_usr2_requeues_a_local_member_which_resumes_bit_identically(tmp_path, da
     assert_members_identical(member, reference)
 
 
-def test_ctrl_c_stops_local_members_at_a_step_boundary(tmp_path, data_root):
+def test_ctrl_c_stops_local_members_at_a_step_boundary(tmp_path, demo_root):
     """A terminal's Ctrl-C reaches the launcher only; it stops each member with SIGTERM, which saves first."""
     run_dir = tmp_path / "run"
-    args = [*member_args(data_root), "--trainer.max_epochs", "40", "--array", "2", "--cluster", "local",
+    args = [*member_args(demo_root), "--trainer.max_epochs", "40", "--array", "2", "--cluster", "local",
             "--run_dir", str(run_dir)]
     launcher = subprocess.Popen([sys.executable, "-m", "jobs.launch", *args], cwd=REPO, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,

@@ -20,12 +20,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import pytest
 
 from tests.support.member_files import assert_members_identical
 from tests.support.slurm_cluster import (GONE, TERMINAL_STATES, ensure_cluster, job_record, job_state, release_now,
                                  restart_count, submit_urgent_blocker, wait_for_requeue)
-from videns.data.demo import write_demo_data
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -33,16 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 BASE_SEED = 7
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("slurm-data")
-    write_demo_data(root, num_videos=240, feature_dim=16, seed=0)  # 9 train batches of 16
-    return root
-
-
-def member_args(data_root: Path, max_epochs: int) -> list[str]:
+def member_args(demo_root: Path, max_epochs: int) -> list[str]:
     """A tiny member, ~0.5 s per epoch on one core; checkpoints every 4 steps."""
-    return ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(data_root),
+    return ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(demo_root),
             "--data.generate_demo", "false", "--seed", str(BASE_SEED), "--model.init_args.hidden_dim", "16",
             "--model.init_args.num_attention_heads", "2", "--model.init_args.head_dims", "[16]",
             "--trainer.batch_size", "16", "--trainer.max_epochs", str(max_epochs), "--trainer.patience", "0",
@@ -64,10 +57,10 @@ def launch(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, data_root):
+def reference(tmp_path_factory, demo_root):
     """The unpreempted member (seed BASE_SEED, one thread like a one-CPU task), trained while SLURM works."""
     out_dir = tmp_path_factory.mktemp("reference") / "member"
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.train", *member_args(data_root, PREEMPTED_EPOCHS),
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.train", *member_args(demo_root, PREEMPTED_EPOCHS),
                              "--out_dir", str(out_dir)], cwd=REPO, env={**env(), "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -163,9 +156,24 @@ def test_demo_array_of_two_and_the_ensemble_job_finish(tmp_path, runs):
         assert context["job_id"] == job and context["cluster"] == "slurm"
     assert job_state(run.ensemble_job) == "COMPLETED"
     report = json.loads((run_dir / "ensemble" / "report.json").read_text())
-    assert report
+    assert [m["seed"] for m in report["members"]] == [42, 43] and report["skipped"] == []
+    with h5py.File(data / "test_features_multiscale.h5", "r") as f:
+        assert report["num_items"] == len(f["labels"]) and 0.0 <= report["ensemble"]["accuracy"] <= 1.0
     assert "ensemble (2)" in proc.stdout and "ensemble: done" in proc.stdout
     print(f"demo array of 2 + ensemble on SLURM: {time.monotonic() - started:.0f} s")
+
+    # Grow the finished run to three members: only seed 44 takes a queue slot.
+    checkpoints = {p: p.stat().st_mtime_ns for p in run_dir.glob("members/*/checkpoints/*/*")}
+    proc = launch("--run_dir", str(run_dir), "--array", "3", "--wait", timeout_s=400)
+    grown = Run(run_dir)
+    runs.append(grown)
+    assert grown.launch["seeds"] == [42, 43, 44] and grown.launch["trained"] == [44]
+    assert grown.member_jobs[44] == f"{grown.launch['array_job_id']}_0"  # an array of one task
+    assert {s: grown.member_jobs[s] for s in (42, 43)} == run.member_jobs  # their jobs of the first launch
+    assert job_state(grown.member_jobs[44]) == "COMPLETED" and job_state(grown.ensemble_job) == "COMPLETED"
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
+    report = json.loads((run_dir / "ensemble" / "report.json").read_text())
+    assert [m["seed"] for m in report["members"]] == [42, 43, 44]
 
 
 # ---------------------------------------------------------------- preemption, both modes
@@ -180,11 +188,11 @@ class Preempted:
     seconds: float
 
 
-def preempt_a_member(tmp_path: Path, data_root: Path, runs: list, user_signal: bool) -> Preempted:
+def preempt_a_member(tmp_path: Path, demo_root: Path, runs: list, user_signal: bool) -> Preempted:
     ensure_cluster(user_signal=user_signal)
     run_dir = tmp_path / "run"
     started = time.monotonic()
-    launch("--array", "2", *member_args(data_root, PREEMPTED_EPOCHS), "--run_dir", str(run_dir))
+    launch("--array", "2", *member_args(demo_root, PREEMPTED_EPOCHS), "--run_dir", str(run_dir))
     run = Run(run_dir)
     runs.append(run)
     stop_progress = wait_for_training(run, BASE_SEED, min_step=4)
@@ -248,15 +256,15 @@ def assert_preemption_properties(outcome: Preempted, reference_dir: Path, signal
     print(f"preempted ({signal_name}) and finished in {outcome.seconds:.0f} s")
 
 
-def test_preemption_with_sigterm_only_requeues_and_resumes_bit_identically(tmp_path, data_root, runs, reference):
-    outcome = preempt_a_member(tmp_path, data_root, runs, user_signal=False)
+def test_preemption_with_sigterm_only_requeues_and_resumes_bit_identically(tmp_path, demo_root, runs, reference):
+    outcome = preempt_a_member(tmp_path, demo_root, runs, user_signal=False)
     assert_preemption_properties(outcome, reference(), "SIGTERM")
     log = (outcome.run.member(outcome.seed) / "train.log").read_text()
     assert "waiting for SLURM to end this run" in log  # outlived the grace time, so SLURM requeued it
 
 
-def test_preemption_with_user_signal_requeues_through_submitit(tmp_path, data_root, runs, reference):
-    outcome = preempt_a_member(tmp_path, data_root, runs, user_signal=True)
+def test_preemption_with_user_signal_requeues_through_submitit(tmp_path, demo_root, runs, reference):
+    outcome = preempt_a_member(tmp_path, demo_root, runs, user_signal=True)
     assert_preemption_properties(outcome, reference(), "SIGUSR2")
     log = (outcome.run.member(outcome.seed) / "train.log").read_text()
     assert "handing over to submitit to requeue" in log
@@ -267,7 +275,7 @@ def test_preemption_with_user_signal_requeues_through_submitit(tmp_path, data_ro
 TIME_LIMIT_EPOCHS = 320
 
 
-def test_a_task_at_its_time_limit_is_requeued_and_finishes(tmp_path, data_root, runs):
+def test_a_task_at_its_time_limit_is_requeued_and_finishes(tmp_path, demo_root, runs):
     """Two minutes per run, USR2 sixty seconds before the end: the member needs more than one run.
 
     TIME_LIMIT_EPOCHS take about 95 s of training on one core (0.3 s per epoch measured under this
@@ -277,7 +285,7 @@ def test_a_task_at_its_time_limit_is_requeued_and_finishes(tmp_path, data_root, 
     ensure_cluster(user_signal=False)
     run_dir = tmp_path / "run"
     started = time.monotonic()
-    launch("--array", "1", *member_args(data_root, max_epochs=TIME_LIMIT_EPOCHS), "--run_dir", str(run_dir),
+    launch("--array", "1", *member_args(demo_root, max_epochs=TIME_LIMIT_EPOCHS), "--run_dir", str(run_dir),
            "--slurm.time_min", "2", "--slurm.signal_delay_s", "60", "--slurm.max_requeue_on_timeout", "6")
     run = Run(run_dir)
     runs.append(run)

@@ -107,13 +107,20 @@ def test_sigkill_after_a_periodic_save_then_restart_is_bit_identical(demo_root, 
 
 
 def test_random_sigkills_of_a_member_never_break_resume(demo_root, tmp_path, reference):
+    """Three SIGKILLs, each at a random step after this run's first save, each before training ended."""
     out = tmp_path / "member"
     rng = random.Random(1234)
+    step = 0
     for _ in range(3):
         proc = start_module("jobs.train", member_args(demo_root, out, "--checkpoint.every_steps", "1"))
-        time.sleep(rng.uniform(2.0, 6.0))
+        wait_for_checkpoint(out, min_step=step + 1 + rng.randrange(6))  # saved since it (re)started
+        time.sleep(rng.uniform(0.0, 0.05))  # anywhere inside a step, or inside a commit
+        assert proc.poll() is None, "the member ended before it could be killed"
         proc.kill()
-        proc.wait(timeout=30)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        training = checkpoint_state(latest_checkpoint(out))["training"]
+        assert not training["finished"] and training["global_step"] > step
+        step = training["global_step"]
     finish(demo_root, out, "--checkpoint.every_steps", "1")
     assert_members_identical(out, reference)
 

@@ -26,7 +26,7 @@ from videns.training.optim import OptimizerConfig, ScheduleConfig
 DEFAULT_MODEL = {"class_path": "videns.models.TemporalAttentionClassifier", "init_args": {}}
 # Keys that change where or how fast a member runs, not what it computes: a
 # checkpoint stays valid when only these differ.
-HASH_EXCLUDED = ("config", "out_dir", "checkpoint", "data.root", "data.generate_demo", "data.num_workers",
+HASH_EXCLUDED = ("config", "out_dir", "allow_shared_group", "checkpoint", "data.root", "data.generate_demo", "data.num_workers",
                  "data.preload_gb", "data.check_finite", "trainer.max_epochs", "trainer.progress",
                  "trainer.monitor_minutes", "trainer.device", "trainer.eval_batch_size")
 
@@ -42,6 +42,7 @@ class MemberConfig:
 
     seed: int
     out_dir: Path
+    allow_shared_group: bool
     data: DataConfig
     model: ModelFactory
     model_spec: dict[str, Any]
@@ -58,7 +59,7 @@ class MemberConfig:
 
 
 # Every option of the member parser starts with one of these (--data.root, --model.init_args.x, --seed, ...).
-MEMBER_OPTION_PREFIXES = ("--seed", "--out_dir", "--model", "--data.", "--loss.", "--optimizer.", "--schedule.",
+MEMBER_OPTION_PREFIXES = ("--seed", "--out_dir", "--allow_shared_group", "--model", "--data.", "--loss.", "--optimizer.", "--schedule.",
                           "--trainer.", "--checkpoint.")
 
 
@@ -67,6 +68,9 @@ def build_parser(**kwargs) -> ArgumentParser:
     parser.add_argument("--config", action="config", help="YAML config file (start one with --print_config).")
     parser.add_argument("--seed", type=int, default=42, help="Member seed: model init, data order, augmentation, dropout.")
     parser.add_argument("--out_dir", type=Path, default=Path("results/member"), help="Member folder.")
+    parser.add_argument("--allow_shared_group", type=bool, default=False,
+                        help="Use an existing member or run folder that its group may write into (with a warning); "
+                             "never one that is another user's or world-writable.")
     parser.add_class_arguments(DataConfig, "data")
     parser.add_argument("--model", type=ModelFactory, default=Namespace(**DEFAULT_MODEL),
                         help="Model class (class_path) and its init_args; feature_dim and num_classes come from the data.")
@@ -102,7 +106,7 @@ def member_config_from_namespace(parser: ArgumentParser, ns: Namespace) -> Membe
     built = _instantiate(parser, ns)
     check_model_args(built.model)
     return MemberConfig(
-        seed=built.seed, out_dir=Path(built.out_dir), data=built.data, model=built.model,
+        seed=built.seed, out_dir=Path(built.out_dir), allow_shared_group=built.allow_shared_group, data=built.data, model=built.model,
         model_spec=resolved_dict["model"], loss=built.loss, optimizer=built.optimizer,
         schedule=built.schedule, trainer=built.trainer, checkpoint=built.checkpoint, resolved=resolved_dict,
     )

@@ -27,12 +27,18 @@ Writers and readers alike take paths from here, so a name changes in one place::
     SWEEP/logs/<job id>/               submitit's files of the workers
 """
 
+import logging
+import os
+import pwd
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 from videns.errors import ConfigError
 from videns.io import read_json, write_json_atomically
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 LOGS_DIR = "logs"
@@ -50,8 +56,10 @@ class MemberFolder:
     def __init__(self, root: Path):
         self.root = Path(root)
 
+    LOG = "train.log"
+
     config = property(lambda self: self.root / CONFIG_FILE)
-    log = property(lambda self: self.root / "train.log")
+    log = property(lambda self: self.root / self.LOG)
     progress_file = property(lambda self: self.root / "progress.json")
     result_file = property(lambda self: self.root / "result.json")
     history = property(lambda self: self.root / "history.jsonl")
@@ -216,6 +224,87 @@ def task_outcome_beside(result_pickle: Path) -> Path:
 def bench_logs(out_file: Path) -> Path:
     """Where a submitted bench keeps its job files: beside its JSON output."""
     return Path(out_file).parent / BENCH_LOGS_DIR
+
+
+# ---------------------------------------------------------------- private folders
+#
+# submitit keeps pickles in RUN/logs/ and the job unpickles and runs them as the
+# user who launched it; RUN/config.yaml names classes that are imported. Anyone
+# who can write into a run, member, sweep or trial folder can therefore run code
+# as its owner: we create them 0700, and refuse trees others could write into.
+
+PRIVATE_MODE = 0o700
+PRIVATE_UMASK = 0o077
+
+
+class SharedFolderError(ConfigError):
+    """A folder we would use (and run code from) can be written by other users."""
+
+
+def use_private_umask() -> None:
+    """Everything this process creates from now on (ours and submitit's files) is readable by its owner only."""
+    os.umask(PRIVATE_UMASK)
+
+
+def make_private(path: Path) -> Path:
+    """Create ``path`` with mode 0700 (missing parents get the default mode); an existing folder is left as is."""
+    path = Path(path)
+    if not path.is_dir():
+        path.mkdir(mode=PRIVATE_MODE, parents=True, exist_ok=True)
+        os.chmod(path, PRIVATE_MODE)  # mkdir's mode is masked by the umask: ask for exactly 0700
+    return path
+
+
+def check_private(root: Path, allow_shared_group: bool = False) -> None:
+    """Refuse ``root`` when it, or anything under it, is another user's or writable by group or world.
+
+    ``allow_shared_group`` accepts group-writable entries, with a warning: for a
+    group whose members you trust. Symlinks are skipped (their own mode means
+    nothing); what they point to inside the tree is checked where it lies.
+    """
+    root = Path(root)
+    if not root.exists():
+        return
+    warned = False
+    for path in _tree(root):
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            continue
+        problem = _sharing_problem(info, allow_shared_group)
+        if problem:
+            fix = ("choose another folder (or have its owner hand it over)" if "owned by" in problem else
+                   f"chmod -R go-w {root}" + ("" if allow_shared_group or info.st_mode & stat.S_IWOTH
+                                              else ", or pass --allow_shared_group if you trust the group"))
+            raise SharedFolderError(f"{path}: {problem}; whoever can write there can run code as you through the "
+                                    f"job files of {root}; fix: {fix}")
+        if allow_shared_group and info.st_mode & stat.S_IWGRP and not warned:
+            log.warning("%s is group-writable; trusted because of --allow_shared_group: members of group %d can "
+                        "run code as you through its job files", path, info.st_gid)
+            warned = True
+
+
+def _tree(root: Path):
+    yield root
+    for folder, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            yield Path(folder) / name
+
+
+def _sharing_problem(info: os.stat_result, allow_shared_group: bool) -> str | None:
+    if info.st_uid != os.getuid():
+        return f"owned by {_user_name(info.st_uid)} (uid {info.st_uid}), not by you (uid {os.getuid()})"
+    if info.st_mode & stat.S_IWOTH:
+        return "writable by every user"
+    if info.st_mode & stat.S_IWGRP and not allow_shared_group:
+        return f"writable by its group (gid {info.st_gid})"
+    return None
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "another user"
 
 
 def _object(value: Any) -> dict[str, Any]:

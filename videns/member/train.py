@@ -12,7 +12,7 @@ from videns.checkpoint.store import CheckpointStore
 from videns.config import MemberConfig, dump_config
 from videns.device import resolve_device
 from videns.errors import CheckpointError
-from videns.folders import MemberFolder
+from videns.folders import MemberFolder, check_private, make_private
 from videns.logs import setup_logging
 from videns.member.checkpoint import check_resumable, restore_checkpoint
 from videns.member.data import ensure_data, prepare_member_data
@@ -36,7 +36,8 @@ def train_member_logged(cfg: MemberConfig, context: Mapping[str, Any] | None = N
     ``on_stop`` runs after a signal stopped (and saved) the member, while the
     signals are still caught: a cluster task hands over to its requeue there.
     """
-    setup_logging(MemberFolder(cfg.out_dir).log)
+    check_private(cfg.out_dir, cfg.allow_shared_group)  # before the log file is the first thing written there
+    setup_logging(make_private(cfg.out_dir) / MemberFolder.LOG)
     if context:  # a cluster task: say where it runs before anything else can fail
         log.info("member seed %d starting in %s (%s)", cfg.seed, cfg.out_dir, dict(context))
     with StopSignals() as stop:
@@ -74,7 +75,8 @@ def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[
     optimizer = build_optimizer(cfg.optimizer, model, fused=device.type == "cuda")
     schedule = LRSchedule(cfg.schedule, optimizer, cfg.optimizer.lr)
     folder = MemberFolder(cfg.out_dir)
-    folder.root.mkdir(parents=True, exist_ok=True)
+    check_private(folder.root, cfg.allow_shared_group)
+    make_private(folder.root)
     commits = CommitQueue(background=cfg.checkpoint.background)
     store = CheckpointStore(folder.checkpoints, cfg.checkpoint.keep, commits)
     state = _restore_or_start(cfg, store, model, optimizer, schedule)

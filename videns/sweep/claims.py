@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 from optuna.storages.journal import JournalFileOpenLock
 
+from videns.folders import make_private
 from videns.io import process_alive, process_start, write_text_atomically
 from videns.sweep.folder import SweepFolder
 
@@ -155,7 +156,7 @@ class ClaimHeartbeat:
 @contextmanager
 def schedule_lock(folder: SweepFolder) -> Iterator[None]:
     """The sweep-wide lock around taking a trial."""
-    folder.trials_dir.mkdir(parents=True, exist_ok=True)
+    make_private(folder.trials_dir)
     lock = JournalFileOpenLock(str(folder.schedule_lock), grace_period=LOCK_GRACE_S)
     lock.acquire()
     try:

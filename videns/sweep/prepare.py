@@ -11,6 +11,7 @@ import yaml
 
 from videns.config import MemberConfig, build_parser, config_hash, member_config_from_namespace, parse_member_config
 from videns.errors import ConfigError
+from videns.folders import make_private
 from videns.io import write_text_atomically
 from videns.sweep.folder import SweepFolder, SweepSettings
 from videns.sweep.space import apply_params, representative_values
@@ -83,7 +84,7 @@ def prepare_sweep(folder: SweepFolder, spec: SweepSpec, base: MemberConfig, tria
     if trials is None:
         raise ConfigError("--trials N is needed to start a sweep")
     settings = SweepSettings(spec, trials, heartbeat_s, stale_after_s)
-    folder.root.mkdir(parents=True, exist_ok=True)
+    make_private(folder.root)
     write_text_atomically(folder.base_config, yaml.safe_dump(resolved, sort_keys=False))
     create_study(folder, spec)
     folder.write_settings(settings)  # last: its presence marks a complete run folder

@@ -11,7 +11,7 @@ import yaml
 
 from videns.config import MemberConfig, parse_member_config
 from videns.logs import FORMAT
-from videns.folders import TrialFolder
+from videns.folders import TrialFolder, make_private
 from videns.io import read_json, write_text_atomically
 from videns.sweep.folder import SweepFolder
 from videns.sweep.space import apply_params
@@ -99,7 +99,7 @@ def write_trial_end(trial_dir: Path, record: dict[str, Any]) -> None:
 @contextmanager
 def trial_log(trial_dir: Path) -> Iterator[None]:
     """Everything logged while this trial trains also goes to its ``train.log``."""
-    trial_dir.mkdir(parents=True, exist_ok=True)
+    make_private(trial_dir)
     handler = logging.FileHandler(TrialFolder(trial_dir).log)
     handler.setFormatter(logging.Formatter(FORMAT))
     root = logging.getLogger()
