@@ -66,6 +66,26 @@ def query_jobs(job_ids: list[str]) -> dict[str, JobInfo] | None:
     return found
 
 
+def allocated_gres(job_id: str) -> dict[str, int]:
+    """The generic resources a running job holds, by type: ``{"gpu:1g.10gb": 1}``; {} when none or unknown.
+
+    From the job's own record (``TresPerNode`` times its node count), so it is right
+    where no GPU is visible to the task, as on CPU-only test nodes with fake slices.
+    """
+    text = _run(["scontrol", "-o", "show", "job", str(job_id)])
+    fields = dict(_FIELD.findall(text or ""))
+    nodes = int(fields.get("NumNodes", "1").split("-")[0] or 1)
+    gres: dict[str, int] = {}
+    for item in filter(None, fields.get("TresPerNode", "").split(",")):
+        item = item.removeprefix("gres:").removeprefix("gres/")  # SLURM 22.05 writes gres:, later ones gres/
+        name, _, count = item.rpartition(":")
+        if name and count.isdigit():
+            gres[name] = gres.get(name, 0) + int(count) * nodes
+        elif item:
+            gres[item] = gres.get(item, 0) + nodes
+    return gres
+
+
 def wait_while_active(job_ids: list[str], poll_s: float = SLURM_POLL_S) -> None:
     """Block until none of the jobs is queued or running (requeued ones included), or SLURM forgot them."""
     while True:

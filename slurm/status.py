@@ -8,7 +8,7 @@ done, failed; ``stopped`` is a local member that is neither running nor finished
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from slurm.queue import JobInfo, query_jobs
 from videns.errors import ConfigError
 from videns.folders import RunFolder
 from videns.io import process_alive, read_json
+from videns.member.ledger import read_restarts, summarize_restarts
 
 
 @dataclass
@@ -29,8 +30,14 @@ class MemberRow:
     best_val_accuracy: float | None = None
     best_epoch: int | None = None
     restarts: int = 0
+    restarts_by_cause: dict[str, int] = field(default_factory=dict)
+    lost_steps: int = 0  # training steps replayed after resumes
     job_id: str = ""
     note: str = ""
+
+    def restarts_cell(self) -> str:
+        causes = ", ".join(f"{cause} {n}" for cause, n in self.restarts_by_cause.items() if n)
+        return f"{self.restarts} ({causes})" if causes else str(self.restarts)
 
 
 def task_result(run: RunFolder, job_id: str) -> tuple[str, Any] | None:
@@ -45,10 +52,12 @@ def member_row(run: RunFolder, seed: int, job_id: str, slurm: JobInfo | None, la
     folder = run.member(seed)
     progress = folder.progress()
     finished = folder.finished()
+    costs = summarize_restarts(read_restarts(folder))
     row = MemberRow(seed=seed, state="", epoch=int(progress.get("epoch", 0)), max_epochs=progress.get("max_epochs"),
                     best_val_accuracy=progress.get("best_val_accuracy") if progress.get("best_epoch") else None,
-                    best_epoch=progress.get("best_epoch") or None, restarts=int(progress.get("restarts", 0)),
-                    job_id=job_id)
+                    best_epoch=progress.get("best_epoch") or None,
+                    restarts=max(int(progress.get("restarts", 0)), costs["restarts"]),
+                    restarts_by_cause=costs["restarts_by_cause"], lost_steps=costs["replayed_steps"], job_id=job_id)
     if slurm is not None:
         row.restarts = max(row.restarts, slurm.restarts)
         row.state = slurm.queue_state if slurm.active else "done" if finished else "failed"
@@ -103,12 +112,13 @@ def launcher_running(launch: dict[str, Any]) -> bool:
 
 
 def format_rows(rows: list[MemberRow]) -> str:
-    header = ("seed", "state", "epoch", "best val acc", "restarts", "job", "")
+    header = ("seed", "state", "epoch", "best val acc", "restarts", "lost steps", "job", "")
     lines = [header]
     for r in rows:
         epoch = f"{r.epoch}/{r.max_epochs}" if r.max_epochs else str(r.epoch) if r.epoch else "-"
         best = f"{r.best_val_accuracy:.4f} (epoch {r.best_epoch})" if r.best_val_accuracy is not None else "-"
-        lines.append((str(r.seed), r.state, epoch, best, str(r.restarts), r.job_id or "-", r.note))
+        lines.append((str(r.seed), r.state, epoch, best, r.restarts_cell(), str(r.lost_steps), r.job_id or "-",
+                      r.note))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines) + "\n"
 

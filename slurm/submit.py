@@ -41,13 +41,19 @@ def submit_slurm(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool
     jobs, array_id = [], ""
     if seeds:
         members = slurm_executor(folder, cfg, slurm_parameters(cfg, job_name(run), **guard))
-        jobs = members.submit_array([MemberTask(str(run.root), seed, cfg.cpus_per_task) for seed in seeds])
+        jobs = members.submit_array([MemberTask(str(run.root), seed, cfg.cpus_per_task, limits=task_limits(cfg))
+                                     for seed in seeds])
         array_id = jobs[0].job_id.split("_")[0]
     ensemble = slurm_executor(folder, cfg, slurm_parameters(
         cfg, job_name(run) + "-ensemble", ensemble=True, dependency=f"afterany:{array_id}" if array_id else None,
         **guard))
     ensemble_job = ensemble.submit(EnsembleTask(str(run.root), tta, allow_shared_group=allow_shared_group))
     return Submitted({seed: job.job_id for seed, job in zip(seeds, jobs)}, ensemble_job.job_id, array_id)
+
+
+def task_limits(cfg: ClusterConfig) -> tuple[float, float]:
+    """(time limit, signal delay) of a member task, in seconds."""
+    return cfg.time_min * 60.0, float(cfg.signal_delay_s)
 
 
 def wait_slurm(submitted: Submitted) -> None:
@@ -77,7 +83,8 @@ def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
             while queue and len(running) < plan.parallelism:
                 seed = queue.pop(0)
                 with sigint_ignored_in_children():
-                    running[seed] = executor.submit(MemberTask(str(run.root), seed, plan.threads, local_task_env()))
+                    running[seed] = executor.submit(MemberTask(str(run.root), seed, plan.threads, local_task_env(),
+                                                               task_limits(cfg)))
                 submitted.member_job_ids[seed] = running[seed].job_id
                 on_submit(submitted)
             for seed, job in list(running.items()):

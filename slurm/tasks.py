@@ -28,6 +28,7 @@ from typing import Any
 
 import submitit
 
+from slurm.queue import allocated_gres
 from videns.errors import EXIT_STOPPED, UserError, one_line
 from videns.folders import RunFolder, check_private, task_outcome_beside, use_private_umask
 from videns.io import read_json, write_json_atomically
@@ -45,11 +46,12 @@ class MemberTask:
     """
 
     def __init__(self, run_dir: str, seed: int, threads: int | None = None,
-                 env: dict[str, str | None] | None = None):
+                 env: dict[str, str | None] | None = None, limits: tuple[float, float] | None = None):
         self.run_dir = str(run_dir)
         self.seed = int(seed)
         self.threads = threads
         self.env = env or {}
+        self.limits = limits
 
     def __call__(self) -> dict[str, Any]:
         with outcome_recorded():
@@ -68,14 +70,15 @@ class MemberTask:
         check_private(run.root, cfg.allow_shared_group)  # also where no sbatch guard ran (local runs)
         if self.threads:
             torch.set_num_threads(self.threads)
-        context = job_context()
+        context = job_context(self.limits)
         outcome = train_member_logged(cfg, context, on_stop=lambda stop, outcome: hand_over(
             stop, outcome.signum, f"seed {self.seed}"))
         return asdict(outcome)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Called by submitit inside its USR2 handler: only build the resubmission; state is already on disk."""
-        return submitit.helpers.DelayedSubmission(MemberTask(self.run_dir, self.seed, self.threads, self.env))
+        return submitit.helpers.DelayedSubmission(MemberTask(self.run_dir, self.seed, self.threads, self.env,
+                                                             self.limits))
 
     def __repr__(self) -> str:
         return f"MemberTask(run_dir={self.run_dir!r}, seed={self.seed}, threads={self.threads})"
@@ -162,8 +165,12 @@ def hand_over(stop, signum: int | None, what: str) -> None:
     sys.exit(EXIT_STOPPED)
 
 
-def job_context() -> dict[str, Any]:
-    """Job ids and restart count, added to every resource-monitor line of the member."""
+def job_context(limits: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Job ids, restart count and allocation, added to every resource-monitor line of the member.
+
+    ``limits``: (time limit, signal delay) in seconds, so that the member can tell a
+    USR2 at its time limit from one sent by a preemption.
+    """
     context: dict[str, Any] = {}
     try:
         env = submitit.JobEnvironment()
@@ -171,4 +178,8 @@ def job_context() -> dict[str, Any]:
     except RuntimeError:  # not inside a submitit job (e.g. called in-process)
         pass
     context["restart_count"] = int(os.environ.get("SLURM_RESTART_COUNT", 0))
+    if context.get("cluster") == "slurm" and os.environ.get("SLURM_JOB_ID"):
+        context["gres"] = allocated_gres(os.environ["SLURM_JOB_ID"])
+    if limits is not None:
+        context["time_limit_s"], context["signal_delay_s"] = limits
     return context

@@ -14,6 +14,8 @@ Writers and readers alike take paths from here, so a name changes in one place::
     MEMBER/result.json                 how it finished (only once finished)
     MEMBER/history.jsonl               one record per finished epoch
     MEMBER/resources.jsonl             the resource monitor's samples
+    MEMBER/restarts.jsonl              one line per restart: cause, steps replayed, time queued
+    MEMBER/reached_step                the highest step reached (8 bytes, rewritten every step)
     MEMBER/checkpoints/step-<N>/       resumable checkpoints (format: videns.checkpoint.store)
     MEMBER/best -> best-epoch-<E>/     the best model so far (model weights + best.json)
 
@@ -64,6 +66,8 @@ class MemberFolder:
     result_file = property(lambda self: self.root / "result.json")
     history = property(lambda self: self.root / "history.jsonl")
     resources = property(lambda self: self.root / "resources.jsonl")
+    restarts = property(lambda self: self.root / "restarts.jsonl")
+    reached_step = property(lambda self: self.root / "reached_step")
     checkpoints = property(lambda self: self.root / "checkpoints")
     tensorboard = property(lambda self: self.root / "tensorboard")
     best = property(lambda self: self.root / "best")

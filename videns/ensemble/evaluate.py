@@ -26,6 +26,7 @@ from videns.ensemble import members as found
 from videns.ensemble import report as rep
 from videns.ensemble.predict import MultiViewItems, Predictions, build_multi_view_loader, predict_members
 from videns.ensemble.resources import merge_resource_logs
+from videns.member.ledger import read_restarts
 from videns.device import resolve_device
 from videns.errors import CheckpointError, ConfigError
 from videns.plots import plot_confusion_matrix, plot_training_curves
@@ -103,7 +104,8 @@ def evaluate_ensemble(cfg: EnsembleEvalConfig) -> dict[str, Any]:
     context = {"run_dir": str(cfg.run_dir), "tta": cfg.tta, "tta_modes": modes, "expected_seeds": seeds,
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     run = RunFolder(cfg.run_dir)
-    resources = merge_resource_logs({f"seed_{s}": run.member(s).resources for s in seeds})
+    resources = merge_resource_logs({f"seed_{s}": run.member(s).resources for s in seeds},
+                                    restarts={f"seed_{s}": read_restarts(run.member(s)) for s in seeds})
     if not member_set.members:
         error = (f"no usable member in {cfg.run_dir} (seeds {seeds}): "
                  + "; ".join(f"seed {s.seed} {s.reason}" for s in member_set.skipped))

@@ -4,7 +4,10 @@ The logs are the JSON-lines files written by :class:`videns.monitor.ResourceMoni
 A member that was requeued has several *runs* in one file: a run begins at a
 "start" line and ends at its "stop" line or, if the process was killed, at
 its last line. Wall time is summed over runs, so time spent waiting in the
-queue between a kill and the requeue is not counted.
+queue between a kill and the requeue is not counted; that time, the cause of
+each restart and the steps it replayed come from the member's restart records
+(:mod:`videns.member.ledger`). Slice-hours are counted from the allocation each
+run's lines record (``gres``), not from the devices the process could see.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+from videns.member.ledger import CAUSES, summarize_restarts
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +76,17 @@ def split_runs(lines: Sequence[Mapping]) -> list[list[Mapping]]:
     return runs
 
 
-def summarize_member(lines: Sequence[Mapping]) -> dict:
-    """One member's peaks, means, wall time and GPU hours.
+def summarize_member(lines: Sequence[Mapping], restarts: Sequence[Mapping] | None = None) -> dict:
+    """One member's peaks, means, wall time, GPU hours, slice-hours by GRES type and restart costs.
 
     Peaks are None when no line has the field (a CPU-only member has no GPU
     peaks). ``num_samples`` counts every line, start and stop included.
     """
     runs = split_runs(lines)
+    slice_hours: dict[str, float] = {}
+    for run in runs:
+        for name, count in _run_gres(run).items():
+            slice_hours[name] = slice_hours.get(name, 0.0) + count * _run_seconds(run) / 3600.0
     wall_seconds = sum(_run_seconds(run) for run in runs)
     gpu_seconds = sum(_run_seconds(run) for run in runs if _run_had_gpu(run))
     summary: dict = {
@@ -87,19 +96,25 @@ def summarize_member(lines: Sequence[Mapping]) -> dict:
         mean_cpu_percent=_mean_cpu_percent(lines),
         wall_seconds=wall_seconds,
         gpu_hours=gpu_seconds / 3600.0,
+        slice_hours=slice_hours,
         restarts=_restarts(lines, len(runs)),
         num_runs=len(runs),
         hosts=sorted({str(line["host"]) for line in lines if line.get("host") is not None}),
         num_samples=len(lines),
     )
+    if restarts is not None:
+        costs = summarize_restarts(list(restarts))
+        summary.update(restarts_by_cause=costs["restarts_by_cause"], replayed_steps=costs["replayed_steps"],
+                       queued_seconds=costs["queued_seconds"])
     return summary
 
 
-def merge_resource_logs(logs: Mapping[str, Path]) -> dict:
+def merge_resource_logs(logs: Mapping[str, Path], restarts: Mapping[str, Sequence[Mapping]] | None = None) -> dict:
     """Summaries of every member plus ensemble totals.
 
     Args:
         logs: member label (``seed_42``) -> that member's monitor log.
+        restarts: member label -> its restart records, for causes, replayed steps and queue time.
 
     Returns:
         ``{"members": {label: summary}, "totals": {...}}``; a member whose log
@@ -110,7 +125,8 @@ def merge_resource_logs(logs: Mapping[str, Path]) -> dict:
     missing: list[str] = []
     for label, path in logs.items():
         try:
-            members[label] = summarize_member(read_monitor_log(path))
+            members[label] = summarize_member(read_monitor_log(path),
+                                              None if restarts is None else restarts.get(label, []))
         except OSError as err:
             logger.warning("no resource log for member %s: %s", label, err)
             missing.append(label)
@@ -127,6 +143,15 @@ def _totals(summaries: Iterable[dict], missing: list[str]) -> dict:
     }
     for name in _PEAK_FIELDS:
         totals[name] = _max_of(s[name] for s in summaries if s[name] is not None)
+    totals["slice_hours"] = {}
+    for s in summaries:
+        for name, hours in s["slice_hours"].items():
+            totals["slice_hours"][name] = totals["slice_hours"].get(name, 0.0) + hours
+    if any("restarts_by_cause" in s for s in summaries):
+        totals["restarts_by_cause"] = {cause: sum(s.get("restarts_by_cause", {}).get(cause, 0) for s in summaries)
+                                       for cause in CAUSES}
+        totals["replayed_steps"] = sum(s.get("replayed_steps", 0) for s in summaries)
+        totals["queued_seconds"] = sum(s.get("queued_seconds", 0.0) for s in summaries)
     totals["missing_members"] = sorted(missing)
     return totals
 
@@ -134,6 +159,15 @@ def _totals(summaries: Iterable[dict], missing: list[str]) -> dict:
 def _run_seconds(run: Sequence[Mapping]) -> float:
     times = list(_numbers(run, ("time",)))
     return max(times) - min(times) if times else 0.0
+
+
+def _run_gres(run: Sequence[Mapping]) -> dict[str, int]:
+    """The allocation a run's lines record (every line carries the job context)."""
+    for line in run:
+        gres = line.get("gres")
+        if isinstance(gres, dict):
+            return {str(k): int(v) for k, v in gres.items() if _is_number(v)}
+    return {}
 
 
 def _run_had_gpu(run: Sequence[Mapping]) -> bool:

@@ -3,11 +3,12 @@
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 from tqdm import tqdm
@@ -19,6 +20,7 @@ from videns.folders import MemberFolder
 from videns.io import write_json_atomically, write_text_atomically
 from videns.member.checkpoint import save_best, save_checkpoint
 from videns.member.data import MemberData, alpha_tensor
+from videns.member.ledger import StepMark, stop_cause
 from videns.metrics import classification_metrics
 from videns.training.evaluate import predict_probs
 from videns.training.interrupt import StopSignals
@@ -49,11 +51,14 @@ class MemberLoop:
     """The epoch/step loop of one member; owns when to validate, save and stop."""
 
     def __init__(self, cfg: MemberConfig, data: MemberData, model, optimizer, schedule: LRSchedule,
-                 store: CheckpointStore, state: TrainingState, device: torch.device, stop: StopSignals | None):
+                 store: CheckpointStore, state: TrainingState, device: torch.device, stop: StopSignals | None,
+                 context: Mapping[str, Any] | None = None):
         self.cfg, self.data, self.model, self.optimizer = cfg, data, model, optimizer
         self.schedule, self.store, self.state, self.device = schedule, store, state, device
         self.stop = stop
         self.folder = MemberFolder(cfg.out_dir)
+        self.context = dict(context or {})
+        self.mark = StepMark(self.folder.reached_step)
         self.on_epoch_end: EpochHook | None = None
         self.policy = SavePolicy(cfg.checkpoint)
         self.policy.saved(state.global_step)
@@ -68,13 +73,16 @@ class MemberLoop:
         return self.stop is not None and self.stop.requested
 
     def run(self) -> MemberOutcome:
-        while not self.state.finished:
-            if not self._train_epoch():
-                return self._interrupted()
-            self._end_epoch()
-            if self.stop_requested and not self.state.finished:
-                return self._interrupted()
-        return outcome_of(self.state, "finished")
+        try:
+            while not self.state.finished:
+                if not self._train_epoch():
+                    return self._interrupted()
+                self._end_epoch()
+                if self.stop_requested and not self.state.finished:
+                    return self._interrupted()
+            return outcome_of(self.state, "finished")
+        finally:
+            self.mark.close()
 
     def _train_epoch(self) -> bool:
         """Train the rest of the current epoch; False if stopped by a signal (after saving)."""
@@ -88,6 +96,7 @@ class MemberLoop:
             loss_sum += self._train_step(batch, fractional_epoch).double()
             state.batches_done += 1
             state.global_step += 1
+            self.mark.reached(state.global_step)
             if state.batches_done < self.batches_per_epoch and (self.stop_requested or self.policy.due(state.global_step)):
                 state.loss_sum, state.epoch_seconds = float(loss_sum), seconds_before + time.monotonic() - started
                 self._save_checkpoint()
@@ -158,7 +167,8 @@ class MemberLoop:
                 "batches_per_epoch": self.batches_per_epoch, "global_step": s.global_step,
                 "max_epochs": self.cfg.trainer.max_epochs, "best_val_accuracy": s.best_val_accuracy,
                 "best_epoch": s.best_epoch, "restarts": s.restarts, "stop_reason": s.stop_reason,
-                "host": socket.gethostname(), "pid": os.getpid(), "updated": time.time()}
+                "job_id": self.context.get("job_id"), "host": socket.gethostname(), "pid": os.getpid(),
+                "updated": time.time()}
 
     def _best_meta(self, record: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
         return {"epoch": record["epoch"], "val_metrics": metrics, "seed": self.cfg.seed,
@@ -174,7 +184,11 @@ class MemberLoop:
     def _interrupted(self) -> MemberOutcome:
         # A signal that lands after an epoch's save finds that save already made, as "running".
         self.store.wait()
-        write_json_atomically(self.folder.progress_file, self._progress_record("interrupted"))
+        signum = self.stop.received if self.stop else None
+        record = self._progress_record("interrupted")
+        record.update(signal=signal.Signals(signum).name if signum else None,
+                      stop_cause=stop_cause(signum, self.context, record["updated"]))
+        write_json_atomically(self.folder.progress_file, record)
         log.warning("member seed %d stopped at epoch %d batch %d/%d; checkpoint saved, will resume from it",
                     self.cfg.seed, self.state.epoch + 1, self.state.batches_done, self.batches_per_epoch)
         return outcome_of(self.state, "interrupted", self.stop.received if self.stop else None)

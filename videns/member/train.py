@@ -2,6 +2,7 @@
 
 import logging
 import random
+import time
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -16,6 +17,7 @@ from videns.folders import MemberFolder, check_private, make_private
 from videns.logs import setup_logging
 from videns.member.checkpoint import check_resumable, restore_checkpoint
 from videns.member.data import ensure_data, prepare_member_data
+from videns.member.ledger import read_mark, record_restart
 from videns.member.loop import EpochHook, MemberLoop, MemberOutcome, outcome_of, write_history
 from videns.monitor import ResourceMonitor, release_cached_gpu_memory
 from videns.training.interrupt import StopSignals
@@ -79,20 +81,33 @@ def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[
     make_private(folder.root)
     commits = CommitQueue(background=cfg.checkpoint.background)
     store = CheckpointStore(folder.checkpoints, cfg.checkpoint.keep, commits)
+    previous = folder.progress()  # how the last run ended, before this one rewrites it
     state = _restore_or_start(cfg, store, model, optimizer, schedule)
     folder.config.write_text(dump_config(cfg))
     write_history(folder, state.history)
     if state.finished:
         log.info("member seed %d already finished (%s) at epoch %d; nothing to do", cfg.seed, state.stop_reason, state.epoch)
         return outcome_of(state, "finished")
-    monitor_context = {"seed": cfg.seed, **(context or {})}
+    context = {**(context or {}), "run_started": time.time()}
+    if _is_restart(folder, previous):
+        restart = record_restart(folder, previous, state.global_step, context)
+        log.info("restart after %s: %d step(s) replayed, %.0f s since it stopped",
+                 restart["cause"], restart["replayed_steps"], restart["queued_s"])
+    monitor_context = {"seed": cfg.seed, **context}
     with ResourceMonitor(folder.resources, cfg.trainer.monitor_minutes * 60, monitor_context, device):
-        loop = MemberLoop(cfg, data, model, optimizer, schedule, store, state, device, stop)
+        loop = MemberLoop(cfg, data, model, optimizer, schedule, store, state, device, stop, context)
         loop.on_epoch_end = on_epoch_end
         try:
             return loop.run()
         finally:
             commits.close()  # whatever ends the loop, the last save reaches the disk first
+
+
+def _is_restart(folder: MemberFolder, previous: dict[str, Any]) -> bool:
+    """Did an earlier run of this member stop before it finished (saved or not)?"""
+    if previous:
+        return previous.get("status") in ("running", "interrupted")
+    return read_mark(folder.reached_step) is not None  # killed before its first save
 
 
 def _restore_or_start(cfg: MemberConfig, store: CheckpointStore, model, optimizer,

@@ -1,0 +1,127 @@
+"""What each restart of a member cost: why it stopped, the steps it had to replay, and how long it waited.
+
+Two facts are kept while training, both cheap:
+- ``progress.json`` (rewritten at every save) says how the last run stopped:
+  ``interrupted`` with the signal, or still ``running`` when a kill or a node
+  failure gave it no chance to save;
+- ``reached_step`` holds the highest step the member ever reached, 8 bytes
+  rewritten in place after every step (no fsync: a killed process's writes stay
+  in the page cache), so a resume knows how many steps it replays.
+
+At the next start :func:`restart_record` turns them into one line of
+``restarts.jsonl``. Causes:
+
+- ``time_limit``: USR2 came at the run's time limit minus the signal delay;
+- ``preempted``: USR2 earlier than that, or SIGTERM after which SLURM requeued
+  the same job;
+- ``killed``: no save after the last signal (SIGKILL, OOM, node failure);
+- ``stopped``: stopped by the user (SIGTERM or Ctrl-C, then started again by hand).
+"""
+
+import json
+import os
+import signal
+import struct
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from videns.folders import MemberFolder
+
+CAUSES = ("preempted", "time_limit", "killed", "stopped")
+# A USR2 this close to the time limit minus the signal delay is the time limit's.
+TIME_LIMIT_SLACK_S = 30.0
+_MARK = struct.Struct("<q")
+
+
+class StepMark:
+    """The highest global step reached, kept in ``MEMBER/reached_step``."""
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def reached(self, step: int) -> None:
+        os.pwrite(self.fd, _MARK.pack(step), 0)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def read_mark(path: Path) -> tuple[int, float] | None:
+    """(highest step reached, when) or None before the first step."""
+    try:
+        data, when = Path(path).read_bytes(), Path(path).stat().st_mtime
+    except OSError:
+        return None
+    return (_MARK.unpack(data[:_MARK.size])[0], when) if len(data) >= _MARK.size else None
+
+
+def stop_cause(signum: int | None, context: Mapping[str, Any], now: float) -> str:
+    """How a run stopped by ``signum`` is counted, as far as is known when it stops.
+
+    SIGTERM stays ``signal`` until the next start tells a requeue (preempted)
+    from a start by hand (stopped).
+    """
+    if signum == signal.SIGUSR2:
+        limit, delay, started = (context.get(k) for k in ("time_limit_s", "signal_delay_s", "run_started"))
+        if context.get("cluster") == "local":
+            return "time_limit"  # submitit's local executor sends USR2 only at its timeout
+        if None not in (limit, delay, started):
+            return "time_limit" if now - started >= limit - delay - TIME_LIMIT_SLACK_S else "preempted"
+        return "stopped"
+    if signum == signal.SIGTERM:
+        return "signal"
+    return "stopped"
+
+
+def restart_record(previous: Mapping[str, Any], mark: tuple[int, float] | None, last_restart: Mapping[str, Any],
+                   resumed_step: int, context: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """One restart, from the previous run's progress.json, the step mark and the checkpoint resumed."""
+    reached_step, reached_at = mark if mark else (resumed_step, 0.0)
+    if previous.get("status") == "interrupted":
+        cause = previous.get("stop_cause") or "stopped"
+        if cause == "signal":
+            job = context.get("job_id")
+            cause = "preempted" if job is not None and job == previous.get("job_id") else "stopped"
+    else:
+        cause = "killed"
+    stopped_at = max(float(previous.get("updated", 0.0)), reached_at, float(last_restart.get("started", 0.0)))
+    return {"cause": cause, "signal": previous.get("signal") if cause != "killed" else None,
+            "stopped": stopped_at, "started": now, "queued_s": max(0.0, now - stopped_at),
+            "resumed_step": resumed_step, "reached_step": max(reached_step, resumed_step),
+            "replayed_steps": max(0, reached_step - resumed_step),
+            "job_id": context.get("job_id"), "previous_job_id": previous.get("job_id")}
+
+
+def record_restart(folder: MemberFolder, previous: Mapping[str, Any], resumed_step: int,
+                   context: Mapping[str, Any]) -> dict[str, Any]:
+    """Append this start's restart record to ``restarts.jsonl`` and return it."""
+    history = read_restarts(folder)
+    record = restart_record(previous, read_mark(folder.reached_step), history[-1] if history else {},
+                            resumed_step, context, time.time())
+    with folder.restarts.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
+def read_restarts(folder: MemberFolder) -> list[dict[str, Any]]:
+    """The member's restart records; a line cut by a kill ends them."""
+    records = []
+    try:
+        lines = folder.restarts.read_text().splitlines()
+    except OSError:
+        return records
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def summarize_restarts(records: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Restarts by cause, steps replayed and seconds queued, for reports and the status table."""
+    return {"restarts": len(records),
+            "restarts_by_cause": {cause: sum(r.get("cause") == cause for r in records) for cause in CAUSES},
+            "replayed_steps": int(sum(r.get("replayed_steps", 0) for r in records)),
+            "queued_seconds": float(sum(r.get("queued_s", 0.0) for r in records))}
