@@ -158,7 +158,7 @@ def _check_data(members: list[found.Member], data_root: Path) -> tuple[dict[str,
     splits = tuple(s for s in layout.SPLITS if s != "train" or layout.split_path(data_root, s).is_file())
     info = inspect_dataset(data_root, splits=splits, check_finite=False)  # finiteness is checked in the pass
     files = {split: layout.split_path(data_root, split) for split in splits}
-    for split in ("val", "test"):
+    for split in ("test", "val"):
         found.check_test_data_agrees(members, info.class_names, info.feature_dim, files[split])
     return files, info
 
