@@ -250,3 +250,22 @@ def test_predictions_csv_holds_calibrated_probabilities_and_uncertainty(trust_ru
     expected = item_uncertainty(pred["member_probs"], pred["weights"], rep["calibration"]["temperature"])
     for key in UNCERTAINTY_COLUMNS:
         np.testing.assert_allclose([float(r[key]) for r in rows], expected[key], atol=1e-12)
+
+
+def test_baseline_features_are_mean_and_std_over_real_frames_only(tmp_path: Path):
+    from videns.ensemble.baseline import summary_features, train_indices
+
+    rng = np.random.default_rng(0)
+    lengths = np.array([3, 7, 1, 5])
+    features = rng.normal(size=(4, 7, 2)).astype(np.float32)
+    features[0, 3:] = 1e6  # padding that a reader ignoring num_frames would average in
+    path = tmp_path / "split.h5"
+    with h5py.File(path, "w") as f:
+        f[layout.FEATURES], f[layout.NUM_FRAMES], f[layout.LABELS] = features, lengths.astype(np.int32), np.arange(4)
+    x, y = summary_features(path)
+    expected = np.stack([np.concatenate([features[i, :n].astype(np.float64).mean(0),
+                                         features[i, :n].astype(np.float64).std(0)]) for i, n in enumerate(lengths)])
+    np.testing.assert_allclose(x, expected, rtol=1e-10)
+    assert y.tolist() == [0, 1, 2, 3]
+    draw = train_indices(50_000, cap=100, seed=0)
+    assert len(draw) == 100 and len(set(draw.tolist())) == 100 and (draw == train_indices(50_000, 100, 0)).all()
