@@ -14,16 +14,19 @@ from jsonargparse import ActionYesNo, ArgumentParser
 
 from jobs._cli import user_errors_as_one_line
 from videns.ensemble.apply import PredictConfig, apply_ensemble, format_summary
+from videns.ensemble.combine import COMBINATIONS
 
 PROG = "jobs.predict"
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=PredictConfig.__doc__.splitlines()[0])
-    parser.add_class_arguments(PredictConfig, as_positional=False, skip={"tta", "overwrite"})
+    parser.add_class_arguments(PredictConfig, as_positional=False, skip={"tta", "overwrite", "combine"})
     # Written out so the command line reads `--tta` and `--overwrite`, not `--tta true`.
     parser.add_argument("--tta", action=ActionYesNo, default=None,
                         help="Average each member over the test-time views (default: as the run's ensemble job did).")
+    parser.add_argument("--combine", choices=COMBINATIONS, default=None,
+                        help="Combination to apply, with its own weights and temperature (default: the run's choice).")
     parser.add_argument("--overwrite", action=ActionYesNo, default=False,
                         help="Replace an existing output instead of refusing.")
     return parser

@@ -18,6 +18,11 @@ def fit_temperature(member_probs: np.ndarray, weights: np.ndarray, labels: np.nd
     return float(np.exp(result.x))
 
 
+def at_bound(temperature: float) -> bool:
+    """True when the fit stopped at a bound: validation is (nearly) separable, so NLL keeps falling as T -> 0."""
+    return bool(np.min(np.abs(np.log(temperature) - np.array(LOG_T_BOUNDS))) < 1e-3)
+
+
 def brier_score(labels: np.ndarray, probs: np.ndarray) -> float:
     """Multi-class Brier score: mean over items of the squared distance to the one-hot label (0 best, 2 worst)."""
     onehot = np.zeros_like(probs)

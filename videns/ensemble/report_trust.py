@@ -87,7 +87,9 @@ def _calibration_table(report: dict[str, Any]) -> list[str]:
     calibration = report["calibration"]
     rows = [[f"{split} {when}", *(f"{calibration[split][when][k]:.4f}" for k in ("nll", "ece", "brier"))]
             for split in ("validation", "test") for when in ("before", "after")]
-    return [f"Temperature T = {calibration['temperature']:.4f} (see reliability.png).", "",
+    note = (" It stopped at a bound of its search: validation is (nearly) separable, so its NLL keeps falling "
+            "as T shrinks; treat the calibrated probabilities with care." if calibration.get("at_bound") else "")
+    return [f"Temperature T = {calibration['temperature']:.4f} (see reliability.png).{note}", "",
             *_table(["split", "NLL", "ECE", "Brier"], rows)]
 
 

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from videns.ensemble.calibration import calibration_metrics, fit_temperature
+from videns.ensemble.calibration import at_bound, calibration_metrics, fit_temperature
 from videns.ensemble.collapse import MAD_FACTOR, MIN_MARGIN, flag_members
 from videns.ensemble.combine import COMBINATIONS, Combination, combination_weights, combine
 from videns.ensemble.predict import Predictions
@@ -59,7 +59,7 @@ def choose_on_validation(seeds: Sequence[int], val: Predictions, test: Predictio
         "flagged_in_combination": [f.seed for f, w in zip(flags, weights) if f.flagged and w > 0],
         "combination": {"chosen": chosen, "weights": entry["weights"], "temperature": temperature},
         "combinations": combinations,
-        "calibration": {"temperature": temperature, "validation": entry["validation"], "test": entry["test_calibration"]},
+        "calibration": {"temperature": temperature, "at_bound": at_bound(temperature), "validation": entry["validation"], "test": entry["test_calibration"]},
         "most_uncertain": _top_items(arrays, test.labels, class_names, wrong_only=False),
         "confidently_wrong": _top_items(arrays, test.labels, class_names, wrong_only=True),
     }
