@@ -269,3 +269,19 @@ def test_baseline_features_are_mean_and_std_over_real_frames_only(tmp_path: Path
     assert y.tolist() == [0, 1, 2, 3]
     draw = train_indices(50_000, cap=100, seed=0)
     assert len(draw) == 100 and len(set(draw.tolist())) == 100 and (draw == train_indices(50_000, 100, 0)).all()
+
+
+def test_missing_validation_split_is_one_line_and_the_report_is_kept(trust_run: Path, trust_data: Path,
+                                                                     tmp_path: Path, capsys):
+    data = tmp_path / "no_val"
+    shutil.copytree(trust_data, data)
+    layout.split_path(data, "val").unlink()
+    run = tmp_path / "run"
+    shutil.copytree(trust_run, run, symlinks=True)
+    before = (run / "ensemble" / "report.json").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        ensemble_eval.main(["--run_dir", str(run), "--data_root", str(data)])
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("jobs.ensemble_eval: error: ") and "val_features_multiscale.h5: file not found" in line
+    assert (run / "ensemble" / "report.json").read_bytes() == before
