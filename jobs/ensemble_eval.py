@@ -1,9 +1,11 @@
-"""Evaluate a run's ensemble: ``python -m jobs.ensemble_eval --run_dir RUN [--tta] [--members 1 2]``.
+"""Evaluate a run's ensemble: ``python -m jobs.ensemble_eval --run_dir RUN [--tta] [--members 1 2] [--combine greedy]``.
 
-Writes RUN/ensemble/ (report.json, report.md, predictions.npz, the plots and the
-merged resources.json) and prints a summary table. Missing or unfinished members
-are skipped and listed; with no usable member it still writes a report saying
-so and exits 2.
+Runs every member over validation and test; validation flags collapsed
+members, sets the combination's weights and fits its temperature, test scores
+them. Writes RUN/ensemble/ (report.json, report.md, predictions.npz and .csv,
+the plots and the merged resources.json) and prints a summary table. Missing or
+unfinished members are skipped and listed; with no usable member it still
+writes a report saying so and exits 2.
 """
 
 import sys

@@ -304,9 +304,9 @@ def test_model_is_rebuilt_from_the_spec_saved_with_the_checkpoint(evaluated: Pat
 def test_outputs_exist_and_pngs_are_valid(evaluated: Path, capsys):
     out = evaluated / "ensemble"
     rep = report(evaluated)
-    assert set(rep["files"]) == {"report.json", "report.md", "predictions.npz", "confusion_matrix.png",
-                                 "training_curves.png", "resources.json"}
-    for name in ("confusion_matrix.png", "training_curves.png"):
+    assert set(rep["files"]) == {"report.json", "report.md", "predictions.npz", "predictions.csv", "reliability.png",
+                                 "confusion_matrix.png", "training_curves.png", "resources.json"}
+    for name in ("confusion_matrix.png", "training_curves.png", "reliability.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert imread(out / name).shape[0] > 100
     markdown = (out / "report.md").read_text()
@@ -336,15 +336,18 @@ def test_missing_run_dir_is_a_user_error_and_creates_nothing(tmp_path: Path, cap
     assert not (tmp_path / "nope").exists()
 
 
-def test_each_test_item_is_read_exactly_once(evaluated: Path, tmp_path: Path, monkeypatch):
+def test_each_validation_and_test_item_is_read_exactly_once(evaluated: Path, tmp_path: Path, monkeypatch):
     run = copy_run(evaluated, tmp_path / "run")
     reads = Counter()
     original = FeatureSplit.__getitem__
 
     def counting(self, index):
-        reads[int(index)] += 1
+        reads[(self.path.name, int(index))] += 1
         return original(self, index)
 
     monkeypatch.setattr(FeatureSplit, "__getitem__", counting)
     assert run_eval(["--run_dir", str(run), "--tta", "--batch_size", "7"]) == 0  # several batches, 2 members x 4 views
-    assert reads == Counter(range(report(run)["num_items"]))
+    rep = report(run)
+    expected = {(layout.split_path(Path("."), split).name, i): 1
+                for split, count in (("val", rep["num_val_items"]), ("test", rep["num_items"])) for i in range(count)}
+    assert reads == Counter(expected)

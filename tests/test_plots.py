@@ -8,7 +8,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from videns.plots import plot_confusion_matrix, plot_training_curves
+from videns.metrics import ECE_BINS, reliability_bins
+from videns.plots import plot_confusion_matrix, plot_reliability_diagram, plot_training_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASS_NAMES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")
@@ -57,3 +58,25 @@ def test_training_curves_name_the_member_with_a_missing_key(tmp_path: Path) -> N
     bad = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0}]
     with pytest.raises(ValueError, match="seed_2.*val_accuracy"):
         plot_training_curves({"seed_1": history(0.0), "seed_2": bad}, tmp_path / "curves.png")
+
+
+def test_reliability_bins_match_accuracy_and_confidence_per_bin() -> None:
+    probs = np.array([[0.95, 0.05], [0.94, 0.06], [0.55, 0.45], [0.4, 0.6]])
+    labels = np.array([0, 1, 0, 1])
+    bins = reliability_bins(labels, probs)
+    assert bins["count"].sum() == 4 and len(bins["count"]) == ECE_BINS
+    top = ECE_BINS - 1  # confidences 0.95 and 0.94 share the last bin: one right, one wrong
+    assert bins["count"][top] == 2 and bins["accuracy"][top] == 0.5 and bins["confidence"][top] == pytest.approx(0.945)
+    assert np.isnan(bins["accuracy"][0])  # an empty bin is NaN, not 0
+
+
+def test_reliability_diagram_writes_a_valid_png_with_empty_bins(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=200)
+    labels = rng.integers(0, 4, size=200)
+    sharper = probs ** 2 / (probs ** 2).sum(axis=1, keepdims=True)
+    curves = {"before": reliability_bins(labels, probs), "after": reliability_bins(labels, sharper)}
+    path = plot_reliability_diagram({"validation": curves, "test": curves}, tmp_path / "reliability.png")
+    assert_valid_png_and_no_leftovers(path)
+    with pytest.raises(ValueError):
+        plot_reliability_diagram({}, tmp_path / "none.png")

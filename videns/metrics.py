@@ -42,3 +42,14 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
         if in_bin.any():
             ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
     return float(ece)
+
+
+def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """Per equal-width confidence bin (the ECE's bins): mean confidence, accuracy and item count; NaN when empty."""
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    bin_of = np.clip(np.digitize(confidence, np.linspace(0.0, 1.0, bins + 1)[1:-1], right=True), 0, bins - 1)
+    count = np.bincount(bin_of, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"confidence": np.bincount(bin_of, confidence, bins) / count,
+                "accuracy": np.bincount(bin_of, correct, bins) / count, "count": count}

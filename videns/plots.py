@@ -1,4 +1,4 @@
-"""PNG figures for people: a confusion matrix and members' training curves.
+"""PNG figures for people: a confusion matrix, members' training curves and a reliability diagram.
 
 Figures are built with matplotlib's object API (``Figure`` rendered by the
 Agg canvas), never through ``pyplot``: nothing needs a display, no global
@@ -88,6 +88,35 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping]], path: Path)
         axes.grid(alpha=0.3)
     # One legend: members by colour; the line style is explained in the title.
     accuracy_axes.legend(fontsize="small", ncols=1 if len(histories) <= 8 else 2)
+    return _save_atomically(figure, Path(path))
+
+
+def plot_reliability_diagram(panels: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], path: Path,
+                             title: str = "Reliability") -> Path:
+    """One panel per split: accuracy against confidence per bin, one line per curve, and the diagonal.
+
+    Args:
+        panels: split title -> curve label (e.g. "before, ECE 0.13") -> the
+            ``confidence``, ``accuracy`` and ``count`` arrays of
+            :func:`videns.metrics.reliability_bins`; empty bins are NaN and skipped.
+        path: the PNG to write.
+    """
+    if not panels:
+        raise ValueError("no reliability panels to plot")
+    figure = Figure(figsize=(5.0 * len(panels), 4.8), layout="constrained")
+    axes_row = np.atleast_1d(figure.subplots(1, len(panels)))
+    for axes, (split, curves) in zip(axes_row, panels.items()):
+        axes.plot([0.0, 1.0], [0.0, 1.0], color="grey", linestyle=":", label="perfectly calibrated")
+        for colour, (label, bins) in zip(_member_colours(len(curves)), curves.items()):
+            filled = bins["count"] > 0
+            # Marker area grows with the bin's item count, so a lone item does not look like a trend.
+            sizes = 12.0 + 150.0 * bins["count"][filled] / bins["count"].sum()
+            axes.plot(bins["confidence"][filled], bins["accuracy"][filled], color=colour, label=label)
+            axes.scatter(bins["confidence"][filled], bins["accuracy"][filled], s=sizes, color=colour)
+        axes.set(title=f"{title}: {split}", xlabel="confidence (max probability)", ylabel="accuracy",
+                 xlim=(0.0, 1.0), ylim=(0.0, 1.02))
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small", loc="upper left")
     return _save_atomically(figure, Path(path))
 
 

@@ -12,6 +12,8 @@ from videns.data.parallel_read import read_all
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_LABEL = -1  # the label of every item of a file without labels
+
 
 class FeatureSplit:
     """The items of one split: ``split[i] -> (features [T_i, D] float32, label)``.
@@ -24,7 +26,11 @@ class FeatureSplit:
     def __init__(self, path: Path, preload_bytes: int = 0):
         self.path = Path(path)
         with h5py.File(self.path, "r") as f:
-            self.labels = f[layout.LABELS][()].astype(np.int64)
+            # A file to predict on may carry no labels; training and evaluation require them (inspect.py).
+            has_labels = layout.LABELS in f
+            self.labels = (f[layout.LABELS][()].astype(np.int64) if has_labels
+                           else np.full(f[layout.NUM_FRAMES].shape[0], UNKNOWN_LABEL, dtype=np.int64))
+            self.has_labels = has_labels
             self.lengths = f[layout.NUM_FRAMES][()].astype(np.int64)
             self.shape = f[layout.FEATURES].shape  # (N, max_frames, D)
             self.preloaded = self.nbytes() <= preload_bytes
@@ -78,6 +84,7 @@ class ArraySplit(FeatureSplit):
         self._features = np.ascontiguousarray(features, dtype=np.float32)
         self.shape = self._features.shape
         self.preloaded = True
+        self.has_labels = True
         self.feature_dim = int(features.shape[2])
         self._file = None
         self._file_pid = None

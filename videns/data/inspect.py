@@ -76,9 +76,9 @@ def _inspect_split(path: Path, check_finite: bool) -> tuple[int, dict[str, int],
     if not h5py.is_hdf5(path):
         raise DataError(f"{path}: not an HDF5 file")
     with h5py.File(path, "r") as f:
-        features, labels, num_frames = (_require_dataset(f, path, key) for key in
+        features, labels, num_frames = (require_dataset(f, path, key) for key in
                                         (layout.FEATURES, layout.LABELS, layout.NUM_FRAMES))
-        mapping = _read_mapping(f, path)
+        mapping = read_mapping(f, path)
         if features.ndim != 3:
             raise DataError(f"{path}: {layout.FEATURES}: expected 3 dims [N, max_frames, D], got shape {features.shape}")
         n, max_frames, feature_dim = features.shape
@@ -88,15 +88,15 @@ def _inspect_split(path: Path, check_finite: bool) -> tuple[int, dict[str, int],
             if ds.shape != (n,):
                 raise DataError(f"{path}: {key}: expected shape ({n},), got {ds.shape}")
         labels_np, frames_np = labels[()], num_frames[()]
-        _check_labels(path, labels_np, mapping)
-        _check_num_frames(path, frames_np, max_frames)
+        check_labels(path, labels_np, mapping)
+        check_num_frames(path, frames_np, max_frames)
         if check_finite:
             check_finite_features(path, features)
     counts = tuple(int(c) for c in np.bincount(labels_np, minlength=len(mapping)))
     return feature_dim, mapping, SplitInfo(path, n, max_frames, feature_dim, counts)
 
 
-def _require_dataset(f: h5py.File, path: Path, key: str) -> h5py.Dataset:
+def require_dataset(f: h5py.File, path: Path, key: str) -> h5py.Dataset:
     if key not in f:
         raise DataError(f"{path}: {key}: missing dataset")
     if not isinstance(f[key], h5py.Dataset):
@@ -104,7 +104,7 @@ def _require_dataset(f: h5py.File, path: Path, key: str) -> h5py.Dataset:
     return f[key]
 
 
-def _read_mapping(f: h5py.File, path: Path) -> dict[str, int]:
+def read_mapping(f: h5py.File, path: Path) -> dict[str, int]:
     if layout.ATTR_MAPPING not in f.attrs:
         raise DataError(f"{path}: attribute {layout.ATTR_MAPPING}: missing")
     raw = f.attrs[layout.ATTR_MAPPING]
@@ -119,7 +119,7 @@ def _read_mapping(f: h5py.File, path: Path) -> dict[str, int]:
     return mapping
 
 
-def _check_labels(path: Path, labels: np.ndarray, mapping: dict[str, int]) -> None:
+def check_labels(path: Path, labels: np.ndarray, mapping: dict[str, int]) -> None:
     bad = np.flatnonzero((labels < 0) | (labels >= len(mapping)))
     if bad.size:
         raise DataError(
@@ -128,7 +128,7 @@ def _check_labels(path: Path, labels: np.ndarray, mapping: dict[str, int]) -> No
         )
 
 
-def _check_num_frames(path: Path, num_frames: np.ndarray, max_frames: int) -> None:
+def check_num_frames(path: Path, num_frames: np.ndarray, max_frames: int) -> None:
     bad = np.flatnonzero((num_frames <= 0) | (num_frames > max_frames))
     if bad.size:
         raise DataError(

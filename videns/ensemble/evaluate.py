@@ -1,4 +1,7 @@
-"""Evaluate an ensemble's members and their softmax average on the test split, and write RUN/ensemble/.
+"""Evaluate an ensemble's members on validation and test, combine and calibrate on validation, write RUN/ensemble/.
+
+Validation decides (collapse flags, combination weights, the temperature: see
+:mod:`videns.ensemble.trust`); test only scores. Each split is read once.
 
 All outputs are written into a staging folder first and moved into place one by
 one, ``report.json`` last, so an earlier report survives until a complete new set
@@ -21,31 +24,36 @@ from videns.data import layout
 from videns.data.augment import TTA_MODES
 from videns.data.config import GIB
 from videns.data.dataset import FeatureSplit
-from videns.data.inspect import inspect_dataset
+from videns.data.inspect import DatasetInfo, inspect_dataset
 from videns.ensemble import members as found
 from videns.ensemble import report as rep
+from videns.ensemble import baseline as sanity
+from videns.ensemble.combine import COMBINATIONS, Combination, combine
 from videns.ensemble.predict import MultiViewItems, Predictions, build_multi_view_loader, predict_members
+from videns.ensemble.trust import Chosen, choose_on_validation
+from videns.ensemble.uncertainty import write_predictions_csv
 from videns.ensemble.resources import merge_resource_logs
 from videns.member.ledger import read_restarts
 from videns.device import resolve_device
 from videns.errors import CheckpointError, ConfigError
-from videns.plots import plot_confusion_matrix, plot_training_curves
 from videns.folders import EnsembleFolder, RunFolder
 from videns.io import write_json_atomically
 from videns.logs import setup_logging
+from videns.metrics import expected_calibration_error, reliability_bins
+from videns.plots import plot_confusion_matrix, plot_reliability_diagram, plot_training_curves
 
 log = logging.getLogger(__name__)
 
 E = EnsembleFolder
-REPORT_JSON, REPORT_MD, PREDICTIONS = E.REPORT_JSON, E.REPORT_MD, E.PREDICTIONS
-CONFUSION_PNG, CURVES_PNG, RESOURCES_JSON = E.CONFUSION_PNG, E.CURVES_PNG, E.RESOURCES_JSON
+REPORT_JSON, REPORT_MD, PREDICTIONS, PREDICTIONS_CSV = E.REPORT_JSON, E.REPORT_MD, E.PREDICTIONS, E.PREDICTIONS_CSV
+RELIABILITY_PNG, CONFUSION_PNG, CURVES_PNG, RESOURCES_JSON = E.RELIABILITY_PNG, E.CONFUSION_PNG, E.CURVES_PNG, E.RESOURCES_JSON
 # Every file this module writes; report.json goes last so it always describes a complete set.
-OUTPUT_FILES = (PREDICTIONS, CONFUSION_PNG, CURVES_PNG, RESOURCES_JSON, REPORT_MD, REPORT_JSON)
+OUTPUT_FILES = (PREDICTIONS, PREDICTIONS_CSV, RELIABILITY_PNG, CONFUSION_PNG, CURVES_PNG, RESOURCES_JSON, REPORT_MD, REPORT_JSON)
 
 
 @dataclass
 class EnsembleEvalConfig:
-    """Evaluate the members of a run and their softmax-averaged ensemble on the test split.
+    """Evaluate the members of a run and their ensemble: combined and calibrated on validation, scored on test.
 
     Args:
         run_dir: the run folder (holds members/seed_<N>/ and, from the launcher, launch.json).
@@ -55,7 +63,10 @@ class EnsembleEvalConfig:
         batch_size: test items per batch (every member and view sees each batch).
         device: auto picks cuda when available.
         num_workers: DataLoader worker processes reading the test file.
-        preload_gb: read the test split into RAM first when its padded features fit this budget (GiB).
+        preload_gb: read a split into RAM first when its padded features fit this budget (GiB).
+        combine: how members combine, chosen on validation: mean (the plain softmax average), mean_unflagged
+            (the average of members not flagged as collapsed), greedy (Caruana forward selection with
+            replacement on validation NLL). Every combination is reported; this one is the ensemble.
     """
 
     run_dir: Path
@@ -66,6 +77,7 @@ class EnsembleEvalConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = 0
     preload_gb: float = 4.0
+    combine: Combination = "mean"
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
@@ -81,6 +93,8 @@ class EnsembleEvalConfig:
             problems.append(f"preload_gb must be >= 0, got {self.preload_gb}")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.combine not in COMBINATIONS:
+            problems.append(f"combine must be one of {', '.join(COMBINATIONS)}, got {self.combine!r}")
         if self.members is not None and not self.members:
             problems.append("members must name at least one seed when given")
         if problems:
@@ -115,29 +129,25 @@ def evaluate_ensemble(cfg: EnsembleEvalConfig) -> dict[str, Any]:
 
     members = member_set.members
     data_root = cfg.data_root or _saved_data_root(members)
-    test_file = layout.split_path(data_root, "test")
-    info = inspect_dataset(data_root, splits=("test",), check_finite=False)  # finiteness is checked in the pass
-    found.check_test_data_agrees(members, info.class_names, info.feature_dim, test_file)
-
+    files, info = _check_data(members, data_root)
     device = resolve_device(cfg.device)
-    predictions = _predict(cfg, members, test_file, len(info.class_names), modes, device)
-    entries = [rep.member_entry(m, predictions.member_probs[i], predictions.labels, info.class_names)
+    val, test = (_predict(cfg, members, files[split], len(info.class_names), modes, device)
+                 for split in ("val", "test"))
+    trust, chosen = choose_on_validation([m.seed for m in members], val, test, info.class_names, cfg.combine)
+    flags = {f["seed"]: f for f in trust["flags"]}
+    entries = [{**rep.member_entry(m, test.member_probs[i], test.labels, info.class_names),
+                "val_accuracy": flags[m.seed]["val_accuracy"], "flagged": flags[m.seed]["flagged"]}
                for i, m in enumerate(members)]
-    throughput = len(predictions.labels) / max(predictions.seconds, 1e-9)
-    context.update(data_root=str(data_root), test_file=str(test_file), evaluation={
-        "device": str(device), "batch_size": cfg.batch_size, "num_views": len(modes),
-        "seconds": predictions.seconds, "sequences_per_second": throughput})
-    report = rep.build_report(members=entries, ensemble_probs=predictions.ensemble_probs, labels=predictions.labels,
+    seconds = val.seconds + test.seconds
+    context.update(data_root=str(data_root), test_file=str(files["test"]), val_file=str(files["val"]),
+                   evaluation={"device": str(device), "batch_size": cfg.batch_size, "num_views": len(modes),
+                               "seconds": seconds,
+                               "sequences_per_second": (len(val.labels) + len(test.labels)) / max(seconds, 1e-9)})
+    report = rep.build_report(members=entries, ensemble_probs=chosen.probs, labels=test.labels,
                               class_names=info.class_names, skipped=member_set.skipped, context=context)
-    title = (f"Ensemble of {len(members)}{' with TTA' if cfg.tta else ''}: "
-             f"accuracy {report['ensemble']['accuracy']:.4f}")
-    publish(cfg.out_dir, report, {
-        PREDICTIONS: lambda path: _save_predictions(path, predictions, [m.seed for m in members]),
-        CONFUSION_PNG: lambda path: plot_confusion_matrix(
-            np.asarray(report["ensemble"]["confusion_matrix"]), info.class_names, path, title=title),
-        CURVES_PNG: lambda path: _plot_curves(members, path),
-        RESOURCES_JSON: _json_writer(resources),
-    })
+    report["ensemble"]["combination"] = cfg.combine
+    report.update(trust, num_val_items=int(len(val.labels)), baseline=_baseline(files, info.class_names))
+    publish(cfg.out_dir, report, _writers(report, members, val, test, chosen, info.class_names, resources))
     return report
 
 
@@ -150,14 +160,62 @@ def evaluate_and_summarize(cfg: EnsembleEvalConfig, say: Callable[[str], None] =
     return report
 
 
-def _predict(cfg: EnsembleEvalConfig, members: list[found.Member], test_file: Path, num_classes: int,
+def _check_data(members: list[found.Member], data_root: Path) -> tuple[dict[str, Path], DatasetInfo]:
+    """Validation and test are needed, train only for the baseline; every file found is checked before work."""
+    splits = tuple(s for s in layout.SPLITS if s != "train" or layout.split_path(data_root, s).is_file())
+    info = inspect_dataset(data_root, splits=splits, check_finite=False)  # finiteness is checked in the pass
+    files = {split: layout.split_path(data_root, split) for split in splits}
+    for split in ("test", "val"):
+        found.check_test_data_agrees(members, info.class_names, info.feature_dim, files[split])
+    return files, info
+
+
+def _baseline(files: dict[str, Path], class_names: tuple[str, ...]) -> dict[str, Any]:
+    if "train" not in files:
+        return {"skipped": f"no train split beside {files['test']}"}
+    try:
+        return sanity.fit_and_score(files["train"], files["test"], class_names)
+    except ValueError as err:  # e.g. a train split with one class; the ensemble's report still stands
+        log.warning("baseline not fitted: %s", err)
+        return {"skipped": f"logistic regression failed: {err}"}
+
+
+def _writers(report: dict[str, Any], members: list[found.Member], val: Predictions, test: Predictions,
+             chosen: Chosen, class_names: tuple[str, ...], resources: Any) -> dict[str, Callable[[Path], Any]]:
+    title = (f"Ensemble of {len(members)}{' with TTA' if report['tta'] else ''} ({chosen.name}): "
+             f"accuracy {report['ensemble']['accuracy']:.4f}")
+    return {
+        PREDICTIONS: lambda path: _save_predictions(path, val, test, chosen, [m.seed for m in members]),
+        PREDICTIONS_CSV: lambda path: write_predictions_csv(path, chosen.calibrated, chosen.uncertainty,
+                                                            class_names, test.labels),
+        RELIABILITY_PNG: lambda path: _plot_reliability(val, test, chosen, path),
+        CONFUSION_PNG: lambda path: plot_confusion_matrix(
+            np.asarray(report["ensemble"]["confusion_matrix"]), class_names, path, title=title),
+        CURVES_PNG: lambda path: _plot_curves(members, path),
+        RESOURCES_JSON: _json_writer(resources),
+    }
+
+
+def _plot_reliability(val: Predictions, test: Predictions, chosen: Chosen, path: Path) -> None:
+    panels = {}
+    for split, pred in (("validation", val), ("test", test)):
+        curves = {}
+        for when, temperature in (("before", 1.0), (f"after T={chosen.temperature:.2f}", chosen.temperature)):
+            probs = combine(pred.member_probs, chosen.weights, temperature)
+            ece = expected_calibration_error(pred.labels, probs)
+            curves[f"{when}, ECE {ece:.3f}"] = reliability_bins(pred.labels, probs)
+        panels[split] = curves
+    plot_reliability_diagram(panels, path, title=f"Reliability of {chosen.name}")
+
+
+def _predict(cfg: EnsembleEvalConfig, members: list[found.Member], split_file: Path, num_classes: int,
              modes: list[str], device: torch.device) -> Predictions:
-    split = FeatureSplit(test_file, preload_bytes=int(cfg.preload_gb * GIB))
+    split = FeatureSplit(split_file, preload_bytes=int(cfg.preload_gb * GIB))
     loader = build_multi_view_loader(MultiViewItems(split, modes), cfg.batch_size, cfg.num_workers,
                                      pin_memory=device.type == "cuda")
     models = [m.model.to(device) for m in members]
     log.info("evaluating seeds %s on %s (%d items, views %s, device %s)",
-             [m.seed for m in members], test_file, len(split), modes, device)
+             [m.seed for m in members], split_file, len(split), modes, device)
     return predict_members(models, loader, len(split), num_classes, device)
 
 
@@ -172,10 +230,13 @@ def _saved_data_root(members: list[found.Member]) -> Path:
     return roots[0]
 
 
-def _save_predictions(path: Path, predictions: Predictions, seeds: list[int]) -> None:
+def _save_predictions(path: Path, val: Predictions, test: Predictions, chosen: Chosen, seeds: list[int]) -> None:
+    """Members' own probabilities untouched; ``ensemble_probs`` is the combination before, ``calibrated_probs`` after T."""
     with open(path, "wb") as f:  # an open file keeps numpy from appending another .npz
-        np.savez(f, member_probs=predictions.member_probs, ensemble_probs=predictions.ensemble_probs,
-                 labels=predictions.labels, seeds=np.asarray(seeds, dtype=np.int64))
+        np.savez(f, member_probs=test.member_probs, ensemble_probs=chosen.probs, calibrated_probs=chosen.calibrated,
+                 labels=test.labels, seeds=np.asarray(seeds, dtype=np.int64), weights=chosen.weights,
+                 temperature=np.float64(chosen.temperature), val_member_probs=val.member_probs,
+                 val_labels=val.labels)
 
 
 def _plot_curves(members: list[found.Member], path: Path) -> None:

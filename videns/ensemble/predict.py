@@ -3,7 +3,7 @@
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ class Predictions:
 
 @torch.no_grad()
 def predict_members(models: Sequence[nn.Module], loader: DataLoader, num_items: int, num_classes: int,
-                    device: torch.device) -> Predictions:
+                    device: torch.device, on_batch: Callable[[int], None] | None = None) -> Predictions:
     """Run the loader once; every batch goes through every view of every model.
 
     Each member's probabilities are the mean of its softmax over the views; the
@@ -91,8 +91,10 @@ def predict_members(models: Sequence[nn.Module], loader: DataLoader, num_items: 
             member_probs[m, offset:offset + size] = (probs / len(on_device)).cpu().numpy()
         labels[offset:offset + size] = batch_labels.numpy()
         offset += size
+        if on_batch is not None:
+            on_batch(size)  # e.g. a progress bar's update
     if offset != num_items:
-        raise RuntimeError(f"the test loader yielded {offset} items, expected {num_items}")
+        raise RuntimeError(f"the loader yielded {offset} items, expected {num_items}")
     seconds = time.perf_counter() - start
     log.info("evaluated %d members x %d views on %d items in %.1fs (%.0f items/s)",
              len(models), len(views), num_items, seconds, num_items / max(seconds, 1e-9))

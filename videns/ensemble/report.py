@@ -5,6 +5,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from videns.ensemble.members import Member, Skipped
+from videns.ensemble.report_trust import trust_markdown, trust_summary
 from videns.metrics import classification_metrics
 
 REPORT_VERSION = 1
@@ -87,7 +88,7 @@ def format_summary(report: dict[str, Any]) -> str:
     gain = report["gain_over_mean_member"]
     lines.append(f"gain over mean member: accuracy {gain['accuracy']:+.4f}, F1 weighted {gain['f1_weighted']:+.4f}"
                  f"{' (TTA)' if report.get('tta') else ''}")
-    return "\n".join(lines) + "\n" + _skipped_lines(report)
+    return "\n".join(lines) + "\n" + trust_summary(report) + _skipped_lines(report)
 
 
 def format_markdown(report: dict[str, Any]) -> str:
@@ -110,6 +111,7 @@ def format_markdown(report: dict[str, Any]) -> str:
                          ("Per-class F1 by member", _member_f1_table(report)),
                          ("Ensemble confusion matrix (rows: true, columns: predicted)", confusion)):
         out += [f"## {title}", "", *lines, ""]
+    out += trust_markdown(report)
     out += _skipped_table(report)
     evaluation = report.get("evaluation") or {}
     if evaluation:

@@ -1,0 +1,171 @@
+"""Apply a finished run's ensemble to a features file: per-item classes, probabilities and uncertainty.
+
+By default the combination (weights by seed) and temperature are the ones the
+run's ensemble job chose, read from ``RUN/ensemble/report.json``, and so is
+test-time augmentation, so the output reproduces that job's probabilities on
+the same file. Everything is checked before any work; nothing existing is
+overwritten without ``overwrite``.
+"""
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from videns.data.augment import TTA_MODES
+from videns.data.config import GIB
+from videns.data.dataset import FeatureSplit
+from videns.device import resolve_device
+from videns.ensemble import members as found
+from videns.ensemble.calibration import calibration_metrics
+from videns.ensemble.combine import COMBINATIONS, Combination, combine
+from videns.ensemble.input_check import check_input_file
+from videns.ensemble.predict import MultiViewItems, build_multi_view_loader, predict_members
+from videns.ensemble.uncertainty import item_uncertainty, write_predictions_csv
+from videns.errors import CheckpointError, ConfigError
+from videns.metrics import classification_metrics
+from videns.folders import RunFolder
+from videns.io import read_json, write_json_atomically
+
+log = logging.getLogger(__name__)
+
+METRICS_SUFFIX = ".metrics.json"
+
+
+@dataclass
+class PredictConfig:
+    """Apply a finished run's ensemble to a features HDF5 file and write one CSV row per item.
+
+    Args:
+        run_dir: the run folder whose ensemble job has written ensemble/report.json.
+        input: features file in the split layout; labels and category_mapping may be absent.
+        out: the CSV to write; with labels, the metrics go to the same name ending .metrics.json.
+        tta: average each member over the test-time views (default: as the run's ensemble job did).
+        combine: mean, mean_unflagged or greedy, with the weights and temperature the ensemble job fitted
+            for it on validation (default: the combination it chose).
+        overwrite: replace an existing output instead of refusing.
+        batch_size: items per batch (every member and view sees each batch).
+        device: auto picks cuda when available.
+        num_workers: DataLoader worker processes reading the input.
+        preload_gb: read the input into RAM first when its padded features fit this budget (GiB).
+        progress: auto shows a progress bar when stderr is a terminal.
+    """
+
+    run_dir: Path
+    input: Path
+    out: Path
+    tta: bool | None = None
+    combine: Combination | None = None
+    overwrite: bool = False
+    batch_size: int = 128
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = 0
+    preload_gb: float = 4.0
+    progress: Literal["auto", "bar", "off"] = "auto"
+
+    def __post_init__(self):
+        self.run_dir, self.input, self.out = Path(self.run_dir), Path(self.input), Path(self.out)
+        problems = []
+        if not self.run_dir.is_dir():
+            problems.append(f"run_dir {self.run_dir}: folder does not exist")
+        if self.combine is not None and self.combine not in COMBINATIONS:
+            problems.append(f"combine must be one of {', '.join(COMBINATIONS)}, got {self.combine!r}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0 or self.preload_gb < 0:
+            problems.append("num_workers and preload_gb must be >= 0")
+        if not self.out.parent.is_dir():
+            problems.append(f"out {self.out}: folder {self.out.parent} does not exist")
+        for path in (self.out, self.metrics_path):
+            if path.exists() and not self.overwrite:
+                problems.append(f"out {path}: exists; pass --overwrite to replace it")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out.with_name(self.out.stem + METRICS_SUFFIX)
+
+
+@dataclass(frozen=True)
+class EnsemblePlan:
+    """What the ensemble job decided, as read from its report."""
+
+    seeds: list[int]
+    weights: np.ndarray  # (M,) over seeds
+    temperature: float
+    combination: str
+    tta: bool
+    class_names: tuple[str, ...]
+
+
+def read_plan(run_dir: Path, combination: Combination | None, tta: bool | None) -> EnsemblePlan:
+    """The seeds with weight > 0, their weights and the temperature from ``RUN/ensemble/report.json``."""
+    path = RunFolder(run_dir).ensemble.report_json
+    report = read_json(path)
+    if not isinstance(report, dict) or report.get("status") != "ok":
+        raise CheckpointError(f"{path}: no successful ensemble report; run python -m jobs.ensemble_eval first")
+    if "combinations" not in report:
+        raise CheckpointError(f"{path}: combinations: missing (written by an older jobs.ensemble_eval); rerun it")
+    name = combination or report["combination"]["chosen"]
+    entry = report["combinations"][name]
+    used = {int(seed): w for seed, w in entry["weights"].items() if w > 0}
+    return EnsemblePlan(seeds=list(used), weights=np.array(list(used.values()), dtype=np.float64),
+                        temperature=float(entry["temperature"]), combination=name,
+                        tta=bool(report.get("tta")) if tta is None else tta, class_names=tuple(report["class_names"]))
+
+
+def apply_ensemble(cfg: PredictConfig) -> dict[str, Any]:
+    """Check everything, predict, write the CSV (and metrics when labels exist); return a summary."""
+    plan = read_plan(cfg.run_dir, cfg.combine, cfg.tta)
+    member_set = found.load_members(cfg.run_dir, plan.seeds)
+    if member_set.skipped:
+        raise CheckpointError("; ".join(f"member seed {s.seed} of the ensemble is not usable: {s.reason}"
+                                        for s in member_set.skipped))
+    members = member_set.members
+    if members[0].class_names != plan.class_names:
+        raise CheckpointError(f"member seed {members[0].seed}: classes {list(members[0].class_names)} disagree "
+                              f"with the ensemble report's {list(plan.class_names)}")
+    facts = check_input_file(cfg.input, plan.class_names, members[0].feature_dim)
+    member_probs, labels = _predict(cfg, members, plan)
+    probs = combine(member_probs, plan.weights, plan.temperature)
+    uncertainty = item_uncertainty(member_probs, plan.weights, plan.temperature)
+    write_predictions_csv(cfg.out, probs, uncertainty, plan.class_names, labels if facts.has_labels else None)
+    summary = {"input": str(cfg.input), "out": str(cfg.out), "num_items": facts.num_items,
+               "combination": plan.combination, "seeds": plan.seeds, "weights": plan.weights.tolist(),
+               "temperature": plan.temperature, "tta": plan.tta, "has_labels": facts.has_labels}
+    if facts.has_labels:
+        metrics = {**classification_metrics(labels, probs, plan.class_names), **calibration_metrics(labels, probs)}
+        summary["metrics"] = metrics
+        write_json_atomically(cfg.metrics_path, summary)
+    return summary
+
+
+def _predict(cfg: PredictConfig, members: list[found.Member], plan: EnsemblePlan) -> tuple[np.ndarray, np.ndarray]:
+    split = FeatureSplit(cfg.input, preload_bytes=int(cfg.preload_gb * GIB))
+    device = resolve_device(cfg.device)
+    modes = list(TTA_MODES) if plan.tta else ["none"]
+    loader = build_multi_view_loader(MultiViewItems(split, modes), cfg.batch_size, cfg.num_workers,
+                                     pin_memory=device.type == "cuda")
+    show = cfg.progress == "bar" or (cfg.progress == "auto" and sys.stderr.isatty())
+    with tqdm(total=len(split), disable=not show, unit="item", desc="predict") as bar:
+        predictions = predict_members([m.model.to(device) for m in members], loader, len(split),
+                                      len(plan.class_names), device, on_batch=bar.update)
+    return predictions.member_probs, predictions.labels
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Lines for the terminal."""
+    lines = [f"{summary['num_items']} items -> {summary['out']} (combination {summary['combination']}, "
+             f"temperature {summary['temperature']:.3f}, seeds {summary['seeds']}{', TTA' if summary['tta'] else ''})"]
+    if "metrics" in summary:
+        m = summary["metrics"]
+        lines.append(f"accuracy {m['accuracy']:.4f}, F1 weighted {m['f1_weighted']:.4f}, NLL {m['nll']:.4f}, "
+                     f"ECE {m['ece']:.4f}, Brier {m['brier']:.4f}")
+    return "".join(line + "\n" for line in lines)
+
+

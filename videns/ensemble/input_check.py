@@ -1,0 +1,62 @@
+"""Check a features file to predict on against the ensemble's members, before any work.
+
+Same layout as a split file, but ``labels`` and the ``category_mapping``
+attribute may be absent. Every problem is one DataError naming file, key and problem.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+
+from videns.data import layout
+from videns.data.inspect import check_finite_features, check_labels, check_num_frames, read_mapping, require_dataset
+from videns.errors import DataError
+
+
+@dataclass(frozen=True)
+class InputFacts:
+    """What the input file holds."""
+
+    num_items: int
+    has_labels: bool
+    has_mapping: bool
+
+
+def check_input_file(path: Path, class_names: Sequence[str], feature_dim: int) -> InputFacts:
+    """Raise DataError on the first problem; the whole file is scanned for NaN/inf."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if not h5py.is_hdf5(path):
+        raise DataError(f"{path}: not an HDF5 file")
+    expected = {name: i for i, name in enumerate(class_names)}
+    with h5py.File(path, "r") as f:
+        features, num_frames = (require_dataset(f, path, key) for key in (layout.FEATURES, layout.NUM_FRAMES))
+        if features.ndim != 3:
+            raise DataError(f"{path}: {layout.FEATURES}: expected 3 dims [N, max_frames, D], got shape {features.shape}")
+        num_items, max_frames, dim = features.shape
+        if num_items == 0:
+            raise DataError(f"{path}: {layout.FEATURES}: no items")
+        if dim != feature_dim:
+            raise DataError(f"{path}: {layout.FEATURES}: feature size {dim} disagrees with the members' {feature_dim}")
+        _check_shape(path, layout.NUM_FRAMES, num_frames, num_items)
+        check_num_frames(path, num_frames[()], max_frames)
+        has_mapping = layout.ATTR_MAPPING in f.attrs
+        if has_mapping and read_mapping(f, path) != expected:
+            raise DataError(f"{path}: attribute {layout.ATTR_MAPPING}: class mapping {json.dumps(read_mapping(f, path))} "
+                            f"disagrees with the members' {json.dumps(expected)}")
+        has_labels = layout.LABELS in f
+        if has_labels:
+            labels = require_dataset(f, path, layout.LABELS)
+            _check_shape(path, layout.LABELS, labels, num_items)
+            check_labels(path, labels[()], expected)
+        check_finite_features(path, features)
+    return InputFacts(num_items, has_labels, has_mapping)
+
+
+def _check_shape(path: Path, key: str, dataset: h5py.Dataset, num_items: int) -> None:
+    if dataset.shape != (num_items,):
+        raise DataError(f"{path}: {key}: expected shape ({num_items},) like {layout.FEATURES}, got {dataset.shape}")
