@@ -10,14 +10,17 @@ a MIG slice and its share of cores. ``--wait`` waits for it and prints the table
 """
 
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from slurm.bench import submit_bench
-from slurm.cluster import choose_cluster, cluster_config_from_args, split_slurm_args
+from slurm.single_job import LoggedCall, submit_single
+from slurm.cluster import ClusterConfig, choose_cluster, cluster_config_from_args, split_slurm_args
 from videns.bench.report import format_table
 from videns.bench.run import SECTIONS, BenchConfig, run_bench
 from videns.errors import user_errors_as_one_line
+from videns.folders import bench_logs
 from videns.logs import setup_logging
 
 PROG = "jobs.bench"
@@ -53,7 +56,7 @@ def main(args: list[str] | None = None) -> int:
             choose_cluster("slurm")  # one clear line when there is no SLURM here
     setup_logging()
     if opts["submit"]:
-        return submit_bench(cfg, slurm, wait=opts["wait"], run_here=run_here)
+        return submit(cfg, slurm, wait=opts["wait"])
     return run_here(cfg)
 
 
@@ -64,6 +67,14 @@ def run_here(cfg: BenchConfig) -> int:
     print(f"{cfg.profile.name} profile, {result['host']['device']}, {result['host']['torch_threads']} threads, "
           f"{result['total_s']:.0f}s; results: {cfg.out}")
     return 0
+
+
+def submit(cfg: BenchConfig, slurm: ClusterConfig, wait: bool) -> int:
+    # Absolute paths, since the job may start elsewhere, and the job's cores as torch threads.
+    cfg = replace(cfg, out=cfg.out.resolve(), work_dir=Path(cfg.work_dir).resolve() if cfg.work_dir else None,
+                  threads=cfg.threads or slurm.cpus_per_task)
+    print(f"results: {cfg.out}")
+    return submit_single(LoggedCall(run_here, cfg), slurm, "videns-bench", bench_logs(cfg.out), wait)
 
 
 if __name__ == "__main__":

@@ -3,24 +3,31 @@
 Options: ``--tta`` / ``--no_tta`` (default: as the run's ensemble job did),
 ``--combine mean|mean_unflagged|greedy`` (default: the one it chose),
 ``--overwrite``. Writes one CSV row per item (class names, probabilities,
-uncertainty) and, when the file has labels, FILE.metrics.json. Runs here;
-every bad input is one line and exit code 2, with nothing written.
+uncertainty) and, when the file has labels, FILE.metrics.json. Every bad input
+is one line and exit code 2, with nothing written. ``--submit`` runs it as one
+SLURM job after the same checks (``--site`` and ``--slurm.*`` as for jobs.launch).
 """
 
 import logging
 import sys
+from dataclasses import replace
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from videns.ensemble.apply import PredictConfig, apply_ensemble, format_summary
+from slurm.cluster import choose_cluster, cluster_config_from_args, split_slurm_args
+from slurm.single_job import LoggedCall, submit_single
+from videns.ensemble.apply import PredictConfig, apply_ensemble, check_prediction, format_summary
 from videns.ensemble.combine import COMBINATIONS
 from videns.errors import user_errors_as_one_line
+from videns.folders import predict_logs
 
 PROG = "jobs.predict"
+SUBMIT_OPTIONS = ("submit", "wait", "site")
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description=PredictConfig.__doc__.splitlines()[0])
+    parser = ArgumentParser(prog=PROG, description=PredictConfig.__doc__.splitlines()[0],
+                            epilog="With --submit, --slurm.KEY VALUE overrides the site profile (as in jobs.launch).")
     parser.add_class_arguments(PredictConfig, as_positional=False, skip={"tta", "overwrite", "combine"})
     # Written out so the command line reads `--tta` and `--overwrite`, not `--tta true`.
     parser.add_argument("--tta", action=ActionYesNo, default=None,
@@ -29,18 +36,30 @@ def build_parser() -> ArgumentParser:
                         help="Combination to apply, with its own weights and temperature (default: the run's choice).")
     parser.add_argument("--overwrite", action=ActionYesNo, default=False,
                         help="Replace an existing output instead of refusing.")
+    parser.add_argument("--submit", action=ActionYesNo, default=False, help="Run as one SLURM job instead of here.")
+    parser.add_argument("--wait", action=ActionYesNo, default=False, help="With --submit: wait and print the summary.")
+    parser.add_argument("--site", default=None, help="With --submit: site profile (default $VIDENS_SITE).")
     return parser
 
 
-def main(args: list[str] | None = None) -> int:
-    parser = build_parser()
-    with user_errors_as_one_line(PROG):
-        ns = parser.parse_args(args)
-        cfg = PredictConfig(**ns.as_dict())
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        summary = apply_ensemble(cfg)
-    print(format_summary(summary), end="")
+def predict_here(cfg: PredictConfig) -> int:
+    print(format_summary(apply_ensemble(cfg)), end="")
     return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    slurm_args, own = split_slurm_args(list(sys.argv[1:] if args is None else args))
+    with user_errors_as_one_line(PROG):
+        opts = build_parser().parse_args(own).as_dict()
+        cfg = PredictConfig(**{k: v for k, v in opts.items() if k not in SUBMIT_OPTIONS})
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        if not opts["submit"]:
+            return predict_here(cfg)
+        slurm = cluster_config_from_args(opts["site"], slurm_args, PROG)
+        choose_cluster("slurm")  # one clear line when there is no SLURM here
+        check_prediction(cfg)  # every input problem on this node, before the job waits in the queue
+    cfg = replace(cfg, run_dir=cfg.run_dir.resolve(), input=cfg.input.resolve(), out=cfg.out.resolve(), progress="off")
+    return submit_single(LoggedCall(predict_here, cfg), slurm, "videns-predict", predict_logs(cfg.out), opts["wait"])
 
 
 if __name__ == "__main__":

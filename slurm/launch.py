@@ -16,6 +16,7 @@ from slurm.cluster import choose_cluster, local_plan, render_sbatch, slurm_param
 from slurm.launch_plan import LaunchPlan
 from slurm.records import git_revision, now_iso
 from slurm.status import print_status
+from slurm.tasks import EnsembleTask
 from slurm.submit import Submitted, job_name, print_ensemble_output, run_local, submit_slurm, wait_slurm
 from videns.config import dump_run_config
 from videns.data.demo import write_demo_data
@@ -33,7 +34,7 @@ def launch(plan: LaunchPlan, args: list[str]) -> int:
     cluster = choose_cluster(plan.cluster)
     write_run(plan, cluster, args)
     if cluster == "slurm":
-        submitted = submit_slurm(plan.run, plan.to_train, plan.slurm, plan.tta, plan.member.allow_shared_group)
+        submitted = submit_slurm(plan.run, plan.to_train, plan.slurm, evaluation(plan))
         record_jobs(plan, submitted)
         print_submitted(plan, submitted)
         if not plan.wait:
@@ -42,15 +43,20 @@ def launch(plan: LaunchPlan, args: list[str]) -> int:
         print_ensemble_output(plan.run, submitted.ensemble_job_id)
         return print_status(plan.run)
     try:
-        submitted = run_local(plan.run, plan.to_train, plan.slurm, plan.tta, say=print,
-                              on_submit=lambda s: record_jobs(plan, s),
-                              allow_shared_group=plan.member.allow_shared_group)
+        submitted = run_local(plan.run, plan.to_train, plan.slurm, evaluation(plan), say=print,
+                              on_submit=lambda s: record_jobs(plan, s))
     except KeyboardInterrupt:
         print(f"stopped; the same command (or: python -m {PROG} --run_dir {plan.run.root}) resumes the run",
               file=sys.stderr)
         return EXIT_CTRL_C
     print(f"run folder: {plan.run.root}\nreport: {plan.run.ensemble.report_json}")
     return 0 if submitted.ensemble_ok and not submitted.failed_members else 1
+
+
+def evaluation(plan: LaunchPlan) -> EnsembleTask:
+    """The dependent job's task: evaluate every member of the run as the launch asked."""
+    return EnsembleTask(str(plan.run.root), tta=plan.tta, combine=plan.combine,
+                        allow_shared_group=plan.member.allow_shared_group)
 
 
 def write_run(plan: LaunchPlan, cluster: str, args: list[str]) -> None:

@@ -20,6 +20,7 @@ from slurm.queue import query_jobs
 from slurm.status import launcher_running
 from videns.config import HASH_EXCLUDED, MemberConfig, build_parser, member_config_from_namespace, run_member_config
 from videns.data import layout
+from videns.ensemble.combine import Combination
 from videns.errors import ConfigError, DataError
 from videns.folders import RunFolder, check_private
 from videns.io import process_alive
@@ -27,7 +28,7 @@ from videns.io import process_alive
 DEFAULT_CONFIG = code_root() / "configs" / "ensemble.yaml"
 DEFAULT_MEMBERS = 4
 RESULTS_DIR = Path("results")
-LAUNCH_KEYS = ("array", "cluster", "run_dir", "site", "slurm", "dry_run", "force", "wait", "tta")
+LAUNCH_KEYS = ("array", "cluster", "run_dir", "site", "slurm", "dry_run", "force", "wait", "tta", "combine")
 
 
 @dataclass
@@ -45,6 +46,7 @@ class LaunchPlan:
     force: bool = False
     wait: bool = False
     tta: bool = False
+    combine: Combination = "mean"
 
 
 def build_launch_parser() -> ArgumentParser:
@@ -67,6 +69,8 @@ def build_launch_parser() -> ArgumentParser:
                         help="Continue a run under a changed config (members resume their checkpoints).")
     parser.add_argument("--wait", action="store_true", help="On SLURM, wait for the ensemble job and print the status.")
     parser.add_argument("--tta", action="store_true", help="Evaluate the ensemble with test-time augmentation.")
+    parser.add_argument("--combine", type=Combination, default="mean",
+                        help="How the ensemble job combines members, chosen on validation (see jobs.ensemble_eval).")
     return parser
 
 
@@ -93,7 +97,7 @@ def plan_launch(args: list[str]) -> LaunchPlan:
     to_train = [seed for seed in seeds if not run.member(seed).finished()]
     return LaunchPlan(run=run, member=member, seeds=seeds, to_train=to_train, cluster=opts["cluster"], slurm=slurm,
                       generate_demo=generate_demo, dry_run=opts["dry_run"], force=opts["force"],
-                      wait=opts["wait"], tta=opts["tta"])
+                      wait=opts["wait"], tta=opts["tta"], combine=opts["combine"])
 
 
 def check_data(cfg: MemberConfig) -> bool:

@@ -4,7 +4,7 @@ import logging
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from slurm.cluster import (LOG_PATTERN, ClusterConfig, local_executor, local_plan, local_task_env, slurm_executor,
@@ -33,11 +33,10 @@ def job_name(run: RunFolder) -> str:
     return f"videns-{run.root.name}"
 
 
-def submit_slurm(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
-                 allow_shared_group: bool = False) -> Submitted:
+def submit_slurm(run: RunFolder, seeds: list[int], cfg: ClusterConfig, evaluation: EnsembleTask) -> Submitted:
     """An array of ``seeds`` (none: every member has finished) and the ensemble job after it."""
     folder = run.logs / LOG_PATTERN
-    guard = {"guard": run.root, "allow_shared_group": allow_shared_group}
+    guard = {"guard": run.root, "allow_shared_group": evaluation.allow_shared_group}
     jobs, array_id = [], ""
     if seeds:
         members = slurm_executor(folder, cfg, slurm_parameters(cfg, job_name(run), **guard))
@@ -47,7 +46,7 @@ def submit_slurm(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool
     ensemble = slurm_executor(folder, cfg, slurm_parameters(
         cfg, job_name(run) + "-ensemble", ensemble=True, dependency=f"afterany:{array_id}" if array_id else None,
         **guard))
-    ensemble_job = ensemble.submit(EnsembleTask(str(run.root), tta, allow_shared_group=allow_shared_group))
+    ensemble_job = ensemble.submit(evaluation)
     return Submitted({seed: job.job_id for seed, job in zip(seeds, jobs)}, ensemble_job.job_id, array_id)
 
 
@@ -61,9 +60,8 @@ def wait_slurm(submitted: Submitted) -> None:
     wait_while_active([submitted.ensemble_job_id])
 
 
-def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
-              say: Callable[[str], None], on_submit: Callable[[Submitted], None],
-              allow_shared_group: bool = False) -> Submitted:
+def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, evaluation: EnsembleTask,
+              say: Callable[[str], None], on_submit: Callable[[Submitted], None]) -> Submitted:
     """Run the members (a few at a time) and then the ensemble job here, through submitit's LocalExecutor.
 
     Ctrl-C stops the members cleanly: they get SIGTERM, save at their next step and
@@ -97,7 +95,7 @@ def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, tta: bool,
         raise
     with sigint_ignored_in_children():
         job = local_executor(run.logs / LOG_PATTERN, cfg, ensemble=True).submit(
-            EnsembleTask(str(run.root), tta, local_task_env(), allow_shared_group))
+            replace(evaluation, env=local_task_env()))
     submitted.ensemble_job_id = job.job_id
     on_submit(submitted)
     while not job.done():

@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +84,15 @@ class MemberTask:
         return f"MemberTask(run_dir={self.run_dir!r}, seed={self.seed}, threads={self.threads})"
 
 
+@dataclass
 class EnsembleTask:
     """Evaluate the run's ensemble once the members are done; its summary goes to the task's stdout."""
 
-    def __init__(self, run_dir: str, tta: bool = False, env: dict[str, str | None] | None = None,
-                 allow_shared_group: bool = False):
-        self.run_dir = str(run_dir)
-        self.tta = tta
-        self.env = env or {}
-        self.allow_shared_group = allow_shared_group
+    run_dir: str
+    tta: bool = False
+    combine: str = "mean"
+    env: dict[str, str | None] = field(default_factory=dict)
+    allow_shared_group: bool = False
 
     def __call__(self) -> dict[str, Any]:
         from videns.ensemble.evaluate import EnsembleEvalConfig, evaluate_and_summarize
@@ -102,14 +102,12 @@ class EnsembleTask:
         with outcome_recorded():
             try:
                 check_private(Path(self.run_dir), self.allow_shared_group)
-                report = evaluate_and_summarize(EnsembleEvalConfig(run_dir=Path(self.run_dir), tta=self.tta))
+                report = evaluate_and_summarize(EnsembleEvalConfig(run_dir=Path(self.run_dir), tta=self.tta,
+                                                                   combine=self.combine))
             except UserError as err:  # a user's problem: one line in the log, the task failed
                 print(f"ensemble evaluation: error: {one_line(err)}", file=sys.stderr)
                 raise
         return {"accuracy": report["ensemble"]["accuracy"]}
-
-    def __repr__(self) -> str:
-        return f"EnsembleTask(run_dir={self.run_dir!r}, tta={self.tta})"
 
 
 @contextmanager

@@ -12,6 +12,7 @@ cancel only their own jobs, and the preemption mode can change under them if
 another session switches it at the same moment.
 """
 
+import csv
 import json
 import os
 import subprocess
@@ -174,6 +175,20 @@ def test_demo_array_of_two_and_the_ensemble_job_finish(tmp_path, runs):
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
     report = json.loads((run_dir / "ensemble" / "report.json").read_text())
     assert [m["seed"] for m in report["members"]] == [42, 43, 44]
+
+    # Apply the grown ensemble to the test file in a SLURM job: the CSV matches the ensemble job's own.
+    out = tmp_path / "predicted.csv"
+    predicted = subprocess.run([sys.executable, "-m", "jobs.predict", "--run_dir", str(run_dir), "--input",
+                                str(data / "test_features_multiscale.h5"), "--out", str(out), "--submit", "--wait",
+                                "--site", "local"], cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    assert "videns-predict job" in predicted.stdout and f"-> {out}" in predicted.stdout
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    with (run_dir / "ensemble" / "predictions.csv").open() as f:
+        expected = list(csv.DictReader(f))
+    assert len(rows) == report["num_items"] == len(expected)
+    assert [r["predicted_class"] for r in rows] == [r["predicted_class"] for r in expected]
 
 
 # ---------------------------------------------------------------- preemption, both modes

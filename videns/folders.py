@@ -47,6 +47,7 @@ LOGS_DIR = "logs"
 # submitit names a task's files <job id>_<task>_*; ours sits beside its result pickle.
 TASK_OUTCOME_SUFFIX = "_outcome.json"
 BENCH_LOGS_DIR = "bench-logs"
+PREDICT_LOGS_DIR = "predict-logs"
 _SEED_FOLDER = re.compile(r"^seed_(-?\d+)$")
 
 
@@ -309,6 +310,11 @@ def _user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return "another user"
+
+
+def predict_logs(out_file: Path) -> Path:
+    """Where a submitted prediction keeps its job files: beside its CSV."""
+    return Path(out_file).parent / PREDICT_LOGS_DIR
 
 
 def _object(value: Any) -> dict[str, Any]:

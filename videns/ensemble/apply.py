@@ -121,16 +121,7 @@ def read_plan(run_dir: Path, combination: Combination | None, tta: bool | None) 
 
 def apply_ensemble(cfg: PredictConfig) -> dict[str, Any]:
     """Check everything, predict, write the CSV (and metrics when labels exist); return a summary."""
-    plan = read_plan(cfg.run_dir, cfg.combine, cfg.tta)
-    member_set = found.load_members(cfg.run_dir, plan.seeds)
-    if member_set.skipped:
-        raise CheckpointError("; ".join(f"member seed {s.seed} of the ensemble is not usable: {s.reason}"
-                                        for s in member_set.skipped))
-    members = member_set.members
-    if members[0].class_names != plan.class_names:
-        raise CheckpointError(f"member seed {members[0].seed}: classes {list(members[0].class_names)} disagree "
-                              f"with the ensemble report's {list(plan.class_names)}")
-    facts = check_input_file(cfg.input, plan.class_names, members[0].feature_dim)
+    plan, members, facts = check_prediction(cfg)
     member_probs, labels = _predict(cfg, members, plan)
     probs = combine(member_probs, plan.weights, plan.temperature)
     uncertainty = item_uncertainty(member_probs, plan.weights, plan.temperature)
@@ -143,6 +134,20 @@ def apply_ensemble(cfg: PredictConfig) -> dict[str, Any]:
         summary["metrics"] = metrics
         write_json_atomically(cfg.metrics_path, summary)
     return summary
+
+
+def check_prediction(cfg: PredictConfig) -> tuple[EnsemblePlan, list[found.Member], Any]:
+    """Every check before any work: the run's plan, its members, and the input file against them."""
+    plan = read_plan(cfg.run_dir, cfg.combine, cfg.tta)
+    member_set = found.load_members(cfg.run_dir, plan.seeds)
+    if member_set.skipped:
+        raise CheckpointError("; ".join(f"member seed {s.seed} of the ensemble is not usable: {s.reason}"
+                                        for s in member_set.skipped))
+    members = member_set.members
+    if members[0].class_names != plan.class_names:
+        raise CheckpointError(f"member seed {members[0].seed}: classes {list(members[0].class_names)} disagree "
+                              f"with the ensemble report's {list(plan.class_names)}")
+    return plan, members, check_input_file(cfg.input, plan.class_names, members[0].feature_dim)
 
 
 def _predict(cfg: PredictConfig, members: list[found.Member], plan: EnsemblePlan) -> tuple[np.ndarray, np.ndarray]:

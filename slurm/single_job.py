@@ -1,0 +1,42 @@
+"""One function call as one SLURM job (the bench, a prediction): submitted, optionally waited for.
+
+Such a job is not requeued: cut short, it is simply run again. How it ended goes
+to JSON beside submitit's files, so waiting never unpickles its result.
+"""
+
+from pathlib import Path
+from typing import Any, Callable
+
+from slurm.cluster import LOG_PATTERN, ClusterConfig, slurm_executor, slurm_parameters
+from slurm.queue import wait_while_active
+from slurm.tasks import outcome_recorded, task_succeeded
+
+WAIT_POLL_S = 2.0
+
+
+class LoggedCall:
+    """``function(argument)`` inside the job, with logging set up and its outcome recorded."""
+
+    def __init__(self, function: Callable[[Any], int], argument: Any):
+        self.function = function
+        self.argument = argument
+
+    def __call__(self) -> int:
+        from videns.logs import setup_logging
+
+        with outcome_recorded():
+            setup_logging()
+            return self.function(self.argument)
+
+
+def submit_single(call: LoggedCall, slurm: ClusterConfig, job_name: str, logs: Path, wait: bool) -> int:
+    """Submit ``call``; with ``wait``, print the job's stdout once it ended. 0 when it succeeded (or was submitted)."""
+    params = slurm_parameters(slurm, job_name)
+    params["additional_parameters"].pop("requeue", None)  # a job cut short is rerun, not continued
+    job = slurm_executor(logs / LOG_PATTERN, slurm, params).submit(call)
+    print(f"{job_name} job {job.job_id} submitted; log: {logs / job.job_id}")
+    if not wait:
+        return 0
+    wait_while_active([job.job_id], poll_s=WAIT_POLL_S)
+    print(job.stdout() or "", end="")
+    return 0 if task_succeeded(job) else 1
