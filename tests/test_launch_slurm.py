@@ -15,6 +15,7 @@ another session switches it at the same moment.
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -268,7 +269,30 @@ def assert_preemption_properties(outcome: Preempted, reference_dir: Path, signal
     assert ensemble["StartTime"] >= element["EndTime"]
     report = run.root / "ensemble" / "report.json"
     assert report.stat().st_mtime > (member / "result.json").stat().st_mtime
-    print(f"preempted ({signal_name}) and finished in {outcome.seconds:.0f} s")
+    # What the preemption cost: counted as one, nothing replayed (it saved at a step), time in the queue.
+    [restart] = restarts_of(member)
+    assert restart["cause"] == "preempted" and restart["signal"] == signal_name
+    assert restart["replayed_steps"] == 0 and restart["job_id"] == restart["previous_job_id"] == job
+    assert 1.0 < restart["queued_s"] < 300
+    resources = json.loads((run.root / "ensemble" / "resources.json").read_text())
+    costs = resources["members"][f"seed_{outcome.seed}"]
+    assert costs["restarts_by_cause"]["preempted"] == 1 and costs["replayed_steps"] == 0
+    assert resources["totals"]["restarts_by_cause"]["preempted"] >= 1
+    assert_slice_hours(costs)
+    print(f"preempted ({signal_name}) and finished in {outcome.seconds:.0f} s; queued {restart['queued_s']:.1f} s")
+
+
+def restarts_of(member: Path) -> list[dict]:
+    path = member / "restarts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def assert_slice_hours(costs: dict) -> None:
+    """One fake gpu:1g.10gb slice per member (slurm/sites/local.yaml): its hours are the member's run time,
+    counted from the allocation although no CUDA device is visible on this CPU node."""
+    assert set(costs["slice_hours"]) == {"gpu:1g.10gb"}
+    assert abs(costs["slice_hours"]["gpu:1g.10gb"] - costs["wall_seconds"] / 3600) < 1e-9
+    assert costs["slice_hours"]["gpu:1g.10gb"] > 0 and costs["gpu_hours"] == 0.0
 
 
 def test_preemption_with_sigterm_only_requeues_and_resumes_bit_identically(tmp_path, demo_root, runs, reference):
@@ -317,4 +341,52 @@ def test_a_task_at_its_time_limit_is_requeued_and_finishes(tmp_path, demo_root, 
     assert "this job is timed-out" in submitit_log and "Requeued job" in submitit_log
     assert_resumed_where_it_stopped(run.member(BASE_SEED), "SIGUSR2")
     assert (run_dir / "ensemble" / "report.json").exists()
+    restarts = restarts_of(run.member(BASE_SEED))
+    assert len(restarts) == restart_count(job) and {r["cause"] for r in restarts} == {"time_limit"}
+    assert all(r["replayed_steps"] == 0 and r["signal"] == "SIGUSR2" for r in restarts)
+    resources = json.loads((run_dir / "ensemble" / "resources.json").read_text())
+    assert resources["totals"]["restarts_by_cause"]["time_limit"] == len(restarts)
+    assert_slice_hours(resources["members"][f"seed_{BASE_SEED}"])
     print(f"time-limit requeue: {restart_count(job)} restart(s), {time.monotonic() - started:.0f} s")
+
+
+# ---------------------------------------------------------------- a kill between saves
+
+KILL_EVERY_STEPS = 40
+
+
+def test_a_sigkill_between_saves_is_counted_with_the_steps_it_replays(tmp_path, demo_root, runs):
+    """SIGKILL a member task a few steps after a periodic save; the job fails, a relaunch resumes it."""
+    ensure_cluster(user_signal=False)
+    run_dir = tmp_path / "run"
+    args = [*member_args(demo_root, max_epochs=30), "--checkpoint.every_steps", str(KILL_EVERY_STEPS)]
+    launch("--array", "1", *args, "--run_dir", str(run_dir))
+    run = Run(run_dir)
+    runs.append(run)
+    saved = wait_for_training(run, BASE_SEED, min_step=KILL_EVERY_STEPS)
+    time.sleep(0.5)  # a few steps (~0.05 s each) past the save, well before the next one
+    before_kill = run.progress(BASE_SEED)
+    os.kill(before_kill["pid"], signal.SIGKILL)
+    killed_at = time.time()
+    deadline = time.monotonic() + 120  # the failed member's job, then the afterany ensemble job, must end
+    while any(job_state(job) not in TERMINAL_STATES | {GONE} for job in run.jobs()):
+        assert time.monotonic() < deadline, f"jobs {run.jobs()} did not end after the kill"
+        time.sleep(0.5)
+    assert before_kill["status"] == "running" and before_kill["global_step"] >= saved["global_step"]
+    time.sleep(2.0)
+    relaunched_at = time.time()
+    launch("--run_dir", str(run_dir), "--wait", timeout_s=400)
+    again = Run(run_dir)
+    runs.append(again)
+    assert again.launch["trained"] == [BASE_SEED] and again.member_jobs[BASE_SEED] != run.member_jobs[BASE_SEED]
+    [restart] = restarts_of(run.member(BASE_SEED))
+    assert restart["cause"] == "killed" and restart["signal"] is None
+    assert restart["resumed_step"] == before_kill["global_step"]
+    assert 0 < restart["replayed_steps"] < KILL_EVERY_STEPS
+    assert relaunched_at - killed_at <= restart["queued_s"] < 300
+    resources = json.loads((run_dir / "ensemble" / "resources.json").read_text())
+    costs = resources["members"][f"seed_{BASE_SEED}"]
+    assert costs["restarts_by_cause"]["killed"] == 1 and costs["replayed_steps"] == restart["replayed_steps"]
+    table = status_table(run_dir)
+    row = next(line for line in table.splitlines() if line.startswith(f"{BASE_SEED} "))
+    assert "1 (killed 1)" in row and f" {restart['replayed_steps']} " in row
