@@ -32,7 +32,7 @@ from videns.ensemble.combine import COMBINATIONS, Combination, combine
 from videns.ensemble.predict import MultiViewItems, Predictions, build_multi_view_loader, predict_members
 from videns.ensemble.trust import Chosen, choose_on_validation
 from videns.ensemble.uncertainty import write_predictions_csv
-from videns.ensemble.resources import merge_resource_logs
+from videns.ensemble.resources import merge_resource_logs, run_cost
 from videns.member.ledger import read_restarts
 from videns.device import resolve_device
 from videns.errors import CheckpointError, ConfigError
@@ -115,11 +115,11 @@ def evaluate_ensemble(cfg: EnsembleEvalConfig) -> dict[str, Any]:
     seeds = found.select_seeds(found.expected_seeds(cfg.run_dir), cfg.members, cfg.run_dir)
     member_set = found.load_members(cfg.run_dir, seeds)
     modes = list(TTA_MODES) if cfg.tta else ["none"]
-    context = {"run_dir": str(cfg.run_dir), "tta": cfg.tta, "tta_modes": modes, "expected_seeds": seeds,
-               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     run = RunFolder(cfg.run_dir)
     resources = merge_resource_logs({f"seed_{s}": run.member(s).resources for s in seeds},
                                     restarts={f"seed_{s}": read_restarts(run.member(s)) for s in seeds})
+    context = {"run_dir": str(cfg.run_dir), "tta": cfg.tta, "tta_modes": modes, "expected_seeds": seeds,
+               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cost": run_cost(resources)}
     if not member_set.members:
         error = (f"no usable member in {cfg.run_dir} (seeds {seeds}): "
                  + "; ".join(f"seed {s.seed} {s.reason}" for s in member_set.skipped))

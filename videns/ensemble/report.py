@@ -112,12 +112,34 @@ def format_markdown(report: dict[str, Any]) -> str:
                          ("Ensemble confusion matrix (rows: true, columns: predicted)", confusion)):
         out += [f"## {title}", "", *lines, ""]
     out += trust_markdown(report)
+    out += ["## Cost of the run", "", *_cost_table(report.get("cost")), ""]
     out += _skipped_table(report)
     evaluation = report.get("evaluation") or {}
     if evaluation:
         out += ["", f"Evaluated on {evaluation['device']} in {evaluation['seconds']:.1f} s "
                 f"({evaluation['sequences_per_second']:.0f} sequences/s, {evaluation['num_views']} view(s))."]
     return "\n".join(out) + "\n"
+
+
+def _cost_table(cost: dict[str, Any] | None) -> list[str]:
+    """Per member and in total: hours, slice-hours by GRES type, restarts by cause, steps replayed, time queued."""
+    if not cost:
+        return ["No resource log was found."]
+    rows = [*(("seed " + label.removeprefix("seed_"), c) for label, c in cost["members"].items()),
+            ("total", cost["totals"])]
+    header = ["member", "run hours", "slice-hours", "restarts", "steps replayed", "queued (min)"]
+    return _table(header, [[name, f"{c.get('wall_seconds', 0) / 3600:.3f}", _slice_hours(c.get("slice_hours", {})),
+                            _causes(c), str(c.get("replayed_steps", "-")), f"{c.get('queued_seconds', 0) / 60:.1f}"]
+                           for name, c in rows])
+
+
+def _slice_hours(hours: dict[str, float]) -> str:
+    return ", ".join(f"{name}: {h:.3f} h" for name, h in sorted(hours.items())) or "-"
+
+
+def _causes(cost: dict[str, Any]) -> str:
+    by_cause = ", ".join(f"{cause} {n}" for cause, n in (cost.get("restarts_by_cause") or {}).items() if n)
+    return f"{cost.get('restarts', 0)}" + (f" ({by_cause})" if by_cause else "")
 
 
 def _summary_table(report: dict[str, Any]) -> list[str]:

@@ -133,6 +133,13 @@ def merge_resource_logs(logs: Mapping[str, Path], restarts: Mapping[str, Sequenc
     return {"members": members, "totals": _totals(members.values(), missing)}
 
 
+def run_cost(merged: dict) -> dict:
+    """What the run cost, per member and in total: the part of resources.json that report.md shows."""
+    keys = ("wall_seconds", "slice_hours", "restarts", "restarts_by_cause", "replayed_steps", "queued_seconds")
+    return {"members": {label: {k: s[k] for k in keys if k in s} for label, s in merged["members"].items()},
+            "totals": {k: merged["totals"][k] for k in keys if k in merged["totals"]}}
+
+
 def _totals(summaries: Iterable[dict], missing: list[str]) -> dict:
     summaries = list(summaries)
     totals: dict = {
