@@ -387,8 +387,8 @@ def test_a_sigkill_between_saves_is_counted_with_the_steps_it_replays(tmp_path, 
     resources = json.loads((run_dir / "ensemble" / "resources.json").read_text())
     costs = resources["members"][f"seed_{BASE_SEED}"]
     assert costs["restarts_by_cause"]["killed"] == 1 and costs["replayed_steps"] == restart["replayed_steps"]
-    cost_row = next(line for line in (run_dir / "ensemble" / "report.md").read_text().splitlines()
-                    if line.startswith(f"| seed {BASE_SEED} |"))
+    cost_section = (run_dir / "ensemble" / "report.md").read_text().split("## Cost of the run")[1]
+    cost_row = next(line for line in cost_section.splitlines() if line.startswith(f"| seed {BASE_SEED} |"))
     assert "gpu:1g.10gb:" in cost_row and "1 (killed 1)" in cost_row and f"| {restart['replayed_steps']} |" in cost_row
     table = status_table(run_dir)
     row = next(line for line in table.splitlines() if line.startswith(f"{BASE_SEED} "))
