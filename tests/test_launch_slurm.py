@@ -170,7 +170,7 @@ def test_demo_array_of_two_and_the_ensemble_job_finish(tmp_path, runs):
     grown = Run(run_dir)
     runs.append(grown)
     assert grown.launch["seeds"] == [42, 43, 44] and grown.launch["trained"] == [44]
-    assert grown.member_jobs[44] == f"{grown.launch['array_job_id']}_0"  # an array of one task
+    assert grown.member_jobs[44] == grown.launch["array_job_id"]  # one task: submitit submits a plain job
     assert {s: grown.member_jobs[s] for s in (42, 43)} == run.member_jobs  # their jobs of the first launch
     assert job_state(grown.member_jobs[44]) == "COMPLETED" and job_state(grown.ensemble_job) == "COMPLETED"
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
