@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from slurm.single_job import LoggedCall, submit_single
+from slurm.single_job import SUBMIT_OPTIONS, LoggedCall, add_submit_options, submit_single
 from slurm.cluster import ClusterConfig, choose_cluster, cluster_config_from_args, split_slurm_args
 from videns.bench.report import format_table
 from videns.bench.run import SECTIONS, BenchConfig, run_bench
@@ -24,7 +24,6 @@ from videns.folders import bench_logs
 from videns.logs import setup_logging
 
 PROG = "jobs.bench"
-SUBMIT_OPTIONS = ("submit", "wait", "site")
 
 
 def build_parser() -> ArgumentParser:
@@ -37,12 +36,7 @@ def build_parser() -> ArgumentParser:
                         help="The tiny profile, for tests: seconds, and figures that mean nothing.")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="Run only these sections.")
-    parser.add_argument("--submit", action=ActionYesNo, default=False,
-                        help="Run as one SLURM job (a member's slice and cores) instead of here.")
-    parser.add_argument("--wait", action=ActionYesNo, default=False,
-                        help="With --submit: wait for the job, then print its table.")
-    parser.add_argument("--site", default=None,
-                        help="With --submit: site profile, slurm/sites/<NAME>.yaml or a path (default $VIDENS_SITE).")
+    add_submit_options(parser, "the bench")
     return parser
 
 

@@ -15,14 +15,13 @@ from dataclasses import replace
 from jsonargparse import ActionYesNo, ArgumentParser
 
 from slurm.cluster import choose_cluster, cluster_config_from_args, split_slurm_args
-from slurm.single_job import LoggedCall, submit_single
+from slurm.single_job import SUBMIT_OPTIONS, LoggedCall, add_submit_options, submit_single
 from videns.ensemble.apply import PredictConfig, apply_ensemble, check_prediction, format_summary
 from videns.ensemble.combine import COMBINATIONS
 from videns.errors import user_errors_as_one_line
 from videns.folders import predict_logs
 
 PROG = "jobs.predict"
-SUBMIT_OPTIONS = ("submit", "wait", "site")
 
 
 def build_parser() -> ArgumentParser:
@@ -36,9 +35,7 @@ def build_parser() -> ArgumentParser:
                         help="Combination to apply, with its own weights and temperature (default: the run's choice).")
     parser.add_argument("--overwrite", action=ActionYesNo, default=False,
                         help="Replace an existing output instead of refusing.")
-    parser.add_argument("--submit", action=ActionYesNo, default=False, help="Run as one SLURM job instead of here.")
-    parser.add_argument("--wait", action=ActionYesNo, default=False, help="With --submit: wait and print the summary.")
-    parser.add_argument("--site", default=None, help="With --submit: site profile (default $VIDENS_SITE).")
+    add_submit_options(parser, "the prediction")
     return parser
 
 

@@ -7,11 +7,24 @@ to JSON beside submitit's files, so waiting never unpickles its result.
 from pathlib import Path
 from typing import Any, Callable
 
+from jsonargparse import ActionYesNo
+
 from slurm.cluster import LOG_PATTERN, ClusterConfig, slurm_executor, slurm_parameters
 from slurm.queue import wait_while_active
 from slurm.tasks import outcome_recorded, task_succeeded
 
 WAIT_POLL_S = 2.0
+SUBMIT_OPTIONS = ("submit", "wait", "site")  # what add_submit_options adds; not the job's own config
+
+
+def add_submit_options(parser, what: str) -> None:
+    """``--submit``, ``--wait`` and ``--site`` on an entry point's jsonargparse parser."""
+    parser.add_argument("--submit", action=ActionYesNo, default=False,
+                        help=f"Run {what} as one SLURM job (a member's slice and cores) instead of here.")
+    parser.add_argument("--wait", action=ActionYesNo, default=False,
+                        help="With --submit: wait for the job, then print what it printed.")
+    parser.add_argument("--site", default=None,
+                        help="With --submit: site profile, slurm/sites/<NAME>.yaml or a path (default $VIDENS_SITE).")
 
 
 class LoggedCall:

@@ -31,25 +31,7 @@ ODD_SEED = 9
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "nll", "ece")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine run 10-40x faster on one thread than on two that spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def restore_log_handlers():
-    """main() adds file handlers to the root logger; drop them so tests do not write into each other's runs."""
-    root = logging.getLogger()
-    before = list(root.handlers)
-    yield
-    for handler in root.handlers[:]:
-        if handler not in before:
-            root.removeHandler(handler)
-            handler.close()
+pytestmark = pytest.mark.usefixtures("module_on_one_thread", "restore_log_handlers")
 
 
 def train_tiny(root: Path, out_dir: Path, seed: int, epochs: int = 2) -> None:

@@ -28,23 +28,7 @@ from videns.ensemble.uncertainty import UNCERTAINTY_COLUMNS, item_uncertainty
 GOOD_SEEDS, BROKEN_SEED = (1, 2), 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def restore_log_handlers():
-    root = logging.getLogger()
-    before = list(root.handlers)
-    yield
-    for handler in root.handlers[:]:
-        if handler not in before:
-            root.removeHandler(handler)
-            handler.close()
+pytestmark = pytest.mark.usefixtures("module_on_one_thread", "restore_log_handlers")
 
 
 # ---- rules on synthetic probabilities ----------------------------------------------------------------------------

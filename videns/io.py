@@ -6,12 +6,16 @@ swaps it in (atomic on POSIX file systems, NFS included, within one folder).
 """
 
 import json
+import logging
 import os
 import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_text_atomically", "write_json_atomically", "read_json", "process_start", "process_alive"]
+__all__ = ["write_text_atomically", "write_json_atomically", "read_json", "read_jsonl", "process_start",
+           "process_alive"]
+
+log = logging.getLogger(__name__)
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -40,6 +44,26 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """One JSON value per line; a missing file is empty, and an unreadable line ends the list (a kill can cut
+    the last line of a file appended to, or rewritten in place)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if number < len(lines):
+                log.warning("%s:%d: stopping at an unreadable line", path, number)
+            break
+    return records
 
 
 def process_start(pid: int) -> str | None:

@@ -16,6 +16,7 @@ import torch
 
 from videns.errors import CheckpointError, ConfigError, DataError
 from videns.folders import MemberFolder, RunFolder
+from videns.io import read_jsonl
 from videns.member.checkpoint import load_best
 from videns.models.base import SequenceClassifier
 from videns.models.registry import build_model
@@ -173,16 +174,4 @@ def _mapping(class_names: Sequence[str]) -> str:
 
 def read_history(folder: MemberFolder) -> list[dict[str, Any]]:
     """A member's per-epoch records; an unreadable line ends the history (a kill can cut the last one)."""
-    path = folder.history
-    records = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return records
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("%s: stopping at an unreadable line", path)
-            break
-    return records
+    return read_jsonl(folder.history)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from videns.folders import MemberFolder
+from videns.io import read_jsonl
 
 CAUSES = ("preempted", "time_limit", "killed", "stopped")
 # A USR2 this close to the time limit minus the signal delay is the time limit's.
@@ -106,17 +107,7 @@ def record_restart(folder: MemberFolder, previous: Mapping[str, Any], resumed_st
 
 def read_restarts(folder: MemberFolder) -> list[dict[str, Any]]:
     """The member's restart records; a line cut by a kill ends them."""
-    records = []
-    try:
-        lines = folder.restarts.read_text().splitlines()
-    except OSError:
-        return records
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
+    return read_jsonl(folder.restarts)
 
 
 def summarize_restarts(records: list[Mapping[str, Any]]) -> dict[str, Any]:

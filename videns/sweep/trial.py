@@ -12,7 +12,7 @@ import yaml
 from videns.config import MemberConfig, parse_member_config
 from videns.logs import FORMAT
 from videns.folders import TrialFolder, make_private
-from videns.io import read_json, write_text_atomically
+from videns.io import read_json, read_jsonl, write_text_atomically
 from videns.sweep.folder import SweepFolder
 from videns.sweep.space import apply_params
 
@@ -55,11 +55,7 @@ def final_value(trial_dir: Path, objective: str) -> float | None:
 
 
 def read_history(trial_dir: Path) -> list[dict[str, Any]]:
-    try:
-        lines = TrialFolder(trial_dir).history.read_text().splitlines()
-    except OSError:
-        return []
-    return [json.loads(line) for line in lines if line.strip()]
+    return read_jsonl(TrialFolder(trial_dir).history)
 
 
 class EpochReporter:
