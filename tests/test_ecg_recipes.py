@@ -37,7 +37,7 @@ def test_recipe_holds_the_seed_best_settings(name):
     cfg = parse_member_config(["--config", str(RECIPES[name])])
     for key, value in SEED_BEST[name].items():
         assert dotted(cfg.resolved, key) == value, key
-    assert cfg.schedule.name == "plateau" and cfg.trainer.max_epochs == 30 and cfg.data.oversample_target == 55000
+    assert cfg.schedule.name == "plateau" and cfg.trainer.max_epochs == 30 and cfg.data.oversample_target == "majority"
     assert not cfg.loss.class_alpha  # the oversampled data is balanced already; weights would do it twice
 
 
@@ -57,6 +57,21 @@ def test_recipe_trains_on_converted_beats(name, balance, ecg_root, tmp_path):
     assert len(history) == 2
     best = persist.read_json(tmp_path / "member" / persist.BEST_LINK / persist.BEST_META)
     assert 0.0 <= best["val_metrics"]["balanced_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_data_section_keeps_a_small_table_its_size(name, ecg_root, tmp_path, caplog):
+    """The recipe's data settings as shipped: an epoch is the classes times the majority count, not 5 x 55,000."""
+    cfg = parse_member_config(["--config", str(RECIPES[name]), "--data.root", str(ecg_root),
+                               "--model.init_args.hidden_dim", "8", "--model.init_args.num_blocks", "1",
+                               *MODEL_TINY[name], "--trainer.max_epochs", "1", "--trainer.progress", "off",
+                               "--out_dir", str(tmp_path / "member")])
+    with caplog.at_level("WARNING", logger="videns.data.rebalance"):
+        assert train_member(cfg).status == "finished"
+    progress = persist.read_json(tmp_path / "member" / persist.PROGRESS_FILE)
+    batch = cfg.trainer.batch_size
+    assert progress["batches_per_epoch"] == -(-5 * _train_majority(ecg_root) // batch)
+    assert not [r for r in caplog.records if "larger" in r.getMessage()]
 
 
 def _train_majority(ecg_root: Path) -> int:
