@@ -74,6 +74,23 @@ def test_recipe_data_section_keeps_a_small_table_its_size(name, ecg_root, tmp_pa
     assert not [r for r in caplog.records if "larger" in r.getMessage()]
 
 
+def test_cnn2d_image_shape_needing_another_length_stops_the_member_at_its_start(tmp_path):
+    from tests.test_convert import sine_beats, write_csv
+    from videns.data.tabular import convert_tables
+    from videns.errors import ConfigError
+
+    beats = write_csv(tmp_path / "beats.csv", *sine_beats(60))
+    convert_tables(beats, beats, tmp_path / "h5")  # each table keeps its 187 samples
+    cfg = parse_member_config(["--config", str(RECIPES["cnn2d"]), *tiny(tmp_path / "h5"), *MODEL_TINY["cnn2d"],
+                               "--out_dir", str(tmp_path / "member")])
+    with pytest.raises(ConfigError) as raised:
+        train_member(cfg)
+    message = str(raised.value)
+    assert "\n" not in message and "model.image_shape [16, 12]" in message
+    assert "needs items of 192 values" in message and "hold 187" in message and "--pad_to 192" in message
+    assert not (tmp_path / "member").exists()  # nothing started
+
+
 def _train_majority(ecg_root: Path) -> int:
     import h5py
     import numpy as np

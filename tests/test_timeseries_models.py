@@ -43,7 +43,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def beats(tmp_path_factory):
-    """Train split of converted sine beats: (x (N, 192, 1), lengths (N,), labels (N,))."""
+    """Train split of converted sine beats: (x (N, 187, 1), lengths (N,), labels (N,))."""
     tmp = tmp_path_factory.mktemp("beats")
     csv_path = write_beats_csv(tmp, "beats.csv", 80)
     convert_tables(csv_path, csv_path, tmp / "out")
