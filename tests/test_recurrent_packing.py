@@ -28,7 +28,7 @@ def grads(module: nn.Module) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("cls", [nn.GRU, nn.LSTM])
-@pytest.mark.parametrize("lengths", [[9, 3, 1, 6], [7, 7, 7, 7]])
+@pytest.mark.parametrize("lengths", [[9, 3, 1, 6], [7, 7, 7, 7], [9, 9, 9, 9]])
 def test_states_and_gradients_equal_the_packed_path_with_garbage_in_the_padding(cls, lengths):
     torch.manual_seed(0)
     rnn = cls(5, 8, num_layers=2, batch_first=True)

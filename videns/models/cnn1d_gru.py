@@ -100,10 +100,12 @@ class CNN1DGRUClassifier(SequenceClassifier):
         # -inf past the end: a window straddling it keeps only the real value, as alone
         h = h.masked_fill(~valid, float("-inf"))
         h = F.max_pool1d(h, 2, ceil_mode=True)  # (B, C, ceil(T/2))
-        with recurrent_precision(x.device.type):
-            last = last_real_states(
-                self.gru,
-                h.transpose(1, 2).float(),  # (B, ceil(T/2), C): the GRU steps over time
-                (lengths.cpu() + 1) // 2,  # ceil, as the pool: an odd tail counts and 1 stays 1
-            )  # (B, gru_hidden), state at each item's last real step
+        last = self._gru_last_states(
+            h.transpose(1, 2).float(),  # (B, ceil(T/2), C): the GRU steps over time
+            (lengths.cpu() + 1) // 2,  # ceil, as the pool: an odd tail counts and 1 stays 1
+        )  # (B, gru_hidden), state at each item's last real step
         return self.head(last)  # (B, num_classes)
+
+    def _gru_last_states(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        with recurrent_precision(h.device.type):
+            return last_real_states(self.gru, h, lengths)  # (B, gru_hidden)
