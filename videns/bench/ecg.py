@@ -58,8 +58,8 @@ class EcgSize:
 
 
 SIZES = {"tiny": EcgSize(train_items=50, epochs=2, step_repeats=1, model_overrides=TINY_MODELS),
-         "quick": EcgSize(train_items=800, epochs=3, step_repeats=3),
-         "full": EcgSize(train_items=1500, epochs=5, step_repeats=5)}
+         "quick": EcgSize(train_items=800, epochs=5, step_repeats=3),
+         "full": EcgSize(train_items=1500, epochs=8, step_repeats=5)}
 
 
 class AlwaysPackedCNN1DGRU(CNN1DGRUClassifier):
