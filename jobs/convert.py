@@ -5,40 +5,50 @@
 A malformed input prints one line naming the file, row/column and problem, and exits 2.
 """
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
+from jsonargparse import ActionYesNo, ArgumentParser
+
 from videns.data.tabular import convert_tables
-from videns.errors import UserError
+from videns.errors import user_errors_as_one_line
+
+PROG = "jobs.convert"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m jobs.convert", description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=Path, required=True, help="train table (.csv, .parquet or .pq)")
-    parser.add_argument("--test", type=Path, required=True, help="test table, same columns as train")
-    parser.add_argument("--out_dir", type=Path, required=True, help="folder for the split files")
-    parser.add_argument("--val_fraction", type=float, default=0.2, help="share of train drawn, stratified, as val")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the validation draw")
-    parser.add_argument("--pad_to", type=int, default=192, help="steps per item after zero-padding")
-    parser.add_argument("--class_names", type=lambda s: s.split(","), default=None,
-                        help="comma-separated names in id order (default: N,S,V,F,Q for 5 classes, else ids)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing split files")
-    return parser.parse_args(argv)
+def convert(train: Path, test: Path, out_dir: Path, val_fraction: float = 0.2, seed: int = 0,
+            pad_to: int | None = None, class_names: str | None = None, overwrite: bool = False) -> dict[str, Path]:
+    """Convert tabular beats (CSV or parquet) to HDF5 train/val/test splits.
+
+    Args:
+        train: train table (.csv, .parquet or .pq); one row per item, signal columns and a target column.
+        test: test table, same columns as train.
+        out_dir: folder for the split files.
+        val_fraction: share of train drawn, stratified, as val.
+        seed: seed of the validation draw.
+        pad_to: steps per item after zero-padding (the ECG recipes' 192 for MIT-BIH's 187-sample beats);
+            None keeps the table's own length, its number of signal columns.
+        class_names: comma-separated names in id order (None: N,S,V,F,Q for 5 classes, else the ids).
+        overwrite: replace existing split files.
+    """
+    return convert_tables(train, test, out_dir, val_fraction=val_fraction, seed=seed, pad_to=pad_to,
+                          class_names=class_names.split(",") if class_names else None, overwrite=overwrite)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_function_arguments(convert, as_positional=False, skip={"overwrite"})
+    # written out so the command line reads `--overwrite`, not `--overwrite true`
+    parser.add_argument("--overwrite", action=ActionYesNo, default=False, help="Replace existing split files.")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv).as_dict()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        paths = convert_tables(
-            args.train, args.test, args.out_dir, val_fraction=args.val_fraction, seed=args.seed,
-            pad_to=args.pad_to, class_names=args.class_names, overwrite=args.overwrite,
-        )
-    except UserError as e:
-        print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr)  # one line, always
-        return 2
+    with user_errors_as_one_line(PROG):
+        paths = convert(**args)
     for split, path in paths.items():
         print(f"{split}: {path}")
     return 0

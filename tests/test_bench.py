@@ -19,15 +19,17 @@ from tests.support.slurm_cluster import REPO_ROOT, ensure_cluster
 from videns.bench.report import WORKLOAD_KEYS, collect_ratios, format_table
 
 SECTION_KEYS = {
-    "loader": ("seed_style", "ours", "ours_no_preload", "loader_speedup", "workload"),
+    "loader": ("reference", "ours", "ours_no_preload", "loader_speedup", "workload"),
     "checkpoint": ("ours_save", "ours_save_durable", "torch_save", "torch_save_fsync",
                    "ours_load", "plain_load", "checkpoint_save_ratio", "checkpoint_load_ratio", "stall", "workload"),
-    "ensemble": ("no_tta", "tta", "seed_style_member_passes", "ensemble_speedup", "workload"),
+    "ensemble": ("no_tta", "tta", "reference_member_passes", "ensemble_speedup", "workload"),
 }
-TRAINING_KEYS = ("ours", "seed_style", "epoch_time_ratio", "equal_quality", "workload")
+TRAINING_KEYS = ("ours", "reference", "epoch_time_ratio", "equal_quality", "workload")
 EXPECTED_RATIOS = {"loader_speedup", "epoch_time_ratio", "step_time_ratio", "unpacked_lstm_step_ratio",
                    "checkpoint_save_ratio", "checkpoint_save_returns_ratio", "checkpoint_save_durable_ratio",
-                   "checkpoint_save_ratio_vs_plain_torch_save", "checkpoint_load_ratio", "ensemble_speedup"}
+                   "checkpoint_save_ratio_vs_plain_torch_save", "checkpoint_load_ratio", "ensemble_speedup",
+                   "ecg_epoch_time_ratio"}
+ECG_MODELS = ("cnn1d_gru", "cnn2d")
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +58,43 @@ def test_result_has_every_section_with_both_datasets(bench_run):
     assert set(bench_run["loader"]) == {"fixed", "mixed"}
     for name in ("fixed", "mixed"):
         assert set(TRAINING_KEYS) | {"input_bound"} <= set(bench_run["training"][name])
-        for run in ("ours", "seed_style"):
+        for run in ("ours", "reference"):
             epochs = bench_run["training"][name][run]["epochs"]
             assert len(epochs) == bench_run["profile"]["epochs"]
             assert all(0.0 <= e["val_accuracy"] <= 1.0 for e in epochs)
-    assert {"ours_step", "seed_style_step", "step_time_ratio"} <= set(bench_run["training"]["full_model_steps"])
+    assert {"ours_step", "reference_step", "step_time_ratio"} <= set(bench_run["training"]["full_model_steps"])
+
+
+def test_ecg_section_times_both_seed_004_models_against_the_always_packed_reference(bench_run):
+    ecg = bench_run["ecg"]
+    assert (ecg["data"]["steps"], ecg["data"]["feature_dim"], ecg["data"]["classes"]) == (192, 1, 5)
+    for name in ECG_MODELS:
+        part = ecg[name]
+        assert {"ours", "reference", "steps", "ecg_epoch_time_ratio", "equal_quality", "workload"} <= set(part)
+        assert {"ours", "reference", "step_time_ratio"} <= set(part["steps"])
+        for loop in ("ours", "reference"):
+            assert len(part[loop]["epochs"]) == 2 and 0.0 <= part[loop]["best_val_accuracy"] <= 1.0
+        assert part["workload"]["recipe"] == f"ecg_{name}.yaml"
+    entries = [r for r in bench_run["ratios"] if r["key"] == "ecg_epoch_time_ratio"]
+    assert len(entries) == 2 and all(r["target"] == "<= 0.5" for r in entries)  # run on CPU
+    assert [name for name in ECG_MODELS if name in entries[0]["definition"]] == ["cnn1d_gru"]
+
+
+def test_ecg_reference_packs_and_otherwise_computes_what_ours_does():
+    """The reference differs from ours only in how the GRU runs: same weights, same logits."""
+    from videns.bench.ecg import AlwaysPackedCNN1DGRU
+    from videns.models.cnn1d_gru import CNN1DGRUClassifier
+
+    torch.manual_seed(0)
+    ours = CNN1DGRUClassifier(1, 5, hidden_dim=8, gru_hidden=8, num_blocks=1).eval()
+    reference = AlwaysPackedCNN1DGRU(1, 5, hidden_dim=8, gru_hidden=8, num_blocks=1).eval()
+    reference.load_state_dict(ours.state_dict())
+    packed_inputs = []
+    reference.gru.register_forward_pre_hook(lambda _m, args: packed_inputs.append(type(args[0]).__name__))
+    x, lengths = torch.randn(3, 192, 1), torch.tensor([187, 187, 150])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, lengths), reference(x, lengths), atol=1e-5, rtol=0)
+    assert packed_inputs == ["PackedSequence"]
 
 
 def test_cuda_section_says_why_it_was_not_measured(bench_run):

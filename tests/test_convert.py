@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,10 @@ def read_split(out_dir, split):
 
 
 def run_convert(train, test, out_dir, *extra):
-    return convert_main(["--train", str(train), "--test", str(test), "--out_dir", str(out_dir), *extra])
+    try:
+        return convert_main(["--train", str(train), "--test", str(test), "--out_dir", str(out_dir), *extra])
+    except SystemExit as exit_:  # a user error: one line on stderr, exit code 2
+        return exit_.code
 
 
 def rows_as_set(signal):
@@ -71,13 +75,12 @@ def check_round_trip(out_dir, train_signal, train_targets, test_signal, test_tar
     splits = {split: read_split(out_dir, split) for split in layout.SPLITS}
     for split, data in splits.items():
         n = len(data[layout.LABELS])
-        assert data[layout.FEATURES].shape == (n, 192, 1) and data[layout.FEATURES].dtype == np.float32
+        assert data[layout.FEATURES].shape == (n, SIGNAL_LEN, 1) and data[layout.FEATURES].dtype == np.float32
         assert data[layout.LABELS].dtype == np.int64
         assert (data[layout.NUM_FRAMES] == SIGNAL_LEN).all()
-        assert not data[layout.FEATURES][:, SIGNAL_LEN:].any()  # zero-padded past the signal
         attrs = data["attrs"]
         assert json.loads(attrs[layout.ATTR_MAPPING]) == {"N": 0, "S": 1, "V": 2, "F": 3, "Q": 4}
-        assert (attrs[layout.ATTR_NUM_VIDEOS], attrs[layout.ATTR_MAX_FRAMES], attrs[layout.ATTR_FEATURE_DIM]) == (n, 192, 1)
+        assert (attrs[layout.ATTR_NUM_VIDEOS], attrs[layout.ATTR_MAX_FRAMES], attrs[layout.ATTR_FEATURE_DIM]) == (n, SIGNAL_LEN, 1)
         assert not attrs[layout.ATTR_MULTI_SCALE]
     test = splits["test"]
     np.testing.assert_array_equal(test[layout.FEATURES][:, :SIGNAL_LEN, 0], test_signal)
@@ -228,6 +231,33 @@ def test_pad_to_smaller_than_signal_is_rejected_naming_file(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_default_keeps_each_table_its_own_length_and_pad_to_pads(tmp_path):
+    signal, targets = sine_beats(40, num_classes=4, length=427)
+    train = write_csv(tmp_path / "long.csv", signal, targets)  # longer than the 192 the old default forced
+    assert run_convert(train, train, tmp_path / "own") == 0
+    own = read_split(tmp_path / "own", "train")
+    assert own[layout.FEATURES].shape[1:] == (427, 1) and own["attrs"][layout.ATTR_MAX_FRAMES] == 427
+    assert (own[layout.NUM_FRAMES] == 427).all()
+    assert run_convert(train, train, tmp_path / "padded", "--pad_to", "500") == 0
+    padded = read_split(tmp_path / "padded", "train")
+    assert padded[layout.FEATURES].shape[1:] == (500, 1) and (padded[layout.NUM_FRAMES] == 427).all()
+    assert not padded[layout.FEATURES][:, 427:].any()
+    np.testing.assert_array_equal(padded[layout.FEATURES][:, :427], own[layout.FEATURES])
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        convert_main(["--help"])
+    # one entry per option: from a line starting "  --name" to the next such line
+    entries = re.split(r"\n  (?=--)", capsys.readouterr().out.split("options:", 1)[1])
+    described = {entry.split()[0].rstrip(","): " ".join(entry.split()) for entry in entries if entry.startswith("--")}
+    for option in ("--val_fraction", "--seed", "--pad_to", "--class_names", "--overwrite"):
+        assert "default:" in described[option], described[option]
+    for option in ("--train", "--test", "--out_dir"):
+        assert "required" in described[option], described[option]
+    assert "default: null" in described["--pad_to"]
+
+
 def test_parquet_non_numeric_cell_names_row_and_column(tmp_path, capsys):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
@@ -275,4 +305,4 @@ def test_cli_subprocess_exits_2_without_traceback(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: {train}: row 2, column 'c0': non-numeric value 'x'"]
+    assert proc.stderr.strip().splitlines() == [f"jobs.convert: error: {train}: row 2, column 'c0': non-numeric value 'x'"]

@@ -3,6 +3,9 @@
 import numpy as np
 import pytest
 
+import logging
+
+from videns.data.config import DataConfig
 from videns.data.rebalance import oversample_indices, smote_resample
 from videns.errors import ConfigError, DataError
 
@@ -45,6 +48,44 @@ def test_oversample_order_is_shuffled():
 def test_oversample_rejects_a_bad_target():
     with pytest.raises(ConfigError, match="target_count"):
         oversample_indices(LABELS, 0, seed=0)
+
+
+@pytest.mark.parametrize("spec, per_class", [("majority", None), ("2x majority", 2), ("0.5x majority", 0.5)])
+def test_oversample_target_relative_to_the_majority(spec, per_class):
+    majority = int(np.bincount(LABELS).max())
+    idx = oversample_indices(LABELS, spec, seed=0)
+    expected = majority if per_class is None else round(per_class * majority)
+    assert (np.bincount(LABELS[idx]) == expected).all()
+
+
+@pytest.mark.parametrize("spec", [0, -3, "minority", "x majority", "0x majority", True])
+def test_data_config_names_the_key_of_a_bad_target(spec):
+    with pytest.raises(ConfigError, match=r"data\.oversample_target .*got"):
+        DataConfig(oversample_target=spec)
+
+
+def test_growth_past_ten_times_logs_one_line_with_both_counts(caplog):
+    labels = np.repeat([0, 1], [30, 20])  # 50 items
+    with caplog.at_level(logging.INFO, logger="videns.data.rebalance"):
+        oversample_indices(labels, 300, seed=0)  # 600 items: 12x
+        oversample_indices(labels, 240, seed=0)  # 480 items: 9.6x, says nothing
+        oversample_indices(labels, "majority", seed=0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "50 -> 600" in lines[0], lines
+
+
+def test_smote_growth_past_ten_times_logs_one_line(caplog):
+    labels = np.repeat([0, 1, 2], [240, 6, 6])  # 252 items -> 720
+    features, lengths = fixed_length_items(labels)
+    with caplog.at_level(logging.INFO, logger="videns.data.rebalance"):
+        smote_resample(features, lengths, labels, seed=0)
+    assert [r.getMessage() for r in caplog.records] == []  # 2.9x
+    labels = np.repeat(np.arange(14), [240] + [6] * 13)  # 318 items -> 3360: 10.6x
+    features, lengths = fixed_length_items(labels)
+    with caplog.at_level(logging.INFO, logger="videns.data.rebalance"):
+        smote_resample(features, lengths, labels, seed=0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "318 -> 3360" in lines[0], lines
 
 
 def fixed_length_items(labels, length=12, dim=2, seed=0):

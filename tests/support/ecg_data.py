@@ -17,7 +17,7 @@ def write_ecg_data(root: Path) -> Path:
     keep = np.concatenate([np.flatnonzero(targets == c)[:n] for c, n in enumerate(TRAIN_COUNTS)])
     train = write_csv(root / "train.csv", signal[keep], targets[keep])
     test = write_csv(root / "test.csv", *sine_beats(30, seed=1))
-    convert_tables(train, test, root / "h5", val_fraction=0.2, seed=0)
+    convert_tables(train, test, root / "h5", val_fraction=0.2, seed=0, pad_to=192)  # as the recipes say
     return root / "h5"
 
 

@@ -1,4 +1,4 @@
-"""Speed and memory measurements against a seed-style baseline (``python -m jobs.bench``).
+"""Speed and memory measurements against a reference baseline (``python -m jobs.bench``).
 
 ``baseline`` re-creates how the original system read data and trained;
 ``loader``, ``training``, ``checkpoint``, ``ensemble`` and ``cuda`` each measure

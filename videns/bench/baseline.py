@@ -1,4 +1,4 @@
-"""A seed-style reader and training loop: how the original system read its data and trained.
+"""A reference reader and training loop: how the original system read its data and trained.
 
 This is the baseline every speed-up is measured against. It keeps the
 original's costs on purpose:
@@ -41,13 +41,13 @@ from videns.training.loss import FocalLoss
 log = logging.getLogger(__name__)
 
 # The seed recipe (seed 002): AdamW, cosine restarts counted in batches, clipping.
-SEED_WEIGHT_DECAY = 5e-4
-SEED_T0, SEED_T_MULT, SEED_ETA_MIN = 20, 2, 1e-6
-SEED_GRAD_CLIP = 1.0
-SEED_GAMMA, SEED_SMOOTHING = 2.0, 0.1
+REFERENCE_WEIGHT_DECAY = 5e-4
+REFERENCE_T0, REFERENCE_T_MULT, REFERENCE_ETA_MIN = 20, 2, 1e-6
+REFERENCE_GRAD_CLIP = 1.0
+REFERENCE_GAMMA, REFERENCE_SMOOTHING = 2.0, 0.1
 
 
-class SeedStyleDataset(Dataset):
+class ReferenceDataset(Dataset):
     """``dataset[i] -> (features [T_i, D] float32 tensor, label)``, read the way the original did."""
 
     def __init__(self, path: Path, augment: bool = False):
@@ -71,14 +71,14 @@ class SeedStyleDataset(Dataset):
         label = int(self.labels[idx])
         features = torch.FloatTensor(features[:num_frames])  # (T_i, D)
         if self.augment:
-            features = seed_augment(features)
+            features = reference_augment(features)
         return features, label
 
     def all_labels(self) -> np.ndarray:
         return self.labels[()].astype(np.int64)
 
 
-def seed_augment(features: torch.Tensor) -> torch.Tensor:
+def reference_augment(features: torch.Tensor) -> torch.Tensor:
     """Seed 002's augmentation, drawing from Python's global ``random`` as the original did."""
     num_frames = features.shape[0]
     if num_frames > 8:
@@ -94,7 +94,7 @@ def seed_augment(features: torch.Tensor) -> torch.Tensor:
     return features
 
 
-def seed_collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def reference_collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pad to the batch's longest item: features (B, T, D), lengths (B,), labels (B,)."""
     sequences = [features for features, _ in batch]
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
@@ -107,14 +107,14 @@ def _reopen_in_worker(_worker_id: int) -> None:
     info.dataset._open()
 
 
-def build_seed_loader(dataset: SeedStyleDataset, batch_size: int, num_workers: int,
+def build_reference_loader(dataset: ReferenceDataset, batch_size: int, num_workers: int,
                       sampler=None, shuffle: bool = False, generator: torch.Generator | None = None) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle and sampler is None,
-                      collate_fn=seed_collate, num_workers=num_workers, generator=generator,
+                      collate_fn=reference_collate, num_workers=num_workers, generator=generator,
                       worker_init_fn=_reopen_in_worker if num_workers else None)
 
 
-class SeedStyleTemporalModel(TemporalAttentionClassifier):
+class ReferenceTemporalModel(TemporalAttentionClassifier):
     """Seed 003's forward on the same layers: packs always, no key-padding mask, pooling over padding."""
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -129,7 +129,7 @@ class SeedStyleTemporalModel(TemporalAttentionClassifier):
         return self.classifier(pooled)  # (B, C)
 
 
-class SeedStyleTrainer:
+class ReferenceTrainer:
     """The original's loop, one epoch per call: train, validate, ``torch.save`` the best model."""
 
     def __init__(self, data_root: Path, model_args: dict[str, Any], *, seed: int, batch_size: int, lr: float,
@@ -137,21 +137,21 @@ class SeedStyleTrainer:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        train = SeedStyleDataset(layout.split_path(data_root, "train"), augment=True)
-        val = SeedStyleDataset(layout.split_path(data_root, "val"))
+        train = ReferenceDataset(layout.split_path(data_root, "train"), augment=True)
+        val = ReferenceDataset(layout.split_path(data_root, "val"))
         labels = train.all_labels()
         class_weights = inverse_frequency_weights(np.bincount(labels, minlength=len(layout.SEED_CLASS_NAMES)))
         sampler = WeightedRandomSampler(torch.as_tensor(class_weights[labels], dtype=torch.double), len(labels),
                                         replacement=True, generator=torch.Generator().manual_seed(seed))
-        self.train_loader = build_seed_loader(train, batch_size, num_workers, sampler=sampler)
-        self.val_loader = build_seed_loader(val, batch_size, num_workers)
+        self.train_loader = build_reference_loader(train, batch_size, num_workers, sampler=sampler)
+        self.val_loader = build_reference_loader(val, batch_size, num_workers)
         self.device = device
-        self.model = SeedStyleTemporalModel(train.features.shape[2], len(class_weights), **model_args).to(device)
+        self.model = ReferenceTemporalModel(train.features.shape[2], len(class_weights), **model_args).to(device)
         self.criterion = FocalLoss(torch.as_tensor(class_weights, dtype=torch.float32, device=device),
-                                   SEED_GAMMA, SEED_SMOOTHING)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=SEED_WEIGHT_DECAY)
+                                   REFERENCE_GAMMA, REFERENCE_SMOOTHING)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=REFERENCE_WEIGHT_DECAY)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            self.optimizer, T_0=SEED_T0, T_mult=SEED_T_MULT, eta_min=SEED_ETA_MIN)
+            self.optimizer, T_0=REFERENCE_T0, T_mult=REFERENCE_T_MULT, eta_min=REFERENCE_ETA_MIN)
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.epoch, self.best = 0, -1.0
@@ -160,21 +160,21 @@ class SeedStyleTrainer:
         """One epoch; its wall, train and val seconds, train loss and val accuracy."""
         wall = Stopwatch(self.device)
         with wall:
-            train_s, train_loss = _seed_train_epoch(self.model, self.train_loader, self.criterion, self.optimizer,
+            train_s, train_loss = _reference_train_epoch(self.model, self.train_loader, self.criterion, self.optimizer,
                                                     self.scheduler, self.device)
             val_start = time.perf_counter()
-            val_accuracy = _seed_validate(self.model, self.val_loader, self.device)
+            val_accuracy = _reference_validate(self.model, self.val_loader, self.device)
             if val_accuracy > self.best:
                 self.best = val_accuracy
                 torch.save(self.model.state_dict(), self.out_dir / "best_model.pth")
         self.epoch += 1
-        log.info("seed-style epoch %d: %.2fs, val acc %.4f", self.epoch, wall.seconds, val_accuracy)
+        log.info("reference epoch %d: %.2fs, val acc %.4f", self.epoch, wall.seconds, val_accuracy)
         return {"epoch": self.epoch, "wall_s": wall.seconds, "train_s": train_s,
                 "val_s": time.perf_counter() - val_start, "train_loss": train_loss, "val_accuracy": val_accuracy,
                 "steps": len(self.train_loader)}
 
 
-def _seed_train_epoch(model, loader, criterion, optimizer, scheduler, device) -> tuple[float, float]:
+def _reference_train_epoch(model, loader, criterion, optimizer, scheduler, device) -> tuple[float, float]:
     model.train()
     start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
     for features, lengths, labels in loader:
@@ -183,7 +183,7 @@ def _seed_train_epoch(model, loader, criterion, optimizer, scheduler, device) ->
         logits = model(features, lengths)
         loss = criterion(logits, labels)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), SEED_GRAD_CLIP)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), REFERENCE_GRAD_CLIP)
         optimizer.step()
         scheduler.step()  # once per batch, integer steps: cycles of 20, 40, ... batches
         total_loss += loss.item()  # host sync every step
@@ -193,7 +193,7 @@ def _seed_train_epoch(model, loader, criterion, optimizer, scheduler, device) ->
 
 
 @torch.no_grad()
-def _seed_validate(model, loader, device) -> float:
+def _reference_validate(model, loader, device) -> float:
     model.eval()
     correct, seen = 0, 0
     for features, lengths, labels in loader:

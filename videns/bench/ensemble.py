@@ -7,8 +7,8 @@ from its saved spec, makes one pass over the test split feeding every batch to
 every member, and writes its report and plots. Only throughput is measured;
 with untrained weights the accuracies mean nothing.
 
-For comparison, a seed-style evaluation runs each member on its own pass over
-the test file with the seed-style reader (the original evaluated members one
+For comparison, a reference evaluation runs each member on its own pass over
+the test file with the reference reader (the original evaluated members one
 by one).
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from videns.bench.baseline import SeedStyleDataset, SeedStyleTemporalModel, build_seed_loader
+from videns.bench.baseline import ReferenceDataset, ReferenceTemporalModel, build_reference_loader
 from videns.bench.data import BenchData
 from videns.bench.measure import Stopwatch, ratio
 from videns.bench.profiles import describe_model
@@ -54,15 +54,15 @@ def measure_ensemble(data: BenchData, model_args: dict[str, Any], *, batch_size:
             "evaluate_ensemble_wall_s": wall.seconds,
             "sequences_per_s_end_to_end": num_items / wall.seconds,
         }
-    seed_style = _seed_style_passes(data, models, model_args, batch_size, num_workers, device)
+    reference = _reference_passes(data, models, model_args, batch_size, num_workers, device)
     num_params = sum(p.numel() for p in models[0].parameters())
     return {
         "workload": {"model": describe_model(model_args, num_params), "members": NUM_MEMBERS, "batch": batch_size,
                      "workers": num_workers, "device": str(device), "data": data.name,
                      "weights": "untrained (throughput only)"},
         **results,
-        "seed_style_member_passes": seed_style,
-        "ensemble_speedup": ratio(results["no_tta"]["sequences_per_s"], seed_style["sequences_per_s"]),
+        "reference_member_passes": reference,
+        "ensemble_speedup": ratio(results["no_tta"]["sequences_per_s"], reference["sequences_per_s"]),
     }
 
 
@@ -87,17 +87,17 @@ def _write_members(run_dir: Path, data: BenchData, model_args: dict[str, Any]) -
 
 
 @torch.no_grad()
-def _seed_style_passes(data: BenchData, models: list[torch.nn.Module], model_args: dict[str, Any], batch_size: int,
+def _reference_passes(data: BenchData, models: list[torch.nn.Module], model_args: dict[str, Any], batch_size: int,
                        num_workers: int, device: torch.device) -> dict[str, Any]:
-    """Each member on its own pass over the test file, seed-style reader and forward."""
-    test = SeedStyleDataset(data.path("test"))
-    loader = build_seed_loader(test, batch_size, num_workers)
+    """Each member on its own pass over the test file, reference reader and forward."""
+    test = ReferenceDataset(data.path("test"))
+    loader = build_reference_loader(test, batch_size, num_workers)
     with Stopwatch(device) as wall:
         for model in models:
-            seed_model = SeedStyleTemporalModel(data.feature_dim, len(layout.SEED_CLASS_NAMES), **model_args)
-            seed_model.load_state_dict(model.state_dict())
-            seed_model.to(device).eval()
+            reference_model = ReferenceTemporalModel(data.feature_dim, len(layout.SEED_CLASS_NAMES), **model_args)
+            reference_model.load_state_dict(model.state_dict())
+            reference_model.to(device).eval()
             for features, lengths, _labels in loader:
-                torch.softmax(seed_model(features.to(device), lengths), dim=1).cpu()
+                torch.softmax(reference_model(features.to(device), lengths), dim=1).cpu()
     return {"views": 1, "test_items": len(test), "seconds": wall.seconds, "sequences_per_s": len(test) / wall.seconds}
 

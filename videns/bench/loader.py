@@ -1,11 +1,11 @@
-"""Loader throughput: our reader against the seed-style one, over the same training split.
+"""Loader throughput: our reader against the reference one, over the same training split.
 
 Both loaders deliver padded batches of the training split in a shuffled order,
 without augmentation, with the same batch size and worker count, taking turns
 epoch by epoch. "MB/s" counts
 the real (unpadded) float32 frames delivered, the same for both. Ours is timed
 once its split is in RAM; the preload is timed apart and also reported folded
-into a single epoch, where it costs about one seed-style epoch.
+into a single epoch, where it costs about one reference epoch.
 """
 
 import logging
@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import torch
 
-from videns.bench.baseline import SeedStyleDataset, build_seed_loader
+from videns.bench.baseline import ReferenceDataset, build_reference_loader
 from videns.bench.data import BenchData
 from videns.bench.measure import Stopwatch, ratio, time_interleaved
 from videns.data.dataset import FeatureSplit
@@ -26,11 +26,11 @@ PRELOAD_ALL = 1 << 62
 
 def measure_loader(data: BenchData, batch_size: int, num_workers: int, bucket_window: int, repeats: int,
                    seed: int = 0) -> dict[str, Any]:
-    """Seed-style, ours without preload and ours with preload, taking turns; speedups of ours over seed-style."""
+    """Reference, ours without preload and ours with preload, taking turns; speedups of ours over reference."""
     with Stopwatch() as preload:
         split = FeatureSplit(data.path("train"), preload_bytes=PRELOAD_ALL)
     epochs = {
-        "seed_style": _counted(_seed_epoch(data, batch_size, num_workers, seed)),
+        "reference": _counted(_reference_epoch(data, batch_size, num_workers, seed)),
         "ours_no_preload": _counted(_ours_epoch(FeatureSplit(data.path("train")), batch_size, num_workers,
                                                 bucket_window, seed)),
         "ours": _counted(_ours_epoch(split, batch_size, num_workers, bucket_window, seed)),
@@ -38,20 +38,20 @@ def measure_loader(data: BenchData, batch_size: int, num_workers: int, bucket_wi
     timings = time_interleaved({name: run for name, (run, _) in epochs.items()}, repeats=repeats)
     results = {name: _throughput(timings[name], counts) for name, (_, counts) in epochs.items()}
     results["ours"]["preload_s"] = preload.seconds
-    seed_s, ours_s = results["seed_style"]["epoch"]["median_s"], results["ours"]["epoch"]["median_s"]
+    reference_s, ours_s = results["reference"]["epoch"]["median_s"], results["ours"]["epoch"]["median_s"]
     return {
         "workload": {"model": "none (reading only)", "batch": batch_size, "workers": num_workers, "device": "cpu",
                      "data": data.name, "items": len(data.train_lengths), "bucket_window": bucket_window},
         **results,
-        "loader_speedup": ratio(seed_s, ours_s),
-        "loader_speedup_no_preload": ratio(seed_s, results["ours_no_preload"]["epoch"]["median_s"]),
-        "loader_speedup_first_epoch_with_preload": ratio(seed_s, preload.seconds + ours_s),
+        "loader_speedup": ratio(reference_s, ours_s),
+        "loader_speedup_no_preload": ratio(reference_s, results["ours_no_preload"]["epoch"]["median_s"]),
+        "loader_speedup_first_epoch_with_preload": ratio(reference_s, preload.seconds + ours_s),
     }
 
 
-def _seed_epoch(data: BenchData, batch_size: int, num_workers: int, seed: int):
-    dataset = SeedStyleDataset(data.path("train"))
-    loader = build_seed_loader(dataset, batch_size, num_workers, shuffle=True,
+def _reference_epoch(data: BenchData, batch_size: int, num_workers: int, seed: int):
+    dataset = ReferenceDataset(data.path("train"))
+    loader = build_reference_loader(dataset, batch_size, num_workers, shuffle=True,
                                generator=torch.Generator().manual_seed(seed))
     return lambda: _drain(loader)
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 ProfileName = Literal["tiny", "quick", "full"]
 
 # Seed 003's model: hidden 768, 4 BiLSTM layers, 12 heads, head 768/512/256 (the class defaults).
-SEED_MODEL: dict[str, Any] = {}
+FULL_SIZE_MODEL: dict[str, Any] = {}
 # Small enough that input and per-step overheads show on 2 CPU cores.
 # It learns the demo task to ~0.95 val accuracy in 6-8 epochs of 240 items at lr 2e-3.
 SMALL_MODEL: dict[str, Any] = {"hidden_dim": 128, "num_lstm_layers": 1, "num_attention_heads": 4,
@@ -30,9 +30,9 @@ class Profile:
         lr: learning rate of both loops in the training comparison.
         train_model: init_args of the model trained in the CPU training comparison and the ensemble.
         full_model: init_args of the "full-size" model: step times, checkpoints, CUDA section.
-        full_steps: timed training steps of the full-size model, ours and seed-style each; quick takes one,
+        full_steps: timed training steps of the full-size model, ours and reference each; quick takes one,
             as a full-size step costs 4-20 s on 2 CPU cores.
-        full_seed_style: also time the seed-style loop's full-size step (step_time_ratio). Quick leaves it
+        full_reference: also time the reference loop's full-size step (step_time_ratio). Quick leaves it
             out: on CPU it measured the same as ours (ratio 0.92-1.06 over three runs) and costs 18 s.
         full_warmup: untimed steps before those, each. Quick takes none: on 2 CPU cores the first full-size
             step measured within 5% of the next ones (18.1 s vs 17.3-17.6 s), and a warm-up would cost 40 s.
@@ -52,7 +52,7 @@ class Profile:
     train_model: dict[str, Any] = field(default_factory=dict)
     full_model: dict[str, Any] = field(default_factory=dict)
     full_steps: int = 2
-    full_seed_style: bool = True
+    full_reference: bool = True
     full_warmup: int = 1
     loader_repeats: int = 3
     checkpoint_repeats: int = 2
@@ -64,10 +64,10 @@ PROFILES: dict[str, Profile] = {
                     epochs=3, lr=3e-3, train_model=TINY_MODEL, full_model=TINY_MODEL, full_steps=1,
                     loader_repeats=1, checkpoint_repeats=1, eval_batch_size=16),
     "quick": Profile("quick", num_videos=400, feature_dim=1280, max_frames=73, mixed_min_frames=16, batch_size=48,
-                     epochs=6, lr=2e-3, train_model=SMALL_MODEL, full_model=SEED_MODEL, full_steps=1,
-                     full_seed_style=False, full_warmup=0, loader_repeats=2, checkpoint_repeats=3),
+                     epochs=6, lr=2e-3, train_model=SMALL_MODEL, full_model=FULL_SIZE_MODEL, full_steps=1,
+                     full_reference=False, full_warmup=0, loader_repeats=2, checkpoint_repeats=3),
     "full": Profile("full", num_videos=1200, feature_dim=1280, max_frames=73, mixed_min_frames=16, batch_size=48,
-                    epochs=10, lr=2e-3, train_model=SMALL_MODEL, full_model=SEED_MODEL, full_steps=5,
+                    epochs=10, lr=2e-3, train_model=SMALL_MODEL, full_model=FULL_SIZE_MODEL, full_steps=5,
                     loader_repeats=5, checkpoint_repeats=3),
 }
 

@@ -23,11 +23,11 @@ def collect_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
     entries = []
     for name, loader in result.get("loader", {}).items():
         entries.append(ratio_entry("loader_speedup", loader["loader_speedup"], loader["workload"],
-                                   "seed-style epoch seconds / ours (split in RAM), same batches' items",
+                                   "reference epoch seconds / ours (split in RAM), same batches' items",
                                    ">= 10"))
         entries.append(ratio_entry("loader_speedup_first_epoch_with_preload",
                                    loader["loader_speedup_first_epoch_with_preload"], loader["workload"],
-                                   "seed-style epoch / (our preload + one epoch)"))
+                                   "reference epoch / (our preload + one epoch)"))
     training = result.get("training", {})
     for name in ("fixed", "mixed"):
         if name in training:
@@ -40,7 +40,7 @@ def collect_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
     if "step_time_ratio" in training.get("full_model_steps", {}):
         steps = training["full_model_steps"]
         entries.append(ratio_entry("step_time_ratio", steps["step_time_ratio"], steps["workload"],
-                                   "ours / seed-style seconds per training step, full-size model"))
+                                   "ours / reference seconds per training step, full-size model"))
     checkpoint = result.get("checkpoint")
     if checkpoint:
         for key, definition, target in (
@@ -56,7 +56,13 @@ def collect_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
     ensemble = result.get("ensemble")
     if ensemble:
         entries.append(ratio_entry("ensemble_speedup", ensemble["ensemble_speedup"], ensemble["workload"],
-                                   "our 4-member pass (sequences/s) / seed-style member-by-member passes"))
+                                   "our 4-member pass (sequences/s) / reference member-by-member passes"))
+    for name, ecg in _ecg_models(result):
+        entries.append(ratio_entry(
+            "ecg_epoch_time_ratio", ecg["ecg_epoch_time_ratio"], ecg["workload"],
+            f"{name}: ours / the original's loop (GRU always packed) steady epoch wall seconds; met also needs our "
+            f"best val accuracy no worse than the reference's by more than {ecg['equal_quality']['tolerance']:.3f}",
+            "<= 0.5" if ecg["workload"]["device"] == "cpu" else None, extra_ok=ecg["equal_quality"]["not_worse"]))
     cuda = result.get("cuda", {})
     if cuda.get("available"):
         steps = cuda["full_model_steps"]
@@ -69,9 +75,13 @@ def collect_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
 def _epoch_entry(training: dict[str, Any]) -> dict[str, Any]:
     quality = training["equal_quality"]
     return ratio_entry("epoch_time_ratio", training["epoch_time_ratio"], training["workload"],
-                       "ours / seed-style steady epoch wall seconds (train + val + saving); met also needs our best "
-                       f"val accuracy no worse than seed-style's by more than {quality['tolerance']:.3f} "
+                       "ours / reference steady epoch wall seconds (train + val + saving); met also needs our best "
+                       f"val accuracy no worse than the reference's by more than {quality['tolerance']:.3f} "
                        "(two binomial standard errors)", "<= 0.7", extra_ok=quality["not_worse"])
+
+
+def _ecg_models(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(name, part) for name, part in result.get("ecg", {}).items() if name != "data"]
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -83,15 +93,15 @@ def format_table(result: dict[str, Any]) -> str:
                                            w.get("device"), w.get("data")) if x is not None)
         met = {True: "yes", False: "**no**", None: ""}[entry["met"]]
         lines.append(f"| {entry['key']} | {entry['value']:.3g} | {entry['target'] or ''} | {met} | {where} |")
-    lines += ["", "| figure | ours | seed-style |", "| --- | --- | --- |"]
-    lines += [f"| {name} | {ours} | {seed} |" for name, ours, seed in figure_rows(result)]
+    lines += ["", "| figure | ours | reference |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {ours} | {reference} |" for name, ours, reference in figure_rows(result)]
     return "\n".join(lines) + "\n"
 
 
 def figure_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows = []
     for name, loader in result.get("loader", {}).items():
-        o, s = loader["ours"], loader["seed_style"]
+        o, s = loader["ours"], loader["reference"]
         rows.append((f"loader {name}: sequences/s", f"{o['sequences_per_s']:.0f}", f"{s['sequences_per_s']:.0f}"))
         rows.append((f"loader {name}: MB/s (real frames)", f"{o['mb_per_s']:.0f}", f"{s['mb_per_s']:.1f}"))
         rows.append((f"loader {name}: preload s (ours) / lazy ours seq/s",
@@ -107,9 +117,9 @@ def figure_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                      f"{steps['packed']['median_s']:.3f} (packed)"))
     if "full_model_steps" in training:
         steps = training["full_model_steps"]
-        seed_style = steps.get("seed_style_step")
+        reference = steps.get("reference_step")
         rows.append(("full-size model: s/step", f"{steps['ours_step']['median_s']:.2f}",
-                     f"{seed_style['median_s']:.2f}" if seed_style else "not timed in this profile"))
+                     f"{reference['median_s']:.2f}" if reference else "not timed in this profile"))
     checkpoint = result.get("checkpoint")
     if checkpoint:
         rows.append(("checkpoint save s: ours returns / on disk; torch.save+fsync / torch.save",
@@ -127,7 +137,15 @@ def figure_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     if ensemble:
         rows.append(("ensemble (4 members): test sequences/s, no TTA / TTA",
                      f"{ensemble['no_tta']['sequences_per_s']:.0f} / {ensemble['tta']['sequences_per_s']:.0f}",
-                     f"{ensemble['seed_style_member_passes']['sequences_per_s']:.0f}"))
+                     f"{ensemble['reference_member_passes']['sequences_per_s']:.0f}"))
+    for name, ecg in _ecg_models(result):
+        o, r = ecg["ours"], ecg["reference"]
+        rows.append((f"ecg {name}: s/step (batch {ecg['workload']['batch']})",
+                     f"{ecg['steps']['ours']['median_s']:.3f}", f"{ecg['steps']['reference']['median_s']:.3f}"))
+        rows.append((f"ecg {name}: steady epoch s (train s)", f"{o['steady_epoch_s']:.2f} ({o['steady_train_s']:.2f})",
+                     f"{r['steady_epoch_s']:.2f} ({r['steady_train_s']:.2f})"))
+        rows.append((f"ecg {name}: val accuracy best / final", f"{o['best_val_accuracy']:.3f} / "
+                     f"{o['final_val_accuracy']:.3f}", f"{r['best_val_accuracy']:.3f} / {r['final_val_accuracy']:.3f}"))
     cuda = result.get("cuda", {})
     if cuda.get("available"):
         steps, fit = cuda["full_model_steps"], cuda["mig_fit"]
@@ -145,12 +163,12 @@ def figure_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def _training_rows(label: str, training: dict[str, Any]) -> list[tuple[str, str, str]]:
-    o, s = training["ours"], training["seed_style"]
+    o, s = training["ours"], training["reference"]
     bound = training.get("input_bound")
     extra = [] if bound is None else [
         (f"{label}: reading s per epoch (train + val splits); best ratio from input alone",
          f"{bound['ours_read_s_per_epoch']:.2f}",
-         f"{bound['seed_read_s_per_epoch']:.2f}; {bound['best_epoch_time_ratio_from_input_alone']:.2f}")]
+         f"{bound['reference_read_s_per_epoch']:.2f}; {bound['best_epoch_time_ratio_from_input_alone']:.2f}")]
     return extra + [
         (f"{label}: steady epoch s (train s)", f"{o['steady_epoch_s']:.2f} ({o['steady_train_s']:.2f})",
          f"{s['steady_epoch_s']:.2f} ({s['steady_train_s']:.2f})"),

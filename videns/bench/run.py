@@ -15,6 +15,7 @@ import torch
 from videns.bench.checkpoint import measure_checkpoint
 from videns.bench.cuda import measure_cuda
 from videns.bench.data import FIXED, MIXED, prepare_data
+from videns.bench.ecg import measure_ecg
 from videns.bench.ensemble import measure_ensemble
 from videns.bench.loader import measure_loader
 from videns.bench.profiles import PROFILES, Profile
@@ -27,13 +28,13 @@ from videns.io import write_json_atomically
 log = logging.getLogger(__name__)
 
 SCHEMA = "videns.bench/1"
-SECTIONS = ("loader", "training", "checkpoint", "ensemble", "cuda")
-Section = Literal["loader", "training", "checkpoint", "ensemble", "cuda"]
+SECTIONS = ("loader", "training", "checkpoint", "ensemble", "ecg", "cuda")
+Section = Literal["loader", "training", "checkpoint", "ensemble", "ecg", "cuda"]
 
 
 @dataclass
 class BenchConfig:
-    """Measure speed and memory against a seed-style baseline, on generated seed-like data.
+    """Measure speed and memory against a reference baseline, on generated seed-like data.
 
     Args:
         out: JSON file to write the results to.
@@ -41,7 +42,7 @@ class BenchConfig:
         tiny: the tiny profile, for tests: seconds, and figures that mean nothing.
         device: where training, steps and the ensemble run; auto picks cuda when available.
         work_dir: folder for the generated data and run outputs, kept and reused (default: a temporary one, removed).
-        workers: DataLoader workers for every loader, ours and seed-style alike.
+        workers: DataLoader workers for every loader, ours and reference alike.
         threads: torch intra-op threads (0 leaves torch's default).
         bucket_window: our length bucketing window, in batches (data.bucket_window).
         sections: run only these sections.
@@ -131,6 +132,9 @@ def _run_sections(cfg: BenchConfig, device: torch.device, work_dir: Path, result
         result["ensemble"] = measure_ensemble(data[MIXED], model_args, batch_size=profile.eval_batch_size,
                                               num_workers=cfg.workers, device=device, work_dir=work_dir)
         seconds["ensemble"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "ecg" in wanted:
+        result["ecg"] = measure_ecg(profile.name, work_dir, device, cfg.workers)
+        seconds["ecg"], clock = time.perf_counter() - clock, time.perf_counter()
     if "cuda" not in wanted:
         result["cuda"] = {"available": torch.cuda.is_available(), "note": "section not selected"}
     elif device.type != "cuda":
@@ -146,18 +150,18 @@ def _run_sections(cfg: BenchConfig, device: torch.device, work_dir: Path, result
 def input_bound(loader: dict[str, Any], training: dict[str, Any], val_items: int) -> dict[str, Any]:
     """How far input-side changes alone can take the epoch ratio, from the loader section's read times.
 
-    The seed-style loop reads the train and val splits every epoch; ours reads
-    from RAM. With compute unchanged, the best ratio is (seed epoch - seed
-    reading + our reading) / seed epoch.
+    The reference loop reads the train and val splits every epoch; ours reads
+    from RAM. With compute unchanged, the best ratio is (reference epoch -
+    reference reading + our reading) / reference epoch.
     """
     items = loader["workload"]["items"]
     scale = (items + val_items) / items
-    seed_read = loader["seed_style"]["epoch"]["median_s"] * scale
+    reference_read = loader["reference"]["epoch"]["median_s"] * scale
     ours_read = loader["ours"]["epoch"]["median_s"] * scale
-    seed_epoch = training["seed_style"]["steady_epoch_s"]
-    return {"seed_read_s_per_epoch": seed_read, "ours_read_s_per_epoch": ours_read,
-            "seed_read_share": seed_read / seed_epoch,
-            "best_epoch_time_ratio_from_input_alone": (seed_epoch - seed_read + ours_read) / seed_epoch}
+    reference_epoch = training["reference"]["steady_epoch_s"]
+    return {"reference_read_s_per_epoch": reference_read, "ours_read_s_per_epoch": ours_read,
+            "reference_read_share": reference_read / reference_epoch,
+            "best_epoch_time_ratio_from_input_alone": (reference_epoch - reference_read + ours_read) / reference_epoch}
 
 
 def host_info(device: torch.device) -> dict[str, Any]:

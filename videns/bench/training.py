@@ -1,4 +1,4 @@
-"""Training speed: our member loop against the seed-style loop, and the full-size model's step time.
+"""Training speed: our member loop against the reference loop, and the full-size model's step time.
 
 ``compare_training`` trains the same model on the same data with both loops
 and reports epoch times and validation accuracy. Ours is ``train_member``
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from videns.bench.baseline import SeedStyleTemporalModel, SeedStyleTrainer
+from videns.bench.baseline import ReferenceTemporalModel, ReferenceTrainer
 from videns.bench.data import BenchData
 from videns.bench.measure import Stopwatch, ratio, synchronize, time_interleaved, time_repeats
 from videns.bench.profiles import Profile, describe_model
@@ -40,58 +40,58 @@ NUM_CLASSES = 4
 def compare_training(data: BenchData, profile: Profile, *, model_args: dict[str, Any], num_workers: int,
                      device: torch.device, work_dir: Path, bucket_window: int, seed: int = 0,
                      precision: str = "fp32") -> dict[str, Any]:
-    """Train with both loops for ``profile.epochs`` epochs; ``epoch_time_ratio`` = ours / seed-style.
+    """Train with both loops for ``profile.epochs`` epochs; ``epoch_time_ratio`` = ours / reference.
 
-    The loops take turns epoch by epoch (a seed-style epoch runs inside our
+    The loops take turns epoch by epoch (a reference epoch runs inside our
     end-of-epoch hook, off our clock), so drifting load on a shared machine
     falls on both alike.
     """
-    seed_style: dict[str, Any] = {"setup_s": 0.0, "epochs": []}
-    trainer: list[SeedStyleTrainer] = []
-    seed_rng: list[tuple] = []
+    reference: dict[str, Any] = {"setup_s": 0.0, "epochs": []}
+    trainer: list[ReferenceTrainer] = []
+    reference_rng: list[tuple] = []
 
-    def seed_style_epoch() -> None:
+    def reference_epoch() -> None:
         # Each loop keeps its own global RNG streams (dropout, sampling), as if it ran alone.
         ours_rng = _global_rng_state()
-        if seed_rng:
-            _set_global_rng_state(seed_rng.pop())
+        if reference_rng:
+            _set_global_rng_state(reference_rng.pop())
         if not trainer:
             with Stopwatch(device) as setup:
-                trainer.append(SeedStyleTrainer(data.root, model_args, seed=seed, batch_size=profile.batch_size,
+                trainer.append(ReferenceTrainer(data.root, model_args, seed=seed, batch_size=profile.batch_size,
                                                 lr=profile.lr, num_workers=num_workers, device=device,
-                                                out_dir=_fresh(work_dir / f"seed-{data.name}")))
-            seed_style["setup_s"] = setup.seconds
-        seed_style["epochs"].append(trainer[0].run_epoch())
-        seed_rng.append(_global_rng_state())
+                                                out_dir=_fresh(work_dir / f"reference-{data.name}")))
+            reference["setup_s"] = setup.seconds
+        reference["epochs"].append(trainer[0].run_epoch())
+        reference_rng.append(_global_rng_state())
         _set_global_rng_state(ours_rng)
 
     ours = _summarize(run_ours(data, model_args, seed=seed, epochs=profile.epochs, batch_size=profile.batch_size,
                                lr=profile.lr, num_workers=num_workers, device=device,
                                out_dir=_fresh(work_dir / f"ours-{data.name}"), bucket_window=bucket_window,
-                               precision=precision, between_epochs=seed_style_epoch))
-    seed_style = _summarize(seed_style)
+                               precision=precision, between_epochs=reference_epoch))
+    reference = _summarize(reference)
     num_params = sum(p.numel() for p in TemporalAttentionClassifier(data.feature_dim, NUM_CLASSES,
                                                                     **model_args).parameters())
-    gap = ours["best_val_accuracy"] - seed_style["best_val_accuracy"]
-    tolerance = equal_quality_tolerance((ours["best_val_accuracy"] + seed_style["best_val_accuracy"]) / 2,
+    gap = ours["best_val_accuracy"] - reference["best_val_accuracy"]
+    tolerance = equal_quality_tolerance((ours["best_val_accuracy"] + reference["best_val_accuracy"]) / 2,
                                         data.num_items("val"))
     return {
         "workload": {"model": describe_model(model_args, num_params), "batch": profile.batch_size,
                      "workers": num_workers, "device": str(device), "data": data.name,
                      "epochs": profile.epochs, "lr": profile.lr, "threads": torch.get_num_threads(),
                      "ours_settings": {"bucket_window": bucket_window, "preload": True, "precision": precision},
-                     "seed_settings": {"precision": "fp32", "sampler": "WeightedRandomSampler",
+                     "reference_settings": {"precision": "fp32", "sampler": "WeightedRandomSampler",
                                        "scheduler": "CosineAnnealingWarmRestarts(T_0=20, T_mult=2) per batch"}},
         "ours": ours,
-        "seed_style": seed_style,
-        "epoch_time_ratio": ratio(ours["steady_epoch_s"], seed_style["steady_epoch_s"]),
-        "train_phase_ratio": ratio(ours["steady_train_s"], seed_style["steady_train_s"]),
-        "total_time_ratio": ratio(ours["total_s"], seed_style["total_s"]),
+        "reference": reference,
+        "epoch_time_ratio": ratio(ours["steady_epoch_s"], reference["steady_epoch_s"]),
+        "train_phase_ratio": ratio(ours["steady_train_s"], reference["steady_train_s"]),
+        "total_time_ratio": ratio(ours["total_s"], reference["total_s"]),
         "equal_quality": {"best_val_accuracy_gap": gap, "tolerance": tolerance, "val_items": data.num_items("val"),
                           "equal": abs(gap) <= tolerance, "not_worse": gap >= -tolerance,
                           "rule": "tolerance = two binomial standard errors of the val accuracy; equal: "
-                                  "|ours - seed| <= tolerance; not_worse (what the target needs): "
-                                  "ours >= seed - tolerance"},
+                                  "|ours - reference| <= tolerance; not_worse (what the target needs): "
+                                  "ours >= reference - tolerance"},
     }
 
 
@@ -103,7 +103,7 @@ def equal_quality_tolerance(accuracy: float, val_items: int) -> float:
 def run_ours(data: BenchData, model_args: dict[str, Any], *, seed: int, epochs: int, batch_size: int, lr: float,
              num_workers: int, device: torch.device, out_dir: Path, bucket_window: int, precision: str,
              between_epochs: Callable[[], None] | None = None) -> dict[str, Any]:
-    """``train_member`` with our speed settings; per-epoch records as the seed-style trainer gives.
+    """``train_member`` with our speed settings; per-epoch records as the reference trainer gives.
 
     ``between_epochs`` runs after each epoch's end (checkpoint committed) and is kept off our clock.
     """
@@ -214,7 +214,7 @@ def training_step(profile: Profile, device: torch.device) -> Callable[[], None]:
 
 
 def full_model_steps(profile: Profile, device: torch.device) -> dict[str, Any]:
-    """Step time of the full-size model at batch B, T=max_frames: ours (unpacked, masked), and seed-style
+    """Step time of the full-size model at batch B, T=max_frames: ours (unpacked, masked), and reference
     unless the profile leaves it out.
 
     Both start from the same weights and take turns, one step each, after ``profile.full_warmup`` warm-up
@@ -225,10 +225,10 @@ def full_model_steps(profile: Profile, device: torch.device) -> dict[str, Any]:
     ours_model = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.full_model).to(device)
     num_params = sum(p.numel() for p in ours_model.parameters())
     steps = {"ours": make_train_step(ours_model, batch, device=device)}
-    if profile.full_seed_style:
-        seed_model = SeedStyleTemporalModel(profile.feature_dim, NUM_CLASSES, **profile.full_model).to(device)
-        seed_model.load_state_dict(ours_model.state_dict())
-        steps["seed_style"] = make_train_step(seed_model, batch, device=device, host_sync=True)
+    if profile.full_reference:
+        reference_model = ReferenceTemporalModel(profile.feature_dim, NUM_CLASSES, **profile.full_model).to(device)
+        reference_model.load_state_dict(ours_model.state_dict())
+        steps["reference"] = make_train_step(reference_model, batch, device=device, host_sync=True)
     timings = time_interleaved(steps, repeats=profile.full_steps, warmup=profile.full_warmup, device=device)
     result = {
         "workload": {"model": describe_model(profile.full_model, num_params), "batch": profile.batch_size,
@@ -236,9 +236,9 @@ def full_model_steps(profile: Profile, device: torch.device) -> dict[str, Any]:
                      "feature_dim": profile.feature_dim, "precision": "fp32", "threads": torch.get_num_threads()},
         "ours_step": timings["ours"],
     }
-    if "seed_style" in timings:
-        result["seed_style_step"] = timings["seed_style"]
-        result["step_time_ratio"] = ratio(timings["ours"]["median_s"], timings["seed_style"]["median_s"])
+    if "reference" in timings:
+        result["reference_step"] = timings["reference"]
+        result["step_time_ratio"] = ratio(timings["ours"]["median_s"], timings["reference"]["median_s"])
     return result
 
 

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+from videns.data.rebalance import MAJORITY, TargetSpec, check_target_spec
 from videns.data.sampling import Balance
 from videns.errors import ConfigError
 
@@ -21,7 +22,8 @@ class DataConfig:
         augment: seed 002's training augmentation (subsample, shift, noise).
         balance: none; weighted_sampler (inverse class frequency, clipped to [0.5, 10]);
             oversample (every class resampled to oversample_target); smote (fixed-length data only).
-        oversample_target: items per class for oversample; default the majority class's count.
+        oversample_target: items per class for oversample: a count, 'majority' (the majority class's
+            count in the training split) or '<k>x majority' (k times it, e.g. '2x majority').
         bucket_window: group items of similar length (after augmentation's subsampling) within windows
             of this many batches (less padding, same order for a given seed); 0 turns it off.
         check_finite: scan every feature for NaN/inf before training.
@@ -33,7 +35,7 @@ class DataConfig:
     num_workers: int = 0
     augment: bool = True
     balance: Balance = "weighted_sampler"
-    oversample_target: int | None = None
+    oversample_target: TargetSpec = MAJORITY
     bucket_window: int = 0
     check_finite: bool = True
 
@@ -44,5 +46,4 @@ class DataConfig:
             raise ConfigError(f"data.preload_gb must be >= 0, got {self.preload_gb}")
         if self.bucket_window < 0:
             raise ConfigError(f"data.bucket_window must be >= 0, got {self.bucket_window}")
-        if self.oversample_target is not None and self.oversample_target < 1:
-            raise ConfigError(f"data.oversample_target must be >= 1, got {self.oversample_target}")
+        check_target_spec(self.oversample_target)

@@ -5,17 +5,66 @@
   item and draw the rest with replacement.
 - ``smote_resample``: the seed's 'smote' set, via imbalanced-learn's SMOTE, which
   interpolates new minority items between neighbours; it needs fixed-length items.
+
+Either one logs a line when it makes the training split more than ``GROWTH_WARNING``
+times larger, since an epoch then takes that many times longer.
 """
+
+import logging
+import re
 
 import numpy as np
 
 from videns.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
 
-def oversample_indices(labels: np.ndarray, target_count: int | None = None, seed: int = 0) -> np.ndarray:
+MAJORITY = "majority"
+GROWTH_WARNING = 10  # log when rebalancing makes the training split more than this many times larger
+_MULTIPLE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*x\s*majority\s*$")
+
+TargetSpec = int | str  # an item count, "majority", or "<k>x majority" such as "2x majority"
+
+
+def check_target_spec(spec: TargetSpec | None, key: str = "data.oversample_target") -> None:
+    """Raise ConfigError naming ``key`` unless ``spec`` is a count >= 1, 'majority' or '<k>x majority' (k > 0)."""
+    if spec is None or _majority_multiple(spec) is not None:
+        return
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool) and spec >= 1:
+        return
+    raise ConfigError(f"{key} must be an item count >= 1, '{MAJORITY}' or '<k>x {MAJORITY}' "
+                      f"(e.g. '2x {MAJORITY}'), got {spec!r}")
+
+
+def resolve_target(spec: TargetSpec | None, majority_count: int) -> int:
+    """Items per class that ``spec`` asks for, given the majority class's count (None means 'majority')."""
+    check_target_spec(spec, key="target_count")
+    multiple = 1.0 if spec is None else _majority_multiple(spec)
+    if multiple is None:
+        return int(spec)
+    return max(1, round(multiple * majority_count))
+
+
+def _majority_multiple(spec: TargetSpec) -> float | None:
+    if not isinstance(spec, str):
+        return None
+    if spec.strip() == MAJORITY:
+        return 1.0
+    match = _MULTIPLE.match(spec)
+    return float(match.group(1)) if match and float(match.group(1)) > 0 else None
+
+
+def log_growth(how: str, before: int, after: int) -> None:
+    """One line when rebalancing multiplied the training split by more than GROWTH_WARNING."""
+    if after > GROWTH_WARNING * before:
+        log.warning("%s makes the training split %.0fx larger: %d -> %d items per epoch", how, after / before,
+                    before, after)
+
+
+def oversample_indices(labels: np.ndarray, target_count: TargetSpec | None = None, seed: int = 0) -> np.ndarray:
     """Indices into ``labels`` giving every present class ``target_count`` items, shuffled.
 
-    ``target_count`` defaults to the majority class's count. Smaller classes keep all
+    ``target_count`` is a count, 'majority' (the default) or '<k>x majority'. Smaller classes keep all
     their items once and draw the remainder with replacement, so no item is lost to
     chance; larger classes are downsampled without replacement.
     """
@@ -23,10 +72,7 @@ def oversample_indices(labels: np.ndarray, target_count: int | None = None, seed
     if labels.ndim != 1 or len(labels) == 0:
         raise DataError(f"oversampling needs a non-empty 1-D label array, got shape {labels.shape}")
     classes, counts = np.unique(labels, return_counts=True)
-    if target_count is None:
-        target_count = int(counts.max())
-    if isinstance(target_count, bool) or not isinstance(target_count, (int, np.integer)) or target_count < 1:
-        raise ConfigError(f"target_count must be an integer >= 1, got {target_count!r}")
+    target_count = resolve_target(target_count, int(counts.max()))
     rng = np.random.default_rng(seed)
     picked = []
     for c in classes:
@@ -36,6 +82,7 @@ def oversample_indices(labels: np.ndarray, target_count: int | None = None, seed
         else:
             extra = rng.choice(members, target_count - len(members), replace=True)
             picked.append(np.concatenate([members, extra]))
+    log_growth(f"oversampling to {target_count} items per class", len(labels), target_count * len(classes))
     return rng.permutation(np.concatenate(picked)).astype(np.int64)
 
 
@@ -79,4 +126,5 @@ def smote_resample(
     flat, new_labels = smote.fit_resample(features.reshape(n, t * d), labels)  # (M, T*D)
     new_features = flat.reshape(-1, t, d).astype(features.dtype, copy=False)  # (M, T, D)
     new_lengths = np.full(len(new_labels), lengths[0], dtype=lengths.dtype)
+    log_growth("smote", n, len(new_labels))
     return new_features, new_lengths, np.asarray(new_labels, dtype=labels.dtype)

@@ -240,11 +240,14 @@ def convert_tables(
     *,
     val_fraction: float = 0.2,
     seed: int = 0,
-    pad_to: int = 192,
+    pad_to: int | None = None,
     class_names: Sequence[str] | None = None,
     overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Check both tables, then write the train/val/test split files; returns split -> path."""
+    """Check both tables, then write the train/val/test split files; returns split -> path.
+
+    ``pad_to`` zero-pads every item to that many steps; None keeps the tables' own length.
+    """
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
     paths = {split: layout.split_path(Path(out_dir), split) for split in layout.SPLITS}
@@ -253,6 +256,7 @@ def convert_tables(
         raise DataError(f"{existing[0]}: already exists; pass --overwrite to replace it")
     train, test = read_table(train_path), read_table(test_path)
     check_compatible(train, test)
+    pad_to = len(train.columns) if pad_to is None else pad_to
     if pad_to < len(train.columns):
         raise ConfigError(f"pad_to {pad_to} is smaller than the {len(train.columns)} signal columns "
                           f"of {train.path}")

@@ -72,6 +72,8 @@ def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[
     _start_gpu_memory_afresh(device)
     seed_everything(cfg.seed)
     model = cfg.model(info.feature_dim, info.num_classes).to(device)
+    for split in info.splits.values():
+        model.check_item_length(split.max_frames, str(split.path))
     data = prepare_member_data(cfg.data, info, cfg.seed, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
                                pin_memory=device.type == "cuda")
     optimizer = build_optimizer(cfg.optimizer, model, fused=device.type == "cuda")

@@ -21,6 +21,13 @@ class SequenceClassifier(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def check_item_length(self, steps: int, source: str) -> None:
+        """Raise ConfigError when items padded to ``steps`` steps (read from ``source``) do not suit the model.
+
+        Most models take any length; one with a fixed input size overrides this, so a
+        member fails at its start instead of training on cropped or stretched items.
+        """
+
 
 def require(condition: bool, message: str) -> None:
     """Raise ConfigError with ``message`` unless ``condition`` holds."""

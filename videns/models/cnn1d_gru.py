@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from videns.models.base import SequenceClassifier, pack_by_length, padding_mask, recurrent_precision, require
+from videns.models.base import SequenceClassifier, padding_mask, recurrent_precision, require
+from videns.models.recurrent import last_real_states
 
 
 class ConvBlock1d(nn.Module):
@@ -99,10 +100,12 @@ class CNN1DGRUClassifier(SequenceClassifier):
         # -inf past the end: a window straddling it keeps only the real value, as alone
         h = h.masked_fill(~valid, float("-inf"))
         h = F.max_pool1d(h, 2, ceil_mode=True)  # (B, C, ceil(T/2))
-        packed, restore = pack_by_length(
+        last = self._gru_last_states(
             h.transpose(1, 2).float(),  # (B, ceil(T/2), C): the GRU steps over time
             (lengths.cpu() + 1) // 2,  # ceil, as the pool: an odd tail counts and 1 stays 1
-        )
-        with recurrent_precision(x.device.type):
-            _, h_n = self.gru(packed)  # (layers, B, gru_hidden), state at each item's last step
-        return self.head(h_n[-1].index_select(0, restore))  # (B, num_classes)
+        )  # (B, gru_hidden), state at each item's last real step
+        return self.head(last)  # (B, num_classes)
+
+    def _gru_last_states(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        with recurrent_precision(h.device.type):
+            return last_real_states(self.gru, h, lengths)  # (B, gru_hidden)

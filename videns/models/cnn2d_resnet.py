@@ -90,6 +90,7 @@ class CNN2DResNetClassifier(SequenceClassifier):
         else:
             pooled_size = (feature_dim + 1) // 2  # the feature axis survives the time pooling
         self.image_shape = image_shape
+        self.feature_dim = feature_dim
         self.blocks = nn.ModuleList(
             [ConvBlock2d(1, channels)] + [ResBlock2d(channels) for _ in range(num_blocks)]
         )
@@ -99,6 +100,19 @@ class CNN2DResNetClassifier(SequenceClassifier):
             nn.Dropout(dropout),
             nn.Linear(hidden_dim, num_classes),
         )
+
+    def check_item_length(self, steps: int, source: str) -> None:
+        """Image mode lays out exactly H * W values: items of another size would be cropped or padded out."""
+        if self.image_shape is None:
+            return
+        H, W = self.image_shape
+        values = steps * self.feature_dim
+        if values != H * W:
+            raise ConfigError(
+                f"{source}: model.image_shape {[H, W]} needs items of {H * W} values, but these hold {values} "
+                f"({steps} steps x {self.feature_dim} features); convert with --pad_to {H * W // self.feature_dim} "
+                f"or choose an image_shape of {values} values"
+            )
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x (B, T, D) zero-padded past ``lengths`` (B,) -> logits (B, num_classes)."""

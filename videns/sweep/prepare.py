@@ -1,11 +1,12 @@
 """Setting up (or continuing) a sweep's run folder; every check happens before anything is written."""
 
 import dataclasses
+import itertools
 import json
 import logging
 from argparse import ArgumentError
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -46,20 +47,34 @@ def open_sweep(folder: SweepFolder, sweep_file: Path | None, search: str | None,
 
 
 def check_space(base: dict[str, Any], spec: SweepSpec, where: str) -> None:
-    """Each choice (or both ends of a range) of each key, set alone in ``base``, must make a valid member.
+    """Each choice (or both ends of a range) of each key, set alone in ``base``, must make a valid member;
+    so must each pair of them for two keys of one group (``model.init_args``), whose arguments can
+    constrain each other: attention heads must divide the LSTM width, whatever hidden size is drawn.
 
     Building the member config also builds its model (on the meta device), so the models' own
     argument checks run now, not in trial 7.
     """
     parser = build_parser(exit_on_error=False)
-    for key, distribution in spec.space.items():
-        for value in representative_values(distribution):
-            try:
-                tree = apply_params(base, {key: value})
-                member_config_from_namespace(parser, parser.parse_object(tree))
-            except (ConfigError, ArgumentError, ValueError, TypeError) as err:
-                raise ConfigError(f"{where}: space.{key} = {value!r} does not make a valid member config: "
-                                  f"{' '.join(str(err).split())}") from None
+    for params in _checked_combinations(spec):
+        try:
+            tree = apply_params(base, params)
+            member_config_from_namespace(parser, parser.parse_object(tree))
+        except (ConfigError, ArgumentError, ValueError, TypeError) as err:
+            drawn = " with ".join(f"space.{key} = {value!r}" for key, value in params.items())
+            raise ConfigError(f"{where}: {drawn} does not make a valid member config: "
+                              f"{' '.join(str(err).split())}") from None
+
+
+def _checked_combinations(spec: SweepSpec) -> Iterator[dict[str, Any]]:
+    """Every representative value alone, then every pair of them across two keys of one group."""
+    values = {key: representative_values(distribution) for key, distribution in spec.space.items()}
+    for key, options in values.items():
+        for value in options:
+            yield {key: value}
+    for first, second in itertools.combinations(values, 2):
+        if first.rpartition(".")[0] == second.rpartition(".")[0]:
+            for pair in itertools.product(values[first], values[second]):
+                yield dict(zip((first, second), pair))
 
 
 def base_resolved(base: MemberConfig) -> dict[str, Any]:
