@@ -1,7 +1,7 @@
 """Measure speed and memory against a reference baseline: ``python -m jobs.bench [--quick] --out FILE.json``.
 
-Generates seed-like data (D=1280, up to 73 frames; all-73 and a variable mix),
-runs the loader, training, checkpoint, ensemble, seed-004 ECG (its own beat-shaped
+Generates original-like data (D=1280, up to 73 frames; all-73 and a variable mix),
+runs the loader, training, checkpoint, ensemble, design-doc-004 ECG (its own beat-shaped
 data) and (with a GPU) CUDA sections on it, writes every figure to FILE.json and prints the ratios as a table.
 
 ``--submit`` runs the same measurement as one SLURM job instead (site profile

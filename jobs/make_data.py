@@ -1,4 +1,4 @@
-"""Write demo feature files in the seed layout: ``python -m jobs.make_data --out_dir DIR``."""
+"""Write demo feature files in the original layout: ``python -m jobs.make_data --out_dir DIR``."""
 
 from pathlib import Path
 

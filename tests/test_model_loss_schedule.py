@@ -1,4 +1,4 @@
-"""The model ignores padding, the loss matches seed 002's formula, the LR follows epochs."""
+"""The model ignores padding, the loss matches design doc 002's formula, the LR follows epochs."""
 
 import math
 

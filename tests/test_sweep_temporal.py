@@ -1,4 +1,4 @@
-"""configs/sweep_temporal.yaml: seed 003's temporal model searched on video features."""
+"""configs/sweep_temporal.yaml: design doc 003's temporal model searched on video features."""
 
 import csv
 import os
@@ -45,7 +45,7 @@ def demo_root(tmp_path_factory) -> Path:
 
 
 def demo_args(root: Path) -> list[str]:
-    """Member overrides that shrink the seed recipe to seconds on the small demo data."""
+    """Member overrides that shrink the reference recipe to seconds on the small demo data."""
     return ["--data.root", str(root), "--model.init_args.head_dims", "[16]", "--trainer.batch_size", "16",
             "--trainer.max_epochs", "2", "--trainer.eval_batch_size", "64", "--trainer.progress", "off"]
 

@@ -1,4 +1,4 @@
-"""The seed-004 time-series models: shapes, learning, padding invariance, hparam checks."""
+"""The design-doc-004 time-series models: shapes, learning, padding invariance, hparam checks."""
 
 import inspect
 

@@ -40,7 +40,7 @@ from videns.training.loss import FocalLoss
 
 log = logging.getLogger(__name__)
 
-# The seed recipe (seed 002): AdamW, cosine restarts counted in batches, clipping.
+# The reference recipe (design doc 002): AdamW, cosine restarts counted in batches, clipping.
 REFERENCE_WEIGHT_DECAY = 5e-4
 REFERENCE_T0, REFERENCE_T_MULT, REFERENCE_ETA_MIN = 20, 2, 1e-6
 REFERENCE_GRAD_CLIP = 1.0
@@ -79,7 +79,7 @@ class ReferenceDataset(Dataset):
 
 
 def reference_augment(features: torch.Tensor) -> torch.Tensor:
-    """Seed 002's augmentation, drawing from Python's global ``random`` as the original did."""
+    """Design doc 002's augmentation, drawing from Python's global ``random`` as the original did."""
     num_frames = features.shape[0]
     if num_frames > 8:
         if random.random() < 0.5:
@@ -115,7 +115,7 @@ def build_reference_loader(dataset: ReferenceDataset, batch_size: int, num_worke
 
 
 class ReferenceTemporalModel(TemporalAttentionClassifier):
-    """Seed 003's forward on the same layers: packs always, no key-padding mask, pooling over padding."""
+    """Design doc 003's forward on the same layers: packs always, no key-padding mask, pooling over padding."""
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         h = self.input_projection(x)  # (B, T, H)
@@ -140,7 +140,7 @@ class ReferenceTrainer:
         train = ReferenceDataset(layout.split_path(data_root, "train"), augment=True)
         val = ReferenceDataset(layout.split_path(data_root, "val"))
         labels = train.all_labels()
-        class_weights = inverse_frequency_weights(np.bincount(labels, minlength=len(layout.SEED_CLASS_NAMES)))
+        class_weights = inverse_frequency_weights(np.bincount(labels, minlength=len(layout.ORIGINAL_CLASS_NAMES)))
         sampler = WeightedRandomSampler(torch.as_tensor(class_weights[labels], dtype=torch.double), len(labels),
                                         replacement=True, generator=torch.Generator().manual_seed(seed))
         self.train_loader = build_reference_loader(train, batch_size, num_workers, sampler=sampler)

@@ -1,4 +1,4 @@
-"""Seed 004's models on ECG-shaped data: ours against a reference loop that always packs, as the original.
+"""Design doc 004's models on ECG-shaped data: ours against a reference loop that always packs, as the original.
 
 Data: beats of 187 samples, converted by ``jobs.convert``'s code with ``--pad_to 192``
 (D=1, 5 classes), as MIT-BIH is. For each of ``cnn1d_gru`` and ``cnn2d`` at its recipe's
@@ -42,7 +42,7 @@ TINY_MODELS = {"cnn1d_gru": {"hidden_dim": 8, "gru_hidden": 8, "num_blocks": 1},
 
 @dataclass(frozen=True)
 class EcgSize:
-    """How big the seed-004 section is in one profile.
+    """How big the design-doc-004 section is in one profile.
 
     Args:
         train_items: beats in the train table (a fifth of them are drawn as val).

@@ -34,7 +34,7 @@ Section = Literal["loader", "training", "checkpoint", "ensemble", "ecg", "cuda"]
 
 @dataclass
 class BenchConfig:
-    """Measure speed and memory against a reference baseline, on generated seed-like data.
+    """Measure speed and memory against a reference baseline, on generated original-like data.
 
     Args:
         out: JSON file to write the results to.

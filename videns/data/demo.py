@@ -1,4 +1,4 @@
-"""Generated demo data in the seed layout, for the demo config and the tests.
+"""Generated demo data in the original layout, for the demo config and the tests.
 
 Class evidence is carried by the *order* of two events, so a model that reads
 time beats one that averages frames: "Animation" shows event A then B,
@@ -65,7 +65,7 @@ def _write_split(path: Path, features: np.ndarray, labels: np.ndarray, lengths: 
                          chunks=(1, max_frames, feature_dim))
         f.create_dataset(layout.LABELS, data=labels.astype(np.int64))
         f.create_dataset(layout.NUM_FRAMES, data=lengths.astype(np.int32))
-        f.attrs[layout.ATTR_MAPPING] = json.dumps({name: i for i, name in enumerate(layout.SEED_CLASS_NAMES)})
+        f.attrs[layout.ATTR_MAPPING] = json.dumps({name: i for i, name in enumerate(layout.ORIGINAL_CLASS_NAMES)})
         f.attrs[layout.ATTR_NUM_VIDEOS] = count
         f.attrs[layout.ATTR_MAX_FRAMES] = max_frames
         f.attrs[layout.ATTR_FEATURE_DIM] = feature_dim

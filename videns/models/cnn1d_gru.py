@@ -1,4 +1,4 @@
-"""1-D CNN + GRU sequence classifier (seed 004, "1DCNNGRU").
+"""1-D CNN + GRU sequence classifier (design doc 004, "1DCNNGRU").
 
 Dilated conv blocks interleaved with residual blocks, a max-pool that halves time,
 a GRU that runs over the pooled time axis (the original fed it a length-1 sequence,
@@ -58,7 +58,7 @@ class CNN1DGRUClassifier(SequenceClassifier):
         num_blocks: int = 5,
         dropout: float = 0.4,
     ):
-        """Build the model; the defaults are the seed's best tuned settings.
+        """Build the model; the defaults are the design docs' best tuned settings.
 
         Args:
             feature_dim: Values per time step (D); 1 for a heartbeat signal.

@@ -1,4 +1,4 @@
-"""Seed 003's BiLSTM + self-attention + attention-pooling classifier, padding-safe."""
+"""Design doc 003's BiLSTM + self-attention + attention-pooling classifier, padding-safe."""
 
 import torch
 import torch.nn.functional as F

@@ -8,7 +8,7 @@ from videns.errors import ConfigError
 
 @dataclass
 class TrainerConfig:
-    """Loop settings (seed 002: batch 48, 150 epochs, patience 25).
+    """Loop settings (design doc 002: batch 48, 150 epochs, patience 25).
 
     Args:
         batch_size: training batch size.

@@ -1,4 +1,4 @@
-"""Seed 002's focal loss with label smoothing."""
+"""Design doc 002's focal loss with label smoothing."""
 
 from dataclasses import dataclass
 

@@ -44,8 +44,8 @@ class ScheduleConfig:
     """Learning-rate schedule.
 
     Args:
-        name: cosine_restarts (seed 002, stepped every batch with a fractional epoch),
-            plateau (ReduceLROnPlateau on val accuracy, seed 004) or constant.
+        name: cosine_restarts (design doc 002, stepped every batch with a fractional epoch),
+            plateau (ReduceLROnPlateau on val accuracy, design doc 004) or constant.
         t0_epochs: length of the first cosine cycle, in epochs.
         t_mult: factor by which each cycle is longer than the last.
         eta_min: the cosine's floor.
