@@ -6,7 +6,15 @@ no traceback; anything else is a bug and keeps its traceback.
 
 
 class UserError(Exception):
-    """Bad input that the user can fix; the message names file, key and problem."""
+    """Bad input that the user can fix; the message names file, key and problem.
+
+    Its text is always one line, also when it was raised in a DataLoader worker:
+    torch re-raises it in the main process with the worker's traceback as its
+    message, and only that traceback's last line is the user's message.
+    """
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class DataError(UserError):
@@ -19,3 +27,12 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint cannot be used (config mismatch, nothing valid on disk)."""
+
+
+def one_line(message: str) -> str:
+    """A message on one line; of a relayed traceback, only the message of its last line."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    if len(lines) > 1 and any("Traceback (most recent call last)" in line for line in lines):
+        _, _, last = lines[-1].partition(": ")  # "videns.errors.DataError: <message>"
+        return last.strip()
+    return " ".join(" ".join(lines).split())
