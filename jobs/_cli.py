@@ -1,6 +1,7 @@
 """What every entry point shares: user errors become one line and exit code 2."""
 
 import sys
+import traceback
 from contextlib import contextmanager
 
 from videns.errors import UserError
@@ -14,5 +15,8 @@ def user_errors_as_one_line(prog: str):
     try:
         yield
     except UserError as err:
+        # The frames the error came through hold the DataLoaders: cleared now, their workers
+        # shut down. Left to the exit, the workers ignore the SIGTERM it sends and it waits forever.
+        traceback.clear_frames(err.__traceback__)
         print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)
