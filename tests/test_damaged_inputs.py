@@ -128,6 +128,8 @@ if module == "jobs.train":
     parse_member_config(args)
 elif module == "jobs.ensemble_eval":
     job.build_parser().parse_args(args)
+else:
+    job.parse_args(args)
 os.setgroups([]); os.setgid(gid); os.setuid(uid)
 sys.exit(job.main(args))
 """
