@@ -28,7 +28,7 @@ DEFAULT_MODEL = {"class_path": "videns.models.TemporalAttentionClassifier", "ini
 # checkpoint stays valid when only these differ.
 HASH_EXCLUDED = ("config", "out_dir", "checkpoint", "data.root", "data.generate_demo", "data.num_workers",
                  "data.preload_gb", "data.check_finite", "trainer.max_epochs", "trainer.progress",
-                 "trainer.monitor_minutes", "trainer.device", "trainer.eval_batch_size")
+                 "trainer.monitor_minutes", "trainer.tensorboard", "trainer.device", "trainer.eval_batch_size")
 
 ModelFactory = Callable[[int, int], SequenceClassifier]
 

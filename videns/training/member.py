@@ -29,6 +29,7 @@ from videns.training.loss import FocalLoss
 from videns.training.optim import LRSchedule, build_optimizer
 from videns.training.state import TrainingState
 from videns.training.step import train_step
+from videns.tensorboard import EpochScalars
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,13 @@ def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[
     with ResourceMonitor(cfg.out_dir / "resources.jsonl", cfg.trainer.monitor_minutes * 60, monitor_context, device):
         loop = MemberLoop(cfg, data, model, optimizer, schedule, store, state, device, stop)
         loop.on_epoch_end = on_epoch_end
+        loop.scalars = EpochScalars(cfg.out_dir, state.global_step) if cfg.trainer.tensorboard else None
         try:
             return loop.run()
         finally:
             commits.close()  # whatever ends the loop, the last save reaches the disk first
+            if loop.scalars is not None:
+                loop.scalars.close()
 
 
 class MemberLoop:
@@ -103,6 +107,7 @@ class MemberLoop:
         self.schedule, self.store, self.state, self.device = schedule, store, state, device
         self.stop = stop
         self.on_epoch_end: EpochHook | None = None
+        self.scalars: EpochScalars | None = None
         self.policy = SavePolicy(cfg.checkpoint)
         self.policy.saved(state.global_step)
         alpha = alpha_tensor(data.class_weights, device) if cfg.loss.class_alpha else None
@@ -165,6 +170,8 @@ class MemberLoop:
             persist.save_best(self.cfg.out_dir, self.model, self._best_meta(record, metrics), self.store.commits)
         else:
             state.bad_epochs += 1
+        if self.scalars is not None:  # on disk before the checkpoint that covers them
+            self.scalars.write(record, state.global_step)
         state.history.append(record)
         state.epoch, state.batches_done, state.loss_sum, state.epoch_seconds = state.epoch + 1, 0, 0.0, 0.0
         if trainer.patience and state.bad_epochs >= trainer.patience:
