@@ -6,6 +6,7 @@ import random
 import socket
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Literal, Mapping
 
@@ -59,6 +60,11 @@ def train_member(cfg: MemberConfig, stop: StopSignals | None = None, context: Ma
     """
     try:
         return _train_member(cfg, stop, context, on_epoch_end)
+    except BaseException as err:
+        # The loop's frames hold the DataLoaders: cleared, their workers shut down now. Kept alive by the
+        # traceback, they would ignore the SIGTERM that the interpreter's exit sends, and it would wait forever.
+        traceback.clear_frames(err.__traceback__)
+        raise
     finally:
         # A process may train several members in a row (sweep trials): once this
         # one's tensors are gone, hand their cached GPU memory back.
