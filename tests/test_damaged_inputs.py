@@ -291,3 +291,25 @@ def test_jobs_convert_names_the_broken_table_in_one_line_and_writes_nothing(case
     assert len(lines) == 1 and lines[0].startswith(f"error: {broken}: "), result.stderr
     assert f": {key}: " in lines[0] if key else "cannot" in lines[0], lines[0]
     assert snapshot(case_dir) == before and not out.exists()
+
+
+def test_a_chunk_damaged_in_the_test_split_read_by_eval_workers_ends_as_one_line(demo_root, case_dir, trained_run):
+    """Not preloaded: the damaged chunk is met during the pass, in a DataLoader worker."""
+    root = copy_data(demo_root, case_dir)
+    damaged = layout.split_path(root, "test")
+    with h5py.File(damaged, "r") as f:
+        num_items = f[layout.FEATURES].shape[0]
+    for item in range(num_items):
+        damage_chunk(damaged, item)
+    before = snapshot(trained_run)
+    result = run_job("jobs.ensemble_eval", ["--run_dir", str(trained_run), "--data_root", str(root),
+                                            "--device", "cpu", "--preload_gb", "0", "--num_workers", "2"])
+    assert result.returncode == USER_ERROR, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert errors == [result.stderr.splitlines()[-1]], result.stderr
+    assert errors[0].startswith(f"jobs.ensemble_eval: error: {damaged}: {layout.FEATURES}: cannot read ("), errors[0]
+    after = snapshot(trained_run)
+    # The pass had begun and said so in its log; no report or other output was written.
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert set(after) - set(before) == {"ensemble", "ensemble/ensemble_eval.log"}
