@@ -29,7 +29,7 @@ from typing import Any
 import submitit
 
 from slurm.queue import allocated_gres
-from videns.errors import EXIT_STOPPED, UserError, one_line
+from videns.errors import EXIT_STOPPED, UserError
 from videns.folders import RunFolder, check_private, task_outcome_beside, use_private_umask
 from videns.io import read_json, write_json_atomically
 
@@ -105,7 +105,7 @@ class EnsembleTask:
                 report = evaluate_and_summarize(EnsembleEvalConfig(run_dir=Path(self.run_dir), tta=self.tta,
                                                                    combine=self.combine))
             except UserError as err:  # a user's problem: one line in the log, the task failed
-                print(f"ensemble evaluation: error: {one_line(err)}", file=sys.stderr)
+                print(f"ensemble evaluation: error: {err}", file=sys.stderr)
                 raise
         return {"accuracy": report["ensemble"]["accuracy"]}
 

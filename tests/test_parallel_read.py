@@ -108,5 +108,5 @@ def test_a_damaged_chunk_is_one_error_naming_file_and_dataset(tmp_path, threads,
     with h5py.File(tmp_path / "x.h5", "r") as f, pytest.raises(DataError) as caught:
         read_all(f["features"], threads=threads, min_chunk_bytes=0)
     message = str(caught.value)
-    assert message.startswith(f"{tmp_path / 'x.h5'}: features: unreadable (") and "\n" not in message
+    assert message.startswith(f"{tmp_path / 'x.h5'}: features: cannot read (") and "\n" not in message
     assert why in message

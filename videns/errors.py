@@ -7,6 +7,7 @@ its traceback. The exit codes below are the only ones our processes use.
 
 import signal
 import sys
+import traceback
 from contextlib import contextmanager
 
 EXIT_USER_ERROR = 2                     # bad input or flag, reported in one line
@@ -15,7 +16,15 @@ EXIT_STOPPED = 128 + signal.SIGTERM     # 143: stopped by a signal after saving;
 
 
 class UserError(Exception):
-    """Bad input that the user can fix; the message names file, key and problem."""
+    """Bad input that the user can fix; the message names file, key and problem.
+
+    Its text is always one line, also when it was raised in a DataLoader worker:
+    torch re-raises it in the main process with the worker's traceback as its
+    message, and only that traceback's last line is the user's message.
+    """
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class DataError(UserError):
@@ -30,8 +39,13 @@ class CheckpointError(UserError):
     """A checkpoint cannot be used (config mismatch, nothing valid on disk)."""
 
 
-def one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
+def one_line(message: str) -> str:
+    """A message on one line; of a relayed traceback, only the message of its last line."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    if len(lines) > 1 and any("Traceback (most recent call last)" in line for line in lines):
+        _, _, last = lines[-1].partition(": ")  # "videns.errors.DataError: <message>"
+        return last.strip()
+    return " ".join(" ".join(lines).split())
 
 
 @contextmanager
@@ -40,5 +54,8 @@ def user_errors_as_one_line(prog: str):
     try:
         yield
     except UserError as err:
-        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        # The frames the error came through hold the DataLoaders: cleared now, their workers
+        # shut down. Left to the exit, the workers ignore the SIGTERM it sends and it waits forever.
+        traceback.clear_frames(err.__traceback__)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -14,9 +14,22 @@ def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> No
     if not any(getattr(h, "_videns", False) for h in root.handlers):
         root.addHandler(_tagged(_StderrHandler()))
     if log_file is not None:
-        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         if not any(getattr(h, "baseFilename", None) == str(Path(log_file).resolve()) for h in root.handlers):
-            root.addHandler(_tagged(logging.FileHandler(log_file)))
+            root.addHandler(_tagged(_LazyFileHandler(log_file)))
+
+
+class _LazyFileHandler(logging.FileHandler):
+    """Creates its folder and file only with the first record.
+
+    A job that stops on bad input before logging anything leaves no trace on disk.
+    """
+
+    def __init__(self, log_file: Path):
+        super().__init__(log_file, delay=True)
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -9,6 +9,7 @@ import numpy as np
 
 from videns.data import layout
 from videns.data.parallel_read import read_all
+from videns.data.reading import reading
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +26,16 @@ class FeatureSplit:
 
     def __init__(self, path: Path, preload_bytes: int = 0):
         self.path = Path(path)
-        with h5py.File(self.path, "r") as f:
+        with reading(self.path):
+            f = h5py.File(self.path, "r")
+        with f:
             # A file to predict on may carry no labels; training and evaluation require them (inspect.py).
-            has_labels = layout.LABELS in f
-            self.labels = (f[layout.LABELS][()].astype(np.int64) if has_labels
-                           else np.full(f[layout.NUM_FRAMES].shape[0], UNKNOWN_LABEL, dtype=np.int64))
-            self.has_labels = has_labels
-            self.lengths = f[layout.NUM_FRAMES][()].astype(np.int64)
-            self.shape = f[layout.FEATURES].shape  # (N, max_frames, D)
+            self.has_labels = layout.LABELS in f
+            self.lengths = self._read(f, layout.NUM_FRAMES).astype(np.int64)
+            self.labels = (self._read(f, layout.LABELS).astype(np.int64) if self.has_labels
+                           else np.full(self.lengths.shape[0], UNKNOWN_LABEL, dtype=np.int64))
+            with reading(self.path, layout.FEATURES):
+                self.shape = f[layout.FEATURES].shape  # (N, max_frames, D)
             self.preloaded = self.nbytes() <= preload_bytes
             self._features = read_all(f[layout.FEATURES]) if self.preloaded else None
         self.feature_dim = int(self.shape[2])
@@ -48,7 +51,9 @@ class FeatureSplit:
         if self._features is not None:
             features = self._features[index, :length]
         else:
-            features = self._handle()[layout.FEATURES][index, :length]
+            # A damaged chunk deep in the file surfaces here, maybe in a DataLoader worker.
+            with reading(self.path, layout.FEATURES):
+                features = self._handle()[layout.FEATURES][index, :length]
         return features, int(self.labels[index])
 
     @property
@@ -59,6 +64,10 @@ class FeatureSplit:
     def nbytes(self) -> int:
         """Bytes the padded features take in RAM."""
         return self.shape[0] * self.shape[1] * self.shape[2] * 4
+
+    def _read(self, f: h5py.File, key: str) -> np.ndarray:
+        with reading(self.path, key):
+            return f[key][()]
 
     def _handle(self) -> h5py.File:
         if self._file is None or self._file_pid != os.getpid():

@@ -12,10 +12,14 @@ import h5py
 import numpy as np
 
 from videns.data import layout
+from videns.data.reading import reading
 from videns.errors import DataError
 
 # Items scanned at once for non-finite values: bounds memory on large splits.
 _FINITE_CHECK_ITEMS = 256
+# numpy dtype kinds each dataset may hold: real numbers for features, integers for the rest.
+_DTYPE_KINDS = {layout.FEATURES: ("fiu", "numbers"), layout.LABELS: ("iu", "integer class ids"),
+                layout.NUM_FRAMES: ("iu", "integer lengths")}
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,7 @@ def inspect_dataset(root: Path, splits=layout.SPLITS, check_finite: bool = True)
 
 
 def _inspect_split(path: Path, check_finite: bool) -> tuple[int, dict[str, int], SplitInfo]:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    if not h5py.is_hdf5(path):
-        raise DataError(f"{path}: not an HDF5 file")
-    with h5py.File(path, "r") as f:
+    with open_split_file(path) as f:
         features, labels, num_frames = (require_dataset(f, path, key) for key in
                                         (layout.FEATURES, layout.LABELS, layout.NUM_FRAMES))
         mapping = read_mapping(f, path)
@@ -87,7 +87,10 @@ def _inspect_split(path: Path, check_finite: bool) -> tuple[int, dict[str, int],
         for key, ds in ((layout.LABELS, labels), (layout.NUM_FRAMES, num_frames)):
             if ds.shape != (n,):
                 raise DataError(f"{path}: {key}: expected shape ({n},), got {ds.shape}")
-        labels_np, frames_np = labels[()], num_frames[()]
+        with reading(path, layout.LABELS):
+            labels_np = labels[()]
+        with reading(path, layout.NUM_FRAMES):
+            frames_np = num_frames[()]
         check_labels(path, labels_np, mapping)
         check_num_frames(path, frames_np, max_frames)
         if check_finite:
@@ -96,18 +99,34 @@ def _inspect_split(path: Path, check_finite: bool) -> tuple[int, dict[str, int],
     return feature_dim, mapping, SplitInfo(path, n, max_frames, feature_dim, counts)
 
 
+def open_split_file(path: Path) -> h5py.File:
+    """The split file opened for reading; DataError if it is missing, not HDF5, damaged or unreadable."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with reading(path):
+        if not h5py.is_hdf5(path):
+            raise DataError(f"{path}: not an HDF5 file")
+        return h5py.File(path, "r")
+
+
 def require_dataset(f: h5py.File, path: Path, key: str) -> h5py.Dataset:
-    if key not in f:
-        raise DataError(f"{path}: {key}: missing dataset")
-    if not isinstance(f[key], h5py.Dataset):
-        raise DataError(f"{path}: {key}: expected a dataset, found a group")
-    return f[key]
+    with reading(path, key):
+        if key not in f:
+            raise DataError(f"{path}: {key}: missing dataset")
+        dataset = f[key]
+        if not isinstance(dataset, h5py.Dataset):
+            raise DataError(f"{path}: {key}: expected a dataset, found a group")
+        kinds, what = _DTYPE_KINDS[key]
+        if dataset.dtype.kind not in kinds:
+            raise DataError(f"{path}: {key}: expected {what}, got dtype {dataset.dtype}")
+    return dataset
 
 
 def read_mapping(f: h5py.File, path: Path) -> dict[str, int]:
-    if layout.ATTR_MAPPING not in f.attrs:
-        raise DataError(f"{path}: attribute {layout.ATTR_MAPPING}: missing")
-    raw = f.attrs[layout.ATTR_MAPPING]
+    with reading(path, f"attribute {layout.ATTR_MAPPING}"):
+        if layout.ATTR_MAPPING not in f.attrs:
+            raise DataError(f"{path}: attribute {layout.ATTR_MAPPING}: missing")
+        raw = f.attrs[layout.ATTR_MAPPING]
     try:
         mapping = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
     except json.JSONDecodeError as err:
@@ -139,14 +158,15 @@ def check_num_frames(path: Path, num_frames: np.ndarray, max_frames: int) -> Non
 
 def check_finite_file(path: Path) -> None:
     """Raise DataError naming the first item of a split file with NaN or inf."""
-    with h5py.File(path, "r") as f:
-        check_finite_features(path, f[layout.FEATURES])
+    with open_split_file(path) as f:
+        check_finite_features(path, require_dataset(f, path, layout.FEATURES))
 
 
 def check_finite_features(path: Path, features: h5py.Dataset | np.ndarray) -> None:
     """Raise DataError naming the first item with NaN or inf; scans in blocks to bound memory."""
     for start in range(0, features.shape[0], _FINITE_CHECK_ITEMS):
-        block = features[start:start + _FINITE_CHECK_ITEMS]
+        with reading(path, layout.FEATURES):
+            block = features[start:start + _FINITE_CHECK_ITEMS]
         if not np.isfinite(block).all():
             item = start + int(np.flatnonzero(~np.isfinite(block).reshape(len(block), -1).all(axis=1))[0])
             raise DataError(f"{path}: {layout.FEATURES}: non-finite values (NaN or inf) in item {item}")

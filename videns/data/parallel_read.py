@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5t, h5z
 
-from videns.errors import DataError
+from videns.data.reading import reading
 
 _MAX_THREADS = 16
 _BATCH_BYTES = 1 << 20  # stored bytes handed to a thread at once
@@ -29,7 +29,7 @@ _FILTERS_UNDONE_HERE = {h5z.FILTER_DEFLATE, h5z.FILTER_SHUFFLE}
 StoredChunk = tuple[tuple[int, ...], int, bytes]  # (offset, mask of the filters skipped for it, stored bytes)
 
 
-class _UnreadableChunk(Exception):
+class _UnreadableChunk(ValueError):
     pass
 
 
@@ -40,14 +40,12 @@ def read_all(dataset: h5py.Dataset, threads: int | None = None, min_chunk_bytes:
     Raises DataError naming the file and dataset when it cannot be read.
     """
     threads = min(threads or _usable_cpus(), _MAX_THREADS)
-    pipeline = _filters_undone_here(dataset, min_chunk_bytes) if threads >= 2 else None
-    offsets = _chunk_offsets(dataset) if pipeline is not None else None
-    try:
+    with reading(dataset.file.filename, dataset.name.lstrip("/")):
+        pipeline = _filters_undone_here(dataset, min_chunk_bytes) if threads >= 2 else None
+        offsets = _chunk_offsets(dataset) if pipeline is not None else None
         if offsets is None:
             return dataset[()]
         return _read_chunks_in_parallel(dataset, pipeline, offsets, threads)
-    except (OSError, _UnreadableChunk) as err:
-        raise DataError(f"{dataset.file.filename}: {dataset.name.lstrip('/')}: unreadable ({err})") from err
 
 
 def _filters_undone_here(dataset: h5py.Dataset, min_chunk_bytes: int) -> list[int] | None:

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from videns.data import layout
+from videns.data.reading import reading
 from videns.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def read_table(path: Path | str) -> Table:
 
 def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
     """Header and all cells as float64 (N, columns); exact bad cell on failure."""
-    with path.open(newline="") as f:
+    with reading(path, "CSV text"), path.open(newline="") as f:
         header = next(csv.reader(f), None)
     if header is None:
         raise DataError(f"{path}: empty file, no header row")
@@ -73,7 +74,8 @@ def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
             values = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, comments=None,
                                 quotechar='"', dtype=np.float64)
     except ValueError:
-        raise _first_bad_csv_cell(path, header) from None
+        with reading(path, "CSV text"):  # text that is not UTF-8 fails here too
+            raise _first_bad_csv_cell(path, header) from None
     if values.size and values.shape[1] != len(header):
         raise _first_bad_csv_cell(path, header)
     return header, values
@@ -107,12 +109,13 @@ def _read_parquet(path: Path) -> tuple[list[str], np.ndarray]:
     except ImportError:
         raise DataError(f"{path}: reading parquet needs pyarrow (pip install 'videns[tabular]'), "
                         "or convert the table to CSV") from None
-    try:
+    with reading(path, also=(pa.ArrowException,)):
         table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{path}: not a readable parquet file ({e})") from None
     header = [str(name) for name in table.column_names]
-    columns = [_parquet_column(path, name, table.column(i)) for i, name in enumerate(header)]
+    columns = []
+    for i, name in enumerate(header):
+        with reading(path, f"column {name!r}", also=(pa.ArrowException,)):
+            columns.append(_parquet_column(path, name, table.column(i)))
     values = np.column_stack(columns) if columns else np.empty((table.num_rows, 0))
     return header, values
 

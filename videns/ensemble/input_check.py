@@ -12,7 +12,9 @@ from typing import Sequence
 import h5py
 
 from videns.data import layout
-from videns.data.inspect import check_finite_features, check_labels, check_num_frames, read_mapping, require_dataset
+from videns.data.inspect import (check_finite_features, check_labels, check_num_frames, open_split_file, read_mapping,
+                                 require_dataset)
+from videns.data.reading import reading
 from videns.errors import DataError
 
 
@@ -28,12 +30,8 @@ class InputFacts:
 def check_input_file(path: Path, class_names: Sequence[str], feature_dim: int) -> InputFacts:
     """Raise DataError on the first problem; the whole file is scanned for NaN/inf."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    if not h5py.is_hdf5(path):
-        raise DataError(f"{path}: not an HDF5 file")
     expected = {name: i for i, name in enumerate(class_names)}
-    with h5py.File(path, "r") as f:
+    with open_split_file(path) as f:  # a damaged or unreadable file is one line too
         features, num_frames = (require_dataset(f, path, key) for key in (layout.FEATURES, layout.NUM_FRAMES))
         if features.ndim != 3:
             raise DataError(f"{path}: {layout.FEATURES}: expected 3 dims [N, max_frames, D], got shape {features.shape}")
@@ -43,7 +41,9 @@ def check_input_file(path: Path, class_names: Sequence[str], feature_dim: int) -
         if dim != feature_dim:
             raise DataError(f"{path}: {layout.FEATURES}: feature size {dim} disagrees with the members' {feature_dim}")
         _check_shape(path, layout.NUM_FRAMES, num_frames, num_items)
-        check_num_frames(path, num_frames[()], max_frames)
+        with reading(path, layout.NUM_FRAMES):
+            frames = num_frames[()]
+        check_num_frames(path, frames, max_frames)
         has_mapping = layout.ATTR_MAPPING in f.attrs
         if has_mapping and read_mapping(f, path) != expected:
             raise DataError(f"{path}: attribute {layout.ATTR_MAPPING}: class mapping {json.dumps(read_mapping(f, path))} "
@@ -52,7 +52,9 @@ def check_input_file(path: Path, class_names: Sequence[str], feature_dim: int) -
         if has_labels:
             labels = require_dataset(f, path, layout.LABELS)
             _check_shape(path, layout.LABELS, labels, num_items)
-            check_labels(path, labels[()], expected)
+            with reading(path, layout.LABELS):
+                values = labels[()]
+            check_labels(path, values, expected)
         check_finite_features(path, features)
     return InputFacts(num_items, has_labels, has_mapping)
 

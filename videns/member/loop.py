@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Literal, Mapping
 
@@ -28,6 +29,7 @@ from videns.training.loss import FocalLoss
 from videns.training.optim import LRSchedule
 from videns.training.state import TrainingState
 from videns.training.step import train_step
+from videns.tensorboard import EpochScalars
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class MemberLoop:
         self.context = dict(context or {})
         self.mark = StepMark(self.folder.reached_step)
         self.on_epoch_end: EpochHook | None = None
+        self.scalars: EpochScalars | None = None
         self.policy = SavePolicy(cfg.checkpoint)
         self.policy.saved(state.global_step)
         alpha = alpha_tensor(data.class_weights, device) if cfg.loss.class_alpha else None
@@ -126,6 +129,8 @@ class MemberLoop:
             save_best(self.folder, self.model, self._best_meta(record, metrics), self.store.commits)
         else:
             state.bad_epochs += 1
+        if self.scalars is not None:  # on disk before the checkpoint that covers them
+            self.scalars.write(record, state.global_step)
         state.history.append(record)
         state.epoch, state.batches_done, state.loss_sum, state.epoch_seconds = state.epoch + 1, 0, 0.0, 0.0
         if trainer.patience and state.bad_epochs >= trainer.patience:

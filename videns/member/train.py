@@ -3,6 +3,7 @@
 import logging
 import random
 import time
+import traceback
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -19,6 +20,7 @@ from videns.member.checkpoint import check_resumable, restore_checkpoint
 from videns.member.data import ensure_data, prepare_member_data
 from videns.member.ledger import read_mark, record_restart
 from videns.member.loop import EpochHook, MemberLoop, MemberOutcome, outcome_of, write_history
+from videns.tensorboard import EpochScalars
 from videns.monitor import ResourceMonitor, release_cached_gpu_memory
 from videns.training.interrupt import StopSignals
 from videns.training.optim import LRSchedule, build_optimizer
@@ -59,6 +61,11 @@ def train_member(cfg: MemberConfig, stop: StopSignals | None = None, context: Ma
     """
     try:
         return _train_member(cfg, stop, context, on_epoch_end)
+    except BaseException as err:
+        # The loop's frames hold the DataLoaders: cleared, their workers shut down now. Kept alive by the
+        # traceback, they would ignore the SIGTERM that the interpreter's exit sends, and it would wait forever.
+        traceback.clear_frames(err.__traceback__)
+        raise
     finally:
         # A process may train several members in a row (sweep trials): once this
         # one's tensors are gone, hand their cached GPU memory back.
@@ -99,10 +106,13 @@ def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[
     with ResourceMonitor(folder.resources, cfg.trainer.monitor_minutes * 60, monitor_context, device):
         loop = MemberLoop(cfg, data, model, optimizer, schedule, store, state, device, stop, context)
         loop.on_epoch_end = on_epoch_end
+        loop.scalars = EpochScalars(folder.tensorboard, state.global_step) if cfg.trainer.tensorboard else None
         try:
             return loop.run()
         finally:
             commits.close()  # whatever ends the loop, the last save reaches the disk first
+            if loop.scalars is not None:
+                loop.scalars.close()
 
 
 def _is_restart(folder: MemberFolder, previous: dict[str, Any]) -> bool:

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from videns.errors import ConfigError
+from videns.tensorboard import tensorboard_installed
 
 
 @dataclass
@@ -19,6 +20,8 @@ class TrainerConfig:
         precision: bf16 runs forward passes under bf16 autocast on CUDA (ignored on CPU); recurrent layers stay fp32.
         progress: a progress bar over batches: auto shows one only when stderr is a terminal.
         monitor_minutes: interval of the resource monitor's samples.
+        tensorboard: write each epoch's losses, val accuracy and macro F1, lr and seconds as TensorBoard
+            events into MEMBER/tensorboard/ (needs pip install 'videns[tensorboard]').
     """
 
     batch_size: int = 48
@@ -29,6 +32,7 @@ class TrainerConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     progress: Literal["auto", "bar", "off"] = "auto"
     monitor_minutes: float = 30.0
+    tensorboard: bool = False
 
     def __post_init__(self):
         problems = [f"trainer.{name} must be >= {low}, got {value}" for name, value, low in (
@@ -37,5 +41,7 @@ class TrainerConfig:
         ) if value < low]
         if self.monitor_minutes <= 0:
             problems.append(f"trainer.monitor_minutes must be > 0, got {self.monitor_minutes}")
+        if self.tensorboard and not tensorboard_installed():
+            problems.append("trainer.tensorboard needs the tensorboard package: pip install 'videns[tensorboard]'")
         if problems:
             raise ConfigError("; ".join(problems))
