@@ -10,7 +10,18 @@ import torch
 
 from videns.data.demo import write_demo_data
 
+from tests.support.trust_run import trust_data, trust_run  # noqa: F401  (session fixtures)
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def restore_umask():
+    """Entry points called in-process set umask 077 for the rest of the process; give each test the old one."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield
+    os.umask(old)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from matplotlib.image import imread
 
 from jobs import ensemble_eval, train
 from tests.conftest import tiny_member_args
+from tests.support.trust_run import BROKEN_SEED, GOOD_SEEDS, copy_data, npz, permute_labels, report
 from videns.data import layout
 from videns.data.demo import write_demo_data
 from videns.ensemble.calibration import brier_score, fit_temperature
@@ -25,7 +26,6 @@ from videns.ensemble.collapse import collapse_threshold, flag_members
 from videns.ensemble.combine import COMBINATIONS, combine, greedy_weights, nll
 from videns.ensemble.uncertainty import UNCERTAINTY_COLUMNS, item_uncertainty
 
-GOOD_SEEDS, BROKEN_SEED = (1, 2), 3
 
 
 pytestmark = pytest.mark.usefixtures("module_on_one_thread", "restore_log_handlers")
@@ -119,52 +119,6 @@ def test_collapse_rule_flags_far_below_median_or_majority(accuracies, flagged):
 
 
 # ---- real tiny members ----------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def trust_data(tmp_path_factory) -> Path:
-    """Short sequences (16-40 frames): tiny members learn them in 8 epochs."""
-    root = tmp_path_factory.mktemp("trust_data")
-    write_demo_data(root, num_videos=400, feature_dim=16, min_frames=16, max_frames=40, seed=0)
-    return root
-
-
-def copy_data(root: Path, dst: Path, edit_split: str, edit) -> Path:
-    shutil.copytree(root, dst)
-    with h5py.File(layout.split_path(dst, edit_split), "a") as f:
-        edit(f)
-    return dst
-
-
-def permute_labels(seed: int):
-    def edit(f: h5py.File) -> None:
-        labels = f[layout.LABELS][()]
-        f[layout.LABELS][...] = np.random.default_rng(seed).permutation(labels)
-    return edit
-
-
-@pytest.fixture(scope="module")
-def trust_run(trust_data: Path, tmp_path_factory) -> Path:
-    """Two members trained normally and one on shuffled train labels; evaluated once with the defaults."""
-    base = tmp_path_factory.mktemp("trust_run")
-    shuffled = copy_data(trust_data, base / "shuffled_data", "train", permute_labels(0))
-    run = base / "run"
-    roots = {**{seed: trust_data for seed in GOOD_SEEDS}, BROKEN_SEED: shuffled}
-    for seed, root in roots.items():
-        assert train.main(tiny_member_args(root, run / "members" / f"seed_{seed}", "--seed", str(seed),
-                                           "--trainer.max_epochs", "8", "--optimizer.lr", "1e-2",
-                                           "--schedule.t0_epochs", "8")) == 0
-    assert ensemble_eval.main(["--run_dir", str(run), "--data_root", str(trust_data)]) == 0
-    return run
-
-
-def report(run: Path) -> dict:
-    return json.loads((run / "ensemble" / "report.json").read_text())
-
-
-def npz(run: Path) -> dict[str, np.ndarray]:
-    with np.load(run / "ensemble" / "predictions.npz", allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
-
 
 def test_member_trained_on_shuffled_labels_is_flagged_and_left_out_of_mean_unflagged(trust_run: Path):
     rep = report(trust_run)

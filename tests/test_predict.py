@@ -11,11 +11,15 @@ import pytest
 
 from jobs import predict
 from tests.conftest import run_module
-from tests.test_ensemble_trust import npz, one_torch_thread, report, restore_log_handlers, trust_data, trust_run  # noqa: F401
+from tests.support.damage import damage_chunk, damage_superblock, truncate
+from tests.support.trust_run import npz, report
 from videns.data import layout
 from videns.data.demo import write_demo_data
 from videns.ensemble.combine import combine
 from videns.ensemble.uncertainty import UNCERTAINTY_COLUMNS
+
+
+pytestmark = pytest.mark.usefixtures("module_on_one_thread", "restore_log_handlers")
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -141,6 +145,15 @@ def test_feature_size_other_than_the_members_is_refused(trust_run: Path, tmp_pat
     write_demo_data(narrow, num_videos=40, feature_dim=8, max_frames=30, seed=0)
     line = expect_refused(trust_run, layout.split_path(narrow, "test"), tmp_path / "out.csv", ["features"])
     assert "feature size 8 disagrees with the members' 16" in line
+
+
+@pytest.mark.parametrize("damage", [damage_superblock, truncate, damage_chunk])
+def test_a_damaged_input_file_is_one_line_naming_it(trust_run: Path, trust_data: Path, tmp_path: Path, damage):
+    damaged = tmp_path / "damaged.h5"
+    shutil.copyfile(layout.split_path(trust_data, "test"), damaged)
+    key = damage(damaged)
+    line = expect_refused(trust_run, damaged, tmp_path / "out.csv", [str(damaged)])
+    assert (f": {key}: cannot read (" in line) if key else ("cannot open (" in line), line
 
 
 def test_not_hdf5_and_missing_file_are_refused(trust_run: Path, tmp_path: Path):
