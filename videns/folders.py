@@ -123,6 +123,9 @@ class EnsembleFolder:
     CURVES_PNG = "training_curves.png"
     RELIABILITY_PNG = "reliability.png"
     RESOURCES_JSON = "resources.json"
+    # Every output of the evaluation; report.json last, so that it always describes a complete set.
+    OUTPUTS = (PREDICTIONS, PREDICTIONS_CSV, RELIABILITY_PNG, CONFUSION_PNG, CURVES_PNG, RESOURCES_JSON, REPORT_MD,
+               REPORT_JSON)
 
     def __init__(self, root: Path):
         self.root = Path(root)

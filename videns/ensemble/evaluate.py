@@ -44,11 +44,7 @@ from videns.plots import plot_confusion_matrix, plot_reliability_diagram, plot_t
 
 log = logging.getLogger(__name__)
 
-E = EnsembleFolder
-REPORT_JSON, REPORT_MD, PREDICTIONS, PREDICTIONS_CSV = E.REPORT_JSON, E.REPORT_MD, E.PREDICTIONS, E.PREDICTIONS_CSV
-RELIABILITY_PNG, CONFUSION_PNG, CURVES_PNG, RESOURCES_JSON = E.RELIABILITY_PNG, E.CONFUSION_PNG, E.CURVES_PNG, E.RESOURCES_JSON
-# Every file this module writes; report.json goes last so it always describes a complete set.
-OUTPUT_FILES = (PREDICTIONS, PREDICTIONS_CSV, RELIABILITY_PNG, CONFUSION_PNG, CURVES_PNG, RESOURCES_JSON, REPORT_MD, REPORT_JSON)
+OUTPUT_FILES = EnsembleFolder.OUTPUTS
 
 
 @dataclass
@@ -124,8 +120,8 @@ def evaluate_ensemble(cfg: EnsembleEvalConfig) -> dict[str, Any]:
         error = (f"no usable member in {cfg.run_dir} (seeds {seeds}): "
                  + "; ".join(f"seed {s.seed} {s.reason}" for s in member_set.skipped))
         failure = rep.failure_report(error=error, skipped=member_set.skipped, context=context)
-        publish(cfg.out_dir, failure, {RESOURCES_JSON: _json_writer(resources)})
-        raise CheckpointError(f"{error}; see {cfg.out_dir / REPORT_JSON}")
+        publish(cfg.out_dir, failure, {EnsembleFolder.RESOURCES_JSON: _json_writer(resources)})
+        raise CheckpointError(f"{error}; see {cfg.out_dir / EnsembleFolder.REPORT_JSON}")
 
     members = member_set.members
     data_root = cfg.data_root or _saved_data_root(members)
@@ -185,14 +181,15 @@ def _writers(report: dict[str, Any], members: list[found.Member], val: Predictio
     title = (f"Ensemble of {len(members)}{' with TTA' if report['tta'] else ''} ({chosen.name}): "
              f"accuracy {report['ensemble']['accuracy']:.4f}")
     return {
-        PREDICTIONS: lambda path: _save_predictions(path, val, test, chosen, [m.seed for m in members]),
-        PREDICTIONS_CSV: lambda path: write_predictions_csv(path, chosen.calibrated, chosen.uncertainty,
-                                                            class_names, test.labels),
-        RELIABILITY_PNG: lambda path: _plot_reliability(val, test, chosen, path),
-        CONFUSION_PNG: lambda path: plot_confusion_matrix(
+        EnsembleFolder.PREDICTIONS: lambda path: _save_predictions(path, val, test, chosen,
+                                                                   [m.seed for m in members]),
+        EnsembleFolder.PREDICTIONS_CSV: lambda path: write_predictions_csv(
+            path, chosen.calibrated, chosen.uncertainty, class_names, test.labels),
+        EnsembleFolder.RELIABILITY_PNG: lambda path: _plot_reliability(val, test, chosen, path),
+        EnsembleFolder.CONFUSION_PNG: lambda path: plot_confusion_matrix(
             np.asarray(report["ensemble"]["confusion_matrix"]), class_names, path, title=title),
-        CURVES_PNG: lambda path: _plot_curves(members, path),
-        RESOURCES_JSON: _json_writer(resources),
+        EnsembleFolder.CURVES_PNG: lambda path: _plot_curves(members, path),
+        EnsembleFolder.RESOURCES_JSON: _json_writer(resources),
     }
 
 
@@ -263,9 +260,10 @@ def publish(out_dir: Path, report: dict[str, Any], writers: dict[str, Callable[[
     try:
         for name, write in writers.items():
             write(staging / name)
-        report["files"] = sorted([*(n for n in writers if (staging / n).exists()), REPORT_MD, REPORT_JSON])
-        (staging / REPORT_MD).write_text(rep.format_markdown(report))
-        write_json_atomically(staging / REPORT_JSON, report)
+        written = [name for name in writers if (staging / name).exists()]
+        report["files"] = sorted([*written, EnsembleFolder.REPORT_MD, EnsembleFolder.REPORT_JSON])
+        (staging / EnsembleFolder.REPORT_MD).write_text(rep.format_markdown(report))
+        write_json_atomically(staging / EnsembleFolder.REPORT_JSON, report)
         for name in OUTPUT_FILES:  # report.json is last
             if (staging / name).exists():
                 os.replace(staging / name, out_dir / name)
