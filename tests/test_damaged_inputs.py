@@ -84,10 +84,8 @@ job = importlib.import_module(module)
 if module == "jobs.train":
     from videns.config import parse_member_config
     parse_member_config(args)
-elif module == "jobs.ensemble_eval":
-    job.build_parser().parse_args(args)
 else:
-    job.parse_args(args)
+    job.build_parser().parse_args(args)
 os.setgroups([]); os.setgid(gid); os.setuid(uid)
 sys.exit(job.main(args))
 """

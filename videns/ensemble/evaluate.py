@@ -127,7 +127,10 @@ def evaluate_ensemble(cfg: EnsembleEvalConfig) -> dict[str, Any]:
     data_root = cfg.data_root or _saved_data_root(members)
     files, info = _check_data(members, data_root)
     device = resolve_device(cfg.device)
-    val, test = (_predict(cfg, members, files[split], len(info.class_names), modes, device)
+    # Both splits are opened (and, within preload_gb, read) before either is predicted: a damaged
+    # chunk in test is then one line before any work, not after the validation pass.
+    opened = {split: FeatureSplit(files[split], preload_bytes=int(cfg.preload_gb * GIB)) for split in ("val", "test")}
+    val, test = (_predict(cfg, members, opened[split], len(info.class_names), modes, device)
                  for split in ("val", "test"))
     trust, chosen = choose_on_validation([m.seed for m in members], val, test, info.class_names, cfg.combine)
     flags = {f["seed"]: f for f in trust["flags"]}
@@ -205,14 +208,13 @@ def _plot_reliability(val: Predictions, test: Predictions, chosen: Chosen, path:
     plot_reliability_diagram(panels, path, title=f"Reliability of {chosen.name}")
 
 
-def _predict(cfg: EnsembleEvalConfig, members: list[found.Member], split_file: Path, num_classes: int,
+def _predict(cfg: EnsembleEvalConfig, members: list[found.Member], split: FeatureSplit, num_classes: int,
              modes: list[str], device: torch.device) -> Predictions:
-    split = FeatureSplit(split_file, preload_bytes=int(cfg.preload_gb * GIB))
     loader = build_multi_view_loader(MultiViewItems(split, modes), cfg.batch_size, cfg.num_workers,
                                      pin_memory=device.type == "cuda")
     models = [m.model.to(device) for m in members]
     log.info("evaluating seeds %s on %s (%d items, views %s, device %s)",
-             [m.seed for m in members], split_file, len(split), modes, device)
+             [m.seed for m in members], split.path, len(split), modes, device)
     return predict_members(models, loader, len(split), num_classes, device)
 
 

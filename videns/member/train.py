@@ -40,8 +40,8 @@ def train_member_logged(cfg: MemberConfig, context: Mapping[str, Any] | None = N
     ``on_stop`` runs after a signal stopped (and saved) the member, while the
     signals are still caught: a cluster task hands over to its requeue there.
     """
-    check_private(cfg.out_dir, cfg.allow_shared_group)  # before the log file is the first thing written there
-    setup_logging(make_private(cfg.out_dir) / MemberFolder.LOG)
+    check_private(cfg.out_dir, cfg.allow_shared_group)  # before anything is written there
+    setup_logging(MemberFolder(cfg.out_dir).log)  # the file (and, under umask 077, a private folder) comes lazily
     if context:  # a cluster task: say where it runs before anything else can fail
         log.info("member seed %d starting in %s (%s)", cfg.seed, cfg.out_dir, dict(context))
     with StopSignals() as stop:
