@@ -109,6 +109,7 @@ def test_resources_and_status_show_slice_hours_restarts_by_cause_and_lost_steps(
     assert totals["slice_hours"] == {"gpu:1g.10gb": 1.5}
     assert totals["restarts_by_cause"] == {"preempted": 1, "time_limit": 0, "killed": 1, "stopped": 0}
     assert totals["replayed_steps"] == 9 and totals["queued_seconds"] == 430.0
+    assert summary["restarts"] == totals["restarts"] == 2  # the lines carry no restart count: the records do
     row = member_row(run, 7, "5_0", None, launcher_alive=False)
     table = format_rows([row])
     assert "lost steps" in table.splitlines()[0]

@@ -104,7 +104,9 @@ def summarize_member(lines: Sequence[Mapping], restarts: Sequence[Mapping] | Non
     )
     if restarts is not None:
         costs = summarize_restarts(list(restarts))
-        summary.update(restarts_by_cause=costs["restarts_by_cause"], replayed_steps=costs["replayed_steps"],
+        # A relaunch by hand is a new job, which SLURM's restart count does not see; the records do.
+        summary.update(restarts=max(summary["restarts"], costs["restarts"]),
+                       restarts_by_cause=costs["restarts_by_cause"], replayed_steps=costs["replayed_steps"],
                        queued_seconds=costs["queued_seconds"])
     return summary
 
