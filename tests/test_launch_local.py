@@ -127,6 +127,9 @@ def test_local_launch_trains_every_member_then_the_ensemble(local_run):
     assert report["num_items"] == 48 and 0.0 <= report["ensemble"]["accuracy"] <= 1.0
     assert "ensemble (2)" in proc.stdout  # the ensemble job's table is shown
     assert f"report: {run_dir / 'ensemble' / 'report.json'}" in proc.stdout
+    private = [run_dir, run_dir / "members", run_dir / "logs", run_dir / "ensemble",
+               *(run_dir / "members").iterdir(), *(run_dir / "logs").iterdir()]
+    assert {str(p): oct(p.stat().st_mode & 0o777) for p in private} == {str(p): "0o700" for p in private}
 
 
 def test_saved_configs_are_exact_for_the_run_and_for_each_member(local_run):

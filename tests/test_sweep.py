@@ -181,6 +181,8 @@ def test_two_local_workers_finish_the_study_and_best_config_trains(tmp_path, ecg
     assert all(r["model.init_args.gru_hidden"] in ("8", "16") and 0.1 <= float(r["schedule.plateau_factor"]) <= 0.4
                for r in table)
     assert len(list((run / "logs").glob("*/*_result.pkl"))) == 2  # two submitit tasks ran
+    private = [run, run / "trials", run / "trials" / "trial_0", run / "logs", *(run / "logs").iterdir()]
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in private} == {p.name: "0o700" for p in private}
     assert "| rank | trial | accuracy" in (run / "trials_top10.md").read_text()
     best = yaml.safe_load((run / "best_config.yaml").read_text())
     best_row = max((r for r in table if r["state"] == "COMPLETE"), key=lambda r: (float(r["value"]), -int(r["number"])))
