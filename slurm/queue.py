@@ -66,14 +66,30 @@ def query_jobs(job_ids: list[str]) -> dict[str, JobInfo] | None:
     return found
 
 
-def allocated_gres(job_id: str) -> dict[str, int]:
-    """The generic resources a running job holds, by type: ``{"gpu:1g.10gb": 1}``; {} when none or unknown.
+@dataclass
+class Allocation:
+    """What a running job holds: generic resources by type, and when this run of it started."""
 
-    From the job's own record (``TresPerNode`` times its node count), so it is right
-    where no GPU is visible to the task, as on CPU-only test nodes with fake slices.
-    """
+    gres: dict[str, int]
+    started: float | None  # seconds since the epoch; a requeued job's StartTime is its current run's
+
+
+def job_allocation(job_id: str) -> Allocation:
+    """From the job's own record: ``TresPerNode`` times its node count, so the GRES are right where no
+    GPU is visible to the task (CPU-only test nodes with fake slices), and its StartTime."""
     text = _run(["scontrol", "-o", "show", "job", str(job_id)])
     fields = dict(_FIELD.findall(text or ""))
+    return Allocation(gres=_gres(fields), started=_epoch_seconds(fields.get("StartTime", "")))
+
+
+def _epoch_seconds(stamp: str) -> float | None:
+    try:
+        return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))  # scontrol prints local time
+    except ValueError:
+        return None
+
+
+def _gres(fields: dict[str, str]) -> dict[str, int]:
     nodes = int(fields.get("NumNodes", "1").split("-")[0] or 1)
     gres: dict[str, int] = {}
     for item in filter(None, fields.get("TresPerNode", "").split(",")):

@@ -28,7 +28,7 @@ from typing import Any
 
 import submitit
 
-from slurm.queue import allocated_gres
+from slurm.queue import job_allocation
 from videns.errors import EXIT_STOPPED, UserError
 from videns.folders import RunFolder, check_private, task_outcome_beside, use_private_umask
 from videns.io import read_json, write_json_atomically
@@ -177,7 +177,10 @@ def job_context(limits: tuple[float, float] | None = None) -> dict[str, Any]:
         pass
     context["restart_count"] = int(os.environ.get("SLURM_RESTART_COUNT", 0))
     if context.get("cluster") == "slurm" and os.environ.get("SLURM_JOB_ID"):
-        context["gres"] = allocated_gres(os.environ["SLURM_JOB_ID"])
+        allocation = job_allocation(os.environ["SLURM_JOB_ID"])
+        context["gres"] = allocation.gres
+        if allocation.started is not None:  # the time limit counts from here, not from our imports
+            context["run_started"] = allocation.started
     if limits is not None:
         context["time_limit_s"], context["signal_delay_s"] = limits
     return context

@@ -30,8 +30,9 @@ from videns.folders import MemberFolder
 from videns.io import read_jsonl
 
 CAUSES = ("preempted", "time_limit", "killed", "stopped")
-# A USR2 this close to the time limit minus the signal delay is the time limit's.
-TIME_LIMIT_SLACK_S = 30.0
+# A USR2 this close to the time limit minus the signal delay is the time limit's: SLURM may send the
+# signal up to 60 s earlier than asked (sbatch --signal), and a task starts a little after its job.
+TIME_LIMIT_SLACK_S = 90.0
 _MARK = struct.Struct("<q")
 
 

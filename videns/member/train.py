@@ -97,7 +97,7 @@ def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[
     if state.finished:
         log.info("member seed %d already finished (%s) at epoch %d; nothing to do", cfg.seed, state.stop_reason, state.epoch)
         return outcome_of(state, "finished")
-    context = {**(context or {}), "run_started": time.time()}
+    context = {"run_started": time.time(), **(context or {})}  # a cluster task may know its job's start
     if _is_restart(folder, previous):
         restart = record_restart(folder, previous, state.global_step, context)
         log.info("restart after %s: %d step(s) replayed, %.0f s since it stopped",
