@@ -44,7 +44,9 @@ def member_args(demo_root: Path, max_epochs: int) -> list[str]:
             "--trainer.progress", "off", "--checkpoint.every_steps", "4", "--checkpoint.every_minutes", "0"]
 
 
-PREEMPTED_EPOCHS = 10
+# Long enough that the urgent job preempts the member before it ends: 10 epochs (~3 s on an idle
+# machine) once finished before SLURM had scheduled the urgent job.
+PREEMPTED_EPOCHS = 40
 
 
 def env() -> dict:
