@@ -26,6 +26,7 @@ import h5py
 import pytest
 
 from tests.support.member_files import assert_members_identical
+from videns.member.ledger import read_mark
 from tests.support.slurm_cluster import (GONE, TERMINAL_STATES, ensure_cluster, job_record, job_state, release_now,
                                  restart_count, submit_urgent_blocker, wait_for_requeue)
 
@@ -368,7 +369,11 @@ def test_a_sigkill_between_saves_is_counted_with_the_steps_it_replays(tmp_path, 
     run = Run(run_dir)
     runs.append(run)
     saved = wait_for_training(run, BASE_SEED, min_step=KILL_EVERY_STEPS)
-    time.sleep(0.5)  # a few steps (~0.05 s each) past the save, well before the next one
+    mark = run.member(BASE_SEED) / "reached_step"  # a few steps past the save, well before the next one
+    deadline = time.monotonic() + 60
+    while (read_mark(mark) or (0, 0))[0] < saved["global_step"] + 3:
+        assert time.monotonic() < deadline, "the member made no progress after its save"
+        time.sleep(0.001)
     before_kill = run.progress(BASE_SEED)
     os.kill(before_kill["pid"], signal.SIGKILL)
     killed_at = time.time()
@@ -386,7 +391,7 @@ def test_a_sigkill_between_saves_is_counted_with_the_steps_it_replays(tmp_path, 
     [restart] = restarts_of(run.member(BASE_SEED))
     assert restart["cause"] == "killed" and restart["signal"] is None
     assert restart["resumed_step"] == before_kill["global_step"]
-    assert 0 < restart["replayed_steps"] < KILL_EVERY_STEPS
+    assert 3 <= restart["replayed_steps"] < KILL_EVERY_STEPS
     assert relaunched_at - killed_at <= restart["queued_s"] < 300
     resources = json.loads((run_dir / "ensemble" / "resources.json").read_text())
     costs = resources["members"][f"seed_{BASE_SEED}"]

@@ -13,7 +13,7 @@ from slurm.status import format_rows, member_row
 from tests.conftest import run_module, start_module, tiny_member_args
 from videns.ensemble.resources import merge_resource_logs
 from videns.folders import MemberFolder, RunFolder
-from videns.member.ledger import read_restarts, restart_record, stop_cause
+from videns.member.ledger import read_mark, read_restarts, restart_record, stop_cause
 
 EVERY_STEPS = 12
 
@@ -46,8 +46,11 @@ def test_a_sigkill_between_saves_is_counted_as_killed_with_the_steps_it_replays(
     folder = MemberFolder(tmp_path / "member")
     proc = start_module("jobs.train", member_args(demo_root, folder.root))
     saved = wait_for(lambda: saved_at_least(folder, EVERY_STEPS))  # the periodic save at step 12 (or 18, 24)
-    time.sleep(0.3)  # a few steps past it, before the next save
+    # A few steps past that save and well before the next one: the trigger reads the step mark, as a
+    # test reads progress.json; what is checked is the record the next start makes of it.
+    wait_for(lambda: (read_mark(folder.reached_step) or (0, 0))[0] >= saved["global_step"] + 3, poll_s=0.001)
     killed_progress = folder.progress()
+    assert proc.poll() is None, "the member ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
     assert killed_progress["status"] == "running" and killed_progress["global_step"] >= saved["global_step"]
@@ -57,7 +60,7 @@ def test_a_sigkill_between_saves_is_counted_as_killed_with_the_steps_it_replays(
     [record] = read_restarts(folder)
     assert record["cause"] == "killed" and record["signal"] is None
     assert record["resumed_step"] == killed_progress["global_step"]  # the newest save before the kill
-    assert 0 < record["replayed_steps"] < EVERY_STEPS
+    assert 3 <= record["replayed_steps"] < EVERY_STEPS
     assert record["reached_step"] == record["resumed_step"] + record["replayed_steps"]
     assert 1.5 <= record["queued_s"] < 60
     assert "restart after killed" in finished.stderr
