@@ -23,6 +23,7 @@ from videns.data import layout
 from videns.ensemble.combine import Combination
 from videns.errors import ConfigError, DataError
 from videns.folders import RunFolder, check_private
+from videns.member.train import has_finished
 from videns.io import process_alive
 
 DEFAULT_CONFIG = code_root() / "configs" / "ensemble.yaml"
@@ -94,7 +95,7 @@ def plan_launch(args: list[str]) -> LaunchPlan:
     member = member_config_from_namespace(build_parser(), ns)
     generate_demo = check_data(member)
     check_relaunch(run, member, opts["force"])
-    to_train = [seed for seed in seeds if not run.member(seed).finished()]
+    to_train = [seed for seed in seeds if not has_finished(run.member(seed), member)]
     return LaunchPlan(run=run, member=member, seeds=seeds, to_train=to_train, cluster=opts["cluster"], slurm=slurm,
                       generate_demo=generate_demo, dry_run=opts["dry_run"], force=opts["force"],
                       wait=opts["wait"], tta=opts["tta"], combine=opts["combine"])

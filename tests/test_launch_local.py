@@ -178,6 +178,15 @@ def test_relaunch_gives_finished_members_no_task(local_run, tmp_path):
     assert "running 0 member(s)" not in proc.stdout
 
 
+def test_raising_max_epochs_gives_finished_members_a_task_again(local_run, tmp_path):
+    run_dir, _ = copied_run(local_run, tmp_path)
+    proc = run_launch(["--run_dir", str(run_dir), "--cluster", "local", "--trainer.max_epochs", "4"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((run_dir / "launch.json").read_text())["trained"] == [7, 8]
+    for seed in (7, 8):
+        assert json.loads((run_dir / "members" / f"seed_{seed}" / "result.json").read_text())["epoch"] == 4
+
+
 def test_growing_a_run_trains_only_the_new_seeds_and_evaluates_all(local_run, tmp_path):
     run_dir, _ = copied_run(local_run, tmp_path)
     checkpoints = {p: p.stat().st_mtime_ns for p in run_dir.glob("members/*/checkpoints/*/*")}

@@ -28,7 +28,7 @@ from videns.training.state import TrainingState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MemberOutcome", "train_member", "train_member_logged", "seed_everything"]
+__all__ = ["MemberOutcome", "has_finished", "train_member", "train_member_logged", "seed_everything"]
 
 StopHandler = Callable[[StopSignals, MemberOutcome], None]
 
@@ -113,6 +113,15 @@ def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[
             commits.close()  # whatever ends the loop, the last save reaches the disk first
             if loop.scalars is not None:
                 loop.scalars.close()
+
+
+def has_finished(folder: MemberFolder, cfg: MemberConfig) -> bool:
+    """Would :func:`train_member` return at once? Finished, and not by a ``max_epochs`` that ``cfg`` has raised
+    since (then it trains on, as :func:`_restore_or_start` decides)."""
+    result = folder.result()
+    if result.get("status") != "finished":
+        return False
+    return not (result.get("stop_reason") == "max_epochs" and int(result.get("epoch", 0)) < cfg.trainer.max_epochs)
 
 
 def _is_restart(folder: MemberFolder, previous: dict[str, Any]) -> bool:
