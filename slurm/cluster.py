@@ -115,15 +115,20 @@ def split_slurm_args(args: list[str]) -> tuple[list[str], list[str]]:
     return split_options(args, ("--slurm.",))
 
 
-def flag_is_true(args: list[str], flag: str) -> bool:
-    """Whether the last ``flag`` among ``args`` says true (``--flag true``, ``--flag=yes``); for checks made
-    before the command line can be parsed."""
+def flag_value(args: list[str], flag: str) -> str | None:
+    """The last value given to ``flag`` (``--flag V`` or ``--flag=V``; a bare ``--flag`` says "true"), for
+    decisions made before the command line can be parsed."""
     value = None
     for i, arg in enumerate(args):
         if arg == flag:
             value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else "true"
         elif arg.startswith(flag + "="):
             value = arg.split("=", 1)[1]
+    return value
+
+
+def flag_is_true(args: list[str], flag: str) -> bool:
+    value = flag_value(args, flag)
     return value is not None and value.lower() in ("true", "yes", "1")
 
 

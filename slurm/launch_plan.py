@@ -15,7 +15,7 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
-from slurm.cluster import SITE_ENV, Cluster, ClusterConfig, code_root, flag_is_true, site_profile
+from slurm.cluster import SITE_ENV, Cluster, ClusterConfig, code_root, flag_is_true, flag_value, site_profile
 from slurm.queue import query_jobs
 from slurm.status import launcher_running
 from videns.config import HASH_EXCLUDED, MemberConfig, build_parser, member_config_from_namespace, run_member_config
@@ -82,9 +82,9 @@ def plan_launch(args: list[str]) -> LaunchPlan:
     slurm = ClusterConfig(**{k: v for k, v in opts["slurm"].as_dict().items() if not k.startswith("__")})
     if opts["array"] is not None and opts["array"] < 1:
         raise ConfigError(f"--array must be >= 1, got {opts['array']}")
-    run = RunFolder(opts["run_dir"] or RESULTS_DIR / Path(_flag_value(args, "--config")).stem)
+    run = RunFolder(opts["run_dir"] or RESULTS_DIR / Path(flag_value(args, "--config")).stem)
     existing = run.seeds() if run.root.is_dir() else None
-    if existing and _flag_value(args, "--seed") is None:
+    if existing and flag_value(args, "--seed") is None:
         ns.seed = existing[0]  # a relaunch keeps the run's own base seed
     count = opts["array"] or len(existing or []) or DEFAULT_MEMBERS
     seeds = [ns.seed + i for i in range(count)]
@@ -178,19 +178,8 @@ def _parse(parser: ArgumentParser, args: list[str]) -> Namespace:
     try:
         return parser.parse_args(args)
     except ArgumentError as err:
-        config = _flag_value(args, "--config")
+        config = flag_value(args, "--config")
         raise ConfigError((f"{config}: " if config else "") + " ".join(str(err).split())) from None
-
-
-def _flag_value(args: list[str], flag: str) -> str | None:
-    """The last value given to ``flag`` (``--flag V`` or ``--flag=V``)."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
 
 
 def _without_flag(args: list[str], flag: str) -> list[str]:
@@ -207,7 +196,7 @@ def _without_flag(args: list[str], flag: str) -> list[str]:
 
 def _with_site(args: list[str]) -> list[str]:
     """``--site NAME`` (default $VIDENS_SITE) becomes ``--slurm FILE`` in front, so later ``--slurm.*`` override it."""
-    name = _flag_value(args, "--site") or os.environ.get(SITE_ENV) or None
+    name = flag_value(args, "--site") or os.environ.get(SITE_ENV) or None
     if name is None:
         return args
     return ["--slurm", str(site_profile(name)), *_without_flag(args, "--site")]
@@ -215,9 +204,9 @@ def _with_site(args: list[str]) -> list[str]:
 
 def _with_default_config(args: list[str]) -> list[str]:
     """No --config: the run folder's own config on relaunch, else configs/ensemble.yaml."""
-    if _flag_value(args, "--config") is not None or any(a in ("-h", "--help") for a in args):
+    if flag_value(args, "--config") is not None or any(a in ("-h", "--help") for a in args):
         return args
-    run_dir = _flag_value(args, "--run_dir")
+    run_dir = flag_value(args, "--run_dir")
     if run_dir is not None and RunFolder(Path(run_dir)).config.exists():
         # Its config names classes that will be imported: trust the folder first.
         check_private(Path(run_dir), flag_is_true(args, "--allow_shared_group"))

@@ -136,9 +136,6 @@ class EnsembleFolder:
     predictions = property(lambda self: self.root / self.PREDICTIONS)
     resources_json = property(lambda self: self.root / self.RESOURCES_JSON)
 
-    def report(self) -> dict[str, Any]:
-        return _object(read_json(self.report_json))
-
 
 class RunFolder:
     """One run of ``jobs.launch``: its config, launch record, members, ensemble and job logs."""
