@@ -123,6 +123,17 @@ def outcome_recorded():
         _write_outcome({"status": "error", "error": f"{type(err).__name__}: {err}"})
         raise
     _write_outcome({"status": "success"})
+    ignore_late_user_signal()
+
+
+def ignore_late_user_signal() -> None:
+    """A task whose work is done has nothing left to save or requeue, so a late USR2 must not end it.
+
+    SLURM sends the time-limit USR2 up to a minute early. One that lands while Python
+    shuts down, after it has put the default handlers back, killed a finished member
+    (exit 140): SLURM recorded the job as FAILED although its work was complete.
+    """
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 def task_succeeded(job: submitit.Job) -> bool:

@@ -365,3 +365,33 @@ def test_task_outcome_is_read_from_its_json_never_the_result_pickle(tmp_path):
     assert "ValueError: boom" in json.loads(task_outcome_beside(failed.paths.result_pickle).read_text())["error"]
     task_outcome_beside(ok.paths.result_pickle).unlink()  # the result pickle is still there, and is not read
     assert ok.paths.result_pickle.exists() and not task_succeeded(ok)
+
+
+LATE_SIGNAL_SCRIPT = """
+import os, signal
+from slurm.tasks import outcome_recorded
+
+signal.signal(signal.SIGUSR2, lambda *_: None)  # a Python handler, as submitit installs one
+
+
+class SignalDuringShutdown:
+    # Module globals are torn down after Python has put its signal handlers back to the default.
+    def __del__(self, kill=os.kill, pid=os.getpid(), usr2=signal.SIGUSR2):
+        kill(pid, usr2)
+
+
+late = SignalDuringShutdown()
+with outcome_recorded():
+    {work}
+"""
+
+
+@pytest.mark.parametrize("work, survives", [("pass", True), ("raise SystemExit(0)", False)])
+def test_a_usr2_while_a_finished_task_shuts_down_does_not_kill_it(work, survives):
+    """SLURM sends the time-limit USR2 up to a minute early; one during Python's shutdown killed a finished job.
+
+    A task stopped by SystemExit (a requeue) has not finished, and keeps USR2's meaning.
+    """
+    done = subprocess.run([sys.executable, "-c", LATE_SIGNAL_SCRIPT.format(work=work)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == (0 if survives else -signal.SIGUSR2), done.stderr
