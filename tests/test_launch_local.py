@@ -278,6 +278,16 @@ def test_usr2_requeues_a_local_member_which_resumes_bit_identically(tmp_path, de
     assert_members_identical(member, reference)
 
 
+def as_at_a_terminal() -> None:
+    """SIGINT's default action, as in a terminal's foreground job.
+
+    A shell without job control starts background commands with SIGINT ignored, and
+    Python keeps an inherited SIG_IGN: a test suite started with ``&`` would otherwise
+    hand the launcher a Ctrl-C it cannot see.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_local_members_at_a_step_boundary(tmp_path, demo_root):
     """A terminal's Ctrl-C reaches the launcher only; it stops each member with SIGTERM, which saves first."""
     run_dir = tmp_path / "run"
@@ -285,7 +295,7 @@ def test_ctrl_c_stops_local_members_at_a_step_boundary(tmp_path, demo_root):
             "--run_dir", str(run_dir)]
     launcher = subprocess.Popen([sys.executable, "-m", "jobs.launch", *args], cwd=REPO, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, preexec_fn=as_at_a_terminal)
     for seed in (7, 8):
         wait_for_progress(run_dir / "members" / f"seed_{seed}", min_step=4)
     os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
