@@ -74,7 +74,7 @@ def report(run: Path) -> dict:
 
 
 def member_model(run: Path, seed: int):
-    tensors, meta = load_best(MemberFolder(run / "members" / f"seed_{seed}"))
+    tensors, meta, _ = load_best(MemberFolder(run / "members" / f"seed_{seed}"))
     model = build_model(meta["model"], meta["data"]["feature_dim"], len(meta["data"]["class_names"]))
     model.load_state_dict(tensors)
     return model

@@ -17,6 +17,9 @@ from videns.data import layout
 from videns.data.demo import write_demo_data
 from videns.ensemble.combine import combine
 from videns.ensemble.uncertainty import UNCERTAINTY_COLUMNS
+from videns.folders import MemberFolder
+from videns.member.checkpoint import load_best, save_best
+from videns.models.registry import build_model
 
 
 pytestmark = pytest.mark.usefixtures("module_on_one_thread", "restore_log_handlers")
@@ -180,3 +183,19 @@ def test_run_without_an_ensemble_report_is_refused(trust_run: Path, trust_data: 
     out_dir.mkdir()
     expect_refused(run, layout.split_path(trust_data, "test"), out_dir / "out.csv",
                    ["report.json", "jobs.ensemble_eval"])
+
+
+def test_a_member_with_a_new_best_since_the_report_is_refused(trust_run: Path, trust_data: Path, tmp_path: Path):
+    """A relaunch that trains on can write a new best model; the report's weights and temperature no longer fit it."""
+    run = tmp_path / "run"
+    shutil.copytree(trust_run, run, symlinks=True)
+    seed = report(run)["members"][0]["seed"]
+    folder = MemberFolder(run / "members" / f"seed_{seed}")
+    tensors, meta, _ = load_best(folder)
+    model = build_model(meta["model"], meta["data"]["feature_dim"], len(meta["data"]["class_names"]))
+    model.load_state_dict({name: t + 1e-3 for name, t in tensors.items()})
+    save_best(folder, model, {**meta, "epoch": meta["epoch"] + 1})  # as the member loop writes a later best
+    out_dir = tmp_path / "outputs"
+    out_dir.mkdir()
+    expect_refused(run, layout.split_path(trust_data, "test"), out_dir / "out.csv",
+                   [f"member seed {seed}", folder.best_version(meta["epoch"] + 1).name, "jobs.ensemble_eval"])

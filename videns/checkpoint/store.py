@@ -124,6 +124,11 @@ class VerifiedFolder:
         _check_against_manifest(path, len(data), hashlib.sha256(data).hexdigest(), self._expected[name])
         return data
 
+    def sha256(self, name: str) -> str:
+        """The file's sha256 as the manifest lists it, which its contents matched when read."""
+        self._listed(name)
+        return self._expected[name][1]
+
     def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
         """A safetensors file's tensors, from the file that was verified."""
         path = self._listed(name)

@@ -101,6 +101,8 @@ class EnsemblePlan:
     combination: str
     tta: bool
     class_names: tuple[str, ...]
+    weights_sha256: dict[int, str]  # by seed: the best models the weights and temperature were fitted on
+    report_path: Path
 
 
 def read_plan(run_dir: Path, combination: Combination | None, tta: bool | None) -> EnsemblePlan:
@@ -109,14 +111,26 @@ def read_plan(run_dir: Path, combination: Combination | None, tta: bool | None) 
     report = read_json(path)
     if not isinstance(report, dict) or report.get("status") != "ok":
         raise CheckpointError(f"{path}: no successful ensemble report; run python -m jobs.ensemble_eval first")
-    if "combinations" not in report:
-        raise CheckpointError(f"{path}: combinations: missing (written by an older jobs.ensemble_eval); rerun it")
+    if "combinations" not in report or any("weights_sha256" not in m for m in report["members"]):
+        missing = "combinations" if "combinations" not in report else "members' weights_sha256"
+        raise CheckpointError(f"{path}: {missing}: missing (written by an older jobs.ensemble_eval); rerun it")
     name = combination or report["combination"]["chosen"]
     entry = report["combinations"][name]
     used = {int(seed): w for seed, w in entry["weights"].items() if w > 0}
     return EnsemblePlan(seeds=list(used), weights=np.array(list(used.values()), dtype=np.float64),
                         temperature=float(entry["temperature"]), combination=name,
-                        tta=bool(report.get("tta")) if tta is None else tta, class_names=tuple(report["class_names"]))
+                        tta=bool(report.get("tta")) if tta is None else tta, class_names=tuple(report["class_names"]),
+                        weights_sha256={int(m["seed"]): m["weights_sha256"] for m in report["members"]},
+                        report_path=path)
+
+
+def check_members_unchanged(plan: EnsemblePlan, members: list[found.Member]) -> None:
+    """Each member's best model is still the one the report fitted; a later best would void its weights."""
+    for member in members:
+        if member.weights_sha256 != plan.weights_sha256.get(member.seed):
+            raise CheckpointError(f"member seed {member.seed}: its best model ({member.folder.best.resolve().name}) "
+                                  f"is not the one {plan.report_path} was fitted on; rerun python -m "
+                                  f"jobs.ensemble_eval so the combination and temperature fit the members")
 
 
 def apply_ensemble(cfg: PredictConfig) -> dict[str, Any]:
@@ -144,6 +158,7 @@ def check_prediction(cfg: PredictConfig) -> tuple[EnsemblePlan, list[found.Membe
         raise CheckpointError("; ".join(f"member seed {s.seed} of the ensemble is not usable: {s.reason}"
                                         for s in member_set.skipped))
     members = member_set.members
+    check_members_unchanged(plan, members)
     if members[0].class_names != plan.class_names:
         raise CheckpointError(f"member seed {members[0].seed}: classes {list(members[0].class_names)} disagree "
                               f"with the ensemble report's {list(plan.class_names)}")

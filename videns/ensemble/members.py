@@ -33,6 +33,7 @@ class Member:
     model: SequenceClassifier
     meta: dict[str, Any]
     restarts: int
+    weights_sha256: str
 
     @property
     def best_epoch(self) -> int:
@@ -114,13 +115,14 @@ def load_member(run_dir: Path, seed: int) -> Member:
         raise _SkipMember(f"unfinished: status {status}, {progress.get('epoch', 0)} epoch(s) done, "
                           f"no finished {folder.result_file.name}")
     try:
-        tensors, meta = load_best(folder)
+        tensors, meta, weights_sha256 = load_best(folder)
     except CheckpointError as err:
         raise _SkipMember(f"no usable best checkpoint: {err}") from None
     if meta.get("seed") != seed:
         raise _SkipMember(f"its best checkpoint belongs to seed {meta.get('seed')}, not {seed}")
     model = _rebuild(meta, tensors)
-    return Member(seed=seed, folder=folder, model=model, meta=meta, restarts=int(progress.get("restarts", 0)))
+    return Member(seed=seed, folder=folder, model=model, meta=meta, restarts=int(progress.get("restarts", 0)),
+                  weights_sha256=weights_sha256)
 
 
 def _rebuild(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SequenceClassifier:

@@ -26,6 +26,7 @@ def member_entry(member: Member, probs: np.ndarray, labels: np.ndarray, class_na
         "restarts": member.restarts,
         "best_val_accuracy": val.get("accuracy"),
         "config_hash": member.meta.get("config_hash"),
+        "weights_sha256": member.weights_sha256,
         "model": member.meta.get("model"),
         **classification_metrics(labels, probs, class_names),
     }

@@ -4,7 +4,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -95,9 +95,18 @@ def _commit_best(folder: MemberFolder, version: Path, files: dict[str, Any]) -> 
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load_best(folder: MemberFolder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The best model's tensors and metadata (epoch, metrics, model spec, data facts), verified."""
+class BestModel(NamedTuple):
+    """A member's best model as read back, verified."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]  # epoch, metrics, model spec, data facts
+    weights_sha256: str  # of the model file: tells these weights from any later best
+
+
+def load_best(folder: MemberFolder) -> BestModel:
+    """The best model's tensors, metadata and weights' hash, verified."""
     if not folder.best.exists():
         raise CheckpointError(f"{folder.root}: no best model yet ({folder.best.name}/ missing)")
     best = read_verified(folder.best.resolve())
-    return best.load_tensors(MODEL_FILE), json.loads(best.read_bytes(MemberFolder.BEST_META))
+    return BestModel(best.load_tensors(MODEL_FILE), json.loads(best.read_bytes(MemberFolder.BEST_META)),
+                     best.sha256(MODEL_FILE))
