@@ -16,7 +16,9 @@ import torch
 
 from jobs import bench
 from tests.support.slurm_cluster import REPO_ROOT, ensure_cluster
+from videns.bench.baseline import ReferenceDataset
 from videns.bench.report import WORKLOAD_KEYS, collect_ratios, format_table
+from videns.data import layout
 
 SECTION_KEYS = {
     "loader": ("reference", "ours", "ours_no_preload", "loader_speedup", "workload"),
@@ -28,8 +30,8 @@ TRAINING_KEYS = ("ours", "reference", "epoch_time_ratio", "equal_quality", "work
 EXPECTED_RATIOS = {"loader_speedup", "epoch_time_ratio", "step_time_ratio", "unpacked_lstm_step_ratio",
                    "checkpoint_save_ratio", "checkpoint_save_returns_ratio", "checkpoint_save_durable_ratio",
                    "checkpoint_save_ratio_vs_plain_torch_save", "checkpoint_load_ratio", "ensemble_speedup",
-                   "ecg_epoch_time_ratio"}
-ECG_MODELS = ("cnn1d_gru", "cnn2d")
+                   "ecg_epoch_time_ratio", "ecg_long_step_time_ratio"}
+ECG_MODELS = {"ecg": ("cnn1d_gru", "cnn2d"), "ecg_long": ("cnn1d_gru",)}
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +67,31 @@ def test_result_has_every_section_with_both_datasets(bench_run):
     assert {"ours_step", "reference_step", "step_time_ratio"} <= set(bench_run["training"]["full_model_steps"])
 
 
-def test_ecg_section_times_both_seed_004_models_against_the_always_packed_reference(bench_run):
-    ecg = bench_run["ecg"]
-    assert (ecg["data"]["steps"], ecg["data"]["feature_dim"], ecg["data"]["classes"]) == (192, 1, 5)
-    for name in ECG_MODELS:
+@pytest.mark.parametrize("shape, key, steps, real_steps, classes",
+                         [("ecg", "ecg_epoch_time_ratio", 192, 187, 5), ("ecg_long", "ecg_long_step_time_ratio", 427,
+                                                                          427, 6)])
+def test_ecg_section_times_seed_004_models_against_the_always_packed_reference(bench_run, shape, key, steps,
+                                                                              real_steps, classes):
+    """MIT-BIH's padded beats for both models; the issue's 427-step series, at their own length, GRU steps only."""
+    ecg = bench_run[shape]
+    assert (ecg["data"]["steps"], ecg["data"]["real_steps"], ecg["data"]["classes"]) == (steps, real_steps, classes)
+    first_item, _ = ReferenceDataset(layout.split_path(ecg["data"]["root"], "train"))[0]
+    assert ecg["data"]["feature_dim"] == 1 and tuple(first_item.shape) == (real_steps, 1)  # as converted
+    for name in ECG_MODELS[shape]:
         part = ecg[name]
-        assert {"ours", "reference", "steps", "ecg_epoch_time_ratio", "equal_quality", "workload"} <= set(part)
+        assert {"steps", key, "workload"} <= set(part)
         assert {"ours", "reference", "step_time_ratio"} <= set(part["steps"])
+        if shape == "ecg_long":
+            assert part[key] == part["steps"]["step_time_ratio"] and "ours" not in part
+            continue
+        assert {"ours", "reference", "equal_quality"} <= set(part)
         for loop in ("ours", "reference"):
             assert len(part[loop]["epochs"]) == 2 and 0.0 <= part[loop]["best_val_accuracy"] <= 1.0
         assert part["workload"]["recipe"] == f"ecg_{name}.yaml"
-    entries = [r for r in bench_run["ratios"] if r["key"] == "ecg_epoch_time_ratio"]
-    assert len(entries) == 2 and all(r["target"] == "<= 0.5" for r in entries)  # run on CPU
-    assert [name for name in ECG_MODELS if name in entries[0]["definition"]] == ["cnn1d_gru"]
+    entries = [r for r in bench_run["ratios"] if r["key"] == key]
+    target = "<= 0.5" if shape == "ecg" else None  # run on CPU; the long shape's step ratio is a figure
+    assert len(entries) == len(ECG_MODELS[shape]) and all(r["target"] == target for r in entries)
+    assert [name for name in ECG_MODELS[shape] if name in entries[0]["definition"]] == ["cnn1d_gru"]
 
 
 def test_ecg_reference_packs_and_otherwise_computes_what_ours_does():

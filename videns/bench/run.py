@@ -15,7 +15,7 @@ import torch
 from videns.bench.checkpoint import measure_checkpoint
 from videns.bench.cuda import measure_cuda
 from videns.bench.data import FIXED, MIXED, prepare_data
-from videns.bench.ecg import measure_ecg
+from videns.bench.ecg import SHAPES, measure_ecg
 from videns.bench.ensemble import measure_ensemble
 from videns.bench.loader import measure_loader
 from videns.bench.profiles import PROFILES, Profile
@@ -133,7 +133,8 @@ def _run_sections(cfg: BenchConfig, device: torch.device, work_dir: Path, result
                                               num_workers=cfg.workers, device=device, work_dir=work_dir)
         seconds["ensemble"], clock = time.perf_counter() - clock, time.perf_counter()
     if "ecg" in wanted:
-        result["ecg"] = measure_ecg(profile.name, work_dir, device, cfg.workers)
+        for shape in SHAPES:  # "ecg" (MIT-BIH's beats), "ecg_long" (the 427-step series)
+            result[shape] = measure_ecg(shape, profile.name, work_dir, device, cfg.workers)
         seconds["ecg"], clock = time.perf_counter() - clock, time.perf_counter()
     if "cuda" not in wanted:
         result["cuda"] = {"available": torch.cuda.is_available(), "note": "section not selected"}
