@@ -13,6 +13,7 @@ Signals, inside a member task:
   the next step boundary, then, under SLURM, wait to be killed. SLURM requeues a
   preempted ``--requeue`` job only if it outlives its GraceTime: a job that exits by
   itself during the grace has ended for good. Elsewhere (local runs) exit 143.
+- Once a task's work has succeeded, USR2 is ignored: nothing is left to save or requeue.
 Nothing is saved inside a signal handler.
 """
 
