@@ -118,3 +118,18 @@ def test_every_run_folder_file_name_is_spelled_in_the_layout_module_only():
                  for node in ast.walk(ast.parse(path.read_text()))
                  if isinstance(node, ast.Constant) and node.value in names]
     assert elsewhere == []
+
+
+# The design documents' values once sat in config comments labelled "seed", beside RNG seeds.
+DESIGN_DOC_CALLED_SEED = re.compile(r"#\s*seed:|seed[_ -]style|seed[_-]rng|\bseed[ -]00\d", re.IGNORECASE)
+PROSE_AND_CODE = ("*.py", "*.yaml", "*.md")
+
+
+def test_seed_means_an_rng_seed_only():
+    """Design documents are "design doc 00N" and their baseline "the reference", in code, configs, README and tests."""
+    offenders = [f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+                 for pattern in PROSE_AND_CODE for path in REPO.rglob(pattern)
+                 if not {".venv", "results", "data", ".git"} & set(path.relative_to(REPO).parts)
+                 for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+                 if DESIGN_DOC_CALLED_SEED.search(line)]
+    assert offenders == []
