@@ -29,7 +29,8 @@ PROG = "jobs.sweep"
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, exit_on_error=False, description=__doc__.split("\n\n")[0],
+    # print_config=None: --print_config is ours (the search, as a sweep file), not jsonargparse's
+    parser = ArgumentParser(prog=PROG, exit_on_error=False, print_config=None, description=__doc__.split("\n\n")[0],
                             epilog="Member settings (--data.*, --trainer.*, --model.*, ... as for jobs.train) apply "
                                    "to every trial; --slurm.KEY VALUE overrides the site profile.")
     parser.add_argument("--config", type=Path | None, default=None,
@@ -47,6 +48,9 @@ def build_parser() -> ArgumentParser:
                         help="SLURM site profile (slurm/sites/NAME.yaml or a path); default $VIDENS_SITE.")
     parser.add_argument("--dry_run", action=ActionYesNo, default=False,
                         help="Check everything, print the sbatch script; write nothing.")
+    parser.add_argument("--print_config", action=ActionYesNo, default=False,
+                        help="Print the search this command would run (the folder's, or --config's with the "
+                             "overrides above) as a sweep file for --config; write nothing.")
     parser.add_argument("--wait", action=ActionYesNo, default=False,
                         help="On SLURM, wait for the workers and print the top 10.")
     parser.add_argument("--worker", action=ActionYesNo, default=False, help="Run one worker in this process, then exit.")

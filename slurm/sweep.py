@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import submitit
+import yaml
 
 from slurm.cluster import (LOG_PATTERN, Cluster, ClusterConfig, choose_cluster, flag_is_true, local_executor,
                            render_sbatch, slurm_executor, slurm_parameters)
@@ -93,6 +94,7 @@ class SweepRequest:
     pruner: PrunerName | None = None
     objective: Objective | None = None
     dry_run: bool = False
+    print_config: bool = False
     wait: bool = False
     mode: Literal["sweep", "worker", "export"] = "sweep"
     member_args: list[str] = field(default_factory=list)
@@ -109,7 +111,10 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
     check_private(folder.root, request.allow_shared_group)  # its files name classes that trials import
     choices = {"sampler": request.sampler, "pruner": request.pruner, "objective": request.objective}
     settings = open_sweep(folder, request.config, request.search, choices, request.member_args, request.trials,
-                          write=not (request.dry_run or request.mode == "export"))
+                          write=not (request.dry_run or request.print_config or request.mode == "export"))
+    if request.print_config:
+        say(yaml.safe_dump(settings.spec.as_sweep_file(), sort_keys=False, default_flow_style=None).rstrip())
+        return 0
     if request.mode == "export":
         return print_results(folder, say)
     if request.mode == "worker":

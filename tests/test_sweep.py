@@ -95,7 +95,7 @@ def test_bad_sweep_file_keys_are_one_line(tmp_path):
         load_sweep_file(tmp_path / "bad.yaml")
 
 
-def test_seed_spaces_load_and_sample_valid_member_configs():
+def test_design_doc_004_spaces_load_and_sample_valid_member_configs():
     for search, keys in (("cnn1d_gru", 8), ("cnn2d", 5)):
         spec = load_sweep_file(REPO / "configs" / "sweep_ecg.yaml", search)
         assert len(spec.space) == keys and spec.recipe.name.startswith("ecg_")
@@ -114,6 +114,22 @@ def test_seed_spaces_load_and_sample_valid_member_configs():
     assert (gru["schedule.plateau_factor"].low, gru["schedule.plateau_factor"].high) == (0.1, 0.4)
     with pytest.raises(ConfigError, match="pick one with --search"):
         load_sweep_file(REPO / "configs" / "sweep_ecg.yaml")
+
+
+@pytest.mark.parametrize("sweep_file, search", [("sweep_ecg.yaml", "cnn1d_gru"), ("sweep_temporal.yaml", None)])
+def test_print_config_writes_the_search_as_a_sweep_file_that_reads_back_as_it(sweep_file, search, tmp_path, capsys):
+    """With the command line's overrides applied, and nothing written to the sweep folder."""
+    search_args = ["--search", search] if search else []
+    run_dir = tmp_path / "sweep"
+    assert jobs.sweep.main(["--config", str(REPO / "configs" / sweep_file), *search_args, "--pruner", "halving",
+                            "--sampler", "random", "--print_config", "--run_dir", str(run_dir)]) == 0
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    original = load_sweep_file(REPO / "configs" / sweep_file, search)
+    again = load_sweep_file(printed)
+    assert (again.pruner, again.sampler) == ("halving", "random") and not run_dir.exists()
+    assert {**again.to_json(), "search": original.search} == {**original.to_json(), "pruner": "halving",
+                                                              "sampler": "random"}
 
 
 def test_pruners_are_median_and_successive_halving(tmp_path):

@@ -91,6 +91,22 @@ def _numeric(spec: dict, kind: str, where: str) -> BaseDistribution:
     return FloatDistribution(float(low), float(high), log=log, step=step)
 
 
+def space_as_written(space: Space) -> dict[str, dict[str, Any]]:
+    """What a sweep file says for ``space``: :func:`parse_space` of it gives ``space`` back."""
+    written = {}
+    for key, d in space.items():
+        if isinstance(d, CategoricalDistribution):
+            written[key] = {"type": "categorical", "choices": list(d.choices)}
+            continue
+        entry = {"type": "int" if isinstance(d, IntDistribution) else "float", "low": d.low, "high": d.high}
+        if d.log:
+            entry["log"] = True
+        if d.step is not None and not (isinstance(d, IntDistribution) and d.step == 1):
+            entry["step"] = d.step
+        written[key] = entry
+    return written
+
+
 def suggest_all(trial, space: Space) -> dict[str, Any]:
     """Suggest every key of ``space`` through the trial's public API; a key already set keeps its value.
 

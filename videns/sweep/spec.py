@@ -25,7 +25,7 @@ from typing import Any, Literal, get_args
 import yaml
 
 from videns.errors import ConfigError
-from videns.sweep.space import Space, parse_space, space_from_json, space_to_json
+from videns.sweep.space import Space, parse_space, space_as_written, space_from_json, space_to_json
 
 Objective = Literal["accuracy", "balanced_accuracy"]
 SamplerName = Literal["tpe", "random"]
@@ -63,6 +63,12 @@ class SweepSpec:
         return {"recipe": str(self.recipe), "space": space_to_json(self.space), "objective": self.objective,
                 "sampler": self.sampler, "pruner": self.pruner, "pruner_args": self.pruner_args,
                 "seed": self.seed, "search": self.search}
+
+    def as_sweep_file(self) -> dict[str, Any]:
+        """This one search as a single-search sweep file, which :func:`load_sweep_file` reads back as it."""
+        return {"recipe": str(self.recipe), "objective": self.objective, "sampler": self.sampler,
+                "pruner": self.pruner, "pruner_args": self.pruner_args, "seed": self.seed,
+                "space": space_as_written(self.space)}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "SweepSpec":
