@@ -3,8 +3,15 @@
 import logging
 import sys
 from pathlib import Path
+from typing import Literal
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+Progress = Literal["auto", "bar", "off"]
+
+
+def shows_progress_bar(progress: Progress) -> bool:
+    """``bar`` always; ``auto`` only on a terminal, since a batch job's log has its own lines per epoch."""
+    return progress == "bar" or (progress == "auto" and sys.stderr.isatty())
 
 
 def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:

@@ -8,7 +8,6 @@ overwritten without ``overwrite``.
 """
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +28,7 @@ from videns.ensemble.uncertainty import item_uncertainty, write_predictions_csv
 from videns.errors import CheckpointError, ConfigError
 from videns.metrics import classification_metrics
 from videns.folders import RunFolder
+from videns.logs import Progress, shows_progress_bar
 from videns.io import read_json, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class PredictConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = 0
     preload_gb: float = 4.0
-    progress: Literal["auto", "bar", "off"] = "auto"
+    progress: Progress = "auto"
 
     def __post_init__(self):
         self.run_dir, self.input, self.out = Path(self.run_dir), Path(self.input), Path(self.out)
@@ -171,8 +171,7 @@ def _predict(cfg: PredictConfig, members: list[found.Member], plan: EnsemblePlan
     modes = list(TTA_MODES) if plan.tta else ["none"]
     loader = build_multi_view_loader(MultiViewItems(split, modes), cfg.batch_size, cfg.num_workers,
                                      pin_memory=device.type == "cuda")
-    show = cfg.progress == "bar" or (cfg.progress == "auto" and sys.stderr.isatty())
-    with tqdm(total=len(split), disable=not show, unit="item", desc="predict") as bar:
+    with tqdm(total=len(split), disable=not shows_progress_bar(cfg.progress), unit="item", desc="predict") as bar:
         predictions = predict_members([m.model.to(device) for m in members], loader, len(split),
                                       len(plan.class_names), device, on_batch=bar.update)
     return predictions.member_probs, predictions.labels

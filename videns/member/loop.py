@@ -5,7 +5,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from videns.checkpoint.store import CheckpointStore
 from videns.config import MemberConfig
 from videns.folders import MemberFolder
 from videns.io import write_json_atomically, write_text_atomically
+from videns.logs import shows_progress_bar
 from videns.member.checkpoint import save_best, save_checkpoint
 from videns.member.data import MemberData, alpha_tensor
 from videns.member.ledger import StepMark, stop_cause
@@ -182,8 +182,8 @@ class MemberLoop:
                 "config": self.cfg.resolved}
 
     def _progress(self, loader):
-        show = self.cfg.trainer.progress == "bar" or (self.cfg.trainer.progress == "auto" and sys.stderr.isatty())
-        return tqdm(loader, total=len(self.data.batches), disable=not show, leave=False,
+        return tqdm(loader, total=len(self.data.batches), disable=not shows_progress_bar(self.cfg.trainer.progress),
+                    leave=False,
                     desc=f"epoch {self.state.epoch + 1}", initial=0)
 
     def _interrupted(self) -> MemberOutcome:

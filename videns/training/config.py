@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from videns.errors import ConfigError
+from videns.logs import Progress
 from videns.tensorboard import tensorboard_installed
 
 
@@ -30,7 +31,7 @@ class TrainerConfig:
     patience: int = 25
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
-    progress: Literal["auto", "bar", "off"] = "auto"
+    progress: Progress = "auto"
     monitor_minutes: float = 30.0
     tensorboard: bool = False
 
