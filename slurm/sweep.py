@@ -10,7 +10,6 @@ claim is released, then USR2 hands over to submitit's requeue, and SIGTERM under
 SLURM waits to be killed so that SLURM requeues the preempted task.
 """
 
-import json
 import logging
 import os
 import sys
@@ -30,6 +29,7 @@ from slurm.submit import sigint_ignored_in_children, stop_local_jobs
 from slurm.tasks import hand_over, job_context, outcome_recorded, task_succeeded
 from videns.errors import EXIT_CTRL_C, EXIT_STOPPED
 from videns.folders import check_private, use_private_umask
+from videns.io import append_jsonl
 from videns.sweep import SweepFolder, WorkerIdentity, export_results, load_study, run_worker
 from videns.sweep.claims import schedule_lock
 from videns.sweep.prepare import open_sweep
@@ -133,7 +133,7 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
               "git_revision": git_revision(), "command": request.command}
     if cluster == "slurm":
         return _submit_and_report(folder, request, slurm, record, say)
-    _append_launch(folder, record)
+    append_jsonl(folder.launches, record)
     try:
         failed = run_local_workers(folder, request.array, slurm, say=say, allow_shared_group=request.allow_shared_group)
     except KeyboardInterrupt:
@@ -147,7 +147,7 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
 def _submit_and_report(folder: SweepFolder, request: SweepRequest, slurm: ClusterConfig, record: dict,
                        say: Callable[[str], None]) -> int:
     job_ids = submit_slurm_workers(folder, request.array, slurm, request.allow_shared_group)
-    _append_launch(folder, {**record, "job_ids": job_ids})
+    append_jsonl(folder.launches, {**record, "job_ids": job_ids})
     say(f"sweep folder: {folder.root}\nworkers:      {', '.join(job_ids)}\n"
         f"follow:       squeue -j {job_ids[0].split('_')[0]}; python -m jobs.sweep --run_dir {folder.root} --export")
     if not request.wait:
@@ -178,11 +178,6 @@ def print_results(folder: SweepFolder, say: Callable[[str], None] = print) -> in
         + (f"best:   {folder.best_config} (trial {summary.best_number}, {summary.best_value:.4f})"
            if summary.best_number is not None else "best:   no COMPLETE trial yet"))
     return 0 if summary.finished >= settings.trials else 1
-
-
-def _append_launch(folder: SweepFolder, record: dict) -> None:
-    with folder.launches.open("a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def job_name(folder: SweepFolder) -> str:

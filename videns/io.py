@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_text_atomically", "write_json_atomically", "read_json", "read_jsonl", "process_start",
-           "process_alive"]
+__all__ = ["write_text_atomically", "write_json_atomically", "read_json", "read_jsonl", "append_jsonl",
+           "process_start", "process_alive"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,12 @@ def read_jsonl(path: Path) -> list[Any]:
                 log.warning("%s:%d: stopping at an unreadable line", path, number)
             break
     return records
+
+
+def append_jsonl(path: Path, record: Any) -> None:
+    """One JSON line added at the end; a kill can cut only this line, which :func:`read_jsonl` then drops."""
+    with Path(path).open("a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def process_start(pid: int) -> str | None:

@@ -18,7 +18,6 @@ At the next start :func:`restart_record` turns them into one line of
 - ``stopped``: stopped by the user (SIGTERM or Ctrl-C, then started again by hand).
 """
 
-import json
 import os
 import signal
 import struct
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from videns.folders import MemberFolder
-from videns.io import read_jsonl
+from videns.io import append_jsonl, read_jsonl
 
 CAUSES = ("preempted", "time_limit", "killed", "stopped")
 # A USR2 this close to the time limit minus the signal delay is the time limit's: SLURM may send the
@@ -101,8 +100,7 @@ def record_restart(folder: MemberFolder, previous: Mapping[str, Any], resumed_st
     history = read_restarts(folder)
     record = restart_record(previous, read_mark(folder.reached_step), history[-1] if history else {},
                             resumed_step, context, time.time())
-    with folder.restarts.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_jsonl(folder.restarts, record)
     return record
 
 
