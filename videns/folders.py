@@ -231,6 +231,11 @@ def bench_logs(out_file: Path) -> Path:
     return Path(out_file).parent / BENCH_LOGS_DIR
 
 
+def predict_logs(out_file: Path) -> Path:
+    """Where a submitted prediction keeps its job files: beside its CSV."""
+    return Path(out_file).parent / PREDICT_LOGS_DIR
+
+
 # ---------------------------------------------------------------- private folders
 #
 # submitit keeps pickles in RUN/logs/ and the job unpickles and runs them as the
@@ -310,11 +315,6 @@ def _user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return "another user"
-
-
-def predict_logs(out_file: Path) -> Path:
-    """Where a submitted prediction keeps its job files: beside its CSV."""
-    return Path(out_file).parent / PREDICT_LOGS_DIR
 
 
 def _object(value: Any) -> dict[str, Any]:

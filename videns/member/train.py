@@ -121,7 +121,12 @@ def has_finished(folder: MemberFolder, cfg: MemberConfig) -> bool:
     result = folder.result()
     if result.get("status") != "finished":
         return False
-    return not (result.get("stop_reason") == "max_epochs" and int(result.get("epoch", 0)) < cfg.trainer.max_epochs)
+    return not _max_epochs_raised(result.get("stop_reason"), int(result.get("epoch", 0)), cfg)
+
+
+def _max_epochs_raised(stop_reason: str | None, epoch: int, cfg: MemberConfig) -> bool:
+    """A member that stopped at ``max_epochs`` trains on when ``cfg`` now allows more epochs."""
+    return stop_reason == "max_epochs" and epoch < cfg.trainer.max_epochs
 
 
 def _is_restart(folder: MemberFolder, previous: dict[str, Any]) -> bool:
@@ -144,8 +149,8 @@ def _restore_or_start(cfg: MemberConfig, store: CheckpointStore, model, optimize
     folder = checkpoint.path
     state = restore_checkpoint(checkpoint, model, optimizer, schedule)
     check_resumable(state, cfg.seed, cfg.config_hash, cfg.checkpoint.force, folder)
-    if state.finished and state.stop_reason == "max_epochs" and state.epoch < cfg.trainer.max_epochs:
-        state.finished, state.stop_reason = False, ""  # max_epochs was raised: keep training
+    if state.finished and _max_epochs_raised(state.stop_reason, state.epoch, cfg):
+        state.finished, state.stop_reason = False, ""
     if not state.finished:
         state.restarts += 1
         log.info("resuming seed %d from %s: epoch %d, batch %d (restart %d)",
