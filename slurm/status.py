@@ -16,7 +16,7 @@ from slurm.queue import JobInfo, query_jobs
 from videns.errors import ConfigError
 from videns.folders import RunFolder
 from videns.io import process_alive, read_json
-from videns.member.ledger import read_restarts, summarize_restarts
+from videns.member.ledger import format_restarts, read_restarts, summarize_restarts
 
 
 @dataclass
@@ -36,8 +36,7 @@ class MemberRow:
     note: str = ""
 
     def restarts_cell(self) -> str:
-        causes = ", ".join(f"{cause} {n}" for cause, n in self.restarts_by_cause.items() if n)
-        return f"{self.restarts} ({causes})" if causes else str(self.restarts)
+        return format_restarts(self.restarts, self.restarts_by_cause)
 
 
 def task_result(run: RunFolder, job_id: str) -> tuple[str, Any] | None:

@@ -6,6 +6,7 @@ import numpy as np
 
 from videns.ensemble.members import Member, Skipped
 from videns.ensemble.report_trust import trust_markdown, trust_summary
+from videns.member.ledger import format_restarts
 from videns.metrics import classification_metrics
 
 REPORT_VERSION = 1
@@ -139,8 +140,7 @@ def _slice_hours(hours: dict[str, float]) -> str:
 
 
 def _causes(cost: dict[str, Any]) -> str:
-    by_cause = ", ".join(f"{cause} {n}" for cause, n in (cost.get("restarts_by_cause") or {}).items() if n)
-    return f"{cost.get('restarts', 0)}" + (f" ({by_cause})" if by_cause else "")
+    return format_restarts(cost.get("restarts", 0), cost.get("restarts_by_cause"))
 
 
 def _summary_table(report: dict[str, Any]) -> list[str]:

@@ -109,6 +109,12 @@ def read_restarts(folder: MemberFolder) -> list[dict[str, Any]]:
     return read_jsonl(folder.restarts)
 
 
+def format_restarts(restarts: int, by_cause: Mapping[str, int] | None) -> str:
+    """``3 (preempted 2, killed 1)``: the count, then each cause that occurred."""
+    causes = ", ".join(f"{cause} {n}" for cause, n in (by_cause or {}).items() if n)
+    return f"{restarts} ({causes})" if causes else str(restarts)
+
+
 def summarize_restarts(records: list[Mapping[str, Any]]) -> dict[str, Any]:
     """Restarts by cause, steps replayed and seconds queued, for reports and the status table."""
     return {"restarts": len(records),
