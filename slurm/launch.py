@@ -12,7 +12,7 @@ import sys
 import uuid
 from dataclasses import asdict
 
-from slurm.cluster import choose_cluster, local_plan, render_sbatch, slurm_parameters
+from slurm.cluster import LOG_PATTERN, choose_cluster, local_plan, render_sbatch, slurm_parameters
 from slurm.launch_plan import LaunchPlan
 from slurm.records import git_revision, now_iso
 from slurm.status import print_status
@@ -100,7 +100,7 @@ def print_submitted(plan: LaunchPlan, submitted: Submitted) -> None:
 
 
 def print_dry_run(plan: LaunchPlan, cluster: str) -> None:
-    folder = plan.run.logs / "%j"
+    folder = plan.run.logs / LOG_PATTERN
     guard = {"guard": plan.run.root, "allow_shared_group": plan.member.allow_shared_group}
     members = slurm_parameters(plan.slurm, job_name(plan.run), **guard)
     ensemble = slurm_parameters(plan.slurm, job_name(plan.run) + "-ensemble", ensemble=True,
