@@ -15,13 +15,26 @@ from tests.support.trust_run import trust_data, trust_run  # noqa: F401  (sessio
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def restore_umask():
-    """Entry points called in-process set umask 077 for the rest of the process; give each test the old one."""
+def _current_umask() -> int:
     old = os.umask(0o022)
     os.umask(old)
+    return old
+
+
+STARTING_UMASK = _current_umask()
+
+
+@pytest.fixture(autouse=True)
+def restore_umask():
+    """Every test starts with the umask pytest started with.
+
+    Entry points called in-process set umask 077 for the rest of the process. So do
+    session fixtures that launch runs, outside any test: a per-test "restore what was
+    found" then kept 077, and files a later test wrote for user nobody were root's only.
+    """
+    os.umask(STARTING_UMASK)
     yield
-    os.umask(old)
+    os.umask(STARTING_UMASK)
 
 
 @pytest.fixture(scope="session")
