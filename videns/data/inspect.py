@@ -79,24 +79,32 @@ def _inspect_split(path: Path, check_finite: bool) -> tuple[int, dict[str, int],
         features, labels, num_frames = (require_dataset(f, path, key) for key in
                                         (layout.FEATURES, layout.LABELS, layout.NUM_FRAMES))
         mapping = read_mapping(f, path)
-        if features.ndim != 3:
-            raise DataError(f"{path}: {layout.FEATURES}: expected 3 dims [N, max_frames, D], got shape {features.shape}")
-        n, max_frames, feature_dim = features.shape
+        n, max_frames, feature_dim = features_shape(path, features)
         if n == 0:
             raise DataError(f"{path}: {layout.FEATURES}: split is empty")
-        for key, ds in ((layout.LABELS, labels), (layout.NUM_FRAMES, num_frames)):
-            if ds.shape != (n,):
-                raise DataError(f"{path}: {key}: expected shape ({n},), got {ds.shape}")
-        with reading(path, layout.LABELS):
-            labels_np = labels[()]
-        with reading(path, layout.NUM_FRAMES):
-            frames_np = num_frames[()]
+        labels_np = read_per_item(path, layout.LABELS, labels, n)
+        frames_np = read_per_item(path, layout.NUM_FRAMES, num_frames, n)
         check_labels(path, labels_np, mapping)
         check_num_frames(path, frames_np, max_frames)
         if check_finite:
             check_finite_features(path, features)
     counts = tuple(int(c) for c in np.bincount(labels_np, minlength=len(mapping)))
     return feature_dim, mapping, SplitInfo(path, n, max_frames, feature_dim, counts)
+
+
+def features_shape(path: Path, features: h5py.Dataset) -> tuple[int, int, int]:
+    """(N, max_frames, D) of a features dataset, which must have those 3 dims."""
+    if features.ndim != 3:
+        raise DataError(f"{path}: {layout.FEATURES}: expected 3 dims [N, max_frames, D], got shape {features.shape}")
+    return features.shape
+
+
+def read_per_item(path: Path, key: str, dataset: h5py.Dataset, num_items: int) -> np.ndarray:
+    """A dataset of one value per item (labels, num_frames), its shape checked against the features', read whole."""
+    if dataset.shape != (num_items,):
+        raise DataError(f"{path}: {key}: expected shape ({num_items},) like {layout.FEATURES}, got {dataset.shape}")
+    with reading(path, key):
+        return dataset[()]
 
 
 def open_split_file(path: Path) -> h5py.File:

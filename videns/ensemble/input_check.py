@@ -9,12 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import h5py
-
 from videns.data import layout
-from videns.data.inspect import (check_finite_features, check_labels, check_num_frames, open_split_file, read_mapping,
-                                 require_dataset)
-from videns.data.reading import reading
+from videns.data.inspect import (check_finite_features, check_labels, check_num_frames, features_shape, open_split_file,
+                                 read_mapping, read_per_item, require_dataset)
 from videns.errors import DataError
 
 
@@ -33,32 +30,20 @@ def check_input_file(path: Path, class_names: Sequence[str], feature_dim: int) -
     expected = {name: i for i, name in enumerate(class_names)}
     with open_split_file(path) as f:  # a damaged or unreadable file is one line too
         features, num_frames = (require_dataset(f, path, key) for key in (layout.FEATURES, layout.NUM_FRAMES))
-        if features.ndim != 3:
-            raise DataError(f"{path}: {layout.FEATURES}: expected 3 dims [N, max_frames, D], got shape {features.shape}")
-        num_items, max_frames, dim = features.shape
+        num_items, max_frames, dim = features_shape(path, features)
         if num_items == 0:
             raise DataError(f"{path}: {layout.FEATURES}: no items")
         if dim != feature_dim:
             raise DataError(f"{path}: {layout.FEATURES}: feature size {dim} disagrees with the members' {feature_dim}")
-        _check_shape(path, layout.NUM_FRAMES, num_frames, num_items)
-        with reading(path, layout.NUM_FRAMES):
-            frames = num_frames[()]
-        check_num_frames(path, frames, max_frames)
+        check_num_frames(path, read_per_item(path, layout.NUM_FRAMES, num_frames, num_items), max_frames)
         has_mapping = layout.ATTR_MAPPING in f.attrs
-        if has_mapping and read_mapping(f, path) != expected:
-            raise DataError(f"{path}: attribute {layout.ATTR_MAPPING}: class mapping {json.dumps(read_mapping(f, path))} "
+        mapping = read_mapping(f, path) if has_mapping else expected
+        if mapping != expected:
+            raise DataError(f"{path}: attribute {layout.ATTR_MAPPING}: class mapping {json.dumps(mapping)} "
                             f"disagrees with the members' {json.dumps(expected)}")
         has_labels = layout.LABELS in f
         if has_labels:
             labels = require_dataset(f, path, layout.LABELS)
-            _check_shape(path, layout.LABELS, labels, num_items)
-            with reading(path, layout.LABELS):
-                values = labels[()]
-            check_labels(path, values, expected)
+            check_labels(path, read_per_item(path, layout.LABELS, labels, num_items), expected)
         check_finite_features(path, features)
     return InputFacts(num_items, has_labels, has_mapping)
-
-
-def _check_shape(path: Path, key: str, dataset: h5py.Dataset, num_items: int) -> None:
-    if dataset.shape != (num_items,):
-        raise DataError(f"{path}: {key}: expected shape ({num_items},) like {layout.FEATURES}, got {dataset.shape}")
