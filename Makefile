@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 # A local CPU wheel that pip's find-links serves on machines like ours.
 TORCH_CPU_WHEEL := $(or $(PIP_FIND_LINKS),/opt/wheels)/torch-$(TORCH_VERSION)+cpu*.whl
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench gpu-check clean
 
 install: $(STAMP)
 
@@ -40,6 +40,13 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m jobs.bench --quick --out results/bench.json
+
+# Every CUDA path in one command (skipped parts say why on a machine without CUDA).
+# On a lent GPU machine, whose python3 already has torch:  make gpu-check PY=python3 OUT=$$OUT
+OUT ?= results/gpu-check
+GPU_CHECK_ARGS ?=
+gpu-check: $(if $(filter $(VENV)/%,$(PY)),$(STAMP))
+	$(PY) -m jobs.gpu_check --out $(OUT) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -11,6 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, run_module
+from videns.bench.cuda import _fits_in_slice
+from videns.bench.profiles import PROFILES
+from videns.bench.training import random_batch
+from videns.device import cap_gpu_memory
 from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.store import CheckpointStore
 from videns.models import TemporalAttentionClassifier
@@ -77,3 +81,23 @@ def test_the_demo_member_learns_in_bf16_on_the_gpu_and_logs_its_memory(tmp_path)
     assert json.loads((out / "result.json").read_text())["best_val_accuracy"] >= 0.8
     samples = [json.loads(line) for line in (out / "resources.jsonl").read_text().splitlines()]
     assert samples and all(0 < s["device_used_gb"] <= s["device_total_gb"] for s in samples)
+
+
+def test_a_memory_cap_on_the_bare_cuda_device_keeps_allocations_under_it():
+    """Bare "cuda", as --trainer.device cuda gives it: set_per_process_memory_fraction refuses a device without index."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    try:
+        assert cap_gpu_memory(torch.device("cuda"), 1.0) == pytest.approx(1e9 / total)
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            torch.empty(int(1.5e9), dtype=torch.uint8, device="cuda")
+        assert torch.empty(int(0.5e9), dtype=torch.uint8, device="cuda").numel() == int(0.5e9)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, 0)
+        torch.cuda.empty_cache()
+
+
+def test_the_bench_slice_fit_runs_on_the_bare_cuda_device():
+    profile = PROFILES["tiny"]
+    fit = _fits_in_slice(profile, random_batch(profile.batch_size, profile.max_frames, profile.feature_dim),
+                         torch.device("cuda"))
+    assert fit["fits"] and fit["fp32"]["fits"] and 0 < fit["memory_fraction"] < 1

@@ -28,7 +28,7 @@ DEFAULT_MODEL = {"class_path": "videns.models.TemporalAttentionClassifier", "ini
 # checkpoint stays valid when only these differ.
 HASH_EXCLUDED = ("config", "out_dir", "allow_shared_group", "checkpoint", "data.root", "data.generate_demo", "data.num_workers",
                  "data.preload_gb", "data.check_finite", "trainer.max_epochs", "trainer.progress",
-                 "trainer.monitor_minutes", "trainer.tensorboard", "trainer.device", "trainer.eval_batch_size")
+                 "trainer.monitor_minutes", "trainer.tensorboard", "trainer.device", "trainer.gpu_memory_gb", "trainer.eval_batch_size")
 
 # What sets one member apart from the others of its run.
 MEMBER_OWN_KEYS = ("seed", "out_dir")

@@ -27,6 +27,12 @@ Writers and readers alike take paths from here, so a name changes in one place::
                                        claim.json, trial.json)
     SWEEP/trials.csv, trials_top10.md, best_config.yaml, best_member/   the sweep's results
     SWEEP/logs/<job id>/               submitit's files of the workers
+
+    GPUCHECK/gpu_check.json            every part's status and figures (jobs.gpu_check)
+    GPUCHECK/summary.md                the same, short, for people
+    GPUCHECK/gpu_check.log             the check's own log, with the output of any part that failed
+    GPUCHECK/cuda-tests.xml            pytest -m cuda's junit XML
+    GPUCHECK/bench-cuda.json           the bench's CUDA section
 """
 
 import logging
@@ -192,6 +198,19 @@ class RunFolder:
 
     def task_outcome(self, job_id: str) -> Path:
         return self.task_files(job_id) / f"{job_id}_0{TASK_OUTCOME_SUFFIX}"
+
+
+class GpuCheckFolder:
+    """``jobs.gpu_check --out DIR``: a handful of files, so that all of them come back from a lent machine."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    result = property(lambda self: self.root / "gpu_check.json")
+    summary = property(lambda self: self.root / "summary.md")
+    log = property(lambda self: self.root / "gpu_check.log")
+    cuda_tests = property(lambda self: self.root / "cuda-tests.xml")
+    bench = property(lambda self: self.root / "bench-cuda.json")
 
 
 class SweepFolder:

@@ -19,6 +19,7 @@ from videns.bench.data import BenchData
 from videns.bench.measure import ratio
 from videns.bench.profiles import Profile, describe_model
 from videns.bench.training import NUM_CLASSES, compare_training, random_batch, time_train_steps
+from videns.device import cuda_index
 from videns.models.temporal import TemporalAttentionClassifier
 from videns.monitor import release_cached_gpu_memory
 
@@ -84,7 +85,7 @@ def _fits_in_slice(profile: Profile, batch, device: torch.device) -> dict[str, A
     allocator_limit = max(MIG_SLICE_BYTES - outside_allocator, 0)
     fraction = min(allocator_limit / total, 1.0)
     checks: dict[str, Any] = {}
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    torch.cuda.set_per_process_memory_fraction(fraction, cuda_index(device))
     try:
         for precision in ("bf16", "fp32"):
             error = None
@@ -101,7 +102,7 @@ def _fits_in_slice(profile: Profile, batch, device: torch.device) -> dict[str, A
                 checks[precision] = {"fits": False, "error": error}
             release_cached_gpu_memory()
     finally:
-        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        torch.cuda.set_per_process_memory_fraction(1.0, cuda_index(device))
     return {"slice_bytes": MIG_SLICE_BYTES, "outside_allocator_bytes": outside_allocator,
             "allocator_limit_bytes": allocator_limit, "memory_fraction": fraction, **checks,
             "fits": bool(checks.get("bf16", {}).get("fits")),

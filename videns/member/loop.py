@@ -67,8 +67,7 @@ class MemberLoop:
         self.policy.saved(state.global_step)
         alpha = alpha_tensor(data.class_weights, device) if cfg.loss.class_alpha else None
         self.criterion = FocalLoss(alpha, cfg.loss.gamma, cfg.loss.smoothing).to(device)
-        use_bf16 = cfg.trainer.precision == "bf16" and device.type == "cuda"
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.autocast_dtype = torch.bfloat16 if cfg.trainer.precision == "bf16" else None
         self.batches_per_epoch = data.batches.batches_per_epoch()
 
     @property

@@ -12,7 +12,7 @@ import torch
 from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.store import CheckpointStore
 from videns.config import MemberConfig, dump_config
-from videns.device import resolve_device
+from videns.device import cap_gpu_memory, describe_device, resolve_device
 from videns.errors import CheckpointError
 from videns.folders import MemberFolder, check_private, make_private
 from videns.logs import setup_logging
@@ -23,7 +23,7 @@ from videns.member.loop import EpochHook, MemberLoop, MemberOutcome, outcome_of,
 from videns.tensorboard import EpochScalars
 from videns.monitor import ResourceMonitor, release_cached_gpu_memory
 from videns.training.interrupt import StopSignals
-from videns.training.optim import LRSchedule, build_optimizer
+from videns.training.optim import LRSchedule, build_optimizer, describe_optimizer
 from videns.training.state import TrainingState
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[
     info = ensure_data(cfg.data)  # every data problem surfaces before any work
     device = resolve_device(cfg.trainer.device)
     _start_gpu_memory_afresh(device)
+    cap_gpu_memory(device, cfg.trainer.gpu_memory_gb)
     seed_everything(cfg.seed)
     model = cfg.model(info.feature_dim, info.num_classes).to(device)
     for split in info.splits.values():
@@ -84,6 +85,8 @@ def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[
     data = prepare_member_data(cfg.data, info, cfg.seed, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
                                pin_memory=device.type == "cuda")
     optimizer = build_optimizer(cfg.optimizer, model, fused=device.type == "cuda")
+    log.info("member seed %d on %s, precision %s, %s", cfg.seed, describe_device(device), cfg.trainer.precision,
+             describe_optimizer(optimizer))
     schedule = LRSchedule(cfg.schedule, optimizer, cfg.optimizer.lr)
     folder = MemberFolder(cfg.out_dir)
     check_private(folder.root, cfg.allow_shared_group)

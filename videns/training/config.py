@@ -18,8 +18,10 @@ class TrainerConfig:
         max_epochs: stop after this many epochs.
         patience: stop after this many epochs without a val-accuracy improvement; 0 disables early stopping.
         device: auto picks cuda when available.
-        precision: bf16 runs forward passes under bf16 autocast on CUDA (ignored on CPU); recurrent layers stay fp32.
+        precision: bf16 runs forward passes under bf16 autocast, on CUDA and on CPU alike; recurrent layers stay fp32.
         progress: a progress bar over batches: auto shows one only when stderr is a terminal.
+        gpu_memory_gb: cap this process's CUDA caching allocator at this many GB (0: no cap), so that members
+            sharing one GPU each stay within a slice's worth, as on a MIG slice of that size. Ignored on CPU.
         monitor_minutes: interval of the resource monitor's samples.
         tensorboard: write each epoch's losses, val accuracy and macro F1, lr and seconds as TensorBoard
             events into MEMBER/tensorboard/ (needs pip install 'videns[tensorboard]').
@@ -32,6 +34,7 @@ class TrainerConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     progress: Progress = "auto"
+    gpu_memory_gb: float = 0.0
     monitor_minutes: float = 30.0
     tensorboard: bool = False
 
@@ -40,6 +43,8 @@ class TrainerConfig:
             ("batch_size", self.batch_size, 1), ("eval_batch_size", self.eval_batch_size, 1),
             ("max_epochs", self.max_epochs, 1), ("patience", self.patience, 0),
         ) if value < low]
+        if self.gpu_memory_gb < 0:
+            problems.append(f"trainer.gpu_memory_gb must be >= 0, got {self.gpu_memory_gb}")
         if self.monitor_minutes <= 0:
             problems.append(f"trainer.monitor_minutes must be > 0, got {self.monitor_minutes}")
         if self.tensorboard and not tensorboard_installed():

@@ -73,6 +73,11 @@ def build_optimizer(cfg: OptimizerConfig, model: nn.Module, fused: bool = False)
                **({"fused": True} if fused else {}))
 
 
+def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
+    """``AdamW (fused)``: the class, and whether one fused kernel updates every parameter."""
+    return type(optimizer).__name__ + (" (fused)" if optimizer.defaults.get("fused") else "")
+
+
 def cosine_restarts_lr(epoch: float, base_lr: float, t0: int, t_mult: int, eta_min: float) -> float:
     """Closed form of CosineAnnealingWarmRestarts at a fractional epoch."""
     if t_mult == 1:
