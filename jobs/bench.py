@@ -19,6 +19,7 @@ from slurm.single_job import SUBMIT_OPTIONS, LoggedCall, add_submit_options, sub
 from slurm.cluster import ClusterConfig, choose_cluster, cluster_config_from_args, split_slurm_args
 from videns.bench.report import format_table
 from videns.bench.run import SECTIONS, BenchConfig, run_bench
+from videns.cli import parse_strictly, strict_parser
 from videns.errors import user_errors_as_one_line
 from videns.folders import bench_logs
 from videns.logs import setup_logging
@@ -27,7 +28,7 @@ PROG = "jobs.bench"
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description=BenchConfig.__doc__.splitlines()[0],
+    parser = strict_parser(prog=PROG, description=BenchConfig.__doc__.splitlines()[0],
                             epilog="With --submit, --slurm.KEY VALUE overrides the site profile (as in jobs.launch).")
     parser.add_class_arguments(BenchConfig, as_positional=False, skip={"quick", "tiny", "sections"})
     parser.add_argument("--quick", action=ActionYesNo, default=False,
@@ -43,7 +44,7 @@ def build_parser() -> ArgumentParser:
 def main(args: list[str] | None = None) -> int:
     slurm_args, bench_args = split_slurm_args(list(sys.argv[1:] if args is None else args))
     with user_errors_as_one_line(PROG):
-        opts = build_parser().parse_args(bench_args).as_dict()
+        opts = parse_strictly(build_parser(), bench_args).as_dict()
         cfg = BenchConfig(**{k: v for k, v in opts.items() if k not in SUBMIT_OPTIONS})
         if opts["submit"]:
             slurm = cluster_config_from_args(opts["site"], slurm_args, PROG)

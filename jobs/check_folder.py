@@ -8,8 +8,9 @@ code planted there. Exit 2 with one line naming the folder and the fix.
 import sys
 from pathlib import Path
 
-from jsonargparse import ActionYesNo, ArgumentParser
+from jsonargparse import ActionYesNo
 
+from videns.cli import parse_strictly, strict_parser
 from videns.errors import user_errors_as_one_line
 from videns.folders import check_private
 
@@ -17,12 +18,12 @@ PROG = "jobs.check_folder"
 
 
 def main(args: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = strict_parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, required=True, help="The run or sweep folder.")
     parser.add_argument("--allow_shared_group", action=ActionYesNo, default=False,
                         help="Accept group-writable entries, with a warning.")
     with user_errors_as_one_line(PROG):
-        opts = parser.parse_args(args)
+        opts = parse_strictly(parser, sys.argv[1:] if args is None else args)
         check_private(opts.folder, opts.allow_shared_group)
     return 0
 

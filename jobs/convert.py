@@ -12,6 +12,7 @@ from pathlib import Path
 from jsonargparse import ActionYesNo, ArgumentParser
 
 from videns.data.tabular import convert_tables
+from videns.cli import parse_strictly, strict_parser
 from videns.errors import user_errors_as_one_line
 
 PROG = "jobs.convert"
@@ -37,7 +38,7 @@ def convert(train: Path, test: Path, out_dir: Path, val_fraction: float = 0.2, s
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = strict_parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_function_arguments(convert, as_positional=False, skip={"overwrite"})
     # written out so the command line reads `--overwrite`, not `--overwrite true`
     parser.add_argument("--overwrite", action=ActionYesNo, default=False, help="Replace existing split files.")
@@ -45,9 +46,9 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv).as_dict()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with user_errors_as_one_line(PROG):
+        args = parse_strictly(build_parser(), sys.argv[1:] if argv is None else argv).as_dict()
         paths = convert(**args)
     for split, path in paths.items():
         print(f"{split}: {path}")

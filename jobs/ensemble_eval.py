@@ -13,13 +13,14 @@ import sys
 from jsonargparse import ActionYesNo, ArgumentParser
 
 from videns.ensemble.evaluate import EnsembleEvalConfig, evaluate_and_summarize
+from videns.cli import parse_strictly, strict_parser
 from videns.errors import user_errors_as_one_line
 
 PROG = "jobs.ensemble_eval"
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description=EnsembleEvalConfig.__doc__.splitlines()[0])
+    parser = strict_parser(prog=PROG, description=EnsembleEvalConfig.__doc__.splitlines()[0])
     parser.add_class_arguments(EnsembleEvalConfig, as_positional=False, skip={"members", "tta"})
     # Written out so the command line reads `--tta` and `--members 1 2`, not `--tta true` and `--members [1,2]`.
     parser.add_argument("--tta", action=ActionYesNo, default=False,
@@ -31,7 +32,7 @@ def build_parser() -> ArgumentParser:
 
 def main(args: list[str] | None = None) -> int:
     with user_errors_as_one_line(PROG):
-        cfg = EnsembleEvalConfig(**build_parser().parse_args(args).as_dict())
+        cfg = EnsembleEvalConfig(**parse_strictly(build_parser(), sys.argv[1:] if args is None else args).as_dict())
         evaluate_and_summarize(cfg)
     return 0
 

@@ -11,8 +11,8 @@ a part failed.
 import sys
 from pathlib import Path
 
-from jsonargparse import ArgumentParser
 
+from videns.cli import parse_strictly, strict_parser
 from videns.errors import user_errors_as_one_line
 from videns.folders import GpuCheckFolder
 from videns.gpu_check.check import GpuCheckConfig, run_gpu_check
@@ -30,10 +30,10 @@ def commands() -> Commands:
 
 
 def main(args: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = strict_parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_class_arguments(GpuCheckConfig, as_positional=False)
     with user_errors_as_one_line(PROG):
-        cfg = GpuCheckConfig(**parser.parse_args(args).as_dict())
+        cfg = GpuCheckConfig(**parse_strictly(parser, sys.argv[1:] if args is None else args).as_dict())
     record = run_gpu_check(cfg, commands())
     print(GpuCheckFolder(cfg.out).summary.read_text(), end="")
     return 1 if any(part["status"] == "failed" for part in record["parts"].values()) else 0

@@ -27,8 +27,12 @@ def main(args: list[str] | None = None) -> int:
     use_private_umask()
     setup_logging()
     with user_errors_as_one_line(PROG):
-        plan = plan_launch(args)  # every check happens here, before anything is written
-        return launch(plan, args)
+        plan = plan_launch(args)  # locks the run folder; every check happens here, before anything is written
+        try:
+            return launch(plan, args)
+        finally:
+            if plan.lock is not None:
+                plan.lock.release()
 
 
 if __name__ == "__main__":

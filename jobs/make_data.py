@@ -1,10 +1,13 @@
 """Write demo feature files in the original layout: ``python -m jobs.make_data --out_dir DIR``."""
 
+import sys
 from pathlib import Path
 
-from jsonargparse import auto_cli
-
+from videns.cli import parse_strictly, strict_parser
 from videns.data.demo import write_demo_data
+from videns.errors import user_errors_as_one_line
+
+PROG = "jobs.make_data"
 
 
 def make_data(*, out_dir: Path, num_videos: int = 800, feature_dim: int = 32, max_frames: int = 73, seed: int = 0) -> None:
@@ -22,5 +25,13 @@ def make_data(*, out_dir: Path, num_videos: int = 800, feature_dim: int = 32, ma
         print(f"{split}: {path}")
 
 
+def main(args: list[str] | None = None) -> int:
+    parser = strict_parser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_function_arguments(make_data, as_positional=False)
+    with user_errors_as_one_line(PROG):
+        make_data(**parse_strictly(parser, sys.argv[1:] if args is None else args).as_dict())
+    return 0
+
+
 if __name__ == "__main__":
-    auto_cli(make_data)
+    sys.exit(main())

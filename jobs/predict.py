@@ -18,6 +18,7 @@ from slurm.cluster import choose_cluster, cluster_config_from_args, split_slurm_
 from slurm.single_job import SUBMIT_OPTIONS, LoggedCall, add_submit_options, submit_single
 from videns.ensemble.apply import PredictConfig, apply_ensemble, check_prediction, format_summary
 from videns.ensemble.combine import COMBINATIONS
+from videns.cli import parse_strictly, strict_parser
 from videns.errors import user_errors_as_one_line
 from videns.folders import predict_logs
 
@@ -25,7 +26,7 @@ PROG = "jobs.predict"
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description=PredictConfig.__doc__.splitlines()[0],
+    parser = strict_parser(prog=PROG, description=PredictConfig.__doc__.splitlines()[0],
                             epilog="With --submit, --slurm.KEY VALUE overrides the site profile (as in jobs.launch).")
     parser.add_class_arguments(PredictConfig, as_positional=False, skip={"tta", "overwrite", "combine"})
     # Written out so the command line reads `--tta` and `--overwrite`, not `--tta true`.
@@ -47,7 +48,7 @@ def predict_here(cfg: PredictConfig) -> int:
 def main(args: list[str] | None = None) -> int:
     slurm_args, own = split_slurm_args(list(sys.argv[1:] if args is None else args))
     with user_errors_as_one_line(PROG):
-        opts = build_parser().parse_args(own).as_dict()
+        opts = parse_strictly(build_parser(), own).as_dict()
         cfg = PredictConfig(**{k: v for k, v in opts.items() if k not in SUBMIT_OPTIONS})
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         if not opts["submit"]:

@@ -7,9 +7,9 @@ ensemble job's state; exit 0 when all is done, 1 when anything failed, else 3.
 import sys
 from pathlib import Path
 
-from jsonargparse import ArgumentParser
 
 from slurm.status import print_status
+from videns.cli import parse_strictly, strict_parser
 from videns.errors import user_errors_as_one_line
 from videns.folders import RunFolder
 
@@ -17,10 +17,10 @@ PROG = "jobs.status"
 
 
 def main(args: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = strict_parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--run_dir", type=Path, required=True, help="The run folder that jobs.launch wrote.")
     with user_errors_as_one_line(PROG):
-        return print_status(RunFolder(parser.parse_args(args).run_dir))
+        return print_status(RunFolder(parse_strictly(parser, sys.argv[1:] if args is None else args).run_dir))
 
 
 if __name__ == "__main__":

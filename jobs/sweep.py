@@ -19,7 +19,8 @@ from jsonargparse import ActionYesNo, ArgumentParser
 
 from slurm.cluster import Cluster, cluster_config_from_args, split_options, split_slurm_args
 from slurm.sweep import SweepRequest, run_sweep
-from videns.config import MEMBER_OPTION_PREFIXES, parse_or_config_error
+from videns.cli import parse_strictly, strict_parser
+from videns.config import MEMBER_OPTION_PREFIXES
 from videns.errors import ConfigError, user_errors_as_one_line
 from videns.folders import use_private_umask
 from videns.logs import setup_logging
@@ -30,7 +31,7 @@ PROG = "jobs.sweep"
 
 def build_parser() -> ArgumentParser:
     # print_config=None: --print_config is ours (the search, as a sweep file), not jsonargparse's
-    parser = ArgumentParser(prog=PROG, exit_on_error=False, print_config=None, description=__doc__.split("\n\n")[0],
+    parser = strict_parser(prog=PROG, print_config=None, description=__doc__.split("\n\n")[0],
                             epilog="Member settings (--data.*, --trainer.*, --model.*, ... as for jobs.train) apply "
                                    "to every trial; --slurm.KEY VALUE overrides the site profile.")
     parser.add_argument("--config", type=Path | None, default=None,
@@ -63,7 +64,7 @@ def parse_request(argv: list[str]) -> tuple[SweepRequest, list[str], str | None]
     """(the request, --slurm.* options, --site)."""
     slurm_args, rest = split_slurm_args(argv)
     member_args, own = split_options(rest, MEMBER_OPTION_PREFIXES)
-    opts = parse_or_config_error(build_parser(), own).as_dict()
+    opts = parse_strictly(build_parser(), own).as_dict()
     if opts["array"] < 1:
         raise ConfigError(f"--array must be >= 1, got {opts['array']}")
     worker, export, site = opts.pop("worker"), opts.pop("export"), opts.pop("site")

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import submitit
-from jsonargparse import ArgumentParser
-from submitit.slurm.slurm import _make_sbatch_string
 
-from videns.config import parse_or_config_error
+from videns.cli import parse_strictly, strict_parser
+from slurm.queue import ControllerSilent
+from slurm.submitit_private import sbatch_script
 from videns.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,10 @@ def site_profile(name: str) -> Path:
 
 def cluster_config_from_args(site: str | None, slurm_args: list[str], prog: str) -> ClusterConfig:
     """``--site NAME`` (default $VIDENS_SITE) as the base, then ``--slurm.KEY VALUE`` overrides."""
-    parser = ArgumentParser(prog=prog, exit_on_error=False)
+    parser = strict_parser(prog=prog)
     parser.add_class_arguments(ClusterConfig, "slurm")
     site = site or os.environ.get(SITE_ENV) or None
-    ns = parse_or_config_error(parser, (["--slurm", str(site_profile(site))] if site else []) + slurm_args)
+    ns = parse_strictly(parser, (["--slurm", str(site_profile(site))] if site else []) + slurm_args)
     return ClusterConfig(**{k: v for k, v in ns.slurm.as_dict().items() if not k.startswith("__")})
 
 
@@ -144,13 +144,21 @@ def split_options(args: list[str], prefixes: tuple[str, ...]) -> tuple[list[str]
 
 # ---------------------------------------------------------------- choosing a cluster
 
-def choose_cluster(requested: Cluster) -> Literal["slurm", "local"]:
-    """``auto``: SLURM when sbatch exists and the controller answers, else local (logged)."""
+def choose_cluster(requested: Cluster, launched_on: str | None = None) -> Literal["slurm", "local"]:
+    """``auto``: SLURM when sbatch exists and the controller answers, else local (logged).
+
+    ``launched_on``: where the run folder was launched before. ``auto`` never moves
+    a SLURM run to this machine: a silent controller may still be running its jobs.
+    """
     if requested != "auto":
         if requested == "slurm" and shutil.which("sbatch") is None:
             raise ConfigError("--cluster slurm: no sbatch on PATH (use --cluster local, or start "
                               "the local SLURM with slurm/local/start.sh)")
         return requested
+    if launched_on == "slurm" and not (shutil.which("sbatch") and controller_answers()):
+        raise ControllerSilent("this run was launched on SLURM, and the SLURM controller does not answer "
+                               "'scontrol ping' here: nothing is started locally; relaunch once it answers, "
+                               "or pass --cluster local to run the members on this machine on purpose")
     if shutil.which("sbatch") is None:
         log.info("no sbatch on PATH: running locally")
         return "local"
@@ -212,7 +220,7 @@ def slurm_executor(folder: Path, cfg: ClusterConfig, params: dict[str, Any]) -> 
 def render_sbatch(folder: Path, params: dict[str, Any], array_size: int | None = None) -> str:
     """The sbatch script submitit would write, without needing srun or submitting anything."""
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    return _make_sbatch_string(command=command, folder=folder, map_count=array_size, **params)
+    return sbatch_script(command, folder, array_size, params)
 
 
 def _mem(mem_gb: float) -> str:

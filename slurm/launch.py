@@ -22,16 +22,18 @@ from videns.config import dump_run_config
 from videns.data.demo import write_demo_data
 from videns.errors import EXIT_CTRL_C
 from videns.folders import make_private
+from videns.member.state import TASKS_KEY, launched_task
 
 PROG = "jobs.launch"
 
 
 def launch(plan: LaunchPlan, args: list[str]) -> int:
     """Dry-run, submit or run the plan; the exit code of ``jobs.launch``."""
+    launched_on = plan.run.launch().get("cluster")
     if plan.dry_run:
-        print_dry_run(plan, choose_cluster(plan.cluster) if plan.cluster == "auto" else plan.cluster)
+        print_dry_run(plan, choose_cluster(plan.cluster, launched_on) if plan.cluster == "auto" else plan.cluster)
         return 0
-    cluster = choose_cluster(plan.cluster)
+    cluster = choose_cluster(plan.cluster, launched_on)
     write_run(plan, cluster, args)
     if cluster == "slurm":
         submitted = submit_slurm(plan.run, plan.to_train, plan.slurm, evaluation(plan))
@@ -68,6 +70,7 @@ def write_run(plan: LaunchPlan, cluster: str, args: list[str]) -> None:
     plan.run.config.write_text(dump_run_config(plan.member))
     plan.run.write_launch({
         "launch_id": uuid.uuid4().hex, plan.run.LAUNCH_SEEDS_KEY: plan.seeds, "trained": plan.to_train,
+        TASKS_KEY: {str(seed): launched_task(plan.member, seed) for seed in plan.to_train},
         "cluster": cluster, "submitted": now_iso(), "git_revision": git_revision(),
         "command": shlex.join(["python", "-m", PROG, *args]), "config_hash": plan.member.config_hash,
         "slurm": asdict(plan.slurm), "launcher": {"host": socket.gethostname(), "pid": os.getpid()},

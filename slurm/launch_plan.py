@@ -7,8 +7,6 @@ again before the member config is built and saved.
 
 import json
 import os
-import socket
-from argparse import ArgumentError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,15 +14,16 @@ from typing import Any
 from jsonargparse import ArgumentParser, Namespace
 
 from slurm.cluster import SITE_ENV, Cluster, ClusterConfig, code_root, flag_is_true, flag_value, site_profile
-from slurm.queue import query_jobs
-from slurm.status import launcher_running
-from videns.config import HASH_EXCLUDED, MemberConfig, build_parser, member_config_from_namespace, run_member_config
+from slurm.queue import query_run_jobs
+from videns.cli import parse_strictly
+from videns.config import (HASH_EXCLUDED, MemberConfig, build_parser, keep_demo_data_to_its_folder,
+                           member_config_from_namespace, run_member_config)
 from videns.data import layout
 from videns.ensemble.combine import Combination
-from videns.errors import ConfigError, DataError
-from videns.folders import RunFolder, check_private
+from videns.errors import ConfigError, DataError, LockHeld
+from videns.folders import RunFolder, check_private, make_private
+from videns.locks import FolderLock, describe_holder, holder_of
 from videns.member.train import has_finished
-from videns.io import process_alive
 
 DEFAULT_CONFIG = code_root() / "configs" / "ensemble.yaml"
 DEFAULT_MEMBERS = 4
@@ -48,10 +47,11 @@ class LaunchPlan:
     wait: bool = False
     tta: bool = False
     combine: Combination = "mean"
+    lock: FolderLock | None = None  # held from the checks to the launch's last write; None for a dry run
 
 
 def build_launch_parser() -> ArgumentParser:
-    parser = build_parser(prog="jobs.launch", exit_on_error=False)
+    parser = build_parser(prog="jobs.launch")
     parser.description = ("Train an ensemble (one SLURM array task per seed) and evaluate it in a dependent job. "
                           "--seed is the base seed: member i trains seed --seed + i. Every member option "
                           "(--config, --trainer.*, --data.*, ...) is accepted as for jobs.train.")
@@ -77,12 +77,53 @@ def build_launch_parser() -> ArgumentParser:
 
 def plan_launch(args: list[str]) -> LaunchPlan:
     args = _with_default_config(_with_site(list(args)))
-    ns = _parse(build_launch_parser(), args)
+    ns = parse_strictly(build_launch_parser(), args)
+    keep_demo_data_to_its_folder(ns, args)
     opts = {key: ns.pop(key) for key in LAUNCH_KEYS}
-    slurm = ClusterConfig(**{k: v for k, v in opts["slurm"].as_dict().items() if not k.startswith("__")})
+    opts["slurm"] = ClusterConfig(**{k: v for k, v in opts["slurm"].as_dict().items() if not k.startswith("__")})
     if opts["array"] is not None and opts["array"] < 1:
         raise ConfigError(f"--array must be >= 1, got {opts['array']}")
     run = RunFolder(opts["run_dir"] or RESULTS_DIR / Path(flag_value(args, "--config")).stem)
+    created = _first_missing(run.root)
+    lock = None if opts["dry_run"] else lock_run_folder(run, ns.allow_shared_group)
+    try:
+        return _checked_plan(run, ns, opts, args, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+            if created is not None:  # a refused launch leaves no folder behind
+                run.lock.unlink(missing_ok=True)
+                _remove_empty_up_to(run.root, created)
+        raise
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (None when ``path`` exists)."""
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
+
+
+def _remove_empty_up_to(path: Path, top: Path) -> None:
+    for folder in (path, *path.parents):
+        folder.rmdir()
+        if folder == top:
+            return
+
+
+def lock_run_folder(run: RunFolder, allow_shared_group: bool) -> FolderLock:
+    """The run folder's lock, taken before anything in it is read for a decision; a second launcher refuses."""
+    if run.root.exists():
+        check_private(run.root, allow_shared_group)
+    make_private(run.root)
+    lock = FolderLock(run.lock, "run folder")
+    lock.acquire()
+    return lock
+
+
+def _checked_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], args: list[str],
+                  lock: FolderLock | None) -> LaunchPlan:
     existing = run.seeds() if run.root.is_dir() else None
     if existing and flag_value(args, "--seed") is None:
         ns.seed = existing[0]  # a relaunch keeps the run's own base seed
@@ -96,9 +137,9 @@ def plan_launch(args: list[str]) -> LaunchPlan:
     generate_demo = check_data(member)
     check_relaunch(run, member, opts["force"])
     to_train = [seed for seed in seeds if not has_finished(run.member(seed), member)]
-    return LaunchPlan(run=run, member=member, seeds=seeds, to_train=to_train, cluster=opts["cluster"], slurm=slurm,
-                      generate_demo=generate_demo, dry_run=opts["dry_run"], force=opts["force"],
-                      wait=opts["wait"], tta=opts["tta"], combine=opts["combine"])
+    return LaunchPlan(run=run, member=member, seeds=seeds, to_train=to_train, cluster=opts["cluster"],
+                      slurm=opts["slurm"], generate_demo=generate_demo, dry_run=opts["dry_run"], force=opts["force"],
+                      wait=opts["wait"], tta=opts["tta"], combine=opts["combine"], lock=lock)
 
 
 def check_data(cfg: MemberConfig) -> bool:
@@ -111,7 +152,8 @@ def check_data(cfg: MemberConfig) -> bool:
         return True
     raise DataError(f"data.root {root} lacks {', '.join(missing)}: put the feature files there or pass "
                     "--data.root DIR; to try the suite on generated demo data instead: "
-                    "python -m jobs.launch --array 4 --config configs/demo.yaml")
+                    "python -m jobs.launch --array 4 --config configs/demo.yaml (add --data.generate_demo true "
+                    "to write the demo data into another --data.root)")
 
 
 def check_relaunch(run: RunFolder, cfg: MemberConfig, force: bool) -> None:
@@ -120,7 +162,7 @@ def check_relaunch(run: RunFolder, cfg: MemberConfig, force: bool) -> None:
         return
     check_private(run.root, cfg.allow_shared_group)
     if not run.config.exists():
-        if any(run.root.iterdir()):
+        if any(p.name != run.lock.name for p in run.root.iterdir()):
             raise ConfigError(f"--run_dir {run.root} exists but is not a run folder (no {run.config.name}); "
                               "choose another --run_dir")
         return
@@ -134,25 +176,25 @@ def check_relaunch(run: RunFolder, cfg: MemberConfig, force: bool) -> None:
 
 
 def check_nothing_running(run: RunFolder) -> None:
+    """Refuse while a job of the run's last launch is queued or running, or a process trains one of its members.
+
+    A SLURM controller that does not answer refuses too (``ControllerSilent``):
+    a job it cannot tell about may still be training.
+    """
     launch = run.launch()
-    ids = [*launch.get("member_job_ids", {}).values(), launch.get("ensemble_job_id")]
-    ids = [str(i) for i in ids if i]
     if launch.get("cluster") == "slurm":
-        jobs = query_jobs(ids) or {}
+        ids = [str(i) for i in (*launch.get("member_job_ids", {}).values(), launch.get("ensemble_job_id")) if i]
+        jobs = query_run_jobs(ids)
         active = [i for i in ids if i in jobs and jobs[i].active]
         if active:
             raise ConfigError(f"{run.root}: job(s) {', '.join(active)} of its last launch are still queued or "
                               f"running; wait for them (python -m jobs.status --run_dir {run.root}) or scancel "
                               "them, then relaunch")
-        return
-    if launcher_running(launch):
-        raise ConfigError(f"{run.root}: its launcher (pid {launch['launcher']['pid']}) is still running; "
-                          "stop it first")
     for seed in launch.get("seeds", []):
-        progress = run.member(seed).progress()
-        if (progress.get("status") == "running" and progress.get("host") == socket.gethostname()
-                and process_alive(progress.get("pid"))):
-            raise ConfigError(f"{run.member(seed).root}: still being trained by pid {progress['pid']}; stop it first")
+        member = run.member(seed)
+        if holder_of(member.lock) is not None:
+            raise LockHeld(f"{member.root}: still being trained by {describe_holder(member.lock)}; "
+                           "wait for it to end, or stop it first")
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -172,14 +214,6 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _parse(parser: ArgumentParser, args: list[str]) -> Namespace:
-    try:
-        return parser.parse_args(args)
-    except ArgumentError as err:
-        config = flag_value(args, "--config")
-        raise ConfigError((f"{config}: " if config else "") + " ".join(str(err).split())) from None
 
 
 def _without_flag(args: list[str], flag: str) -> list[str]:

@@ -1,17 +1,36 @@
 """What SLURM says about our jobs: ``scontrol`` first (it also knows restarts), ``sacct`` after purge.
 
-Both are optional: on a laptop, or once SLURM forgot the jobs and accounting is
-off, the caller falls back to the run folder.
+Fail closed: a controller that does not answer is never read as "no job is
+running". ``scontrol`` is retried with backoff (a busy ``slurmctld`` times out
+now and then); if it still does not answer, :class:`ControllerSilent` says so,
+and callers refuse to act (relaunch), keep waiting, or show ``unknown``. Only
+the controller's own "Invalid job id" means SLURM no longer knows a job, which
+it forgets only once the job has ended (MinJobAge); ``sacct`` then gives its
+final state where accounting is on.
 """
 
+import logging
 import re
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 
-QUERY_TIMEOUT_S = 20
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from videns.errors import UserError
+
+log = logging.getLogger(__name__)
+
+QUERY_TIMEOUT_S = 15
+QUERY_ATTEMPTS = 3
 SLURM_POLL_S = 10.0
+# scontrol's answer for a job the controller does not hold (never existed, or purged after it ended).
+_UNKNOWN_JOB = re.compile(r"Invalid job id", re.IGNORECASE)
+
+
+class ControllerSilent(UserError):
+    """The SLURM controller did not answer, after retries: nothing can be concluded about the jobs."""
 # SLURM's job states, grouped once for every caller. Anything else (COMPLETED, FAILED,
 # CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, ...) means the job has left the queue.
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED",
@@ -49,7 +68,12 @@ class JobInfo:
 
 
 def query_jobs(job_ids: list[str]) -> dict[str, JobInfo] | None:
-    """Jobs keyed by id (array elements as ``A_i``); None when SLURM cannot be asked at all."""
+    """Jobs keyed by id (array elements as ``A_i``); None when SLURM is not installed here.
+
+    A job the controller no longer knows has ended; it is missing from the result
+    unless ``sacct`` still has it. Raises :class:`ControllerSilent` when the
+    controller does not answer.
+    """
     base_ids = sorted({str(j).split("_")[0] for j in job_ids if j})
     if not base_ids or shutil.which("scontrol") is None:
         return None
@@ -64,6 +88,53 @@ def query_jobs(job_ids: list[str]) -> dict[str, JobInfo] | None:
     if unknown:
         found.update(_sacct(unknown) or {})
     return found
+
+
+def query_run_jobs(job_ids: list[str]) -> dict[str, JobInfo]:
+    """:func:`query_jobs` for jobs we know were submitted to SLURM: no scontrol here is no answer either."""
+    if shutil.which("scontrol") is None:
+        raise ControllerSilent("this run was launched on SLURM and scontrol is not installed here, so whether its "
+                               "jobs still run is unknown; run this on a machine of the cluster")
+    return query_jobs(job_ids) or {}
+
+
+def ask_slurm(cmd: list[str]) -> str | None:
+    """The command's output; None when SLURM answered that it does not know the job.
+
+    Raises :class:`ControllerSilent` after ``QUERY_ATTEMPTS`` tries that timed out or failed otherwise.
+    """
+    started = time.monotonic()
+    try:
+        return _ask_with_retries(cmd)
+    except _NoAnswer as err:
+        raise ControllerSilent(_silence(cmd, started, err)) from None
+
+
+class _NoAnswer(Exception):
+    pass
+
+
+@retry(retry=retry_if_exception_type(_NoAnswer), stop=stop_after_attempt(QUERY_ATTEMPTS),
+       wait=wait_exponential(multiplier=1, max=8), reraise=True)
+def _ask_with_retries(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise _NoAnswer(f"no answer within {QUERY_TIMEOUT_S} s") from None
+    except OSError as err:
+        raise _NoAnswer(str(err)) from None
+    if out.returncode == 0:
+        return out.stdout
+    if _UNKNOWN_JOB.search(out.stderr):
+        return None
+    log.debug("%s exited %d: %s", " ".join(cmd), out.returncode, out.stderr.strip())
+    raise _NoAnswer(" ".join(out.stderr.split()) or f"exit status {out.returncode}")
+
+
+def _silence(cmd: list[str], started: float, err: BaseException) -> str:
+    return (f"the SLURM controller did not answer '{' '.join(cmd)}' ({QUERY_ATTEMPTS} tries over "
+            f"{time.monotonic() - started:.0f} s: {err}), so whether the run's jobs still run is unknown; "
+            "try again once 'scontrol ping' answers")
 
 
 @dataclass
@@ -103,15 +174,23 @@ def _gres(fields: dict[str, str]) -> dict[str, int]:
 
 
 def wait_while_active(job_ids: list[str], poll_s: float = SLURM_POLL_S) -> None:
-    """Block until none of the jobs is queued or running (requeued ones included), or SLURM forgot them."""
+    """Block until none of the jobs is queued or running (requeued ones included), or SLURM forgot them.
+
+    A silent controller is not an answer: it is logged and asked again.
+    """
     while True:
-        jobs = query_jobs(job_ids) or {}
-        if not any(info.active for info in jobs.values()):
-            return
+        try:
+            jobs = query_jobs(job_ids) or {}
+        except ControllerSilent as err:
+            log.warning("%s; still waiting", err)
+        else:
+            if not any(info.active for info in jobs.values()):
+                return
         time.sleep(poll_s)
 
 
 def _run(cmd: list[str]) -> str | None:
+    """Best effort, for facts that only annotate (a job's allocation): None on any failure."""
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired):
@@ -120,8 +199,9 @@ def _run(cmd: list[str]) -> str | None:
 
 
 def _scontrol(job_id: str) -> dict[str, JobInfo] | None:
-    text = _run(["scontrol", "-o", "show", "job", job_id])
-    if not text or not text.strip():
+    """The job's (or array's) elements; None when the controller says it does not know the job."""
+    text = ask_slurm(["scontrol", "-o", "show", "job", job_id])
+    if text is None or not text.strip():
         return None
     jobs = {}
     for line in text.splitlines():

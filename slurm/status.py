@@ -1,22 +1,22 @@
 """Where a run stands: one row per member and the ensemble job's state, from SLURM or the run folder.
 
-States come from SLURM (scontrol, or sacct once scontrol forgot the job) when the
-run was launched there, else from the run folder: pending, running, requeued,
-done, failed; ``stopped`` is a local member that is neither running nor finished
-(relaunch to resume it).
+States come from SLURM (scontrol, or sacct once scontrol forgot the job) while a
+job is queued or running, else from the run folder (videns.member.state): done,
+stale, failed; ``stopped`` is a local member that is neither running nor
+finished (relaunch to resume it), and ``unknown`` every member of a SLURM run
+while the controller does not answer.
 """
 
-import os
-import socket
+import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from slurm.queue import JobInfo, query_jobs
+from slurm.queue import ControllerSilent, JobInfo, query_run_jobs
 from videns.errors import ConfigError
-from videns.folders import RunFolder
-from videns.io import process_alive, read_json
+from videns.folders import MemberFolder, RunFolder
+from videns.locks import holder_of
 from videns.member.ledger import format_restarts, read_restarts, summarize_restarts
+from videns.member.state import NOT_STARTED, UNFINISHED, Expected, member_state, run_expects, task_outcome
 
 
 @dataclass
@@ -24,7 +24,7 @@ class MemberRow:
     """One member as the status table shows it."""
 
     seed: int
-    state: str  # pending | running | requeued | done | failed | stopped | not started
+    state: str  # pending | running | requeued | done | stale | failed | stopped | not started | unknown
     epoch: int = 0
     max_epochs: int | None = None
     best_val_accuracy: float | None = None
@@ -41,16 +41,16 @@ class MemberRow:
 
 def task_result(run: RunFolder, job_id: str) -> tuple[str, Any] | None:
     """How a task ended for good: ("success", None) or ("error", message); None while it has not."""
-    outcome = read_json(run.task_outcome(job_id))
-    if not isinstance(outcome, dict):
-        return None
-    return outcome.get("status", "error"), outcome.get("error")
+    outcome = task_outcome(run, job_id)
+    return None if outcome is None else (outcome.get("status", "error"), outcome.get("error"))
 
 
-def member_row(run: RunFolder, seed: int, job_id: str, slurm: JobInfo | None, launcher_alive: bool) -> MemberRow:
+def member_row(run: RunFolder, seed: int, job_id: str, slurm: JobInfo | None, launcher_alive: bool,
+               expected: Expected | None = None) -> MemberRow:
+    """The member's row: the queue's word while its job is queued or running, else what its files say
+    (:func:`videns.member.state.member_state`)."""
     folder = run.member(seed)
     progress = folder.progress()
-    finished = folder.finished()
     costs = summarize_restarts(read_restarts(folder))
     row = MemberRow(seed=seed, state="", epoch=int(progress.get("epoch", 0)), max_epochs=progress.get("max_epochs"),
                     best_val_accuracy=progress.get("best_val_accuracy") if progress.get("best_epoch") else None,
@@ -59,22 +59,26 @@ def member_row(run: RunFolder, seed: int, job_id: str, slurm: JobInfo | None, la
                     restarts_by_cause=costs["restarts_by_cause"], lost_steps=costs["replayed_steps"], job_id=job_id)
     if slurm is not None:
         row.restarts = max(row.restarts, slurm.restarts)
-        row.state = slurm.queue_state if slurm.active else "done" if finished else "failed"
-        if slurm.state == "PENDING" and slurm.reason not in ("", "None"):
-            row.note = slurm.reason
-        return row
-    outcome = task_result(run, job_id) if job_id else None
-    if finished:
-        row.state = "done"
-    elif outcome is not None and outcome[0] == "error":
-        row.state, row.note = "failed", f"see {run.task_log(job_id)}"
-    elif progress.get("status") == "running" and writer_alive(progress):
-        row.state = "running"
-    elif progress:
-        row.state = "pending" if launcher_alive else "stopped"
-    else:
-        row.state = "pending" if launcher_alive else "not started"
+        if slurm.active:
+            row.state = slurm.queue_state
+            if slurm.state == "PENDING" and slurm.reason not in ("", "None"):
+                row.note = slurm.reason
+            return row
+    settled = member_state(run, seed, expected)
+    row.state, row.note = settled.state, settled.reason
+    if settled.state == UNFINISHED:
+        row.state, row.note = _unfinished_state(folder, slurm, launcher_alive), settled.reason
+    elif settled.state == NOT_STARTED and launcher_alive:
+        row.state = "pending"
     return row
+
+
+def _unfinished_state(folder: MemberFolder, slurm: JobInfo | None, launcher_alive: bool) -> str:
+    if slurm is not None:
+        return "failed"  # its job has left the queue without finishing it
+    if holder_of(folder.lock) is not None:
+        return "running"
+    return "pending" if launcher_alive else "stopped"
 
 
 def ensemble_state(run: RunFolder, job_id: str, slurm: JobInfo | None, launcher_alive: bool) -> str:
@@ -91,23 +95,9 @@ def ensemble_state(run: RunFolder, job_id: str, slurm: JobInfo | None, launcher_
     return "pending" if launcher_alive else "not run"
 
 
-def writer_alive(progress: dict[str, Any]) -> bool:
-    """Is the process that last wrote progress.json still there (only knowable on its own host)?"""
-    if progress.get("host") != socket.gethostname():
-        return True  # another node: trust the file
-    return process_alive(progress.get("pid"))
-
-
-def launcher_running(launch: dict[str, Any]) -> bool:
-    """Is the local launcher of this run still running (and not us)?"""
-    launcher = launch.get("launcher") or {}
-    pid = launcher.get("pid")
-    if launcher.get("host") != socket.gethostname() or not pid or int(pid) == os.getpid() or not process_alive(pid):
-        return False
-    try:
-        return b"jobs.launch" in Path(f"/proc/{int(pid)}/cmdline").read_bytes()
-    except OSError:
-        return True  # alive, and we cannot tell what it is
+def launcher_running(run: RunFolder) -> bool:
+    """Does another process hold the run folder's lock (a local launcher that is still running its members)?"""
+    return holder_of(run.lock) is not None
 
 
 def format_rows(rows: list[MemberRow]) -> str:
@@ -129,12 +119,15 @@ def print_status(run: RunFolder) -> int:
     launch = run.launch()
     member_ids = {int(s): j for s, j in launch.get("member_job_ids", {}).items()}
     ensemble_id = launch.get("ensemble_job_id", "")
-    slurm = query_jobs([*member_ids.values(), ensemble_id]) if launch.get("cluster") == "slurm" else None
-    launcher_alive = launch.get("cluster") == "local" and launcher_running(launch)
-    rows = [member_row(run, seed, member_ids.get(seed, ""), (slurm or {}).get(member_ids.get(seed, "")),
-                       launcher_alive) for seed in launch.get("seeds", [])]
-    ensemble = ensemble_state(run, ensemble_id, (slurm or {}).get(ensemble_id), launcher_alive)
     print(f"run {run.root} ({launch.get('cluster', '?')}, launched {launch.get('submitted', '?')})")
+    try:
+        slurm = query_run_jobs([*member_ids.values(), ensemble_id]) if launch.get("cluster") == "slurm" else None
+    except ControllerSilent as err:
+        return print_unknown(run, launch, member_ids, ensemble_id, err)
+    launcher_alive = launch.get("cluster") == "local" and launcher_running(run)
+    rows = [member_row(run, seed, member_ids.get(seed, ""), (slurm or {}).get(member_ids.get(seed, "")),
+                       launcher_alive, run_expects(run, seed)) for seed in launch.get("seeds", [])]
+    ensemble = ensemble_state(run, ensemble_id, (slurm or {}).get(ensemble_id), launcher_alive)
     print(format_rows(rows), end="")
     report = f"; report {run.ensemble.report_json}" if run.ensemble.report_json.exists() else ""
     print(f"ensemble: {ensemble}" + (f" (job {ensemble_id})" if ensemble_id else "") + report)
@@ -142,3 +135,14 @@ def print_status(run: RunFolder) -> int:
     if "failed" in states:
         return 1
     return 0 if states == {"done"} else 3
+
+
+def print_unknown(run: RunFolder, launch: dict[str, Any], member_ids: dict[int, str], ensemble_id: str,
+                  silence: ControllerSilent) -> int:
+    """SLURM did not answer: every job's state is unknown, whatever the files say (a job may still be writing)."""
+    rows = [MemberRow(seed=seed, state="unknown", job_id=member_ids.get(seed, ""), note="the controller did not answer")
+            for seed in launch.get("seeds", [])]
+    print(format_rows(rows), end="")
+    print("ensemble: unknown" + (f" (job {ensemble_id})" if ensemble_id else ""))
+    print(f"jobs.status: {silence}", file=sys.stderr)
+    return 3

@@ -11,8 +11,10 @@ from slurm.cluster import (LOG_PATTERN, ClusterConfig, local_executor, local_pla
                            slurm_parameters)
 from slurm.queue import wait_while_active
 from slurm.status import member_row, task_result
+from slurm.submitit_private import terminate_local_job
 from slurm.tasks import EnsembleTask, MemberTask
 from videns.folders import RunFolder
+from videns.member.state import run_expects
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
@@ -114,21 +116,21 @@ def print_ensemble_output(run: RunFolder, job_id: str, say: Callable[[str], None
 
 
 def _report_member(run: RunFolder, seed: int, job_id: str, submitted: Submitted, say) -> None:
-    row = member_row(run, seed, job_id, None, launcher_alive=False)
+    """What the member's task achieved, by the same rule as jobs.status; anything but done fails the launch."""
+    row = member_row(run, seed, job_id, None, launcher_alive=False, expected=run_expects(run, seed))
     if row.state == "done":
         say(f"seed {seed}: done, best val accuracy {row.best_val_accuracy:.4f} at epoch {row.best_epoch} "
             f"({row.epoch} epochs, {row.restarts} restart(s))")
     else:
         submitted.failed_members.append(seed)
-        say(f"seed {seed}: FAILED ({row.state}); see {run.task_log(job_id)} and {run.member(seed).log}")
+        say(f"seed {seed}: FAILED ({row.state}): {row.note or 'see ' + str(run.member(seed).log)}")
 
 
 def stop_local_jobs(running: dict, say) -> None:
     """SIGTERM to each running controller, which forwards it to its task; the task saves and exits."""
     say(f"stopping {len(running)} running member(s); each saves at its next step")
     for job in running.values():
-        if job._process is not None and job._process.poll() is None:
-            job._process.send_signal(signal.SIGTERM)
+        terminate_local_job(job)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(not job.done() for job in running.values()):
         time.sleep(0.2)

@@ -29,7 +29,7 @@ from slurm.submit import sigint_ignored_in_children, stop_local_jobs
 from slurm.tasks import hand_over, job_context, outcome_recorded, task_succeeded
 from videns.errors import EXIT_CTRL_C, EXIT_STOPPED
 from videns.folders import check_private, use_private_umask
-from videns.io import append_jsonl
+from videns.io import append_jsonl, read_jsonl
 from videns.sweep import SweepFolder, WorkerIdentity, export_results, load_study, run_worker
 from videns.sweep.claims import schedule_lock
 from videns.sweep.prepare import open_sweep
@@ -120,7 +120,7 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
     if request.mode == "worker":
         return run_one_worker(folder, say)
     if request.dry_run:
-        cluster = request.cluster if request.cluster != "auto" else choose_cluster("auto")
+        cluster = request.cluster if request.cluster != "auto" else choose_cluster("auto", last_cluster(folder))
         say(f"# dry run: nothing written, nothing submitted. Sweep folder would be {folder.root}")
         say(f"# {request.array} worker task(s) ({'here' if cluster == 'local' else 'SLURM array'}), "
             f"{settings.trials} trials of {len(settings.spec.space)} param(s)")
@@ -128,7 +128,7 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
                                                                       allow_shared_group=request.allow_shared_group),
                           request.array if request.array > 1 else None))
         return 0
-    cluster = choose_cluster(request.cluster)
+    cluster = choose_cluster(request.cluster, last_cluster(folder))
     record = {"time": now_iso(), "cluster": cluster, "array": request.array, "trials": settings.trials,
               "git_revision": git_revision(), "command": request.command}
     if cluster == "slurm":
@@ -142,6 +142,12 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
         return EXIT_CTRL_C
     code = print_results(folder, say)
     return 1 if failed and code == 0 else code
+
+
+def last_cluster(folder: SweepFolder) -> str | None:
+    """Where the sweep's last launch ran its workers (None for a new sweep)."""
+    launches = read_jsonl(folder.launches)
+    return launches[-1].get("cluster") if launches and isinstance(launches[-1], dict) else None
 
 
 def _submit_and_report(folder: SweepFolder, request: SweepRequest, slurm: ClusterConfig, record: dict,

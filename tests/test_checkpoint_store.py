@@ -1,6 +1,7 @@
 """The checkpoint store: atomic commits that survive SIGKILL, verified loads, optimizer state as saved."""
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -113,6 +114,7 @@ def test_a_file_not_in_the_manifest_is_refused(tmp_path):
         store.load_latest().load_tensors("extra.safetensors")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["background", "inline"])
 def test_sigkill_at_random_moments_while_writing_never_leaves_a_broken_latest(tmp_path, mode):
     root = tmp_path / "ckpt"
@@ -133,3 +135,14 @@ def test_sigkill_at_random_moments_while_writing_never_leaves_a_broken_latest(tm
         assert found.read_bytes("state.json") == b'{"step": %d}' % step
         last_step = step
     assert last_step > 5
+
+
+def test_a_checkpoint_moved_aside_by_an_unfinished_re_save_is_put_back_not_purged(tmp_path):
+    """A kill between the two renames of a re-save of one step leaves that step's only copy under a .tmp- name."""
+    store = CheckpointStore(tmp_path / "ckpt", keep=2)
+    store.save(18, {"model.safetensors": {"w": torch.ones(3)}, "state.json": b"{}"})
+    committed = store.root / "step-000000018"
+    os.replace(committed, store.root / ".tmp-old-step-000000018-0123abcd")  # as _move_into_place's first rename
+    store.purge()
+    assert (committed / "state.json").read_bytes() == b"{}"
+    assert store.load_latest() is not None and not list(store.root.glob(".tmp-*"))

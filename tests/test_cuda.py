@@ -75,7 +75,7 @@ def test_the_demo_member_learns_in_bf16_on_the_gpu_and_logs_its_memory(tmp_path)
     """As tests/test_train_member.py's demo run on CPU, with bf16 autocast and fused AdamW."""
     out = tmp_path / "member"
     result = run_module("jobs.train", ["--config", str(REPO / "configs/demo.yaml"), "--data.root", str(tmp_path / "data"),
-                                       "--out_dir", str(out), "--trainer.progress", "off",
+                                       "--data.generate_demo", "true", "--out_dir", str(out), "--trainer.progress", "off",
                                        "--trainer.device", "cuda", "--trainer.precision", "bf16"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / "result.json").read_text())["best_val_accuracy"] >= 0.8

@@ -86,7 +86,7 @@ def test_dry_run_prints_both_sbatch_scripts_and_writes_nothing(capsys, tmp_path)
     data = tmp_path / "demo-data"  # generate_demo is on in demo.yaml: a dry run must not generate it
     run_dir = tmp_path / "run"
     code = launch.main(["--array", "3", "--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(data),
-                        "--run_dir", str(run_dir), "--dry_run", "--site", "local",
+                        "--data.generate_demo", "true", "--run_dir", str(run_dir), "--dry_run", "--site", "local",
                         "--slurm.gres", "gpu:a100_1g.10gb:1", "--slurm.setup", "[module load cuda/12]",
                         "--slurm.max_requeue_on_timeout", "5"])
     out = capsys.readouterr().out
@@ -113,6 +113,7 @@ def local_run(tmp_path_factory, demo_root):
     return run_dir, args, proc, time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_local_launch_trains_every_member_then_the_ensemble(local_run):
     run_dir, _, proc, _ = local_run
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -132,6 +133,7 @@ def test_local_launch_trains_every_member_then_the_ensemble(local_run):
     assert {str(p): oct(p.stat().st_mode & 0o777) for p in private} == {str(p): "0o700" for p in private}
 
 
+@pytest.mark.slow
 def test_saved_configs_are_exact_for_the_run_and_for_each_member(local_run):
     """RUN/config.yaml belongs to no single member; each member's own config.yaml is exactly its own."""
     run_dir = local_run[0]
@@ -154,6 +156,7 @@ def copied_run(local_run, tmp_path: Path) -> tuple[Path, list[str]]:
     return copy, [a if a != str(run_dir) else str(copy) for a in args]
 
 
+@pytest.mark.slow
 def test_status_reports_each_member_and_the_ensemble(local_run, capsys):
     run_dir = local_run[0]
     assert status.main(["--run_dir", str(run_dir)]) == 0
@@ -164,6 +167,7 @@ def test_status_reports_each_member_and_the_ensemble(local_run, capsys):
     assert "ensemble: done" in out
 
 
+@pytest.mark.slow
 def test_relaunch_gives_finished_members_no_task(local_run, tmp_path):
     run_dir, _ = copied_run(local_run, tmp_path)
     before = json.loads((run_dir / "launch.json").read_text())
@@ -178,6 +182,7 @@ def test_relaunch_gives_finished_members_no_task(local_run, tmp_path):
     assert "running 0 member(s)" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_raising_max_epochs_gives_finished_members_a_task_again(local_run, tmp_path):
     run_dir, _ = copied_run(local_run, tmp_path)
     proc = run_launch(["--run_dir", str(run_dir), "--cluster", "local", "--trainer.max_epochs", "4"])
@@ -187,6 +192,7 @@ def test_raising_max_epochs_gives_finished_members_a_task_again(local_run, tmp_p
         assert json.loads((run_dir / "members" / f"seed_{seed}" / "result.json").read_text())["epoch"] == 4
 
 
+@pytest.mark.slow
 def test_growing_a_run_trains_only_the_new_seeds_and_evaluates_all(local_run, tmp_path):
     run_dir, _ = copied_run(local_run, tmp_path)
     checkpoints = {p: p.stat().st_mtime_ns for p in run_dir.glob("members/*/checkpoints/*/*")}
@@ -200,6 +206,7 @@ def test_growing_a_run_trains_only_the_new_seeds_and_evaluates_all(local_run, tm
     assert [m["seed"] for m in report["members"]] == [7, 8, 9]
 
 
+@pytest.mark.slow
 def test_relaunch_under_a_changed_config_is_refused_unless_forced(local_run, capsys, tmp_path):
     run_dir, args = copied_run(local_run, tmp_path)
     saved = (run_dir / "config.yaml").read_text()
@@ -214,6 +221,7 @@ def test_relaunch_under_a_changed_config_is_refused_unless_forced(local_run, cap
     assert record["config_hash"] != json.loads(launch_before)["config_hash"] and len(record["previous"]) == 1
 
 
+@pytest.mark.slow
 def test_a_failed_member_is_reported_and_the_ensemble_still_runs(local_run, capsys, tmp_path):
     """Growing the run to three members where the third cannot even create its folder."""
     run_dir, _ = copied_run(local_run, tmp_path)
@@ -251,6 +259,7 @@ def wait_for_progress(member: Path, min_step: int, timeout_s: float = 120) -> di
     raise TimeoutError(f"{member}: no progress past step {min_step} in {timeout_s} s")
 
 
+@pytest.mark.slow
 def test_usr2_requeues_a_local_member_which_resumes_bit_identically(tmp_path, demo_root):
     """submitit's local executor reruns a task that requeues itself; the rerun resumes, not restarts."""
     run_dir = tmp_path / "run"
@@ -288,6 +297,7 @@ def as_at_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_local_members_at_a_step_boundary(tmp_path, demo_root):
     """A terminal's Ctrl-C reaches the launcher only; it stops each member with SIGTERM, which saves first."""
     run_dir = tmp_path / "run"

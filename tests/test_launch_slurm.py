@@ -149,7 +149,7 @@ def test_demo_array_of_two_and_the_ensemble_job_finish(tmp_path, runs):
     data = tmp_path / "demo-data"  # empty: the launcher writes the demo data before submitting
     started = time.monotonic()
     proc = launch("--array", "2", "--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(data),
-                  "--trainer.max_epochs", "3", "--run_dir", str(run_dir), "--wait", timeout_s=400)
+                  "--data.generate_demo", "true", "--trainer.max_epochs", "3", "--run_dir", str(run_dir), "--wait", timeout_s=400)
     run = Run(run_dir)
     runs.append(run)
     assert run.launch["cluster"] == "slurm" and run.launch["seeds"] == [42, 43]

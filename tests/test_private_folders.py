@@ -59,6 +59,7 @@ def test_make_private_creates_0700_whatever_the_umask(tmp_path):
     assert mode(folder) == 0o700
 
 
+@pytest.mark.slow
 def test_train_creates_its_folder_0700_and_refuses_a_group_writable_one(demo_root, tmp_path):
     out = tmp_path / "member"
     result = run_module("jobs.train", tiny_member_args(demo_root, out, "--trainer.max_epochs", "1"))

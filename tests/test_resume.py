@@ -17,10 +17,15 @@ import pytest
 from tests.conftest import run_module, start_module, tiny_member_args
 from tests.support.member_files import assert_members_identical, checkpoint_state, latest_checkpoint
 from videns.config import parse_member_config
+from videns.folders import MemberFolder
+from videns.member.ledger import read_mark
 from videns.training.interrupt import StopSignals
 from videns.member.train import train_member
 
+pytestmark = pytest.mark.slow  # every test trains a member at least twice: 25-90 s each
+
 INTERRUPTED = 128 + signal.SIGTERM
+TOTAL_STEPS = 2 * 18  # member_args: 2 epochs of 18 batches
 
 
 def member_args(root: Path, out: Path, *extra: str) -> list[str]:
@@ -43,8 +48,24 @@ def wait_for_checkpoint(member: Path, min_step: int = 1, timeout: float = 180) -
         steps = [int(p.name.split("-")[1]) for p in (member / "checkpoints").glob("step-*")]
         if steps and max(steps) >= min_step:
             return
-        time.sleep(0.02)
+        time.sleep(0.005)
     raise AssertionError(f"no checkpoint with step >= {min_step} in {member}")
+
+
+def reached_step(member: Path) -> int:
+    """The highest step the member has reached, from the step mark it rewrites after every step."""
+    mark = read_mark(MemberFolder(member).reached_step)
+    return mark[0] if mark else 0
+
+
+def wait_for_step(proc, member: Path, step: int, timeout: float = 180) -> float:
+    """Wait until the running member has reached ``step``; returns the monotonic time it was seen."""
+    deadline = time.monotonic() + timeout
+    while reached_step(member) < step:
+        assert proc.poll() is None, f"the member ended before step {step}"
+        assert time.monotonic() < deadline, f"no step {step} in {member} within {timeout} s"
+        time.sleep(0.001)
+    return time.monotonic()
 
 
 def finish(root: Path, out: Path, *extra: str):
@@ -55,7 +76,7 @@ def finish(root: Path, out: Path, *extra: str):
 
 def interrupt_with_sigterm(root: Path, out: Path, *extra: str, min_step: int = 1) -> dict:
     proc = start_module("jobs.train", member_args(root, out, "--checkpoint.every_steps", "1", *extra))
-    wait_for_checkpoint(out, min_step)
+    wait_for_step(proc, out, min_step)  # then it stops at the end of the step it is in, and saves
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == INTERRUPTED, output
@@ -107,14 +128,22 @@ def test_sigkill_after_a_periodic_save_then_restart_is_bit_identical(demo_root, 
 
 
 def test_random_sigkills_of_a_member_never_break_resume(demo_root, tmp_path, reference):
-    """Three SIGKILLs, each at a random step after this run's first save, each before training ended."""
+    """Three SIGKILLs, each at a random step after this run's first save, each before training ended.
+
+    Where to kill is counted in steps, read from the step mark: each kill lands within about two
+    steps of a random one, 10 or more steps before the end however fast the member trains.
+    """
     out = tmp_path / "member"
     rng = random.Random(1234)
     step = 0
     for _ in range(3):
         proc = start_module("jobs.train", member_args(demo_root, out, "--checkpoint.every_steps", "1"))
         wait_for_checkpoint(out, min_step=step + 1 + rng.randrange(6))  # saved since it (re)started
-        time.sleep(rng.uniform(0.0, 0.05))  # anywhere inside a step, or inside a commit
+        current = reached_step(out)
+        assert current <= TOTAL_STEPS - 10, f"step {current}: too close to the end to be sure to kill before it"
+        step_began = wait_for_step(proc, out, current + 1)
+        step_s = wait_for_step(proc, out, current + 2) - step_began  # one step, with its commit, on this machine
+        time.sleep(rng.uniform(0.0, step_s))  # anywhere inside the next step, or inside a commit
         assert proc.poll() is None, "the member ended before it could be killed"
         proc.kill()
         assert proc.wait(timeout=30) == -signal.SIGKILL

@@ -185,6 +185,7 @@ def test_idle_worker_waits_for_a_remote_heartbeat_then_exits_or_takes_the_stale_
 
 # ---------------------------------------------------------------- whole sweeps
 
+@pytest.mark.slow
 def test_two_local_workers_finish_the_study_and_best_config_trains(tmp_path, ecg_root):
     run = tmp_path / "run"
     args = sweep_args(sweep_file(tmp_path), run, ecg_root, 4, "--array", "2", "--cluster", "local",

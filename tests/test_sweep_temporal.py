@@ -85,6 +85,7 @@ def test_heads_that_do_not_divide_some_width_are_refused_before_anything_is_writ
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_two_local_workers_run_tiny_temporal_trials_and_the_best_config_trains(tmp_path, demo_root):
     run = tmp_path / "run"
     args = ["--config", str(sweep_file(tmp_path, TINY_SPACE)), "--trials", "3", "--run_dir", str(run),

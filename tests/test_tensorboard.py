@@ -62,6 +62,7 @@ def test_an_uninterrupted_member_writes_every_scalar_once_per_epoch(reference):
     assert all(value > 0 for _, value in found["epoch_seconds"])
 
 
+@pytest.mark.slow
 def test_sigterm_then_resume_continues_the_events_without_duplicates_or_gaps(demo_root, tmp_path, reference):
     out = tmp_path / "member"
     proc = start_module("jobs.train", member_args(demo_root, out, "--checkpoint.every_steps", "1"))
@@ -74,6 +75,7 @@ def test_sigterm_then_resume_continues_the_events_without_duplicates_or_gaps(dem
     assert_same_scalars(out, reference)
 
 
+@pytest.mark.slow
 def test_sigkill_between_periodic_saves_then_resume_replays_without_duplicates(demo_root, tmp_path, reference):
     out = tmp_path / "member"
     proc = start_module("jobs.train", member_args(demo_root, out, "--checkpoint.every_steps", "5"))
@@ -88,6 +90,7 @@ def test_sigkill_between_periodic_saves_then_resume_replays_without_duplicates(d
     assert_same_scalars(out, reference)
 
 
+@pytest.mark.slow
 def test_scalars_written_after_the_checkpoint_resumed_from_are_purged(demo_root, tmp_path, reference):
     """What a SIGKILL between an epoch's scalars and the commit of its checkpoint leaves, made exactly:
     the events hold step 36, the newest checkpoint is step 20. The resumed run writes step 36 again;

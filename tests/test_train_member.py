@@ -9,6 +9,7 @@ import subprocess
 import sys
 import termios
 
+import pytest
 import yaml
 
 from jobs.train import main as train_main
@@ -56,7 +57,7 @@ def test_demo_config_learns_well_above_chance(tmp_path):
     out = tmp_path / "demo_member"
     data = tmp_path / "data"
     assert train_main(["--config", str(REPO / "configs/demo.yaml"), "--data.root", str(data),
-                       "--out_dir", str(out), "--trainer.progress", "off"]) == 0
+                       "--data.generate_demo", "true", "--out_dir", str(out), "--trainer.progress", "off"]) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["best_val_accuracy"] >= 0.8  # chance is about 0.4 (majority class)
 
@@ -74,6 +75,7 @@ def test_print_config_round_trips_into_a_run(demo_root, tmp_path):
     assert (out / "best" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow  # two members trained in subprocesses: 16-80 s on a shared 2-core machine
 def test_progress_bar_only_on_a_terminal(demo_root, tmp_path):
     args = tiny_member_args(demo_root, tmp_path / "tty", "--trainer.max_epochs", "1", "--trainer.progress", "auto")
     primary, secondary = pty.openpty()

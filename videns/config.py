@@ -7,7 +7,6 @@ fields are checked when the component configs are built, before any work.
 
 import hashlib
 import sys
-from argparse import ArgumentError
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Callable, Sequence
 from jsonargparse import ArgumentParser, Namespace
 
 from videns.checkpoint.policy import CheckpointConfig
+from videns.cli import parse_strictly, strict_parser
 from videns.data.config import DataConfig
 from videns.errors import ConfigError
 from videns.models.base import SequenceClassifier
@@ -64,7 +64,7 @@ MEMBER_OPTION_PREFIXES = ("--seed", "--out_dir", "--allow_shared_group", "--mode
 
 
 def build_parser(**kwargs) -> ArgumentParser:
-    parser = ArgumentParser(description="Train one ensemble member.", **kwargs)
+    parser = strict_parser(description="Train one ensemble member.", **kwargs)
     parser.add_argument("--config", action="config", help="YAML config file (start one with --print_config).")
     parser.add_argument("--seed", type=int, default=42, help="Member seed: model init, data order, augmentation, dropout.")
     parser.add_argument("--out_dir", type=Path, default=Path("results/member"), help="Member folder.")
@@ -84,19 +84,25 @@ def build_parser(**kwargs) -> ArgumentParser:
 
 def parse_member_config(args: Sequence[str] | None = None, parser: ArgumentParser | None = None) -> MemberConfig:
     """Parse command-line style ``args`` into a built, checked MemberConfig."""
-    parser = parser or build_parser(exit_on_error=False)
-    return member_config_from_namespace(parser, parse_or_config_error(parser, args))
-
-
-def parse_or_config_error(parser: ArgumentParser, args: Sequence[str] | None) -> Namespace:
-    """``parser.parse_args``, with a parse failure as one ConfigError line naming the config file."""
+    parser = parser or build_parser()
     args = list(sys.argv[1:] if args is None else args)
-    try:
-        return parser.parse_args(args)
-    except ArgumentError as err:
-        files = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
-        where = f"{', '.join(files)}: " if files else ""
-        raise ConfigError(where + " ".join(str(err).split())) from None
+    ns = parse_strictly(parser, args)
+    keep_demo_data_to_its_folder(ns, args)
+    return member_config_from_namespace(parser, ns)
+
+
+def keep_demo_data_to_its_folder(ns: Namespace, args: Sequence[str]) -> None:
+    """A config's ``generate_demo`` writes demo data only into the config's own ``data.root``.
+
+    With another ``--data.root`` on the command line, a mistyped path to real data
+    would otherwise become a run on generated data; there, only an explicit
+    ``--data.generate_demo true`` writes it.
+    """
+    def given(flag: str) -> bool:
+        return any(arg == flag or arg.startswith(flag + "=") for arg in args)
+
+    if ns.data.generate_demo and given("--data.root") and not given("--data.generate_demo"):
+        ns.data.generate_demo = False
 
 
 def member_config_from_namespace(parser: ArgumentParser, ns: Namespace) -> MemberConfig:
@@ -141,8 +147,8 @@ def dump_run_config(cfg: MemberConfig) -> str:
 
 def run_member_config(run_config: Path, seed: int, out_dir: Path) -> MemberConfig:
     """Member ``seed`` of a run: the run's shared config (:func:`dump_run_config`) with its own seed and folder."""
-    parser = build_parser(exit_on_error=False)
-    ns = parse_or_config_error(parser, ["--config", str(run_config)])
+    parser = build_parser()
+    ns = parse_strictly(parser, ["--config", str(run_config)])
     ns.seed, ns.out_dir = int(seed), Path(out_dir)
     return member_config_from_namespace(parser, ns)
 

@@ -39,6 +39,14 @@ class CheckpointError(UserError):
     """A checkpoint cannot be used (config mismatch, nothing valid on disk)."""
 
 
+class StorageError(UserError):
+    """A folder cannot be written or locked: read-only, full, over quota, or already held by another writer."""
+
+
+class LockHeld(StorageError):
+    """Another process holds the folder's lock: a second writer must not touch it."""
+
+
 def one_line(message: str) -> str:
     """A message on one line; of a relayed traceback, only the message of its last line."""
     lines = [line for line in message.splitlines() if line.strip()]

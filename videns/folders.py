@@ -8,6 +8,9 @@ Writers and readers alike take paths from here, so a name changes in one place::
     RUN/ensemble/                      the ensemble evaluation (EnsembleFolder)
     RUN/logs/<job id>/                 submitit's files, and <job id>_<task>_outcome.json per finished task
 
+    RUN/.lock                          held (flock) by the one launcher that may write the run folder
+
+    MEMBER/.lock                       held (flock) by the one process that trains the member
     MEMBER/config.yaml                 the member's exact config (its own seed and out_dir)
     MEMBER/train.log                   one line per epoch, and every event
     MEMBER/progress.json               where training stands, rewritten at every save
@@ -49,6 +52,7 @@ from videns.io import read_json, write_json_atomically
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".lock"
 LOGS_DIR = "logs"
 # submitit names a task's files <job id>_<task>_*; ours sits beside its result pickle.
 TASK_OUTCOME_SUFFIX = "_outcome.json"
@@ -76,6 +80,7 @@ class MemberFolder:
     restarts = property(lambda self: self.root / "restarts.jsonl")
     reached_step = property(lambda self: self.root / "reached_step")
     checkpoints = property(lambda self: self.root / "checkpoints")
+    lock = property(lambda self: self.root / LOCK_FILE)
     tensorboard = property(lambda self: self.root / "tensorboard")
     best = property(lambda self: self.root / "best")
     BEST_META = "best.json"
@@ -156,6 +161,7 @@ class RunFolder:
     launch_file = property(lambda self: self.root / "launch.json")
     members_dir = property(lambda self: self.root / self.MEMBERS_DIR)
     logs = property(lambda self: self.root / LOGS_DIR)
+    lock = property(lambda self: self.root / LOCK_FILE)
     ensemble = property(lambda self: EnsembleFolder(self.root / "ensemble"))
 
     def member(self, seed: int) -> MemberFolder:

@@ -3,19 +3,112 @@
 Atomic here means a reader sees the old file or the new one, never half of
 either: the text goes to a temporary file beside the target, then ``os.replace``
 swaps it in (atomic on POSIX file systems, NFS included, within one folder).
+
+A write that fails (disk full, over quota, read-only, an I/O error) raises
+:class:`WriteFailed`: one line naming the folder, what was written and the
+errno's meaning, and for a full disk or quota the free space against the size
+needed. It is a :class:`~videns.errors.StorageError`, so entry points print it
+as that one line. The failed write's temporary file is gone before the line is
+made, so the free space it counts is what the next attempt would have.
 """
 
+import errno
 import json
 import logging
 import os
+import shutil
 import uuid
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-__all__ = ["write_text_atomically", "write_json_atomically", "read_json", "read_jsonl", "append_jsonl",
-           "process_start", "process_alive"]
+from videns.errors import StorageError
+
+__all__ = ["write_text_atomically", "write_text_if_changed", "write_json_atomically", "write_json_even_when_full",
+           "read_json", "read_jsonl", "append_jsonl", "WriteFailed", "writing_into", "write_failure", "free_bytes",
+           "format_size", "process_start", "process_alive"]
 
 log = logging.getLogger(__name__)
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class WriteFailed(StorageError):
+    """Writing into a folder failed: full, over quota, read-only, an I/O error; ``errno`` says which."""
+
+    def __init__(self, message: str, errno_code: int | None = None):  # a default, so that it unpickles
+        super().__init__(message)
+        self.errno = errno_code
+
+    @property
+    def disk_full(self) -> bool:
+        """No space left, on the filesystem or in the quota: freeing space is the fix."""
+        return self.errno in DISK_FULL_ERRNOS
+
+
+def write_failure(err: OSError, folder: Path, what: str, needed: int | None = None) -> WriteFailed:
+    """``FOLDER: cannot write WHAT: No space left on device (80.0 kB free, about 155 kB needed)``."""
+    meaning = os.strerror(err.errno) if err.errno else str(err)
+    message = f"{folder}: cannot write {what}: {meaning}"
+    if err.errno in DISK_FULL_ERRNOS:
+        message += f" ({_space_against_need(Path(folder), err.errno, needed)})"
+    return WriteFailed(message, err.errno)
+
+
+@contextmanager
+def writing_into(folder: Path, what: str, needed: int | None = None, leftover: Path | None = None) -> Iterator[None]:
+    """Turn an OSError of the writes inside into one :class:`WriteFailed` line naming ``folder``.
+
+    ``leftover``, the write's temporary file or folder, is removed on any failure,
+    before the line counts the free space.
+    """
+    try:
+        yield
+    except BaseException as err:
+        if leftover is not None:
+            _remove_quietly(leftover)
+        if isinstance(err, OSError):
+            raise write_failure(err, folder, what, needed) from err
+        raise
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Bytes an ordinary user may still write on ``folder``'s filesystem (the nearest existing folder's)."""
+    for candidate in (Path(folder), *Path(folder).parents):
+        try:
+            stats = os.statvfs(candidate)
+        except OSError:
+            continue
+        return stats.f_bavail * stats.f_frsize
+    return None
+
+
+def format_size(size: float) -> str:
+    """``512 B``, ``80.0 kB``, ``155 kB``, ``12.3 MB``: decimal units, three digits at most."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            break
+        size /= 1000
+    return f"{size:.0f} {unit}" if unit == "B" or abs(size) >= 100 else f"{size:.1f} {unit}"
+
+
+def _space_against_need(folder: Path, code: int, needed: int | None) -> str:
+    """``80.0 kB free, about 155 kB needed``; over quota, the filesystem's free space is not what ran out."""
+    free = free_bytes(folder)
+    have = "free space unknown" if free is None else f"{format_size(free)} free"
+    need = f"about {format_size(needed)} needed" if needed else ""
+    if code == errno.EDQUOT:
+        return "; ".join(filter(None, [need, f"{have} on the filesystem, but not within your quota"]))
+    return ", ".join(filter(None, [have, need]))
+
+
+def _remove_quietly(path: Path) -> None:
+    """Best effort: on a read-only or failing disk the leftover may have to stay."""
+    with suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -25,17 +118,52 @@ def temporary_sibling(path: Path) -> Path:
 
 def write_text_atomically(path: Path, text: str) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
-    try:
+    with writing_into(path.parent, path.name, len(text.encode()), leftover=tmp):
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text)
         os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+
+def write_text_if_changed(path: Path, text: str) -> None:
+    """:func:`write_text_atomically`, skipped when the file holds ``text`` already.
+
+    A restart rewrites files that have not changed (config, history): skipped, they
+    cannot fail on a full disk, and a finished member still reports as finished there.
+    """
+    try:
+        if Path(path).read_text() == text:
+            return
+    except (OSError, ValueError):
+        pass
+    write_text_atomically(path, text)
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
     write_text_atomically(path, json.dumps(data, indent=1))
+
+
+def write_json_even_when_full(path: Path, data: Any) -> bool:
+    """Rewrite a small JSON file on a disk that may be full: atomically when it can, else in place.
+
+    In place needs no new block while the text fits in the blocks the file has,
+    so it works where a new file cannot be written. A reader may then catch it
+    half-written for a moment (:func:`read_json` gives None), which is still better
+    than leaving it saying what is no longer true. False when neither worked.
+    """
+    text = json.dumps(data, indent=1)
+    try:
+        write_text_atomically(path, text)
+        return True
+    except WriteFailed as err:
+        log.debug("%s; rewriting it in place", err)
+    try:
+        with open(path, "r+") as f:
+            f.write(text)
+            f.truncate()
+        return True
+    except OSError:
+        return False
 
 
 def read_json(path: Path) -> Any:
@@ -68,8 +196,10 @@ def read_jsonl(path: Path) -> list[Any]:
 
 def append_jsonl(path: Path, record: Any) -> None:
     """One JSON line added at the end; a kill can cut only this line, which :func:`read_jsonl` then drops."""
-    with Path(path).open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    line = json.dumps(record) + "\n"
+    path = Path(path)
+    with writing_into(path.parent, path.name, len(line.encode())), path.open("a") as f:
+        f.write(line)
 
 
 def process_start(pid: int) -> str | None:

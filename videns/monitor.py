@@ -181,7 +181,10 @@ class ResourceMonitor:
         self._write(EVENT_STOP, {"error": error} if error else None)
         with self._lock:
             if self._file is not None:
-                self._file.close()
+                try:
+                    self._file.close()
+                except OSError as err:  # a full disk fails the flush again here; the error in flight matters more
+                    self._warn_once(f"resource monitor could not close {self.log_path}: {err!r}")
                 self._file = None
 
     def __enter__(self) -> ResourceMonitor:

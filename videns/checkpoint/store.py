@@ -7,6 +7,10 @@ fsynced, then renamed into place, so a folder with that name is complete unless
 the disk lied; the manifest catches the disk lying (truncation, bit flips).
 Saves go through a :class:`CommitQueue`, which may write them in a background
 thread; everything on disk still changes in the order the saves were made.
+A save that fails (disk full, over quota, read-only) removes its temporary
+folder, leaves every committed checkpoint as it was, and raises
+:class:`~videns.io.WriteFailed`: one line with the free space against the
+checkpoint's size.
 """
 
 import hashlib
@@ -26,9 +30,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from videns.checkpoint.background import CommitQueue, FileContents
-from videns.checkpoint.tensorfile import write_chunks, write_tensor_file
+from videns.checkpoint.tensorfile import WrittenFile, tensor_file_size, write_chunks, write_tensor_file
 from videns.errors import CheckpointError
-from videns.io import process_alive
+from videns.io import process_alive, writing_into
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ MANIFEST_FILE = "manifest.json"
 LATEST_LINK = "latest"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _TMP_PREFIX = ".tmp-"
+_MOVED_ASIDE = _TMP_PREFIX + "old-"  # a committed folder, for the moment a re-save of its step takes its place
 _HASH_THREADS = 4
 
 
@@ -48,27 +53,53 @@ class CorruptCheckpoint(CheckpointError):
 
 def write_folder_atomically(final: Path, files: Mapping[str, FileContents]) -> Path:
     """Write ``files`` (bytes, or CPU tensors for a safetensors file) plus a manifest into ``final``,
-    so readers see all of it or none."""
+    so readers see all of it or none.
+
+    A failed write leaves nothing behind and changes nothing that was there: it
+    raises :class:`~videns.io.WriteFailed` once its temporary folder is gone.
+    """
     final = Path(final)
     tmp = final.parent / f"{_TMP_PREFIX}{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    manifest = {"files": {}}
-    for name, data in files.items():
-        written = write_chunks(tmp / name, [data]) if isinstance(data, bytes) else write_tensor_file(tmp / name, data)
-        manifest["files"][name] = written.manifest_entry()
-    write_chunks(tmp / MANIFEST_FILE, [json.dumps(manifest, indent=1).encode()])
-    _fsync_dir(tmp)
+    with writing_into(final.parent, final.name, planned_size(files), leftover=tmp):
+        _write_with_manifest(tmp, files)
+        _move_into_place(tmp, final)
+    return final
+
+
+def planned_size(files: Mapping[str, FileContents]) -> int:
+    """The bytes ``files`` take once written, manifest included (before the filesystem rounds them up to blocks)."""
+    sizes = {name: len(data) if isinstance(data, bytes) else tensor_file_size(data) for name, data in files.items()}
+    manifest = _manifest_bytes({name: WrittenFile(size, "0" * 64) for name, size in sizes.items()})
+    return sum(sizes.values()) + len(manifest)
+
+
+def _write_with_manifest(folder: Path, files: Mapping[str, FileContents]) -> None:
+    folder.mkdir(parents=True)
+    written = {name: write_chunks(folder / name, [data]) if isinstance(data, bytes)
+               else write_tensor_file(folder / name, data) for name, data in files.items()}
+    write_chunks(folder / MANIFEST_FILE, [_manifest_bytes(written)])
+    _fsync_dir(folder)
+
+
+def _manifest_bytes(written: Mapping[str, WrittenFile]) -> bytes:
+    return json.dumps({"files": {name: file.manifest_entry() for name, file in written.items()}}, indent=1).encode()
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
     if final.exists():
         # Re-saving the same step: move the old copy aside first, since a
         # directory cannot be replaced by rename in one step.
-        trash = final.parent / f"{_TMP_PREFIX}old-{final.name}-{uuid.uuid4().hex[:8]}"
+        trash = final.parent / f"{_MOVED_ASIDE}{final.name}-{uuid.uuid4().hex[:8]}"
         os.replace(final, trash)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            os.replace(trash, final)  # the committed copy goes back: a failed save changes nothing
+            raise
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
     _fsync_dir(final.parent)
-    return final
 
 
 def read_verified(folder: Path) -> "VerifiedFolder":
@@ -186,9 +217,10 @@ def _identity_of(stat: os.stat_result) -> tuple[int, ...]:
 def point_link(link: Path, target_name: str) -> None:
     """Atomically make ``link`` a relative symlink to ``target_name`` beside it."""
     tmp = link.parent / f"{_TMP_PREFIX}link-{uuid.uuid4().hex[:8]}"
-    os.symlink(target_name, tmp)
-    os.replace(tmp, link)
-    _fsync_dir(link.parent)
+    with writing_into(link.parent, f"the {link.name} link", leftover=tmp):
+        os.symlink(target_name, tmp)
+        os.replace(tmp, link)
+        _fsync_dir(link.parent)
 
 
 class CheckpointStore:
@@ -219,8 +251,7 @@ class CheckpointStore:
 
     def _commit(self, folder: Path, files: Mapping[str, FileContents],
                 after_commit: Callable[[Path], None] | None) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_folder_atomically(folder, files)
+        write_folder_atomically(folder, files)  # creates the root too
         point_link(self.root / LATEST_LINK, folder.name)
         self.purge()
         if after_commit is not None:
@@ -235,6 +266,7 @@ class CheckpointStore:
 
     def load_latest(self) -> VerifiedFolder | None:
         """The newest checkpoint that verifies, falling back past broken ones (and saying so)."""
+        self.restore_moved_aside()
         for folder in self.step_folders():
             try:
                 return read_verified(folder)
@@ -246,9 +278,23 @@ class CheckpointStore:
         """Delete all but the newest ``keep`` checkpoints, and leftovers of interrupted writes."""
         for folder in self.step_folders()[self.keep:]:
             shutil.rmtree(folder, ignore_errors=True)
+        self.restore_moved_aside()
         for leftover in self.root.glob(f"{_TMP_PREFIX}*"):
             if leftover.is_dir() and not _written_by_live_process(leftover.name):
                 shutil.rmtree(leftover, ignore_errors=True)
+
+    def restore_moved_aside(self) -> None:
+        """Put back a committed folder that a re-save moved aside, when the process died before the new one
+        took its name; then it is the only copy of that step. Otherwise it is a leftover like any other."""
+        if not self.root.is_dir():
+            return
+        for moved in self.root.glob(f"{_MOVED_ASIDE}*"):
+            final = self.root / moved.name.removeprefix(_MOVED_ASIDE).rsplit("-", 1)[0]
+            if moved.is_dir() and _STEP_DIR.match(final.name) and not final.exists():
+                log.warning("%s: putting back %s, moved aside by a re-save that did not finish", final, moved.name)
+                os.replace(moved, final)
+            elif moved.is_dir():
+                shutil.rmtree(moved, ignore_errors=True)
 
 
 def _written_by_live_process(tmp_name: str) -> bool:

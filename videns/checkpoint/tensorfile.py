@@ -41,6 +41,19 @@ class WrittenFile:
 
 def write_tensor_file(path: Path, tensors: Mapping[str, torch.Tensor]) -> WrittenFile:
     """Write CPU ``tensors`` as a safetensors file, fsynced; return its size and sha256."""
+    names, header_bytes = _layout(path, tensors)
+    bodies = (_raw_view(tensors[name]) for name in names if tensors[name].numel())
+    return write_chunks(path, [struct.pack("<Q", len(header_bytes)), header_bytes, *bodies])
+
+
+def tensor_file_size(tensors: Mapping[str, torch.Tensor]) -> int:
+    """The size of the file :func:`write_tensor_file` writes for ``tensors``, without writing it."""
+    _, header_bytes = _layout(Path("(size)"), tensors)
+    return 8 + len(header_bytes) + sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _layout(path: Path, tensors: Mapping[str, torch.Tensor]) -> tuple[list[str], bytes]:
+    """The tensors' order in the file, and its JSON header padded to 8 bytes."""
     for name, tensor in tensors.items():
         if tensor.dtype not in _DTYPE_NAMES:
             raise TypeError(f"{path}: tensor {name!r} has dtype {tensor.dtype}, which we do not store")
@@ -53,9 +66,7 @@ def write_tensor_file(path: Path, tensors: Mapping[str, torch.Tensor]) -> Writte
                         "data_offsets": [offset, offset + size]}
         offset += size
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
-    header_bytes += b" " * (-len(header_bytes) % 8)
-    bodies = (_raw_view(tensors[name]) for name in names if tensors[name].numel())
-    return write_chunks(path, [struct.pack("<Q", len(header_bytes)), header_bytes, *bodies])
+    return names, header_bytes + b" " * (-len(header_bytes) % 8)
 
 
 def write_chunks(path: Path, chunks: Iterable[bytes | memoryview]) -> WrittenFile:

@@ -1,7 +1,8 @@
 """Find an ensemble's members on disk and rebuild each one from its own best checkpoint.
 
 The expected members are the run folder's seeds (:meth:`videns.folders.RunFolder.seeds`). A member
-that is missing, unfinished or unreadable is *skipped* with a reason; members
+that is missing, not done (:mod:`videns.member.state`: unfinished, failed or stale) or unreadable is
+*skipped* with a reason; members
 that cannot be averaged with the others (class mapping, feature dim) are a
 :class:`CheckpointError`, because averaging them would be silently wrong.
 """
@@ -18,6 +19,7 @@ from videns.errors import CheckpointError, ConfigError, DataError
 from videns.folders import MemberFolder, RunFolder
 from videns.io import read_jsonl
 from videns.member.checkpoint import load_best
+from videns.member.state import DONE, member_state, run_expects
 from videns.models.base import SequenceClassifier
 from videns.models.registry import build_model
 
@@ -106,14 +108,14 @@ class _SkipMember(Exception):
 
 
 def load_member(run_dir: Path, seed: int) -> Member:
-    folder = RunFolder(run_dir).member(seed)
+    run = RunFolder(run_dir)
+    folder = run.member(seed)
     if not folder.root.is_dir():
         raise _SkipMember(f"missing: no folder {folder.root}")
     progress = folder.progress()
-    if not folder.finished():
-        status = progress.get("status", "not started")
-        raise _SkipMember(f"unfinished: status {status}, {progress.get('epoch', 0)} epoch(s) done, "
-                          f"no finished {folder.result_file.name}")
+    state = member_state(run, seed, run_expects(run, seed))  # done only if it finished what the run asked for
+    if state.state != DONE:
+        raise _SkipMember(f"{state.state}: {state.reason or 'no finished ' + folder.result_file.name}")
     try:
         tensors, meta, weights_sha256 = load_best(folder)
     except CheckpointError as err:

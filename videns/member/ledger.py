@@ -15,20 +15,27 @@ At the next start :func:`restart_record` turns them into one line of
 - ``preempted``: USR2 earlier than that, or SIGTERM after which SLURM requeued
   the same job;
 - ``killed``: no save after the last signal (SIGKILL, OOM, node failure);
-- ``stopped``: stopped by the user (SIGTERM or Ctrl-C, then started again by hand).
+- ``stopped``: stopped by the user (SIGTERM or Ctrl-C, then started again by hand);
+- ``disk_full``: a write failed for want of space or quota (ENOSPC, EDQUOT);
+- ``error``: a write failed otherwise (read-only, an I/O error).
+
+A failed run that could not even record its failure (a disk that refuses every
+write) still says ``running``, and counts as ``killed``.
 """
 
 import os
 import signal
+import socket
 import struct
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from videns.folders import MemberFolder
-from videns.io import append_jsonl, read_jsonl
+from videns.io import WriteFailed, append_jsonl, read_jsonl, write_failure, writing_into
 
-CAUSES = ("preempted", "time_limit", "killed", "stopped")
+DISK_FULL, WRITE_ERROR = "disk_full", "error"
+CAUSES = ("preempted", "time_limit", "killed", "stopped", DISK_FULL, WRITE_ERROR)
 # A USR2 this close to the time limit minus the signal delay is the time limit's: SLURM may send the
 # signal up to 60 s earlier than asked (sbatch --signal), and a task starts a little after its job.
 TIME_LIMIT_SLACK_S = 90.0
@@ -39,10 +46,15 @@ class StepMark:
     """The highest global step reached, kept in ``MEMBER/reached_step``."""
 
     def __init__(self, path: Path):
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.path = Path(path)
+        with writing_into(self.path.parent, self.path.name, _MARK.size):
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def reached(self, step: int) -> None:
-        os.pwrite(self.fd, _MARK.pack(step), 0)
+        try:
+            os.pwrite(self.fd, _MARK.pack(step), 0)
+        except OSError as err:  # not a context manager: this runs at every step
+            raise write_failure(err, self.path.parent, self.path.name, _MARK.size) from err
 
     def close(self) -> None:
         os.close(self.fd)
@@ -79,19 +91,44 @@ def restart_record(previous: Mapping[str, Any], mark: tuple[int, float] | None, 
                    resumed_step: int, context: Mapping[str, Any], now: float) -> dict[str, Any]:
     """One restart, from the previous run's progress.json, the step mark and the checkpoint resumed."""
     reached_step, reached_at = mark if mark else (resumed_step, 0.0)
-    if previous.get("status") == "interrupted":
-        cause = previous.get("stop_cause") or "stopped"
-        if cause == "signal":
-            job = context.get("job_id")
-            cause = "preempted" if job is not None and job == previous.get("job_id") else "stopped"
-    else:
-        cause = "killed"
+    cause = _previous_stop_cause(previous, context)
     stopped_at = max(float(previous.get("updated", 0.0)), reached_at, float(last_restart.get("started", 0.0)))
     return {"cause": cause, "signal": previous.get("signal") if cause != "killed" else None,
             "stopped": stopped_at, "started": now, "queued_s": max(0.0, now - stopped_at),
             "resumed_step": resumed_step, "reached_step": max(reached_step, resumed_step),
             "replayed_steps": max(0, reached_step - resumed_step),
             "job_id": context.get("job_id"), "previous_job_id": previous.get("job_id")}
+
+
+def _previous_stop_cause(previous: Mapping[str, Any], context: Mapping[str, Any]) -> str:
+    status = previous.get("status")
+    if status == "failed":
+        return previous.get("stop_cause") if previous.get("stop_cause") in (DISK_FULL, WRITE_ERROR) else WRITE_ERROR
+    if status != "interrupted":
+        return "killed"
+    cause = previous.get("stop_cause") or "stopped"
+    if cause == "signal":
+        job = context.get("job_id")
+        cause = "preempted" if job is not None and job == previous.get("job_id") else "stopped"
+    return cause
+
+
+def failure_cause(err: WriteFailed) -> str:
+    """``disk_full`` when freeing space is the fix, ``error`` otherwise."""
+    return DISK_FULL if err.disk_full else WRITE_ERROR
+
+
+def failed_progress(last: Mapping[str, Any], reason: str, cause: str, context: Mapping[str, Any],
+                    now: float) -> dict[str, Any]:
+    """progress.json once a write failed: the last save's record, marked ``failed`` with the one-line reason.
+
+    ``last`` is progress.json as the last committed save left it, so the epoch and
+    step it states are still those of the newest checkpoint on disk.
+    """
+    record = {key: value for key, value in last.items() if key != "signal"}
+    record.update(status="failed", reason=reason, stop_cause=cause, job_id=context.get("job_id"),
+                  host=socket.gethostname(), pid=os.getpid(), updated=now)
+    return record
 
 
 def record_restart(folder: MemberFolder, previous: Mapping[str, Any], resumed_step: int,

@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import time
-import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Literal, Mapping
 
@@ -17,7 +16,7 @@ from videns.checkpoint.policy import SavePolicy
 from videns.checkpoint.store import CheckpointStore
 from videns.config import MemberConfig
 from videns.folders import MemberFolder
-from videns.io import write_json_atomically, write_text_atomically
+from videns.io import write_json_atomically, write_text_if_changed, writing_into
 from videns.logs import shows_progress_bar
 from videns.member.checkpoint import save_best, save_checkpoint
 from videns.member.data import MemberData, alpha_tensor
@@ -44,6 +43,7 @@ class MemberOutcome:
     best_epoch: int
     stop_reason: str
     signum: int | None = None
+    config_hash: str = ""  # what it was trained under: a launch under another config is not done by this
 
 
 EpochHook = Callable[[dict[str, Any]], None]
@@ -129,7 +129,8 @@ class MemberLoop:
         else:
             state.bad_epochs += 1
         if self.scalars is not None:  # on disk before the checkpoint that covers them
-            self.scalars.write(record, state.global_step)
+            with writing_into(self.folder.tensorboard, "the epoch's scalars"):
+                self.scalars.write(record, state.global_step)
         state.history.append(record)
         state.epoch, state.batches_done, state.loss_sum, state.epoch_seconds = state.epoch + 1, 0, 0.0, 0.0
         if trainer.patience and state.bad_epochs >= trainer.patience:
@@ -164,6 +165,10 @@ class MemberLoop:
             self.store.wait()
         if self.state.finished:
             write_json_atomically(self.folder.result_file, asdict(outcome_of(self.state, "finished")))
+
+    def record_progress(self, status: str) -> None:
+        """Rewrite progress.json now, as of the state in memory (saves rewrite it as of what they commit)."""
+        write_json_atomically(self.folder.progress_file, self._progress_record(status))
 
     def _progress_record(self, status: str) -> dict[str, Any]:
         s = self.state
@@ -215,11 +220,12 @@ def _history_record(state: TrainingState, metrics: dict[str, Any], val_loss: flo
 
 
 def outcome_of(state: TrainingState, status: Literal["finished", "interrupted"], signum: int | None = None) -> MemberOutcome:
-    return MemberOutcome(status, state.epoch, state.best_val_accuracy, state.best_epoch, state.stop_reason, signum)
+    return MemberOutcome(status, state.epoch, state.best_val_accuracy, state.best_epoch, state.stop_reason, signum,
+                         state.config_hash)
 
 
 
 
 def write_history(folder: MemberFolder, history: list[dict[str, Any]]) -> None:
     """Rewrite history.jsonl from the checkpointed history, so a resume never duplicates lines."""
-    write_text_atomically(folder.history, "".join(json.dumps(line) + "\n" for line in history))
+    write_text_if_changed(folder.history, "".join(json.dumps(line) + "\n" for line in history))

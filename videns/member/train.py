@@ -4,7 +4,9 @@ import logging
 import random
 import time
 import traceback
-from typing import Any, Callable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -15,10 +17,14 @@ from videns.config import MemberConfig, dump_config
 from videns.device import cap_gpu_memory, describe_device, resolve_device
 from videns.errors import CheckpointError
 from videns.folders import MemberFolder, check_private, make_private
-from videns.logs import setup_logging
+from videns.io import WriteFailed, write_json_even_when_full, write_text_if_changed, writing_into
+from videns.locks import FolderLock
+from videns.logs import FILE_ONLY, setup_logging
 from videns.member.checkpoint import check_resumable, restore_checkpoint
-from videns.member.data import ensure_data, prepare_member_data
-from videns.member.ledger import read_mark, record_restart
+from videns.data.inspect import DatasetInfo
+from videns.member.data import MemberData, ensure_data, prepare_member_data
+from videns.member.ledger import failed_progress, failure_cause, read_mark, record_restart
+from videns.member.state import max_epochs_raised
 from videns.member.loop import EpochHook, MemberLoop, MemberOutcome, outcome_of, write_history
 from videns.tensorboard import EpochScalars
 from videns.monitor import ResourceMonitor, release_cached_gpu_memory
@@ -40,27 +46,64 @@ def train_member_logged(cfg: MemberConfig, context: Mapping[str, Any] | None = N
     ``on_stop`` runs after a signal stopped (and saved) the member, while the
     signals are still caught: a cluster task hands over to its requeue there.
     """
-    check_private(cfg.out_dir, cfg.allow_shared_group)  # before anything is written there
-    setup_logging(MemberFolder(cfg.out_dir).log)  # the file (and, under umask 077, a private folder) comes lazily
-    if context:  # a cluster task: say where it runs before anything else can fail
-        log.info("member seed %d starting in %s (%s)", cfg.seed, cfg.out_dir, dict(context))
-    with StopSignals() as stop:
-        outcome = train_member(cfg, stop, context)
-        if outcome.status == "interrupted" and on_stop is not None:
-            on_stop(stop, outcome)
+    inputs = prepare_inputs(cfg)
+    with member_folder_locked(cfg):  # a second writer refuses before it logs anything there
+        setup_logging(MemberFolder(cfg.out_dir).log)  # the file comes lazily
+        if context:  # a cluster task: say where it runs before anything else can fail
+            log.info("member seed %d starting in %s (%s)", cfg.seed, cfg.out_dir, dict(context))
+        with StopSignals() as stop:
+            outcome = train_member(cfg, stop, context, inputs=inputs)
+            if outcome.status == "interrupted" and on_stop is not None:
+                on_stop(stop, outcome)
     return outcome
 
 
+def member_folder_locked(cfg: MemberConfig) -> FolderLock:
+    """The member folder, checked, made private and locked for this process (re-entrant within it)."""
+    check_private(cfg.out_dir, cfg.allow_shared_group)  # before anything is written there
+    with writing_into(cfg.out_dir, "the member folder"):  # a read-only run folder: one line, before any work
+        make_private(cfg.out_dir)
+    return FolderLock(MemberFolder(cfg.out_dir).lock, "member folder")
+
+
+@dataclass
+class Inputs:
+    """The member's data, checked and loaded, and its device: all found before its folder is touched."""
+
+    info: DatasetInfo
+    data: MemberData
+    device: torch.device
+
+
+def prepare_inputs(cfg: MemberConfig) -> Inputs:
+    """Every data problem, and items too long for the model, as one line before anything is written.
+
+    Two processes started for one member both get here; the member folder's lock then lets one of them on.
+    """
+    info = ensure_data(cfg.data)
+    device = resolve_device(cfg.trainer.device)
+    with torch.device("meta"):  # the model's own checks, without allocating it
+        model = cfg.model(info.feature_dim, info.num_classes)
+    for split in info.splits.values():
+        model.check_item_length(split.max_frames, str(split.path))
+    data = prepare_member_data(cfg.data, info, cfg.seed, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
+                               pin_memory=device.type == "cuda")
+    return Inputs(info, data, device)
+
+
 def train_member(cfg: MemberConfig, stop: StopSignals | None = None, context: Mapping[str, Any] | None = None,
-                 on_epoch_end: EpochHook | None = None) -> MemberOutcome:
+                 on_epoch_end: EpochHook | None = None, inputs: Inputs | None = None) -> MemberOutcome:
     """Train (or continue) the member in ``cfg.out_dir`` until it finishes or a stop signal arrives.
 
     ``context`` is added to every resource-monitor line (job ids, restart count).
     ``on_epoch_end`` gets each epoch's history record after the epoch's checkpoint
     is committed, so it may raise (e.g. a pruned sweep trial) without losing work.
+    ``inputs``: what :func:`prepare_inputs` made, when the caller made them already.
     """
     try:
-        return _train_member(cfg, stop, context, on_epoch_end)
+        inputs = inputs or prepare_inputs(cfg)
+        with member_folder_locked(cfg), write_failures_recorded(MemberFolder(cfg.out_dir), context or {}):
+            return _train_member(cfg, inputs, stop, context, on_epoch_end)
     except BaseException as err:
         # The loop's frames hold the DataLoaders: cleared, their workers shut down now. Kept alive by the
         # traceback, they would ignore the SIGTERM that the interpreter's exit sends, and it would wait forever.
@@ -72,30 +115,43 @@ def train_member(cfg: MemberConfig, stop: StopSignals | None = None, context: Ma
         release_cached_gpu_memory()
 
 
-def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[str, Any] | None,
-                  on_epoch_end: EpochHook | None) -> MemberOutcome:
-    info = ensure_data(cfg.data)  # every data problem surfaces before any work
-    device = resolve_device(cfg.trainer.device)
+@contextmanager
+def write_failures_recorded(folder: MemberFolder, context: Mapping[str, Any]) -> Iterator[None]:
+    """When a write fails, leave the member folder saying why before the error goes on up.
+
+    By then the failed write's temporary folder is gone (it is removed before the
+    error is made), so the small writes here usually find room even on the disk
+    that filled up: train.log gets the line, and progress.json says ``failed`` with
+    it, so that the next start counts a ``disk_full`` or ``error`` restart, not a kill.
+    """
+    try:
+        yield
+    except WriteFailed as err:
+        log.error("%s", err, extra=FILE_ONLY)  # the entry point prints it on stderr
+        record = failed_progress(folder.progress(), str(err), failure_cause(err), context, time.time())
+        if not write_json_even_when_full(folder.progress_file, record):
+            log.warning("%s: could not record the failure either; the next start will count it as a kill",
+                        folder.progress_file)
+        raise
+
+
+def _train_member(cfg: MemberConfig, inputs: Inputs, stop: StopSignals | None,
+                  context: Mapping[str, Any] | None, on_epoch_end: EpochHook | None) -> MemberOutcome:
+    info, data, device = inputs.info, inputs.data, inputs.device
     _start_gpu_memory_afresh(device)
     cap_gpu_memory(device, cfg.trainer.gpu_memory_gb)
     seed_everything(cfg.seed)
     model = cfg.model(info.feature_dim, info.num_classes).to(device)
-    for split in info.splits.values():
-        model.check_item_length(split.max_frames, str(split.path))
-    data = prepare_member_data(cfg.data, info, cfg.seed, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
-                               pin_memory=device.type == "cuda")
     optimizer = build_optimizer(cfg.optimizer, model, fused=device.type == "cuda")
     log.info("member seed %d on %s, precision %s, %s", cfg.seed, describe_device(device), cfg.trainer.precision,
              describe_optimizer(optimizer))
     schedule = LRSchedule(cfg.schedule, optimizer, cfg.optimizer.lr)
     folder = MemberFolder(cfg.out_dir)
-    check_private(folder.root, cfg.allow_shared_group)
-    make_private(folder.root)
     commits = CommitQueue(background=cfg.checkpoint.background)
     store = CheckpointStore(folder.checkpoints, cfg.checkpoint.keep, commits)
     previous = folder.progress()  # how the last run ended, before this one rewrites it
     state = _restore_or_start(cfg, store, model, optimizer, schedule)
-    folder.config.write_text(dump_config(cfg))
+    write_text_if_changed(folder.config, dump_config(cfg))
     write_history(folder, state.history)
     if state.finished:
         log.info("member seed %d already finished (%s) at epoch %d; nothing to do", cfg.seed, state.stop_reason, state.epoch)
@@ -109,13 +165,19 @@ def _train_member(cfg: MemberConfig, stop: StopSignals | None, context: Mapping[
     with ResourceMonitor(folder.resources, cfg.trainer.monitor_minutes * 60, monitor_context, device):
         loop = MemberLoop(cfg, data, model, optimizer, schedule, store, state, device, stop, context)
         loop.on_epoch_end = on_epoch_end
-        loop.scalars = EpochScalars(folder.tensorboard, state.global_step) if cfg.trainer.tensorboard else None
+        with writing_into(folder.tensorboard, "the tensorboard events"):
+            loop.scalars = EpochScalars(folder.tensorboard, state.global_step) if cfg.trainer.tensorboard else None
         try:
+            if previous.get("status") == "failed":
+                # Read as the member's state (jobs.status) until the first save, and it runs again now. Where
+                # not even this fits on the disk, the restart fails here, before any step is spent.
+                loop.record_progress("running")
             return loop.run()
         finally:
             commits.close()  # whatever ends the loop, the last save reaches the disk first
             if loop.scalars is not None:
-                loop.scalars.close()
+                with writing_into(folder.tensorboard, "the tensorboard events"):
+                    loop.scalars.close()
 
 
 def has_finished(folder: MemberFolder, cfg: MemberConfig) -> bool:
@@ -124,18 +186,13 @@ def has_finished(folder: MemberFolder, cfg: MemberConfig) -> bool:
     result = folder.result()
     if result.get("status") != "finished":
         return False
-    return not _max_epochs_raised(result.get("stop_reason"), int(result.get("epoch", 0)), cfg)
-
-
-def _max_epochs_raised(stop_reason: str | None, epoch: int, cfg: MemberConfig) -> bool:
-    """A member that stopped at ``max_epochs`` trains on when ``cfg`` now allows more epochs."""
-    return stop_reason == "max_epochs" and epoch < cfg.trainer.max_epochs
+    return not max_epochs_raised(result.get("stop_reason"), int(result.get("epoch", 0)), cfg.trainer.max_epochs)
 
 
 def _is_restart(folder: MemberFolder, previous: dict[str, Any]) -> bool:
     """Did an earlier run of this member stop before it finished (saved or not)?"""
     if previous:
-        return previous.get("status") in ("running", "interrupted")
+        return previous.get("status") in ("running", "interrupted", "failed")
     return read_mark(folder.reached_step) is not None  # killed before its first save
 
 
@@ -152,7 +209,7 @@ def _restore_or_start(cfg: MemberConfig, store: CheckpointStore, model, optimize
     folder = checkpoint.path
     state = restore_checkpoint(checkpoint, model, optimizer, schedule)
     check_resumable(state, cfg.seed, cfg.config_hash, cfg.checkpoint.force, folder)
-    if state.finished and _max_epochs_raised(state.stop_reason, state.epoch, cfg):
+    if state.finished and max_epochs_raised(state.stop_reason, state.epoch, cfg.trainer.max_epochs):
         state.finished, state.stop_reason = False, ""
     if not state.finished:
         state.restarts += 1
