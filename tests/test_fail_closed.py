@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from tests.conftest import REPO, run_module, tiny_member_args
 from tests.support.slurm_cluster import cancel_all, ensure_cluster
+from slurm.queue import wait_while_active
 from videns.folders import RunFolder
 from videns.member.ledger import read_mark
 
@@ -70,6 +72,7 @@ def test_a_silent_controller_refuses_the_relaunch_and_status_says_unknown(demo_r
     launched = run_module("jobs.launch", [*member_options(demo_root, 400), "--array", "1", "--cluster", "slurm",
                                           "--site", "local", "--run_dir", str(run.root)])
     assert launched.returncode == 0, launched.stdout + launched.stderr
+    job = json.loads(run.launch_file.read_text())["member_job_ids"][str(SEED)]
     wait_for_training(run)
     controller = cluster.state_dir / "run" / "slurmctld.pid"
     os.kill(int(controller.read_text()), signal.SIGTERM)  # slurmd and the job go on, as in a failover
@@ -84,9 +87,15 @@ def test_a_silent_controller_refuses_the_relaunch_and_status_says_unknown(demo_r
         assert read_mark(run.member(SEED).reached_step)[0] > 0
         assert len(starting_lines(run)) == 1, starting_lines(run)  # nothing was started here
         assert "cluster: local" not in run.member(SEED).log.read_text()
+        waiter = threading.Thread(target=wait_while_active, args=([job],), kwargs={"poll_s": 1.0}, daemon=True)
+        waiter.start()
+        waiter.join(timeout=60)  # longer than one query's three silent tries
+        assert waiter.is_alive(), "wait_while_active took a silent controller for 'nothing is running'"
     finally:
         ensure_cluster(user_signal=False)  # start.sh starts the controller again
         cancel_all()
+    waiter.join(timeout=180)
+    assert not waiter.is_alive(), "once the controller answers that the job has ended, the wait ends"
 
 
 def wait_for_training(run: RunFolder, timeout_s: float = 180) -> None:

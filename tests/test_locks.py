@@ -3,7 +3,9 @@
 Real processes race for real folders; a lock's holder dies by a real SIGKILL.
 """
 
+import errno
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +17,8 @@ import pytest
 from tests.conftest import REPO, run_module, start_module, tiny_member_args
 from tests.support.member_files import assert_members_identical
 from videns.folders import MemberFolder, RunFolder
-from videns.locks import FolderLock, holder_of
+from videns.errors import StorageError
+from videns.locks import ALLOW_UNLOCKED_ENV, FolderLock, _unsupported, holder_of
 from videns.member.ledger import read_mark
 
 PAIRS = 20
@@ -115,3 +118,15 @@ def wait_for_step(member: MemberFolder, step: int, timeout_s: float = 120) -> No
             return
         time.sleep(0.01)
     raise AssertionError(f"{member.root} never reached step {step}")
+
+
+def test_a_filesystem_that_refuses_locks_refuses_the_start_unless_allowed(tmp_path, monkeypatch, caplog):
+    """What FolderLock does with flock's ENOLCK (Lustre -o noflock, NFS without lockd); no such mount exists here,
+    so the error is the one such a filesystem gives, handed to the same code."""
+    refused = OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.delenv(ALLOW_UNLOCKED_ENV, raising=False)
+    with pytest.raises(StorageError, match=f"refuses file locks .*-o flock.*{ALLOW_UNLOCKED_ENV}=1"):
+        _unsupported(tmp_path / ".lock", "member folder", refused)
+    monkeypatch.setenv(ALLOW_UNLOCKED_ENV, "1")
+    _unsupported(tmp_path / ".lock", "member folder", refused)
+    assert "running without it" in caplog.text
