@@ -1,4 +1,5 @@
-"""Evaluate a run's ensemble: ``python -m jobs.ensemble_eval --run_dir RUN [--tta] [--members 1 2] [--combine greedy]``.
+"""Evaluate a run's ensemble: ``python -m jobs.ensemble_eval --run_dir RUN [--tta] [--members 1 2] [--combine greedy]
+[--coverage 0.9] [--mondrian]``.
 
 Runs every member over validation and test; validation flags collapsed
 members, sets the combination's weights and fits its temperature, test scores
@@ -21,10 +22,12 @@ PROG = "jobs.ensemble_eval"
 
 def build_parser() -> ArgumentParser:
     parser = strict_parser(prog=PROG, description=EnsembleEvalConfig.__doc__.splitlines()[0])
-    parser.add_class_arguments(EnsembleEvalConfig, as_positional=False, skip={"members", "tta"})
+    parser.add_class_arguments(EnsembleEvalConfig, as_positional=False, skip={"members", "tta", "mondrian"})
     # Written out so the command line reads `--tta` and `--members 1 2`, not `--tta true` and `--members [1,2]`.
     parser.add_argument("--tta", action=ActionYesNo, default=False,
                         help="Average each member over the views none/reverse/speed_up/speed_down first.")
+    parser.add_argument("--mondrian", action=ActionYesNo, default=False,
+                        help="Calibrate the prediction sets per class (class-conditional coverage).")
     parser.add_argument("--members", type=int, nargs="+", default=None,
                         help="Evaluate only these seeds (default: every member of the run).")
     return parser

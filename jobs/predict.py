@@ -28,12 +28,14 @@ PROG = "jobs.predict"
 def build_parser() -> ArgumentParser:
     parser = strict_parser(prog=PROG, description=PredictConfig.__doc__.splitlines()[0],
                             epilog="With --submit, --slurm.KEY VALUE overrides the site profile (as in jobs.launch).")
-    parser.add_class_arguments(PredictConfig, as_positional=False, skip={"tta", "overwrite", "combine"})
+    parser.add_class_arguments(PredictConfig, as_positional=False, skip={"tta", "overwrite", "combine", "mondrian"})
     # Written out so the command line reads `--tta` and `--overwrite`, not `--tta true`.
     parser.add_argument("--tta", action=ActionYesNo, default=None,
                         help="Average each member over the test-time views (default: as the run's ensemble job did).")
     parser.add_argument("--combine", choices=COMBINATIONS, default=None,
                         help="Combination to apply, with its own weights and temperature (default: the run's choice).")
+    parser.add_argument("--mondrian", action=ActionYesNo, default=None,
+                        help="Calibrate the prediction sets per class (default: as the run's ensemble job did).")
     parser.add_argument("--overwrite", action=ActionYesNo, default=False,
                         help="Replace an existing output instead of refusing.")
     add_submit_options(parser, "the prediction")

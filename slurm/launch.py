@@ -57,8 +57,8 @@ def launch(plan: LaunchPlan, args: list[str]) -> int:
 
 def evaluation(plan: LaunchPlan) -> EnsembleTask:
     """The dependent job's task: evaluate every member of the run as the launch asked."""
-    return EnsembleTask(str(plan.run.root), tta=plan.tta, combine=plan.combine,
-                        allow_shared_group=plan.member.allow_shared_group)
+    return EnsembleTask(str(plan.run.root), tta=plan.tta, combine=plan.combine, coverage=plan.coverage,
+                        mondrian=plan.mondrian, allow_shared_group=plan.member.allow_shared_group)
 
 
 def write_run(plan: LaunchPlan, cluster: str, args: list[str]) -> None:

@@ -20,6 +20,7 @@ from videns.config import (HASH_EXCLUDED, MemberConfig, build_parser, keep_demo_
                            member_config_from_namespace, run_member_config)
 from videns.data import layout
 from videns.ensemble.combine import Combination
+from videns.ensemble.conformal import DEFAULT_COVERAGE
 from videns.errors import ConfigError, DataError, LockHeld
 from videns.folders import RunFolder, check_private, make_private
 from videns.locks import FolderLock, describe_holder, holder_of
@@ -28,7 +29,8 @@ from videns.member.train import has_finished
 DEFAULT_CONFIG = code_root() / "configs" / "ensemble.yaml"
 DEFAULT_MEMBERS = 4
 RESULTS_DIR = Path("results")
-LAUNCH_KEYS = ("array", "cluster", "run_dir", "site", "slurm", "dry_run", "force", "wait", "tta", "combine")
+LAUNCH_KEYS = ("array", "cluster", "run_dir", "site", "slurm", "dry_run", "force", "wait", "tta", "combine",
+               "coverage", "mondrian")
 
 
 @dataclass
@@ -47,6 +49,8 @@ class LaunchPlan:
     wait: bool = False
     tta: bool = False
     combine: Combination = "mean"
+    coverage: float = DEFAULT_COVERAGE
+    mondrian: bool = False
     lock: FolderLock | None = None  # held from the checks to the launch's last write; None for a dry run
 
 
@@ -72,6 +76,10 @@ def build_launch_parser() -> ArgumentParser:
     parser.add_argument("--tta", action="store_true", help="Evaluate the ensemble with test-time augmentation.")
     parser.add_argument("--combine", type=Combination, default="mean",
                         help="How the ensemble job combines members, chosen on validation (see jobs.ensemble_eval).")
+    parser.add_argument("--coverage", type=float, default=DEFAULT_COVERAGE,
+                        help="The ensemble job's prediction sets hold the true class this often (split conformal).")
+    parser.add_argument("--mondrian", action="store_true",
+                        help="The ensemble job calibrates its prediction sets per class.")
     return parser
 
 
@@ -83,6 +91,8 @@ def plan_launch(args: list[str]) -> LaunchPlan:
     opts["slurm"] = ClusterConfig(**{k: v for k, v in opts["slurm"].as_dict().items() if not k.startswith("__")})
     if opts["array"] is not None and opts["array"] < 1:
         raise ConfigError(f"--array must be >= 1, got {opts['array']}")
+    if not 0.0 < opts["coverage"] < 1.0:
+        raise ConfigError(f"--coverage must be between 0 and 1 (exclusive), got {opts['coverage']}")
     run = RunFolder(opts["run_dir"] or RESULTS_DIR / Path(flag_value(args, "--config")).stem)
     created = _first_missing(run.root)
     lock = None if opts["dry_run"] else lock_run_folder(run, ns.allow_shared_group)
@@ -139,7 +149,8 @@ def _checked_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], args: lis
     to_train = [seed for seed in seeds if not has_finished(run.member(seed), member)]
     return LaunchPlan(run=run, member=member, seeds=seeds, to_train=to_train, cluster=opts["cluster"],
                       slurm=opts["slurm"], generate_demo=generate_demo, dry_run=opts["dry_run"], force=opts["force"],
-                      wait=opts["wait"], tta=opts["tta"], combine=opts["combine"], lock=lock)
+                      wait=opts["wait"], tta=opts["tta"], combine=opts["combine"], coverage=opts["coverage"],
+                      mondrian=opts["mondrian"], lock=lock)
 
 
 def check_data(cfg: MemberConfig) -> bool:

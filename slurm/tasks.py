@@ -92,6 +92,8 @@ class EnsembleTask:
     run_dir: str
     tta: bool = False
     combine: str = "mean"
+    coverage: float = 0.9
+    mondrian: bool = False
     env: dict[str, str | None] = field(default_factory=dict)
     allow_shared_group: bool = False
 
@@ -103,8 +105,9 @@ class EnsembleTask:
         with outcome_recorded():
             try:
                 check_private(Path(self.run_dir), self.allow_shared_group)
-                report = evaluate_and_summarize(EnsembleEvalConfig(run_dir=Path(self.run_dir), tta=self.tta,
-                                                                   combine=self.combine))
+                report = evaluate_and_summarize(EnsembleEvalConfig(
+                    run_dir=Path(self.run_dir), tta=self.tta, combine=self.combine, coverage=self.coverage,
+                    mondrian=self.mondrian))
             except UserError as err:  # a user's problem: one line in the log, the task failed
                 print(f"ensemble evaluation: error: {err}", file=sys.stderr)
                 raise

@@ -287,8 +287,8 @@ def test_outputs_exist_and_pngs_are_valid(evaluated: Path, capsys):
     out = evaluated / "ensemble"
     rep = report(evaluated)
     assert set(rep["files"]) == {"report.json", "report.md", "predictions.npz", "predictions.csv", "reliability.png",
-                                 "confusion_matrix.png", "training_curves.png", "resources.json"}
-    for name in ("confusion_matrix.png", "training_curves.png", "reliability.png"):
+                                 "risk_coverage.png", "confusion_matrix.png", "training_curves.png", "resources.json"}
+    for name in ("confusion_matrix.png", "training_curves.png", "reliability.png", "risk_coverage.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert imread(out / name).shape[0] > 100
     markdown = (out / "report.md").read_text()

@@ -5,25 +5,23 @@ trained normally and one on shuffled train labels.
 """
 
 import csv
-import json
-import logging
 import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-import torch
 from matplotlib.image import imread
 
-from jobs import ensemble_eval, train
-from tests.conftest import tiny_member_args
+from jobs import ensemble_eval
 from tests.support.trust_run import BROKEN_SEED, GOOD_SEEDS, copy_data, npz, permute_labels, report
 from videns.data import layout
-from videns.data.demo import write_demo_data
+from videns.ensemble.baseline import MODEL_NAME as MEAN_STD_MODEL
 from videns.ensemble.calibration import brier_score, fit_temperature
+from videns.ensemble.shape_baseline import MODEL_NAME as SHAPE_MODEL
 from videns.ensemble.collapse import collapse_threshold, flag_members
 from videns.ensemble.combine import COMBINATIONS, combine, greedy_weights, nll
+from videns.ensemble.conformal import prediction_sets, set_names
 from videns.ensemble.uncertainty import UNCERTAINTY_COLUMNS, item_uncertainty
 
 
@@ -145,6 +143,13 @@ def test_selection_and_temperature_never_read_test_labels(trust_run: Path, trust
         assert after["combinations"][name]["temperature"] == before["combinations"][name]["temperature"]
     assert after["flags"] == before["flags"]
     assert after["combinations"]["mean"]["test"]["accuracy"] != before["combinations"]["mean"]["test"]["accuracy"]
+    # The sets under permuted test labels are those computed from validation and test features alone.
+    pred = npz(trust_run)
+    weights = np.array([after["combinations"]["greedy"]["weights"][str(s)] for s in pred["seeds"]])
+    sets = prediction_sets(combine(pred["val_member_probs"], weights), pred["val_labels"],
+                           combine(pred["member_probs"], weights), after["conformal"]["coverage_requested"])
+    with open(run / "ensemble" / "predictions.csv", newline="") as handle:
+        assert [row["prediction_set"] for row in csv.DictReader(handle)] == set_names(sets, after["class_names"])
 
 
 def test_report_shows_every_combination_calibration_and_the_baseline(trust_run: Path):
@@ -163,13 +168,16 @@ def test_report_shows_every_combination_calibration_and_the_baseline(trust_run: 
                                atol=1e-12)
     np.testing.assert_allclose(pred["ensemble_probs"], pred["member_probs"].mean(axis=0), atol=1e-12)
     assert float(pred["temperature"]) == temperature
+    assert [b["model"] for b in rep["baselines"]] == [MEAN_STD_MODEL, SHAPE_MODEL]
+    assert all(0 <= b["accuracy"] <= 1 and b["train_items"] == 240 for b in rep["baselines"])
     baseline = rep["baseline"]
-    assert 0 <= baseline["accuracy"] <= 1 and baseline["train_items"] == 240
+    assert baseline["accuracy"] == max(b["accuracy"] for b in rep["baselines"])
     markdown = (trust_run / "ensemble" / "report.md").read_text()
     beats = rep["ensemble"]["accuracy"] > baseline["accuracy"]
     assert f"The ensemble ({rep['ensemble']['accuracy']:.4f} test accuracy) {'beats' if beats else 'does NOT beat'} " \
-           f"the logistic-regression baseline" in markdown
-    for section in ("Combinations", "Calibration", "Most uncertain test items", "Most confidently wrong"):
+           f"the strongest baseline, {baseline['model']} ({baseline['accuracy']:.4f})" in markdown
+    for section in ("Combinations", "Calibration", "Prediction sets", "Selective prediction", "Baselines",
+                    "Most uncertain test items", "Most confidently wrong"):
         assert f"## {section}" in markdown
     png = trust_run / "ensemble" / "reliability.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and imread(png).shape[0] > 100

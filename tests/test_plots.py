@@ -8,8 +8,14 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from videns.ensemble.selective import aurc, risk_coverage
 from videns.metrics import ECE_BINS, reliability_bins
-from videns.plots import plot_confusion_matrix, plot_reliability_diagram, plot_training_curves
+from videns.plots import (
+    plot_confusion_matrix,
+    plot_reliability_diagram,
+    plot_risk_coverage,
+    plot_training_curves,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASS_NAMES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")
@@ -80,3 +86,37 @@ def test_reliability_diagram_writes_a_valid_png_with_empty_bins(tmp_path: Path) 
     assert_valid_png_and_no_leftovers(path)
     with pytest.raises(ValueError):
         plot_reliability_diagram({}, tmp_path / "none.png")
+
+
+def test_reliability_diagram_with_one_non_empty_bin_draws(tmp_path: Path) -> None:
+    probs = np.array([[0.97, 0.03], [0.96, 0.04], [0.99, 0.01]])  # every item in the top bin
+    bins = reliability_bins(np.array([0, 1, 0]), probs)
+    assert int(np.sum(bins["count"] > 0)) == 1
+    path = plot_reliability_diagram({"test": {"before": bins}}, tmp_path / "one_bin.png")
+    assert_valid_png_and_no_leftovers(path)
+
+
+def test_reliability_diagram_refuses_curves_with_different_bins(tmp_path: Path) -> None:
+    probs = np.array([[0.7, 0.3], [0.2, 0.8]])
+    labels = np.array([0, 0])
+    curves = {"15 bins": reliability_bins(labels, probs), "10 bins": reliability_bins(labels, probs, bins=10)}
+    with pytest.raises(ValueError, match="bins"):
+        plot_reliability_diagram({"test": curves}, tmp_path / "mixed.png")
+    assert not list(tmp_path.iterdir())
+
+
+def test_risk_coverage_writes_a_valid_png(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    confidence = rng.random(300)
+    correct = rng.random(300) < confidence
+    disagreement = rng.random(300)
+    curves = {
+        f"max probability, AURC {aurc(confidence, correct):.3f}": risk_coverage(confidence, correct),
+        f"mutual information, AURC {aurc(-disagreement, correct):.3f}": risk_coverage(-disagreement, correct),
+    }
+    path = plot_risk_coverage(curves, tmp_path / "figs" / "risk_coverage.png", title="Risk-coverage: test")
+    assert path == tmp_path / "figs" / "risk_coverage.png"
+    assert path.stat().st_size > 1000
+    assert_valid_png_and_no_leftovers(path)
+    with pytest.raises(ValueError):
+        plot_risk_coverage({}, tmp_path / "none.png")

@@ -56,9 +56,12 @@ def test_predict_on_the_test_file_reproduces_ensemble_eval(trust_run: Path, trus
     theirs = read_csv(trust_run / "ensemble" / "predictions.csv")
     for key in UNCERTAINTY_COLUMNS:
         np.testing.assert_allclose(ours[key], [float(r[key]) for r in theirs], atol=1e-6)
+    for key in ("prediction_set", "set_size", "probabilities"):
+        assert [r[key] for r in rows] == [r[key] for r in theirs], key
     metrics = json.loads(out.with_name("test.metrics.json").read_text())
     assert metrics["combination"] == "mean" and metrics["temperature"] == rep["calibration"]["temperature"]
     assert 0 <= metrics["metrics"]["accuracy"] <= 1 and "brier" in metrics["metrics"]
+    assert metrics["prediction_sets"] == rep["conformal"]["test"]
 
 
 def test_another_combination_uses_its_own_weights_and_temperature(trust_run: Path, trust_data: Path, tmp_path: Path):

@@ -133,10 +133,11 @@ class EnsembleFolder:
     CONFUSION_PNG = "confusion_matrix.png"
     CURVES_PNG = "training_curves.png"
     RELIABILITY_PNG = "reliability.png"
+    RISK_COVERAGE_PNG = "risk_coverage.png"
     RESOURCES_JSON = "resources.json"
     # Every output of the evaluation; report.json last, so that it always describes a complete set.
-    OUTPUTS = (PREDICTIONS, PREDICTIONS_CSV, RELIABILITY_PNG, CONFUSION_PNG, CURVES_PNG, RESOURCES_JSON, REPORT_MD,
-               REPORT_JSON)
+    OUTPUTS = (PREDICTIONS, PREDICTIONS_CSV, RELIABILITY_PNG, RISK_COVERAGE_PNG, CONFUSION_PNG, CURVES_PNG,
+               RESOURCES_JSON, REPORT_MD, REPORT_JSON)
 
     def __init__(self, root: Path):
         self.root = Path(root)

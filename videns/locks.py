@@ -17,6 +17,11 @@ for filesystems where the user alone makes sure that one process writes.
 Within one process a lock is re-entrant: a launcher that trains members in
 process, or a member trained by a process that already holds its folder, takes
 it again without refusing itself.
+
+A forked child (a DataLoader worker) would share the lock through its copy of
+the descriptor and keep it alive for a few seconds after its parent dies,
+long enough to refuse the requeued task that follows; children close their
+copies at once, so the lock lives exactly as long as its holder.
 """
 
 import errno
@@ -41,6 +46,16 @@ _held: dict[Path, "_Held"] = {}  # this process's locks, by lock file
 class _Held:
     def __init__(self, fd: int | None):
         self.fd, self.depth = fd, 1
+
+
+def _close_inherited_locks() -> None:
+    for held in _held.values():
+        if held.fd is not None:
+            os.close(held.fd)  # the parent's lock stays: it holds its own descriptor
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 class FolderLock:

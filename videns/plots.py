@@ -1,4 +1,4 @@
-"""PNG figures for people: a confusion matrix, members' training curves and a reliability diagram.
+"""PNG figures for people: a confusion matrix, members' training curves, reliability and risk-coverage.
 
 Figures are built with matplotlib's object API (``Figure`` rendered by the
 Agg canvas), never through ``pyplot``: nothing needs a display, no global
@@ -93,31 +93,93 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping]], path: Path)
 
 def plot_reliability_diagram(panels: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], path: Path,
                              title: str = "Reliability") -> Path:
-    """One panel per split: accuracy against confidence per bin, one line per curve, and the diagonal.
+    """One panel per split: a bar per non-empty confidence bin and curve, its gap to confidence shaded.
+
+    Each bar's height is the bin's accuracy; the hatched red segment runs from
+    the accuracy to the bin's mean confidence (above the bar: overconfident,
+    inside it: underconfident), and the item count is written above. Curves
+    (e.g. before and after temperature scaling) stand side by side within a bin.
 
     Args:
         panels: split title -> curve label (e.g. "before, ECE 0.13") -> the
             ``confidence``, ``accuracy`` and ``count`` arrays of
-            :func:`videns.metrics.reliability_bins`; empty bins are NaN and skipped.
+            :func:`videns.metrics.reliability_bins` over equal-width bins on
+            [0, 1]; empty bins are NaN and get no bar.
         path: the PNG to write.
     """
     if not panels:
         raise ValueError("no reliability panels to plot")
-    figure = Figure(figsize=(5.0 * len(panels), 4.8), layout="constrained")
+    figure = Figure(figsize=(6.0 * len(panels), 5.0), layout="constrained")
     axes_row = np.atleast_1d(figure.subplots(1, len(panels)))
     for axes, (split, curves) in zip(axes_row, panels.items()):
-        axes.plot([0.0, 1.0], [0.0, 1.0], color="grey", linestyle=":", label="perfectly calibrated")
-        for colour, (label, bins) in zip(_member_colours(len(curves)), curves.items()):
-            filled = bins["count"] > 0
-            # Marker area grows with the bin's item count, so a lone item does not look like a trend.
-            sizes = 12.0 + 150.0 * bins["count"][filled] / bins["count"].sum()
-            axes.plot(bins["confidence"][filled], bins["accuracy"][filled], color=colour, label=label)
-            axes.scatter(bins["confidence"][filled], bins["accuracy"][filled], s=sizes, color=colour)
+        _reliability_panel(axes, curves)
         axes.set(title=f"{title}: {split}", xlabel="confidence (max probability)", ylabel="accuracy",
-                 xlim=(0.0, 1.0), ylim=(0.0, 1.02))
-        axes.grid(alpha=0.3)
+                 xlim=(0.0, 1.0), ylim=(0.0, 1.12))
         axes.legend(fontsize="small", loc="upper left")
     return _save_atomically(figure, Path(path))
+
+
+def plot_risk_coverage(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path,
+                       title: str = "Risk-coverage") -> Path:
+    """One line per ranking: error rate among the kept items against the share of items kept.
+
+    Args:
+        curves: label (e.g. "max probability, AURC 0.031") -> ``(coverage, risk)``
+            of :func:`videns.ensemble.selective.risk_coverage`.
+        path: the PNG to write.
+    """
+    from videns.ensemble.selective import COVERAGES
+
+    if not curves:
+        raise ValueError("no risk-coverage curves to plot")
+    figure = Figure(figsize=(6.5, 4.8), layout="constrained")
+    axes = figure.add_subplot()
+    for colour, (label, (coverage, risk)) in zip(_member_colours(len(curves)), curves.items()):
+        axes.plot(coverage, risk, color=colour, label=label)
+    for mark in COVERAGES:
+        # The coverages the report quotes accuracy at, so the figure and the numbers can be read together.
+        axes.axvline(mark, color="grey", linestyle=":", linewidth=1.0)
+        axes.text(mark, 1.0, f"{mark:g}", transform=axes.get_xaxis_transform(), ha="center", va="bottom",
+                  fontsize="x-small", color="grey")
+    axes.set(title=title, xlabel="coverage (share of items answered, most confident first)",
+             ylabel="risk (error rate among answered)", xlim=(0.0, 1.0))
+    axes.set_ylim(bottom=0.0)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left")
+    return _save_atomically(figure, Path(path))
+
+
+def _reliability_panel(axes, curves: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+    axes.plot([0.0, 1.0], [0.0, 1.0], color="grey", linestyle=":", label="perfectly calibrated")
+    bin_width = 1.0 / _bin_count(curves)
+    # Curves share a bin side by side; a small margin keeps neighbouring bins apart.
+    bar_width = 0.9 * bin_width / max(1, len(curves))
+    for number, (colour, (label, bins)) in enumerate(zip(_member_colours(len(curves)), curves.items())):
+        count = np.asarray(bins["count"], dtype=np.float64)
+        filled = count > 0
+        centres = (np.flatnonzero(filled) + 0.05) * bin_width + (number + 0.5) * bar_width
+        accuracy = np.asarray(bins["accuracy"], dtype=np.float64)[filled]
+        confidence = np.asarray(bins["confidence"], dtype=np.float64)[filled]
+        axes.bar(centres, accuracy, width=bar_width, color=colour, edgecolor="black", linewidth=0.4, label=label)
+        axes.bar(centres, confidence - accuracy, bottom=accuracy, width=bar_width, color=(0.85, 0.1, 0.1, 0.25),
+                 edgecolor=(0.7, 0.0, 0.0, 0.8), hatch="///", linewidth=0.4,
+                 label="gap to mean confidence" if number == len(curves) - 1 else None)  # listed after the curves
+        _write_counts(axes, centres, np.maximum(accuracy, confidence), count[filled], rotate=len(curves) > 1)
+    axes.grid(alpha=0.3, axis="y")
+
+
+def _write_counts(axes, centres: np.ndarray, tops: np.ndarray, counts: np.ndarray, rotate: bool) -> None:
+    # Narrow side-by-side bars leave no room for horizontal text; rotated counts stay inside their bar's column.
+    for centre, top, value in zip(centres, tops, counts):
+        axes.text(centre, top + 0.01, f"{int(value)}", ha="center", va="bottom", fontsize=6.5,
+                  rotation=90 if rotate else 0)
+
+
+def _bin_count(curves: Mapping[str, Mapping[str, np.ndarray]]) -> int:
+    lengths = {len(bins["count"]) for bins in curves.values()}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"reliability curves must share one non-zero number of bins, got {sorted(lengths)}")
+    return lengths.pop()
 
 
 def _annotate_cells(axes, counts: np.ndarray, fractions: np.ndarray) -> None:

@@ -1,9 +1,12 @@
-"""Apply a finished run's ensemble to a features file: per-item classes, probabilities and uncertainty.
+"""Apply a finished run's ensemble to a features file: per-item classes, prediction sets, probabilities and
+uncertainty.
 
 By default the combination (weights by seed) and temperature are the ones the
-run's ensemble job chose, read from ``RUN/ensemble/report.json``, and so is
-test-time augmentation, so the output reproduces that job's probabilities on
-the same file. Everything is checked before any work; nothing existing is
+run's ensemble job chose, read from ``RUN/ensemble/report.json``, and so are
+test-time augmentation and the prediction sets' coverage, so the output
+reproduces that job's probabilities and sets on the same file. The sets are
+calibrated on the validation predictions the ensemble job saved in
+``predictions.npz``. Everything is checked before any work; nothing existing is
 overwritten without ``overwrite``.
 """
 
@@ -22,8 +25,10 @@ from videns.device import resolve_device
 from videns.ensemble import members as found
 from videns.ensemble.calibration import calibration_metrics
 from videns.ensemble.combine import COMBINATIONS, Combination, combine
+from videns.ensemble.conformal import prediction_sets, set_metrics
 from videns.ensemble.input_check import check_input_file
 from videns.ensemble.predict import MultiViewItems, build_multi_view_loader, predict_members
+from videns.ensemble.trust import probabilities_label
 from videns.ensemble.uncertainty import item_uncertainty, write_predictions_csv
 from videns.errors import CheckpointError, ConfigError
 from videns.metrics import classification_metrics
@@ -53,6 +58,8 @@ class PredictConfig:
         num_workers: DataLoader worker processes reading the input.
         preload_gb: read the input into RAM first when its padded features fit this budget (GiB).
         progress: auto shows a progress bar when stderr is a terminal.
+        coverage: the prediction sets' coverage (default: the ensemble job's).
+        mondrian: calibrate the sets per class (default: as the ensemble job did).
     """
 
     run_dir: Path
@@ -66,6 +73,8 @@ class PredictConfig:
     num_workers: int = 0
     preload_gb: float = 4.0
     progress: Progress = "auto"
+    coverage: float | None = None
+    mondrian: bool | None = None
 
     def __post_init__(self):
         self.run_dir, self.input, self.out = Path(self.run_dir), Path(self.input), Path(self.out)
@@ -76,6 +85,8 @@ class PredictConfig:
             problems.append(f"combine must be one of {', '.join(COMBINATIONS)}, got {self.combine!r}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.coverage is not None and not 0.0 < self.coverage < 1.0:
+            problems.append(f"coverage must be between 0 and 1 (exclusive), got {self.coverage}")
         if self.num_workers < 0 or self.preload_gb < 0:
             problems.append("num_workers and preload_gb must be >= 0")
         if not self.out.parent.is_dir():
@@ -103,25 +114,52 @@ class EnsemblePlan:
     class_names: tuple[str, ...]
     weights_sha256: dict[int, str]  # by seed: the best models the weights and temperature were fitted on
     report_path: Path
+    coverage: float
+    mondrian: bool
+    val_probs: np.ndarray  # (N_val, C): the raw combination on validation, which calibrates the sets
+    val_labels: np.ndarray
 
 
-def read_plan(run_dir: Path, combination: Combination | None, tta: bool | None) -> EnsemblePlan:
-    """The seeds with weight > 0, their weights and the temperature from ``RUN/ensemble/report.json``."""
-    path = RunFolder(run_dir).ensemble.report_json
+def read_plan(run_dir: Path, combination: Combination | None, tta: bool | None, coverage: float | None = None,
+              mondrian: bool | None = None) -> EnsemblePlan:
+    """The seeds with weight > 0, their weights and the temperature from ``RUN/ensemble/report.json``, and the
+    validation predictions that calibrate the sets, from ``predictions.npz``."""
+    folder = RunFolder(run_dir).ensemble
+    path = folder.report_json
     report = read_json(path)
     if not isinstance(report, dict) or report.get("status") != "ok":
         raise CheckpointError(f"{path}: no successful ensemble report; run python -m jobs.ensemble_eval first")
-    if "combinations" not in report or any("weights_sha256" not in m for m in report["members"]):
-        missing = "combinations" if "combinations" not in report else "members' weights_sha256"
-        raise CheckpointError(f"{path}: {missing}: missing (written by an older jobs.ensemble_eval); rerun it")
+    missing = [key for key in ("combinations", "conformal") if key not in report]
+    if missing or any("weights_sha256" not in m for m in report["members"]):
+        what = ", ".join(missing) or "members' weights_sha256"
+        raise CheckpointError(f"{path}: {what}: missing (written by an older jobs.ensemble_eval); rerun it")
     name = combination or report["combination"]["chosen"]
     entry = report["combinations"][name]
-    used = {int(seed): w for seed, w in entry["weights"].items() if w > 0}
+    weights = {int(seed): float(w) for seed, w in entry["weights"].items()}
+    val_probs, val_labels = _validation_combination(folder.predictions, weights)
+    used = {seed: w for seed, w in weights.items() if w > 0}
+    conformal = report["conformal"]
     return EnsemblePlan(seeds=list(used), weights=np.array(list(used.values()), dtype=np.float64),
                         temperature=float(entry["temperature"]), combination=name,
                         tta=bool(report.get("tta")) if tta is None else tta, class_names=tuple(report["class_names"]),
                         weights_sha256={int(m["seed"]): m["weights_sha256"] for m in report["members"]},
-                        report_path=path)
+                        report_path=path, coverage=conformal["coverage_requested"] if coverage is None else coverage,
+                        mondrian=conformal["mondrian"] if mondrian is None else mondrian,
+                        val_probs=val_probs, val_labels=val_labels)
+
+
+def _validation_combination(path: Path, weights: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The combination's raw probabilities on validation, from the members' saved in predictions.npz."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            seeds, member_probs, labels = saved["seeds"].tolist(), saved["val_member_probs"], saved["val_labels"]
+    except (OSError, KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot read the validation predictions that calibrate the prediction "
+                              f"sets ({err}); rerun python -m jobs.ensemble_eval") from None
+    if set(weights) - set(seeds):
+        raise CheckpointError(f"{path}: holds seeds {seeds}, not every seed of the combination "
+                              f"({sorted(weights)}); rerun python -m jobs.ensemble_eval")
+    return combine(member_probs, np.array([weights.get(s, 0.0) for s in seeds])), labels
 
 
 def check_members_unchanged(plan: EnsemblePlan, members: list[found.Member]) -> None:
@@ -139,20 +177,26 @@ def apply_ensemble(cfg: PredictConfig) -> dict[str, Any]:
     member_probs, labels = _predict(cfg, members, plan)
     probs = combine(member_probs, plan.weights, plan.temperature)
     uncertainty = item_uncertainty(member_probs, plan.weights, plan.temperature)
-    write_predictions_csv(cfg.out, probs, uncertainty, plan.class_names, labels if facts.has_labels else None)
+    sets = prediction_sets(plan.val_probs, plan.val_labels, combine(member_probs, plan.weights), plan.coverage,
+                           plan.mondrian)
+    write_predictions_csv(cfg.out, probs, uncertainty, plan.class_names, labels if facts.has_labels else None,
+                          probabilities_label(plan.temperature), sets)
     summary = {"input": str(cfg.input), "out": str(cfg.out), "num_items": facts.num_items,
                "combination": plan.combination, "seeds": plan.seeds, "weights": plan.weights.tolist(),
-               "temperature": plan.temperature, "tta": plan.tta, "has_labels": facts.has_labels}
+               "temperature": plan.temperature, "probabilities": probabilities_label(plan.temperature),
+               "tta": plan.tta, "has_labels": facts.has_labels, "coverage_requested": plan.coverage,
+               "mondrian": plan.mondrian, "mean_set_size": float(sets.sum(axis=1).mean())}
     if facts.has_labels:
         metrics = {**classification_metrics(labels, probs, plan.class_names), **calibration_metrics(labels, probs)}
         summary["metrics"] = metrics
+        summary["prediction_sets"] = set_metrics(sets, labels, plan.class_names)
         write_json_atomically(cfg.metrics_path, summary)
     return summary
 
 
 def check_prediction(cfg: PredictConfig) -> tuple[EnsemblePlan, list[found.Member], Any]:
     """Every check before any work: the run's plan, its members, and the input file against them."""
-    plan = read_plan(cfg.run_dir, cfg.combine, cfg.tta)
+    plan = read_plan(cfg.run_dir, cfg.combine, cfg.tta, cfg.coverage, cfg.mondrian)
     member_set = found.load_members(cfg.run_dir, plan.seeds)
     if member_set.skipped:
         raise CheckpointError("; ".join(f"member seed {s.seed} of the ensemble is not usable: {s.reason}"
@@ -180,11 +224,13 @@ def _predict(cfg: PredictConfig, members: list[found.Member], plan: EnsemblePlan
 def format_summary(summary: dict[str, Any]) -> str:
     """Lines for the terminal."""
     lines = [f"{summary['num_items']} items -> {summary['out']} (combination {summary['combination']}, "
-             f"temperature {summary['temperature']:.3f}, seeds {summary['seeds']}{', TTA' if summary['tta'] else ''})"]
+             f"probabilities {summary['probabilities']}, seeds {summary['seeds']}{', TTA' if summary['tta'] else ''})",
+             f"prediction sets for {summary['coverage_requested']:.0%} coverage"
+             f"{' per class' if summary['mondrian'] else ''}: mean size {summary['mean_set_size']:.2f}"]
     if "metrics" in summary:
-        m = summary["metrics"]
+        m, sets = summary["metrics"], summary["prediction_sets"]
         lines.append(f"accuracy {m['accuracy']:.4f}, F1 weighted {m['f1_weighted']:.4f}, NLL {m['nll']:.4f}, "
-                     f"ECE {m['ece']:.4f}, Brier {m['brier']:.4f}")
+                     f"ECE {m['ece']:.4f}, Brier {m['brier']:.4f}, set coverage {sets['coverage']:.4f}")
     return "".join(line + "\n" for line in lines)
 
 

@@ -20,6 +20,7 @@ from videns.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
+MODEL_NAME = "logistic regression on per-item mean and std over real frames"
 MAX_TRAIN_ITEMS = 20_000
 SEED = 0
 MAX_ITER = 1000
@@ -66,6 +67,6 @@ def fit_and_score(train_file: Path, test_file: Path, class_names: Sequence[str],
     probs = np.zeros((len(y_test), len(class_names)))
     probs[:, model.classes_] = model.predict_proba(x_test)  # a class absent from train keeps probability 0
     log.info("baseline: logistic regression on %d train items, %d features", len(y_train), x_train.shape[1])
-    return {"model": "logistic regression on per-item mean and std over real frames",
+    return {"model": MODEL_NAME,
             "train_file": str(train_file), "train_items": int(len(y_train)), "train_items_in_file": int(num_train),
             **classification_metrics(y_test, probs, class_names)}

@@ -28,8 +28,11 @@ from videns.data.inspect import DatasetInfo, inspect_dataset
 from videns.ensemble import members as found
 from videns.ensemble import report as rep
 from videns.ensemble import baseline as sanity
+from videns.ensemble import shape_baseline as shape
 from videns.ensemble.combine import COMBINATIONS, Combination, combine
+from videns.ensemble.conformal import DEFAULT_COVERAGE
 from videns.ensemble.predict import MultiViewItems, Predictions, build_multi_view_loader, predict_members
+from videns.ensemble.selective import aurc, risk_coverage
 from videns.ensemble.trust import Chosen, choose_on_validation
 from videns.ensemble.uncertainty import write_predictions_csv
 from videns.ensemble.resources import merge_resource_logs, run_cost
@@ -40,7 +43,7 @@ from videns.folders import EnsembleFolder, RunFolder
 from videns.io import write_json_atomically
 from videns.logs import setup_logging
 from videns.metrics import expected_calibration_error, reliability_bins
-from videns.plots import plot_confusion_matrix, plot_reliability_diagram, plot_training_curves
+from videns.plots import plot_confusion_matrix, plot_reliability_diagram, plot_risk_coverage, plot_training_curves
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,9 @@ class EnsembleEvalConfig:
         combine: how members combine, chosen on validation: mean (the plain softmax average), mean_unflagged
             (the average of members not flagged as collapsed), greedy (Caruana forward selection with
             replacement on validation NLL). Every combination is reported; this one is the ensemble.
+        coverage: the share of test items whose conformal prediction set should hold their true class
+            (split conformal, calibrated on validation).
+        mondrian: calibrate the sets per class (class-conditional coverage) instead of over all classes.
     """
 
     run_dir: Path
@@ -74,6 +80,8 @@ class EnsembleEvalConfig:
     num_workers: int = 0
     preload_gb: float = 4.0
     combine: Combination = "mean"
+    coverage: float = DEFAULT_COVERAGE
+    mondrian: bool = False
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
@@ -91,6 +99,8 @@ class EnsembleEvalConfig:
             problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.combine not in COMBINATIONS:
             problems.append(f"combine must be one of {', '.join(COMBINATIONS)}, got {self.combine!r}")
+        if not 0.0 < self.coverage < 1.0:
+            problems.append(f"coverage must be between 0 and 1 (exclusive), got {self.coverage}")
         if self.members is not None and not self.members:
             problems.append("members must name at least one seed when given")
         if problems:
@@ -132,7 +142,8 @@ def evaluate_ensemble(cfg: EnsembleEvalConfig) -> dict[str, Any]:
     opened = {split: FeatureSplit(files[split], preload_bytes=int(cfg.preload_gb * GIB)) for split in ("val", "test")}
     val, test = (_predict(cfg, members, opened[split], len(info.class_names), modes, device)
                  for split in ("val", "test"))
-    trust, chosen = choose_on_validation([m.seed for m in members], val, test, info.class_names, cfg.combine)
+    trust, chosen = choose_on_validation([m.seed for m in members], val, test, info.class_names, cfg.combine,
+                                         cfg.coverage, cfg.mondrian)
     flags = {f["seed"]: f for f in trust["flags"]}
     entries = [{**rep.member_entry(m, test.member_probs[i], test.labels, info.class_names),
                 "val_accuracy": flags[m.seed]["val_accuracy"], "flagged": flags[m.seed]["flagged"]}
@@ -145,7 +156,8 @@ def evaluate_ensemble(cfg: EnsembleEvalConfig) -> dict[str, Any]:
     report = rep.build_report(members=entries, ensemble_probs=chosen.probs, labels=test.labels,
                               class_names=info.class_names, skipped=member_set.skipped, context=context)
     report["ensemble"]["combination"] = cfg.combine
-    report.update(trust, num_val_items=int(len(val.labels)), baseline=_baseline(files, info.class_names))
+    baselines = _baselines(files, info)
+    report.update(trust, num_val_items=int(len(val.labels)), baselines=baselines, baseline=_strongest(baselines))
     publish(cfg.out_dir, report, _writers(report, members, val, test, chosen, info.class_names, resources))
     return report
 
@@ -169,14 +181,36 @@ def _check_data(members: list[found.Member], data_root: Path) -> tuple[dict[str,
     return files, info
 
 
-def _baseline(files: dict[str, Path], class_names: tuple[str, ...]) -> dict[str, Any]:
+def _baselines(files: dict[str, Path], info: DatasetInfo) -> list[dict[str, Any]]:
+    """The mean/std logistic regression, and the shape-aware one where it runs within its time budget."""
     if "train" not in files:
-        return {"skipped": f"no train split beside {files['test']}"}
+        return [{"model": sanity.MODEL_NAME, "skipped": f"no train split beside {files['test']}"}]
+    entries = [_fit_baseline(sanity.MODEL_NAME, sanity.fit_and_score, files, info.class_names)]
+    train, test = info.splits["train"], info.splits["test"]
+    items = min(train.num_items, shape.MAX_TRAIN_ITEMS) + test.num_items
+    frames = max(train.max_frames, test.max_frames)
+    if shape.fits_budget(items, frames, info.feature_dim):
+        entries.append(_fit_baseline(shape.MODEL_NAME, shape.fit_and_score, files, info.class_names))
+    else:
+        estimate = shape.estimated_seconds(items, frames, info.feature_dim)
+        entries.append({"model": shape.MODEL_NAME, "skipped": f"estimated {estimate:.0f} s for {items} items of up "
+                        f"to {frames} frames x {info.feature_dim} features, over its budget"})
+    return entries
+
+
+def _fit_baseline(name: str, fit: Callable[..., dict[str, Any]], files: dict[str, Path],
+                  class_names: tuple[str, ...]) -> dict[str, Any]:
     try:
-        return sanity.fit_and_score(files["train"], files["test"], class_names)
+        return fit(files["train"], files["test"], class_names)
     except ValueError as err:  # e.g. a train split with one class; the ensemble's report still stands
-        log.warning("baseline not fitted: %s", err)
-        return {"skipped": f"logistic regression failed: {err}"}
+        log.warning("baseline %s not fitted: %s", name, err)
+        return {"model": name, "skipped": f"fit failed: {err}"}
+
+
+def _strongest(baselines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fitted baseline with the highest test accuracy; the first entry when none was fitted."""
+    fitted = [b for b in baselines if "accuracy" in b]
+    return max(fitted, key=lambda b: b["accuracy"]) if fitted else baselines[0]
 
 
 def _writers(report: dict[str, Any], members: list[found.Member], val: Predictions, test: Predictions,
@@ -187,8 +221,9 @@ def _writers(report: dict[str, Any], members: list[found.Member], val: Predictio
         EnsembleFolder.PREDICTIONS: lambda path: _save_predictions(path, val, test, chosen,
                                                                    [m.seed for m in members]),
         EnsembleFolder.PREDICTIONS_CSV: lambda path: write_predictions_csv(
-            path, chosen.calibrated, chosen.uncertainty, class_names, test.labels),
+            path, chosen.calibrated, chosen.uncertainty, class_names, test.labels, chosen.probabilities, chosen.sets),
         EnsembleFolder.RELIABILITY_PNG: lambda path: _plot_reliability(val, test, chosen, path),
+        EnsembleFolder.RISK_COVERAGE_PNG: lambda path: _plot_risk_coverage(test, chosen, path),
         EnsembleFolder.CONFUSION_PNG: lambda path: plot_confusion_matrix(
             np.asarray(report["ensemble"]["confusion_matrix"]), class_names, path, title=title),
         EnsembleFolder.CURVES_PNG: lambda path: _plot_curves(members, path),
@@ -198,14 +233,26 @@ def _writers(report: dict[str, Any], members: list[found.Member], val: Predictio
 
 def _plot_reliability(val: Predictions, test: Predictions, chosen: Chosen, path: Path) -> None:
     panels = {}
+    scales = [("raw", 1.0)] + ([(f"T = {chosen.temperature:.2f}", chosen.temperature)]
+                               if chosen.temperature != 1.0 else [])
     for split, pred in (("validation", val), ("test", test)):
         curves = {}
-        for when, temperature in (("before", 1.0), (f"after T={chosen.temperature:.2f}", chosen.temperature)):
+        for when, temperature in scales:
             probs = combine(pred.member_probs, chosen.weights, temperature)
             ece = expected_calibration_error(pred.labels, probs)
             curves[f"{when}, ECE {ece:.3f}"] = reliability_bins(pred.labels, probs)
         panels[split] = curves
     plot_reliability_diagram(panels, path, title=f"Reliability of {chosen.name}")
+
+
+def _plot_risk_coverage(test: Predictions, chosen: Chosen, path: Path) -> None:
+    correct = chosen.calibrated.argmax(axis=1) == test.labels
+    curves = {}
+    for label, confidence in (("max probability", chosen.calibrated.max(axis=1)),
+                              ("mutual information (low first)", -chosen.uncertainty["mutual_information"])):
+        coverage, risk = risk_coverage(confidence, correct)
+        curves[f"{label}, AURC {aurc(confidence, correct):.4f}"] = (coverage, risk)
+    plot_risk_coverage(curves, path, title=f"Risk-coverage of {chosen.name} on test")
 
 
 def _predict(cfg: EnsembleEvalConfig, members: list[found.Member], split: FeatureSplit, num_classes: int,

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from videns.ensemble.combine import LOG_FLOOR, tempered
+from videns.ensemble.conformal import set_names
 
 UNCERTAINTY_COLUMNS = ("max_probability", "predictive_entropy", "expected_member_entropy", "mutual_information",
                        "member_agreement")
@@ -43,19 +44,23 @@ def item_uncertainty(member_probs: np.ndarray, weights: np.ndarray, temperature:
 
 
 def write_predictions_csv(path: Path, probs: np.ndarray, uncertainty: dict[str, np.ndarray],
-                          class_names: Sequence[str], labels: np.ndarray | None) -> Path:
-    """One row per item: index, true class (when known), predicted class, each class's probability, uncertainty."""
+                          class_names: Sequence[str], labels: np.ndarray | None, probabilities: str,
+                          sets: np.ndarray) -> Path:
+    """One row per item: index, true class (when known), predicted class, its conformal prediction set and
+    the set's size, what the probabilities are (``probabilities``: raw or temperature-scaled), each class's
+    probability, and the uncertainty columns."""
     path = Path(path)
-    header = ["item", *(["true_class"] if labels is not None else []), "predicted_class",
-              *(f"prob_{name}" for name in class_names), *UNCERTAINTY_COLUMNS]
-    predicted = probs.argmax(axis=1)
+    header = ["item", *(["true_class"] if labels is not None else []), "predicted_class", "prediction_set",
+              "set_size", "probabilities", *(f"prob_{name}" for name in class_names), *UNCERTAINTY_COLUMNS]
+    predicted, names, sizes = probs.argmax(axis=1), set_names(sets, class_names), sets.sum(axis=1)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for i in range(len(probs)):
             truth = [class_names[labels[i]]] if labels is not None else []
-            writer.writerow([i, *truth, class_names[predicted[i]], *(repr(float(p)) for p in probs[i]),
+            writer.writerow([i, *truth, class_names[predicted[i]], names[i], int(sizes[i]), probabilities,
+                             *(repr(float(p)) for p in probs[i]),
                              *(repr(float(uncertainty[key][i])) for key in UNCERTAINTY_COLUMNS)])
         handle.flush()
         os.fsync(handle.fileno())
