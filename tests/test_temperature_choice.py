@@ -15,6 +15,7 @@ from jobs import ensemble_eval
 from tests.support.trust_run import npz, report
 from videns.ensemble.calibration import MIN_NLL_GAIN, choose_temperature
 from videns.ensemble.combine import combine, nll
+from videns.ensemble.conformal import prediction_sets, set_metrics
 
 pytestmark = pytest.mark.usefixtures("module_on_one_thread", "restore_log_handlers")
 
@@ -65,8 +66,13 @@ def test_on_separable_validation_the_report_uses_raw_probabilities_and_says_why(
     """The two good members are right on every validation item: greedy picks them, and its fit runs to T -> 0."""
     run = tmp_path / "run"
     shutil.copytree(trust_run, run, symlinks=True)
-    assert ensemble_eval.main(["--run_dir", str(run), "--combine", "greedy"]) == 0
+    assert ensemble_eval.main(["--run_dir", str(run), "--combine", "greedy", "--coverage", "0.8", "--mondrian"]) == 0
     rep, pred = report(run), npz(run)
+    assert rep["conformal"]["coverage_requested"] == 0.8 and rep["conformal"]["mondrian"]
+    weights = np.array([rep["combinations"]["greedy"]["weights"][str(s)] for s in pred["seeds"]])
+    sets = prediction_sets(combine(pred["val_member_probs"], weights), pred["val_labels"],
+                           combine(pred["member_probs"], weights), 0.8, mondrian=True)
+    assert rep["conformal"]["test"] == set_metrics(sets, pred["labels"], rep["class_names"])
     calibration = rep["calibration"]
     assert not calibration["applied"] and calibration["temperature"] == 1.0 and calibration["fitted"] < 0.06
     assert "lower bound" in calibration["reason"] and calibration["probabilities"] == "raw (T = 1)"
