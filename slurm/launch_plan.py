@@ -20,7 +20,7 @@ from videns.config import (HASH_EXCLUDED, MemberConfig, build_parser, keep_demo_
                            member_config_from_namespace, run_member_config)
 from videns.data import layout
 from videns.ensemble.combine import Combination
-from videns.ensemble.conformal import DEFAULT_COVERAGE
+from videns.ensemble.conformal import DEFAULT_COVERAGE, coverage_problem
 from videns.errors import ConfigError, DataError, LockHeld
 from videns.folders import RunFolder, check_private, make_private
 from videns.locks import FolderLock, describe_holder, holder_of
@@ -91,8 +91,8 @@ def plan_launch(args: list[str]) -> LaunchPlan:
     opts["slurm"] = ClusterConfig(**{k: v for k, v in opts["slurm"].as_dict().items() if not k.startswith("__")})
     if opts["array"] is not None and opts["array"] < 1:
         raise ConfigError(f"--array must be >= 1, got {opts['array']}")
-    if not 0.0 < opts["coverage"] < 1.0:
-        raise ConfigError(f"--coverage must be between 0 and 1 (exclusive), got {opts['coverage']}")
+    if coverage_problem(opts["coverage"], "--coverage"):
+        raise ConfigError(coverage_problem(opts["coverage"], "--coverage"))
     run = RunFolder(opts["run_dir"] or RESULTS_DIR / Path(flag_value(args, "--config")).stem)
     created = _first_missing(run.root)
     lock = None if opts["dry_run"] else lock_run_folder(run, ns.allow_shared_group)

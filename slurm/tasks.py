@@ -30,6 +30,7 @@ from typing import Any
 import submitit
 
 from slurm.queue import job_allocation
+from videns.ensemble.conformal import DEFAULT_COVERAGE
 from videns.errors import EXIT_STOPPED, UserError
 from videns.folders import RunFolder, check_private, task_outcome_beside, use_private_umask
 from videns.io import read_json, write_json_atomically
@@ -92,7 +93,7 @@ class EnsembleTask:
     run_dir: str
     tta: bool = False
     combine: str = "mean"
-    coverage: float = 0.9
+    coverage: float = DEFAULT_COVERAGE
     mondrian: bool = False
     env: dict[str, str | None] = field(default_factory=dict)
     allow_shared_group: bool = False

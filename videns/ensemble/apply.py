@@ -25,7 +25,7 @@ from videns.device import resolve_device
 from videns.ensemble import members as found
 from videns.ensemble.calibration import calibration_metrics
 from videns.ensemble.combine import COMBINATIONS, Combination, combine
-from videns.ensemble.conformal import prediction_sets, set_metrics
+from videns.ensemble.conformal import coverage_problem, prediction_sets, set_metrics
 from videns.ensemble.input_check import check_input_file
 from videns.ensemble.predict import MultiViewItems, build_multi_view_loader, predict_members
 from videns.ensemble.trust import probabilities_label
@@ -85,8 +85,8 @@ class PredictConfig:
             problems.append(f"combine must be one of {', '.join(COMBINATIONS)}, got {self.combine!r}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.coverage is not None and not 0.0 < self.coverage < 1.0:
-            problems.append(f"coverage must be between 0 and 1 (exclusive), got {self.coverage}")
+        if self.coverage is not None and coverage_problem(self.coverage, "coverage"):
+            problems.append(coverage_problem(self.coverage, "coverage"))
         if self.num_workers < 0 or self.preload_gb < 0:
             problems.append("num_workers and preload_gb must be >= 0")
         if not self.out.parent.is_dir():

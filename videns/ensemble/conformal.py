@@ -39,10 +39,18 @@ DEFAULT_COVERAGE = 0.9
 _COUNT_DECIMALS = 9
 
 
+def coverage_problem(coverage: float, name: str = "conformal coverage") -> str | None:
+    """What is wrong with ``coverage`` in one phrase naming it as ``name``, or None when ``0 < coverage < 1``."""
+    if isinstance(coverage, Real) and not isinstance(coverage, bool) and 0.0 < float(coverage) < 1.0:
+        return None
+    return f"{name} must be strictly between 0 and 1, got {coverage!r}"
+
+
 def check_coverage(coverage: float) -> None:
     """Raise :class:`ConfigError` unless ``0 < coverage < 1``."""
-    if not (isinstance(coverage, Real) and not isinstance(coverage, bool) and 0.0 < float(coverage) < 1.0):
-        raise ConfigError(f"conformal coverage must be strictly between 0 and 1, got {coverage!r}")
+    problem = coverage_problem(coverage)
+    if problem:
+        raise ConfigError(problem)
 
 
 def prediction_sets(val_probs: np.ndarray, val_labels: np.ndarray, probs: np.ndarray,

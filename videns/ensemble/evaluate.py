@@ -30,7 +30,7 @@ from videns.ensemble import report as rep
 from videns.ensemble import baseline as sanity
 from videns.ensemble import shape_baseline as shape
 from videns.ensemble.combine import COMBINATIONS, Combination, combine
-from videns.ensemble.conformal import DEFAULT_COVERAGE
+from videns.ensemble.conformal import DEFAULT_COVERAGE, coverage_problem
 from videns.ensemble.predict import MultiViewItems, Predictions, build_multi_view_loader, predict_members
 from videns.ensemble.selective import aurc, risk_coverage
 from videns.ensemble.trust import Chosen, choose_on_validation
@@ -99,8 +99,8 @@ class EnsembleEvalConfig:
             problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.combine not in COMBINATIONS:
             problems.append(f"combine must be one of {', '.join(COMBINATIONS)}, got {self.combine!r}")
-        if not 0.0 < self.coverage < 1.0:
-            problems.append(f"coverage must be between 0 and 1 (exclusive), got {self.coverage}")
+        if coverage_problem(self.coverage, "coverage"):
+            problems.append(coverage_problem(self.coverage, "coverage"))
         if self.members is not None and not self.members:
             problems.append("members must name at least one seed when given")
         if problems:

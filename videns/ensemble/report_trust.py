@@ -89,14 +89,14 @@ def conformal_lines(report: dict[str, Any]) -> list[str]:
              f"{conformal['coverage_requested']:.0%} of the time {kind} (finite-sample (n+1) correction). "
              "An empty set means no class is plausible enough; a large one, that the ensemble cannot tell "
              f"those classes apart. {_conformal_sentence(conformal)}", ""]
-    shortfall = coverage_shortfall(conformal, sum(e["support"] for e in test["per_class"].values()))
+    num_items = sum(e["support"] for e in test["per_class"].values())
+    shortfall = coverage_shortfall(conformal, num_items)
     if shortfall:
         lines += [f"**Warning:** {shortfall}", ""]
     lines += [f"Empty sets: {test['empty']:.1%} of items; single-class sets: {test['singleton']:.1%}.", ""]
     rows = [[name, str(entry["support"]), _fmt(entry["coverage"]), _fmt(entry["mean_size"])]
             for name, entry in test["per_class"].items()]
-    rows.append(["all", str(sum(e["support"] for e in test["per_class"].values())), _fmt(test["coverage"]),
-                 _fmt(test["mean_size"])])
+    rows.append(["all", str(num_items), _fmt(test["coverage"]), _fmt(test["mean_size"])])
     return lines + _table(["true class", "items", "coverage", "mean set size"], rows)
 
 
