@@ -6,19 +6,21 @@ fields are checked when the component configs are built, before any work.
 """
 
 import hashlib
+import inspect
 import sys
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from jsonargparse import ArgumentParser, Namespace
+from jsonargparse import ActionYesNo, ArgumentParser, Namespace
 
 from videns.checkpoint.policy import CheckpointConfig
 from videns.cli import parse_strictly, strict_parser
 from videns.data.config import DataConfig
 from videns.errors import ConfigError
 from videns.models.base import SequenceClassifier
+from videns.models.registry import model_class_of
 from videns.training.config import TrainerConfig
 from videns.training.loss import LossConfig
 from videns.training.optim import OptimizerConfig, ScheduleConfig
@@ -26,7 +28,7 @@ from videns.training.optim import OptimizerConfig, ScheduleConfig
 DEFAULT_MODEL = {"class_path": "videns.models.TemporalAttentionClassifier", "init_args": {}}
 # Keys that change where or how fast a member runs, not what it computes: a
 # checkpoint stays valid when only these differ.
-HASH_EXCLUDED = ("config", "out_dir", "allow_shared_group", "checkpoint", "data.root", "data.generate_demo", "data.num_workers",
+HASH_EXCLUDED = ("config", "print_config", "out_dir", "allow_shared_group", "checkpoint", "data.root", "data.generate_demo", "data.num_workers",
                  "data.preload_gb", "data.check_finite", "trainer.max_epochs", "trainer.progress",
                  "trainer.monitor_minutes", "trainer.tensorboard", "trainer.device", "trainer.gpu_memory_gb", "trainer.eval_batch_size")
 
@@ -64,8 +66,11 @@ MEMBER_OPTION_PREFIXES = ("--seed", "--out_dir", "--allow_shared_group", "--mode
 
 
 def build_parser(**kwargs) -> ArgumentParser:
-    parser = strict_parser(description="Train one ensemble member.", **kwargs)
+    # print_config=None: --print_config is ours, printed after the model's own defaults are filled in
+    parser = strict_parser(description="Train one ensemble member.", print_config=None, **kwargs)
     parser.add_argument("--config", action="config", help="YAML config file (start one with --print_config).")
+    parser.add_argument("--print_config", action=ActionYesNo, default=False,
+                        help="Print the complete config as YAML (loadable with --config) and exit.")
     parser.add_argument("--seed", type=int, default=42, help="Member seed: model init, data order, augmentation, dropout.")
     parser.add_argument("--out_dir", type=Path, default=Path("results/member"), help="Member folder.")
     parser.add_argument("--allow_shared_group", type=bool, default=False,
@@ -88,7 +93,33 @@ def parse_member_config(args: Sequence[str] | None = None, parser: ArgumentParse
     args = list(sys.argv[1:] if args is None else args)
     ns = parse_strictly(parser, args)
     keep_demo_data_to_its_folder(ns, args)
-    return member_config_from_namespace(parser, ns)
+    give_the_model_its_own_defaults(parser, ns, args)
+    cfg = member_config_from_namespace(parser, ns)
+    if ns.print_config:
+        print(dump_config(cfg), end="")
+        raise SystemExit(0)
+    return cfg
+
+
+def give_the_model_its_own_defaults(parser: ArgumentParser, ns: Namespace, args: Sequence[str]) -> None:
+    """The chosen model's arguments: those given, and the chosen class's own defaults for the rest.
+
+    jsonargparse keeps the arguments that a newly given ``class_path`` shares with the one before it,
+    here the default model's (by design: omni-us/jsonargparse#460), so ``class_path: FCNClassifier``
+    alone would train with the reference model's dropout 0.4 and no standardisation. What was given is
+    read again without defaults, and the class's signature fills in the rest.
+    """
+    given = parser.parse_args(list(args), defaults=False).get("model")
+    if not given or not given.get("class_path"):
+        return
+    own = model_defaults(given.class_path)
+    ns.model.init_args = Namespace(**(own | dict(vars(given.get("init_args") or Namespace()))))
+
+
+def model_defaults(class_path: str) -> dict[str, Any]:
+    """The init arguments of the model ``class_path`` names that have defaults, with them."""
+    parameters = inspect.signature(model_class_of(class_path).__init__).parameters
+    return {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
 
 
 def keep_demo_data_to_its_folder(ns: Namespace, args: Sequence[str]) -> None:
@@ -108,6 +139,7 @@ def keep_demo_data_to_its_folder(ns: Namespace, args: Sequence[str]) -> None:
 def member_config_from_namespace(parser: ArgumentParser, ns: Namespace) -> MemberConfig:
     resolved = ns.clone()
     resolved.pop("config", None)
+    resolved.pop("print_config", None)
     resolved_dict = json.loads(parser.dump(resolved, format="json"))
     built = _instantiate(parser, ns)
     check_model_args(built.model)

@@ -20,9 +20,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MemberData:
-    """What the loop reads: data facts, the train batches and the val loader."""
+    """What the loop reads: data facts, the train batches and the val loader.
+
+    ``train`` is what the batches index (SMOTE's output where asked for);
+    ``train_file`` is the training split as its file holds it.
+    """
 
     info: DatasetInfo
+    train_file: FeatureSplit
     train: FeatureSplit
     batches: EpochBatches
     train_loader: DataLoader
@@ -71,6 +76,7 @@ def prepare_member_data(cfg: DataConfig, info: DatasetInfo, seed: int, batch_siz
     plan = preload_plan(cfg, info)
     train = open_split(cfg, info, "train", plan["train"])
     val = open_split(cfg, info, "val", plan["val"])
+    train_file = train
     train, base_indices = _rebalanced(cfg, train, seed)
     order = EpochOrder(train.labels, seed, weighted=cfg.balance == "weighted_sampler", base_indices=base_indices)
     batches = EpochBatches(order, train.lengths, batch_size, bucket_window=cfg.bucket_window,
@@ -78,6 +84,7 @@ def prepare_member_data(cfg: DataConfig, info: DatasetInfo, seed: int, batch_siz
     items = TrainItems(train, seed, augment_items=cfg.augment)
     return MemberData(
         info=info,
+        train_file=train_file,
         train=train,
         batches=batches,
         train_loader=build_train_loader(items, batches, cfg.num_workers, pin_memory),

@@ -22,11 +22,13 @@ from videns.locks import FolderLock
 from videns.logs import FILE_ONLY, setup_logging
 from videns.member.checkpoint import check_resumable, restore_checkpoint
 from videns.data.inspect import DatasetInfo
+from videns.data.statistics import feature_statistics
 from videns.member.data import MemberData, ensure_data, prepare_member_data
 from videns.member.ledger import failed_progress, failure_cause, read_mark, record_restart
 from videns.member.state import max_epochs_raised
 from videns.member.loop import EpochHook, MemberLoop, MemberOutcome, outcome_of, write_history
 from videns.tensorboard import EpochScalars
+from videns.models.standardize import standardizer_of
 from videns.monitor import ResourceMonitor, release_cached_gpu_memory
 from videns.training.interrupt import StopSignals
 from videns.training.optim import LRSchedule, build_optimizer, describe_optimizer
@@ -142,6 +144,7 @@ def _train_member(cfg: MemberConfig, inputs: Inputs, stop: StopSignals | None,
     cap_gpu_memory(device, cfg.trainer.gpu_memory_gb)
     seed_everything(cfg.seed)
     model = cfg.model(info.feature_dim, info.num_classes).to(device)
+    standardize_inputs(model, data)
     optimizer = build_optimizer(cfg.optimizer, model, fused=device.type == "cuda")
     log.info("member seed %d on %s, precision %s, %s", cfg.seed, describe_device(device), cfg.trainer.precision,
              describe_optimizer(optimizer))
@@ -178,6 +181,21 @@ def _train_member(cfg: MemberConfig, inputs: Inputs, stop: StopSignals | None,
             if loop.scalars is not None:
                 with writing_into(folder.tensorboard, "the tensorboard events"):
                     loop.scalars.close()
+
+
+def standardize_inputs(model: torch.nn.Module, data: MemberData) -> None:
+    """Give a standardising model the training file's per-feature statistics.
+
+    Computed on every start, resumed or not, as they depend on the file alone; a
+    resumed member then loads the statistics saved in its checkpoint over them.
+    """
+    standardizer = standardizer_of(model)
+    if standardizer is None:
+        return
+    mean, std = feature_statistics(data.train_file)
+    standardizer.set_statistics(mean, std)
+    log.info("inputs standardised per feature from %s: mean %.3g..%.3g, std %.3g..%.3g", data.train_file.path.name,
+             mean.min(), mean.max(), std.min(), std.max())
 
 
 def has_finished(folder: MemberFolder, cfg: MemberConfig) -> bool:

@@ -16,7 +16,13 @@ class SequenceClassifier(nn.Module):
     Constructors take ``feature_dim`` and ``num_classes`` first; both come from
     the data files, never from the config. ``lengths`` is an int64 CPU tensor,
     so models can branch on it without a device sync.
+
+    A model that standardises its inputs holds an ``InputStandardizer`` in
+    ``standardizer``; the trainer gives it the training split's statistics.
     """
+
+    # Annotation only: a class attribute would hide the submodule that nn.Module keeps in _modules.
+    standardizer: nn.Module | None
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from videns.models.base import SequenceClassifier, padding_mask, recurrent_precision, require
 from videns.models.recurrent import last_real_states
+from videns.models.standardize import InputStandardizer
 
 
 class ConvBlock1d(nn.Module):
@@ -57,6 +58,7 @@ class CNN1DGRUClassifier(SequenceClassifier):
         gru_layers: int = 2,
         num_blocks: int = 5,
         dropout: float = 0.4,
+        standardize: bool = False,
     ):
         """Build the model; the defaults are the design docs' best tuned settings.
 
@@ -68,6 +70,8 @@ class CNN1DGRUClassifier(SequenceClassifier):
             gru_layers: Stacked GRU layers; dropout is applied between them.
             num_blocks: Pairs of (dilated conv block, residual block); pair i uses dilation 2**i.
             dropout: Dropout rate in the dense head and between GRU layers.
+            standardize: Standardise each input feature with the training split's mean and std
+                (saved with the weights).
         """
         super().__init__()
         require(hidden_dim >= 1, f"model.hidden_dim must be >= 1, got {hidden_dim}")
@@ -75,6 +79,7 @@ class CNN1DGRUClassifier(SequenceClassifier):
         require(gru_layers >= 1, f"model.gru_layers must be >= 1, got {gru_layers}")
         require(num_blocks >= 1, f"model.num_blocks must be >= 1, got {num_blocks}")
         require(0.0 <= dropout < 1.0, f"model.dropout must be in [0, 1), got {dropout}")
+        self.standardizer = InputStandardizer(feature_dim) if standardize else None
         blocks = []
         for i in range(num_blocks):
             blocks.append(ConvBlock1d(feature_dim if i == 0 else hidden_dim, hidden_dim, 2**i))
@@ -92,6 +97,8 @@ class CNN1DGRUClassifier(SequenceClassifier):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x (B, T, D) zero-padded past ``lengths`` (B,) -> logits (B, num_classes)."""
+        if self.standardizer is not None:
+            x = self.standardizer(x, lengths)  # (B, T, D)
         h = x.transpose(1, 2)  # (B, D, T): Conv1d wants channels first
         valid = padding_mask(lengths, h.size(2), x.device).unsqueeze(1)  # (B, 1, T)
         h = h * valid  # do not trust callers' padding to be zero

@@ -1,4 +1,6 @@
-"""Design doc 003's BiLSTM + self-attention + attention-pooling classifier, padding-safe."""
+"""The reference recipe's BiLSTM + self-attention + attention-pooling classifier, padding-safe."""
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -6,6 +8,13 @@ from torch import nn
 from torch.nn.utils.rnn import pad_packed_sequence
 
 from videns.models.base import SequenceClassifier, pack_by_length, padding_mask, recurrent_precision, require
+from videns.models.standardize import InputStandardizer
+
+# LayerNorm after the input projection keeps a frame's direction and drops its scale (and the
+# projection has no bias at init). Of D input dimensions that loses one: nothing at the reference
+# recipe's D=1280, but at D=1 it leaves only each step's sign, and a univariate series whose class
+# is in its amplitude cannot be learned. Below this D, "auto" projects without the norm.
+PROJECTION_NORM_MIN_DIM = 16
 
 
 class TemporalAttentionClassifier(SequenceClassifier):
@@ -26,6 +35,8 @@ class TemporalAttentionClassifier(SequenceClassifier):
         dropout: float = 0.4,
         bidirectional: bool = True,
         head_dims: tuple[int, ...] = (768, 512, 256),
+        standardize: bool = False,
+        projection_norm: Literal["auto", "layer", "none"] = "auto",
     ):
         """Build the model.
 
@@ -37,7 +48,12 @@ class TemporalAttentionClassifier(SequenceClassifier):
             num_attention_heads: self-attention heads; must divide the LSTM output width.
             dropout: dropout between LSTM layers, in attention and in the head (half of it at the input and pooling).
             bidirectional: run the LSTM in both directions.
-            head_dims: widths of the classifier MLP's hidden layers (seed: 768, 512, 256).
+            head_dims: widths of the classifier MLP's hidden layers (reference: 768, 512, 256).
+            standardize: standardise each input feature with the training split's mean and std
+                (saved with the weights); off in the reference recipe.
+            projection_norm: LayerNorm after the input projection: "layer" always (the reference
+                recipe), "none" never, "auto" only when feature_dim >= 16, where dropping each
+                frame's scale costs one of many dimensions rather than all but its sign.
         """
         super().__init__()
         width = hidden_dim * (2 if bidirectional else 1)
@@ -48,8 +64,12 @@ class TemporalAttentionClassifier(SequenceClassifier):
                 f"{width} (hidden_dim x {2 if bidirectional else 1} directions)")
         require(0.0 <= dropout < 1.0, f"model.dropout must be in [0, 1), got {dropout}")
         require(len(head_dims) >= 1 and min(head_dims) >= 1, f"model.head_dims must be positive widths, got {head_dims}")
+        require(projection_norm in ("auto", "layer", "none"),
+                f"model.projection_norm must be auto, layer or none, got {projection_norm!r}")
+        self.standardizer = InputStandardizer(feature_dim) if standardize else None
         self.input_projection = nn.Sequential(
-            nn.Linear(feature_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Dropout(dropout * 0.5)
+            nn.Linear(feature_dim, hidden_dim), _projection_norm(projection_norm, feature_dim, hidden_dim), nn.ReLU(),
+            nn.Dropout(dropout * 0.5)
         )
         self.lstm = nn.LSTM(hidden_dim, hidden_dim, num_layers=num_lstm_layers, batch_first=True,
                             dropout=dropout if num_lstm_layers > 1 else 0.0, bidirectional=bidirectional)
@@ -66,6 +86,8 @@ class TemporalAttentionClassifier(SequenceClassifier):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         batch, max_len, _ = x.shape
         mask = padding_mask(lengths, max_len, x.device)  # (B, T)
+        if self.standardizer is not None:
+            x = self.standardizer(x, lengths)  # (B, T, D)
         h = self.input_projection(x)  # (B, T, H)
         with recurrent_precision(x.device.type):
             lstm_out = self._run_lstm(h.float(), lengths)  # (B, T, W), W = H * directions
@@ -123,6 +145,13 @@ class TemporalAttentionClassifier(SequenceClassifier):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+
+
+def _projection_norm(choice: str, feature_dim: int, hidden_dim: int) -> nn.Module:
+    """LayerNorm or Identity, so the projection's module indices (and checkpoint keys) stay the same."""
+    if choice == "layer" or (choice == "auto" and feature_dim >= PROJECTION_NORM_MIN_DIM):
+        return nn.LayerNorm(hidden_dim)
+    return nn.Identity()
 
 
 def _lstm_direction(lstm: nn.LSTM, layer: int, suffix: str, x: torch.Tensor, training: bool) -> torch.Tensor:
