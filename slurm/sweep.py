@@ -123,7 +123,7 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
         cluster = request.cluster if request.cluster != "auto" else choose_cluster("auto", last_cluster(folder))
         say(f"# dry run: nothing written, nothing submitted. Sweep folder would be {folder.root}")
         say(f"# {request.array} worker task(s) ({'here' if cluster == 'local' else 'SLURM array'}), "
-            f"{settings.trials} trials of {len(settings.spec.space)} param(s)")
+            f"{settings.trials} trials of {len(settings.spec.keys)} param(s)")
         say(render_sbatch(folder.logs / LOG_PATTERN, slurm_parameters(slurm, job_name(folder), guard=folder.root,
                                                                       allow_shared_group=request.allow_shared_group),
                           request.array if request.array > 1 else None))

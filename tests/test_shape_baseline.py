@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from videns.data import layout
-from videns.data.demo import _write_split as write_split_file
+from videns.data.demo import write_split as write_split_file
 from videns.ensemble import baseline, shape_baseline
 
 pytestmark = pytest.mark.usefixtures("module_on_one_thread")  # tiny tensors: two spin-waiting threads only thrash

@@ -38,7 +38,7 @@ def write_demo_data(out_dir: Path, num_videos: int = 800, feature_dim: int = 32,
         features = np.zeros((count, int(lengths.max()), feature_dim), dtype=np.float32)
         for i, (label, length) in enumerate(zip(labels, lengths)):
             features[i, :length] = _video(rng, events, EVENT_ORDER[label], int(length), feature_dim)
-        paths[split] = _write_split(layout.split_path(out_dir, split), features, labels, lengths)
+        paths[split] = write_split(layout.split_path(out_dir, split), features, labels, lengths)
     return paths
 
 
@@ -55,7 +55,9 @@ def _video(rng, events, order, length, feature_dim) -> np.ndarray:
     return frames
 
 
-def _write_split(path: Path, features: np.ndarray, labels: np.ndarray, lengths: np.ndarray) -> Path:
+def write_split(path: Path, features: np.ndarray, labels: np.ndarray, lengths: np.ndarray,
+                class_names: tuple[str, ...] = layout.ORIGINAL_CLASS_NAMES) -> Path:
+    """One split file in the layout, from padded ``features`` (N, T, D), ``labels`` and ``lengths``."""
     # Write beside the target and rename, so a half-written demo file never
     # looks like data to a later run.
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
@@ -65,7 +67,7 @@ def _write_split(path: Path, features: np.ndarray, labels: np.ndarray, lengths: 
                          chunks=(1, max_frames, feature_dim))
         f.create_dataset(layout.LABELS, data=labels.astype(np.int64))
         f.create_dataset(layout.NUM_FRAMES, data=lengths.astype(np.int32))
-        f.attrs[layout.ATTR_MAPPING] = json.dumps({name: i for i, name in enumerate(layout.ORIGINAL_CLASS_NAMES)})
+        f.attrs[layout.ATTR_MAPPING] = json.dumps({name: i for i, name in enumerate(class_names)})
         f.attrs[layout.ATTR_NUM_VIDEOS] = count
         f.attrs[layout.ATTR_MAX_FRAMES] = max_frames
         f.attrs[layout.ATTR_FEATURE_DIM] = feature_dim

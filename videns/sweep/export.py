@@ -56,7 +56,7 @@ def trial_row(folder: SweepFolder, trial: FrozenTrial, keys: list[str]) -> dict[
 def export_results(folder: SweepFolder, study: optuna.Study, settings: SweepSettings) -> ExportSummary:
     """Rewrite trials.csv, trials_top10.md and (once a trial is COMPLETE) best_config.yaml."""
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    keys = list(settings.spec.space)
+    keys = settings.spec.keys
     rows = [trial_row(folder, t, keys) for t in trials]
     write_text_atomically(folder.trials_csv, _csv(rows, [*COLUMNS, *keys]))
     complete = sorted((r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None),
@@ -99,7 +99,7 @@ def _fmt(value: Any) -> str:
 def _write_best_config(folder: SweepFolder, settings: SweepSettings, best: dict[str, Any]) -> None:
     config = yaml.safe_load(folder.trial(best["number"]).trial_config.read_text())
     config["out_dir"] = str(folder.best_member)
-    params = ", ".join(f"{k}={best[k]}" for k in settings.spec.space)
+    params = ", ".join(f"{k}={best[k]}" for k in settings.spec.keys if best[k] is not None)
     header = (f"# Best trial of sweep {folder.root}: trial {best['number']}, validation "
               f"{settings.spec.objective} {best['value']:.4f} (best epoch {best['best_epoch']}).\n"
               f"# Its params: {params}\n"

@@ -15,7 +15,7 @@ from videns.errors import ConfigError
 from videns.folders import make_private
 from videns.io import write_text_atomically
 from videns.sweep.folder import SweepFolder, SweepSettings
-from videns.sweep.space import apply_params, representative_values
+from videns.sweep.space import Space, apply_params, representative_values
 from videns.sweep.spec import SweepSpec, load_sweep_file
 from videns.sweep.study import create_study
 
@@ -66,15 +66,31 @@ def check_space(base: dict[str, Any], spec: SweepSpec, where: str) -> None:
 
 
 def _checked_combinations(spec: SweepSpec) -> Iterator[dict[str, Any]]:
-    """Every representative value alone, then every pair of them across two keys of one group."""
-    values = {key: representative_values(distribution) for key, distribution in spec.space.items()}
+    """Every representative value alone, then every pair of them across two keys of one group; under each
+    conditional choice, the same again for the keys drawn with it, that choice set."""
+    yield from _combinations_of(_representatives(spec.space), {})
+    for parent, branches in spec.conditional.items():
+        for choice, branch in branches.items():
+            # A trial under this choice draws every key of the branch: each starts at its first value,
+            # as no model's own defaults need fit the others drawn (12 heads with a drawn width of 64).
+            drawn = _representatives(branch)
+            fixed = {parent: choice} | {key: values[0] for key, values in drawn.items()}
+            shared = {key: values for key, values in _representatives(spec.space).items() if key != parent}
+            yield from _combinations_of(shared | drawn, fixed)
+
+
+def _representatives(space: Space) -> dict[str, list[Any]]:
+    return {key: representative_values(distribution) for key, distribution in space.items()}
+
+
+def _combinations_of(values: dict[str, list[Any]], fixed: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for key, options in values.items():
         for value in options:
-            yield {key: value}
+            yield fixed | {key: value}
     for first, second in itertools.combinations(values, 2):
         if first.rpartition(".")[0] == second.rpartition(".")[0]:
             for pair in itertools.product(values[first], values[second]):
-                yield dict(zip((first, second), pair))
+                yield fixed | dict(zip((first, second), pair))
 
 
 def base_resolved(base: MemberConfig) -> dict[str, Any]:

@@ -11,6 +11,20 @@ A space in YAML::
 Each key is a member setting as ``jobs.train`` spells it (``--model.init_args.gru_hidden``);
 the sampled value replaces it in the trial's config. The optuna parameter name is the
 key itself, so ``trial.params`` *are* the config overrides.
+
+A conditional space adds keys that are drawn only under one choice of a categorical key
+(optuna's define-by-run), e.g. each model family's own arguments::
+
+    conditional:
+      model.class_path:
+        videns.models.FCNClassifier:
+          model.init_args.dropout: {type: float, low: 0.0, high: 0.3}
+        videns.models.InceptionTimeClassifier:
+          model.init_args.depth: {type: int, low: 3, high: 6}
+
+A key may appear under several choices only with the same distribution, since optuna keeps
+one distribution per parameter name. Choosing another ``model.class_path`` than the base
+config's starts that model from its own defaults, not from the base model's arguments.
 """
 
 import copy
@@ -22,6 +36,9 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from videns.errors import ConfigError
 
 Space = dict[str, BaseDistribution]
+# parent key -> one of its choices -> the keys drawn only under that choice
+Conditional = dict[str, dict[Any, Space]]
+MODEL_CLASS_KEY = "model.class_path"
 SCALAR_TYPES = (bool, int, float, str, type(None))
 FIELDS = {
     "categorical": {"type", "choices"},
@@ -91,6 +108,51 @@ def _numeric(spec: dict, kind: str, where: str) -> BaseDistribution:
     return FloatDistribution(float(low), float(high), log=log, step=step)
 
 
+def parse_conditional(raw: Any, space: Space, where: str) -> Conditional:
+    """``{parent key: {choice: space}}`` -> Conditional, checked against the unconditional ``space``."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must map a categorical key of space to {{choice: space}}, got {raw!r}")
+    conditional: Conditional = {}
+    drawn: dict[str, tuple[BaseDistribution, str]] = {}
+    for parent, branches in raw.items():
+        parent_distribution = space.get(parent)
+        if not isinstance(parent_distribution, CategoricalDistribution):
+            raise ConfigError(f"{where}.{parent}: must be a categorical key of space")
+        if not isinstance(branches, dict) or not branches:
+            raise ConfigError(f"{where}.{parent}: must map choices of {parent} to spaces, got {branches!r}")
+        conditional[parent] = {}
+        for choice, branch in branches.items():
+            if choice not in parent_distribution.choices:
+                raise ConfigError(f"{where}.{parent}: {choice!r} is not one of its choices "
+                                  f"({', '.join(map(str, parent_distribution.choices))})")
+            branch_space = parse_space(branch, f"{where}.{parent}.{choice}")
+            for key, distribution in branch_space.items():
+                _check_branch_key(key, distribution, space, drawn, f"{where}.{parent}.{choice}")
+                drawn[key] = (distribution, f"{parent}.{choice}")
+            conditional[parent][choice] = branch_space
+    return conditional
+
+
+def _check_branch_key(key: str, distribution: BaseDistribution, space: Space,
+                      drawn: dict[str, tuple[BaseDistribution, str]], where: str) -> None:
+    if key in space:
+        raise ConfigError(f"{where}.{key}: is drawn for every trial already (in space); drop one of the two")
+    if key in drawn and drawn[key][0] != distribution:
+        raise ConfigError(f"{where}.{key}: differs from its distribution under {drawn[key][1]}; a key drawn "
+                          f"under several choices needs one distribution (optuna keeps one per name)")
+
+
+def searched_keys(space: Space, conditional: Conditional) -> list[str]:
+    """Every key a trial may draw: the space's, then each conditional key once, in file order."""
+    keys = list(space)
+    for branches in conditional.values():
+        for branch in branches.values():
+            keys += [key for key in branch if key not in keys]
+    return keys
+
+
 def space_as_written(space: Space) -> dict[str, dict[str, Any]]:
     """What a sweep file says for ``space``: :func:`parse_space` of it gives ``space`` back."""
     written = {}
@@ -107,12 +169,25 @@ def space_as_written(space: Space) -> dict[str, dict[str, Any]]:
     return written
 
 
-def suggest_all(trial, space: Space) -> dict[str, Any]:
-    """Suggest every key of ``space`` through the trial's public API; a key already set keeps its value.
+def conditional_as_written(conditional: Conditional) -> dict[str, dict[Any, dict[str, dict[str, Any]]]]:
+    return {parent: {choice: space_as_written(branch) for choice, branch in branches.items()}
+            for parent, branches in conditional.items()}
+
+
+def suggest_all(trial, space: Space, conditional: Conditional | None = None) -> dict[str, Any]:
+    """Suggest every key of ``space``, then the conditional keys of the choices drawn, through the trial's
+    public API; a key already set keeps its value.
 
     So a trial resumed after a crash between ``ask`` and the last suggestion gets the missing params
     now, and one resumed later gets back exactly the params it had.
     """
+    params = _suggest(trial, space)
+    for parent, branches in (conditional or {}).items():
+        params |= _suggest(trial, branches.get(params[parent], {}))
+    return params
+
+
+def _suggest(trial, space: Space) -> dict[str, Any]:
     params = {}
     for key, d in space.items():
         if isinstance(d, CategoricalDistribution):
@@ -132,8 +207,19 @@ def representative_values(distribution: BaseDistribution) -> list[Any]:
 
 
 def apply_params(tree: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the nested config ``tree`` with each dotted key of ``params`` set."""
+    """A copy of the nested config ``tree`` with each dotted key of ``params`` set.
+
+    A ``model.class_path`` other than the tree's replaces the tree's ``model.init_args``, another
+    model's arguments, with the new model's own defaults, written out: left out, the config parser
+    would carry over the ones the two models share.
+    """
     tree = copy.deepcopy(tree)
+    model = tree.get("model")
+    if MODEL_CLASS_KEY in params and isinstance(model, dict) and model.get("class_path") != params[MODEL_CLASS_KEY]:
+        from videns.config import model_defaults
+
+        model["init_args"] = {key: list(value) if isinstance(value, tuple) else value
+                              for key, value in model_defaults(params[MODEL_CLASS_KEY]).items()}
     for key, value in params.items():
         *parents, leaf = key.split(".")
         node = tree
@@ -151,3 +237,14 @@ def space_to_json(space: Space) -> dict[str, str]:
 
 def space_from_json(raw: dict[str, str]) -> Space:
     return {key: json_to_distribution(d) for key, d in raw.items()}
+
+
+def conditional_to_json(conditional: Conditional) -> dict[str, list[list[Any]]]:
+    """Choices become list entries, not object keys, so a number or boolean choice keeps its type."""
+    return {parent: [[choice, space_to_json(branch)] for choice, branch in branches.items()]
+            for parent, branches in conditional.items()}
+
+
+def conditional_from_json(raw: dict[str, list[list[Any]]]) -> Conditional:
+    return {parent: {choice: space_from_json(branch) for choice, branch in branches}
+            for parent, branches in raw.items()}

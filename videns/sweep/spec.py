@@ -7,6 +7,8 @@
     pruner_args: {median: {n_warmup_steps: 3}, halving: {reduction_factor: 4}}
     seed: 0                           # sampler seed
     space: {model.init_args.gru_hidden: {type: categorical, choices: [64, 128]}, ...}
+    conditional: {model.class_path: {videns.models.FCNClassifier: {...}, ...}}   # optional: keys
+                                      # drawn only under one choice (see videns.sweep.space)
 
 A file may hold several named searches instead, each with its own ``recipe`` and
 ``space`` (top-level keys are their defaults); ``--search NAME`` picks one::
@@ -25,12 +27,14 @@ from typing import Any, Literal, get_args
 import yaml
 
 from videns.errors import ConfigError
-from videns.sweep.space import Space, parse_space, space_as_written, space_from_json, space_to_json
+from videns.sweep.space import (Conditional, Space, conditional_as_written, conditional_from_json, conditional_to_json,
+                                parse_conditional, parse_space, searched_keys, space_as_written, space_from_json,
+                                space_to_json)
 
 Objective = Literal["accuracy", "balanced_accuracy"]
 SamplerName = Literal["tpe", "random"]
 PrunerName = Literal["median", "halving", "none"]
-SEARCH_KEYS = {"recipe", "space", "objective", "sampler", "pruner", "pruner_args", "seed"}
+SEARCH_KEYS = {"recipe", "space", "conditional", "objective", "sampler", "pruner", "pruner_args", "seed"}
 FILE_KEYS = SEARCH_KEYS | {"searches"}
 
 
@@ -48,6 +52,7 @@ class SweepSpec:
         pruner_args: keyword arguments per pruner name, passed to optuna's pruner.
         seed: sampler seed; each worker adds its own offset.
         search: name of the search inside a multi-search file ("" for a single one).
+        conditional: keys drawn only under one choice of a categorical key of ``space``.
     """
 
     recipe: Path
@@ -58,21 +63,30 @@ class SweepSpec:
     pruner_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     seed: int = 0
     search: str = ""
+    conditional: Conditional = field(default_factory=dict)
+
+    @property
+    def keys(self) -> list[str]:
+        """Every key a trial may draw, conditional ones included."""
+        return searched_keys(self.space, self.conditional)
 
     def to_json(self) -> dict[str, Any]:
-        return {"recipe": str(self.recipe), "space": space_to_json(self.space), "objective": self.objective,
-                "sampler": self.sampler, "pruner": self.pruner, "pruner_args": self.pruner_args,
-                "seed": self.seed, "search": self.search}
+        written = {"recipe": str(self.recipe), "space": space_to_json(self.space), "objective": self.objective,
+                   "sampler": self.sampler, "pruner": self.pruner, "pruner_args": self.pruner_args,
+                   "seed": self.seed, "search": self.search}
+        return written | ({"conditional": conditional_to_json(self.conditional)} if self.conditional else {})
 
     def as_sweep_file(self) -> dict[str, Any]:
         """This one search as a single-search sweep file, which :func:`load_sweep_file` reads back as it."""
-        return {"recipe": str(self.recipe), "objective": self.objective, "sampler": self.sampler,
-                "pruner": self.pruner, "pruner_args": self.pruner_args, "seed": self.seed,
-                "space": space_as_written(self.space)}
+        written = {"recipe": str(self.recipe), "objective": self.objective, "sampler": self.sampler,
+                   "pruner": self.pruner, "pruner_args": self.pruner_args, "seed": self.seed,
+                   "space": space_as_written(self.space)}
+        return written | ({"conditional": conditional_as_written(self.conditional)} if self.conditional else {})
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "SweepSpec":
-        return cls(**{**raw, "recipe": Path(raw["recipe"]), "space": space_from_json(raw["space"])})
+        return cls(**{**raw, "recipe": Path(raw["recipe"]), "space": space_from_json(raw["space"]),
+                      "conditional": conditional_from_json(raw.get("conditional", {}))})
 
 
 def load_sweep_file(path: Path, search: str | None = None) -> SweepSpec:
@@ -133,9 +147,10 @@ def _build(raw: dict[str, Any], path: Path, where: str, search: str) -> SweepSpe
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"{prefix}seed must be an integer, got {seed!r}")
     space = parse_space(raw["space"], f"{prefix}space")
+    conditional = parse_conditional(raw.get("conditional"), space, f"{prefix}conditional")
     return SweepSpec(recipe=recipe_path.resolve(), space=space, objective=raw.get("objective", "accuracy"),
                      sampler=raw.get("sampler", "tpe"), pruner=raw.get("pruner", "median"),
-                     pruner_args=pruner_args, seed=seed, search=search)
+                     pruner_args=pruner_args, seed=seed, search=search, conditional=conditional)
 
 
 def _reject_unknown(raw: dict[str, Any], allowed: set[str], where: str) -> None:

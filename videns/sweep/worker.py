@@ -97,7 +97,7 @@ class Scheduler:
                 if owner in ("dead", "mine"):
                     self.claims.take(frozen.number, self.me, resumed=True)
                     trial = optuna.Trial(self.study, frozen._trial_id)  # the same trial, reattached
-                    return Assignment(frozen.number, trial, suggest_all(trial, self.settings.spec.space), True,
+                    return Assignment(frozen.number, trial, suggest_all(trial, self.settings.spec.space, self.settings.spec.conditional), True,
                                       set(frozen.intermediate_values)), False
                 if owner == "remote":
                     mtime = self.claims.heartbeat_mtime(frozen.number)
@@ -105,7 +105,7 @@ class Scheduler:
             if len(trials) < target:
                 trial = self.study.ask()
                 self.claims.take(trial.number, self.me, resumed=False)
-                params = suggest_all(trial, self.settings.spec.space)
+                params = suggest_all(trial, self.settings.spec.space, self.settings.spec.conditional)
                 return Assignment(trial.number, trial, params, False), False
         return None, unproven
 
