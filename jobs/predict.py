@@ -1,4 +1,5 @@
-"""Apply a run's ensemble to a features file: ``python -m jobs.predict --run_dir RUN --input FILE.h5 --out FILE.csv``.
+"""Apply a run's ensemble to a features file: ``python -m jobs.predict --run_dir RUN --input FILE.h5 --out FILE.csv``,
+or a library ensemble (jobs.ensemble_eval --library): ``--ensemble_dir DIR`` instead of ``--run_dir``.
 
 Options: ``--tta`` / ``--no_tta`` (default: as the run's ensemble job did),
 ``--combine mean|mean_unflagged|greedy`` (default: the one it chose),
@@ -16,9 +17,9 @@ from jsonargparse import ActionYesNo, ArgumentParser
 
 from slurm.cluster import choose_cluster, cluster_config_from_args, split_slurm_args
 from slurm.single_job import SUBMIT_OPTIONS, LoggedCall, add_submit_options, submit_single
+from videns.cli import parse_strictly, strict_parser
 from videns.ensemble.apply import PredictConfig, apply_ensemble, check_prediction, format_summary
 from videns.ensemble.combine import COMBINATIONS
-from videns.cli import parse_strictly, strict_parser
 from videns.errors import user_errors_as_one_line
 from videns.folders import predict_logs
 
@@ -58,7 +59,8 @@ def main(args: list[str] | None = None) -> int:
         slurm = cluster_config_from_args(opts["site"], slurm_args, PROG)
         choose_cluster("slurm")  # one clear line when there is no SLURM here
         check_prediction(cfg)  # every input problem on this node, before the job waits in the queue
-    cfg = replace(cfg, run_dir=cfg.run_dir.resolve(), input=cfg.input.resolve(), out=cfg.out.resolve(), progress="off")
+    cfg = replace(cfg, run_dir=cfg.run_dir and cfg.run_dir.resolve(), ensemble_dir=cfg.ensemble_dir and
+                  cfg.ensemble_dir.resolve(), input=cfg.input.resolve(), out=cfg.out.resolve(), progress="off")
     return submit_single(LoggedCall(predict_here, cfg), slurm, "videns-predict", predict_logs(cfg.out), opts["wait"])
 
 

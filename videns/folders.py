@@ -5,6 +5,8 @@ Writers and readers alike take paths from here, so a name changes in one place::
     RUN/config.yaml                    the run's member config, without any one member's seed or out_dir
     RUN/launch.json                    the launcher's record: seeds, job ids, cluster (+ earlier launches)
     RUN/members/seed_<N>/              one member (MemberFolder)
+    RUN/member_configs/seed_<N>.yaml   a member's own config where members differ (jobs.launch --from_sweep)
+    RUN/from_sweep.json                which sweep trials the run retrains, and each member's trial
     RUN/ensemble/                      the ensemble evaluation (EnsembleFolder)
     RUN/logs/<job id>/                 submitit's files, and <job id>_<task>_outcome.json per finished task
 
@@ -30,6 +32,9 @@ Writers and readers alike take paths from here, so a name changes in one place::
                                        claim.json, trial.json)
     SWEEP/trials.csv, trials_top10.md, best_config.yaml, best_member/   the sweep's results
     SWEEP/logs/<job id>/               submitit's files of the workers
+
+    DIR/library_ensemble/              an ensemble selected from a library of runs and sweeps (an EnsembleFolder;
+                                       by default inside the first --library DIR of jobs.ensemble_eval)
 
     GPUCHECK/gpu_check.json            every part's status and figures (jobs.gpu_check)
     GPUCHECK/summary.md                the same, short, for people
@@ -58,7 +63,9 @@ LOGS_DIR = "logs"
 TASK_OUTCOME_SUFFIX = "_outcome.json"
 BENCH_LOGS_DIR = "bench-logs"
 PREDICT_LOGS_DIR = "predict-logs"
+LIBRARY_ENSEMBLE_DIR = "library_ensemble"
 _SEED_FOLDER = re.compile(r"^seed_(-?\d+)$")
+_TRIAL_FOLDER = re.compile(r"^trial_(\d+)$")
 
 
 class MemberFolder:
@@ -165,8 +172,20 @@ class RunFolder:
     lock = property(lambda self: self.root / LOCK_FILE)
     ensemble = property(lambda self: EnsembleFolder(self.root / "ensemble"))
 
+    member_configs_dir = property(lambda self: self.root / "member_configs")
+    from_sweep_file = property(lambda self: self.root / "from_sweep.json")
+
     def member(self, seed: int) -> MemberFolder:
         return MemberFolder(self.members_dir / f"seed_{seed}")
+
+    def member_config(self, seed: int) -> Path:
+        """Member ``seed``'s own config file, written only where a run's members differ."""
+        return self.member_configs_dir / f"seed_{seed}.yaml"
+
+    def config_for(self, seed: int) -> Path:
+        """The config member ``seed`` trains with: its own where it has one, else the run's."""
+        own = self.member_config(seed)
+        return own if own.exists() else self.config
 
     def launch(self) -> dict[str, Any]:
         return _object(read_json(self.launch_file))
@@ -243,8 +262,20 @@ class SweepFolder:
     def trial(self, number: int) -> TrialFolder:
         return TrialFolder(self.trials_dir / f"trial_{number}")
 
+    def trial_numbers(self) -> list[int]:
+        """The numbers of the trials that have a folder, ascending."""
+        if not self.trials_dir.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.trials_dir.iterdir()
+                      if p.is_dir() and (m := _TRIAL_FOLDER.match(p.name)))
+
     def exists(self) -> bool:
         return self.settings_file.is_file()
+
+
+def library_ensemble_folder(first_library_dir: Path) -> EnsembleFolder:
+    """Where a library ensemble goes unless told otherwise: inside the first run or sweep folder of its library."""
+    return EnsembleFolder(Path(first_library_dir).absolute() / LIBRARY_ENSEMBLE_DIR)
 
 
 def task_outcome_beside(result_pickle: Path) -> Path:

@@ -23,7 +23,7 @@ MAD_FACTOR = 3.0
 class Flag:
     """One member's verdict: flagged or not, and why."""
 
-    seed: int
+    seed: int | str  # a library's candidates are named, not seeded
     val_accuracy: float
     flagged: bool
     reason: str | None
@@ -36,7 +36,7 @@ def collapse_threshold(accuracies: np.ndarray) -> float:
     return median - max(MIN_MARGIN, MAD_FACTOR * mad)
 
 
-def flag_members(seeds: list[int], val_member_probs: np.ndarray, val_labels: np.ndarray) -> list[Flag]:
+def flag_members(seeds: list[int | str], val_member_probs: np.ndarray, val_labels: np.ndarray) -> list[Flag]:
     """Apply the rule to every member: (M, N, C) validation probabilities and (N,) labels."""
     accuracies = (val_member_probs.argmax(axis=2) == val_labels[None, :]).mean(axis=1)  # (M,)
     threshold = collapse_threshold(accuracies)

@@ -45,32 +45,50 @@ def mean_weights(num_members: int, include: Sequence[bool] | None = None) -> np.
     return mask / mask.sum()
 
 
-def greedy_weights(member_probs: np.ndarray, labels: np.ndarray,
-                   rounds: int | None = None) -> np.ndarray:
-    """Caruana forward selection with replacement on validation NLL.
+def greedy_picks(member_probs: np.ndarray, labels: np.ndarray, rounds: int | None = None,
+                 max_members: int | None = None) -> list[int]:
+    """Caruana forward selection with replacement on validation NLL: the members picked, in order.
 
     Each round adds the member (possibly again) whose addition gives the lowest
-    NLL of the running average; the weights are the pick counts of the best
-    prefix. Ties go to the lower index, so the result is deterministic.
+    NLL of the running average; the picks returned are the best prefix. Once
+    ``max_members`` distinct members are picked, only they may be added again.
+    Ties go to the lower index, so the result is deterministic.
     """
     num_members = len(member_probs)
     rounds = rounds or GREEDY_ROUNDS_PER_MEMBER * num_members
-    counts = np.zeros(num_members, dtype=np.int64)
+    picks: list[int] = []
     running = np.zeros(member_probs.shape[1:], dtype=np.float64)  # (N, C) sum of picked members
-    best_counts, best_loss = None, np.inf
+    best_length, best_loss = 0, np.inf
     for step in range(1, rounds + 1):
-        losses = [nll(labels, (running + member_probs[m]) / step) for m in range(num_members)]
+        allowed = _allowed(num_members, picks, max_members)
+        losses = [nll(labels, (running + member_probs[m]) / step) if allowed[m] else np.inf
+                  for m in range(num_members)]
         pick = int(np.argmin(losses))
-        counts[pick] += 1
+        picks.append(pick)
         running += member_probs[pick]
         if losses[pick] < best_loss - 1e-12:
-            best_loss, best_counts = losses[pick], counts.copy()
-    return best_counts / best_counts.sum()
+            best_loss, best_length = losses[pick], step
+    return picks[:best_length]
+
+
+def _allowed(num_members: int, picks: list[int], max_members: int | None) -> np.ndarray:
+    """Every member, until ``max_members`` distinct ones are picked; then only those."""
+    if max_members is None or len(set(picks)) < max_members:
+        return np.ones(num_members, dtype=bool)
+    return np.isin(np.arange(num_members), picks)
+
+
+def greedy_weights(member_probs: np.ndarray, labels: np.ndarray, rounds: int | None = None,
+                   max_members: int | None = None) -> np.ndarray:
+    """The pick counts of :func:`greedy_picks` as weights summing to 1: (M,)."""
+    counts = np.bincount(greedy_picks(member_probs, labels, rounds, max_members), minlength=len(member_probs))
+    return counts / counts.sum()
 
 
 def combination_weights(kind: Combination, val_member_probs: np.ndarray, val_labels: np.ndarray,
-                        flagged: Sequence[bool]) -> np.ndarray:
-    """The weights of one combination, from validation only. ``mean_unflagged`` of all-flagged members is ``mean``."""
+                        flagged: Sequence[bool], max_members: int | None = None) -> np.ndarray:
+    """The weights of one combination, from validation only. ``mean_unflagged`` of all-flagged members is ``mean``;
+    ``max_members`` caps the distinct members ``greedy`` may pick."""
     num_members = len(val_member_probs)
     if kind == "mean":
         return mean_weights(num_members)
@@ -78,5 +96,5 @@ def combination_weights(kind: Combination, val_member_probs: np.ndarray, val_lab
         keep = [not f for f in flagged]
         return mean_weights(num_members, keep if any(keep) else None)
     if kind == "greedy":
-        return greedy_weights(val_member_probs, val_labels)
+        return greedy_weights(val_member_probs, val_labels, max_members=max_members)
     raise ValueError(f"unknown combination {kind!r}; expected one of {COMBINATIONS}")

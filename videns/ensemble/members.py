@@ -36,6 +36,17 @@ class Member:
     meta: dict[str, Any]
     restarts: int
     weights_sha256: str
+    name: str = ""  # a library's candidate name (``<dir name>/seed_42``); empty for a run's member
+
+    @property
+    def label(self) -> str:
+        """How messages name it: ``member seed 42``, or ``candidate runA/trial_7``."""
+        return f"candidate {self.name}" if self.name else f"member seed {self.seed}"
+
+    @property
+    def short_label(self) -> str:
+        """How tables and plots name it: ``seed 42``, or ``runA/trial_7``."""
+        return self.name or f"seed {self.seed}"
 
     @property
     def best_epoch(self) -> int:
@@ -96,14 +107,14 @@ def load_members(run_dir: Path, seeds: Sequence[int]) -> MemberSet:
     for seed in seeds:
         try:
             found.members.append(load_member(run_dir, seed))
-        except _SkipMember as skip:
+        except SkipMember as skip:
             log.warning("skipping member seed %d: %s", seed, skip)
             found.skipped.append(Skipped(seed, str(skip)))
     check_members_agree(found.members)
     return found
 
 
-class _SkipMember(Exception):
+class SkipMember(Exception):
     """This member cannot take part; the message says why."""
 
 
@@ -111,35 +122,40 @@ def load_member(run_dir: Path, seed: int) -> Member:
     run = RunFolder(run_dir)
     folder = run.member(seed)
     if not folder.root.is_dir():
-        raise _SkipMember(f"missing: no folder {folder.root}")
-    progress = folder.progress()
+        raise SkipMember(f"missing: no folder {folder.root}")
     state = member_state(run, seed, run_expects(run, seed))  # done only if it finished what the run asked for
     if state.state != DONE:
-        raise _SkipMember(f"{state.state}: {state.reason or 'no finished ' + folder.result_file.name}")
+        raise SkipMember(f"{state.state}: {state.reason or 'no finished ' + folder.result_file.name}")
+    member = load_best_model(folder)
+    if member.meta.get("seed") != seed:
+        raise SkipMember(f"its best checkpoint belongs to seed {member.meta.get('seed')}, not {seed}")
+    return member
+
+
+def load_best_model(folder: MemberFolder, name: str = "") -> Member:
+    """The folder's best model, rebuilt from the spec saved with it; the caller judged the folder finished."""
     try:
         tensors, meta, weights_sha256 = load_best(folder)
     except CheckpointError as err:
-        raise _SkipMember(f"no usable best checkpoint: {err}") from None
-    if meta.get("seed") != seed:
-        raise _SkipMember(f"its best checkpoint belongs to seed {meta.get('seed')}, not {seed}")
-    model = _rebuild(meta, tensors)
-    return Member(seed=seed, folder=folder, model=model, meta=meta, restarts=int(progress.get("restarts", 0)),
-                  weights_sha256=weights_sha256)
+        raise SkipMember(f"no usable best checkpoint: {err}") from None
+    seed = meta.get("seed")
+    return Member(seed=seed if isinstance(seed, int) else -1, folder=folder, model=_rebuild(meta, tensors), meta=meta,
+                  restarts=int(folder.progress().get("restarts", 0)), weights_sha256=weights_sha256, name=name)
 
 
 def _rebuild(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SequenceClassifier:
     """The model as it was trained: built from the spec stored *with* the checkpoint, not today's config."""
     data = meta.get("data") or {}
     if "model" not in meta or "feature_dim" not in data or "class_names" not in data:
-        raise _SkipMember(f"best checkpoint lacks the model spec or data facts (has keys {sorted(meta)})")
+        raise SkipMember(f"best checkpoint lacks the model spec or data facts (has keys {sorted(meta)})")
     try:
         model = build_model(meta["model"], int(data["feature_dim"]), len(data["class_names"]))
         model.load_state_dict(tensors)
     except (CheckpointError, ConfigError) as err:
-        raise _SkipMember(f"cannot rebuild the model from its saved spec: {err}") from None
+        raise SkipMember(f"cannot rebuild the model from its saved spec: {err}") from None
     except RuntimeError as err:  # load_state_dict: keys or shapes that do not fit the spec
         first_line = str(err).strip().splitlines()[0]
-        raise _SkipMember(f"saved weights do not fit the saved model spec: {first_line}") from None
+        raise SkipMember(f"saved weights do not fit the saved model spec: {first_line}") from None
     return model.eval()
 
 
@@ -151,12 +167,12 @@ def check_members_agree(members: Sequence[Member]) -> None:
     for other in members[1:]:
         if other.class_names != first.class_names:
             raise CheckpointError(
-                f"member seed {other.seed} was trained with classes {list(other.class_names)}, member seed "
-                f"{first.seed} with {list(first.class_names)}; members of one ensemble must share the class mapping")
+                f"{other.label} was trained with classes {list(other.class_names)}, {first.label} "
+                f"with {list(first.class_names)}; members of one ensemble must share the class mapping")
         if other.feature_dim != first.feature_dim:
             raise CheckpointError(
-                f"member seed {other.seed} was trained on feature dim {other.feature_dim}, member seed "
-                f"{first.seed} on {first.feature_dim}; members of one ensemble must share the feature dim")
+                f"{other.label} was trained on feature dim {other.feature_dim}, {first.label} "
+                f"on {first.feature_dim}; members of one ensemble must share the feature dim")
 
 
 def check_test_data_agrees(members: Sequence[Member], class_names: Sequence[str], feature_dim: int,
@@ -166,10 +182,10 @@ def check_test_data_agrees(members: Sequence[Member], class_names: Sequence[str]
     if tuple(class_names) != first.class_names:
         raise DataError(
             f"{test_file}: class mapping {_mapping(class_names)} disagrees with the members' "
-            f"{_mapping(first.class_names)} (member seed {first.seed})")
+            f"{_mapping(first.class_names)} ({first.label})")
     if feature_dim != first.feature_dim:
         raise DataError(f"{test_file}: feature dim {feature_dim} disagrees with the members' {first.feature_dim} "
-                        f"(member seed {first.seed})")
+                        f"({first.label})")
 
 
 def _mapping(class_names: Sequence[str]) -> str:

@@ -4,6 +4,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from videns.ensemble.library_report import library_markdown, library_summary
 from videns.ensemble.members import Member, Skipped
 from videns.ensemble.report_trust import trust_markdown, trust_summary
 from videns.member.ledger import format_restarts
@@ -68,10 +69,15 @@ def skipped_entries(skipped: Sequence[Skipped]) -> list[dict[str, Any]]:
     return [{"seed": s.seed, "reason": s.reason} for s in skipped]
 
 
+def member_label(member: dict[str, Any]) -> str:
+    """A report's name for a member: ``seed 42``, or a library candidate's name."""
+    return member.get("name") or f"seed {member['seed']}"
+
+
 def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     """Member rows, then mean member and ensemble, with the summary metrics as strings."""
-    rows = [[f"seed {m['seed']}", *(_fmt(m[key]) for key in SUMMARY_METRICS)] for m in report["members"]]
-    rows.append(["mean member", *(_fmt(report["mean_member"][key]) for key in SUMMARY_METRICS)])
+    rows = [[member_label(m), *(_fmt(m[key]) for key in SUMMARY_METRICS)] for m in report["members"]]
+    rows.append([f"mean {_member_word(report)}", *(_fmt(report["mean_member"][key]) for key in SUMMARY_METRICS)])
     rows.append([f"ensemble ({report['ensemble']['num_members']})",
                  *(_fmt(report["ensemble"][key]) for key in SUMMARY_METRICS)])
     return rows
@@ -88,15 +94,18 @@ def format_summary(report: dict[str, Any]) -> str:
              for row in rows]
     lines.insert(len(lines) - 1, "-" * len(lines[0]))
     gain = report["gain_over_mean_member"]
-    lines.append(f"gain over mean member: accuracy {gain['accuracy']:+.4f}, F1 weighted {gain['f1_weighted']:+.4f}"
-                 f"{' (TTA)' if report.get('tta') else ''}")
-    return "\n".join(lines) + "\n" + trust_summary(report) + _skipped_lines(report)
+    lines.append(f"gain over mean {_member_word(report)}: accuracy {gain['accuracy']:+.4f}, F1 weighted "
+                 f"{gain['f1_weighted']:+.4f}{' (TTA)' if report.get('tta') else ''}")
+    library = library_summary(report) if "library" in report else ""
+    return "\n".join(lines) + "\n" + library + trust_summary(report) + _skipped_lines(report)
 
 
 def format_markdown(report: dict[str, Any]) -> str:
     """report.md: the same content as report.json, as tables."""
     modes = ", ".join(report.get("tta_modes", []))
-    out = [f"# Ensemble report: {report.get('run_dir')}", ""]
+    title = (f"Library ensemble report: {', '.join(report['library_dirs'])}" if "library_dirs" in report
+             else f"Ensemble report: {report.get('run_dir')}")
+    out = [f"# {title}", ""]
     if report.get("test_file"):
         out.append(f"- test file: `{report['test_file']}`")
     out.append(f"- test-time augmentation: {'on (' + modes + ')' if report.get('tta') else 'off'}")
@@ -104,15 +113,19 @@ def format_markdown(report: dict[str, Any]) -> str:
         out += ["", f"**Evaluation failed:** {report.get('error')}", "", *_skipped_table(report)]
         return "\n".join(out) + "\n"
     ens = report["ensemble"]
-    out += [f"- items: {report['num_items']}, members: {ens['num_members']} (seeds {ens['seeds']})", ""]
+    who = f"candidates {ens['names']}" if "names" in ens else f"seeds {ens['seeds']}"
+    out += [f"- items: {report['num_items']}, members: {ens['num_members']} ({who})", ""]
     names = report["class_names"]
     confusion = _table(["true \\ predicted", *names],
                        [[name, *map(str, row)] for name, row in zip(names, ens["confusion_matrix"])])
-    for title, lines in (("Summary", _summary_table(report)), ("Ensemble gain", _gain_table(report)),
+    gain = [] if "library" in report else [("Ensemble gain", _gain_table(report))]
+    for title, lines in (("Summary", _summary_table(report)), *gain,
                          ("Ensemble per class", _per_class_table(ens, names)),
                          ("Per-class F1 by member", _member_f1_table(report)),
                          ("Ensemble confusion matrix (rows: true, columns: predicted)", confusion)):
         out += [f"## {title}", "", *lines, ""]
+        if title == "Summary" and "library" in report:
+            out += library_markdown(report)
     out += trust_markdown(report)
     out += ["## Cost of the run", "", *_cost_table(report.get("cost")), ""]
     out += _skipped_table(report)
@@ -127,7 +140,8 @@ def _cost_table(cost: dict[str, Any] | None) -> list[str]:
     """Per member and in total: hours, slice-hours by GRES type, restarts by cause, steps replayed, time queued."""
     if not cost:
         return ["No resource log was found."]
-    rows = [*(("seed " + label.removeprefix("seed_"), c) for label, c in cost["members"].items()),
+    rows = [*((label if "/" in label else "seed " + label.removeprefix("seed_"), c)
+              for label, c in cost["members"].items()),
             ("total", cost["totals"])]
     header = ["member", "run hours", "slice-hours", "restarts", "steps replayed", "queued (min)"]
     return _table(header, [[name, f"{c.get('wall_seconds', 0) / 3600:.3f}", _slice_hours(c.get("slice_hours", {})),
@@ -144,7 +158,8 @@ def _causes(cost: dict[str, Any]) -> str:
 
 
 def _summary_table(report: dict[str, Any]) -> list[str]:
-    header = ["member", "best epoch", "restarts", "accuracy", "balanced acc", "F1 weighted", "F1 macro", "NLL", "ECE"]
+    header = [_member_word(report), "best epoch", "restarts", "accuracy", "balanced acc", "F1 weighted", "F1 macro",
+              "NLL", "ECE"]
     return _table(header, _markdown_rows(report))
 
 
@@ -162,29 +177,35 @@ def _per_class_table(entry: dict[str, Any], names: Sequence[str]) -> list[str]:
 
 def _member_f1_table(report: dict[str, Any]) -> list[str]:
     names = report["class_names"]
-    rows = [[f"seed {m['seed']}", *(_fmt(m["per_class"][n]["f1"]) for n in names)] for m in report["members"]]
+    rows = [[member_label(m), *(_fmt(m["per_class"][n]["f1"]) for n in names)] for m in report["members"]]
     rows.append(["ensemble", *(_fmt(report["ensemble"]["per_class"][n]["f1"]) for n in names)])
     return _table(["member", *names], rows)
 
 
 def _markdown_rows(report: dict[str, Any]) -> list[list[str]]:
     keys = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "nll", "ece")
-    rows = [[f"seed {m['seed']}", str(m["best_epoch"]), str(m["restarts"]), *(_fmt(m[k]) for k in keys)]
+    rows = [[member_label(m), str(m["best_epoch"]), str(m["restarts"]), *(_fmt(m[k]) for k in keys)]
             for m in report["members"]]
-    rows.append(["mean member", "", "", *(_fmt(report["mean_member"][k]) for k in keys)])
+    rows.append([f"mean {_member_word(report)}", "", "", *(_fmt(report["mean_member"][k]) for k in keys)])
     rows.append(["**ensemble**", "", "", *(f"**{_fmt(report['ensemble'][k])}**" for k in keys)])
     return rows
 
 
 def _skipped_table(report: dict[str, Any]) -> list[str]:
+    word = _member_word(report)
     if not report.get("skipped"):
-        return ["No member was skipped."]
-    rows = [[str(s["seed"]), s["reason"].replace("|", "\\|")] for s in report["skipped"]]
-    return ["## Skipped members", "", *_table(["seed", "reason"], rows)]
+        return [f"No {word} was skipped."]
+    rows = [[str(s.get("name", s.get("seed"))), s["reason"].replace("|", "\\|")] for s in report["skipped"]]
+    return [f"## Skipped {word}s", "", *_table(["name" if "library" in report else "seed", "reason"], rows)]
 
 
 def _skipped_lines(report: dict[str, Any]) -> str:
-    return "".join(f"skipped seed {s['seed']}: {s['reason']}\n" for s in report.get("skipped", []))
+    return "".join(f"skipped {s['name'] if 'name' in s else 'seed ' + str(s['seed'])}: {s['reason']}\n"
+                   for s in report.get("skipped", []))
+
+
+def _member_word(report: dict[str, Any]) -> str:
+    return "candidate" if "library" in report or "library_dirs" in report else "member"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

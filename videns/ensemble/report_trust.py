@@ -43,7 +43,7 @@ def trust_summary(report: dict[str, Any]) -> str:
         test = calibration["test"]
         lines.append(f"  test NLL {test['before']['nll']:.4f} -> {test['after']['nll']:.4f}, ECE "
                      f"{test['before']['ece']:.4f} -> {test['after']['ece']:.4f}")
-    lines += [f"flagged seed {f['seed']}: {f['reason']}" for f in report["flags"] if f["flagged"]]
+    lines += [f"flagged {_flag_label(f)}: {f['reason']}" for f in report["flags"] if f["flagged"]]
     if "conformal" in report:
         lines.append(_conformal_sentence(report["conformal"]))
     lines.append(baseline_verdict(report))
@@ -139,12 +139,21 @@ def _rankings(selective: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _flag_lines(report: dict[str, Any]) -> list[str]:
     rows = [[str(f["seed"]), f"{f['val_accuracy']:.4f}", "**flagged**" if f["flagged"] else "ok",
              (f["reason"] or "").replace("|", "\\|")] for f in report["flags"]]
-    lines = [f"Rule: {report['collapse_rule']}.", "", *_table(["seed", "val accuracy", "verdict", "reason"], rows)]
+    named = "library" in report  # a library's candidates are named, not seeded
+    lines = [f"Rule: {report['collapse_rule']}.", "",
+             *_table(["candidate" if named else "seed", "val accuracy", "verdict", "reason"], rows)]
     averaged = report.get("flagged_in_combination") or []
-    if averaged:
-        lines += ["", f"**Warning:** flagged seed(s) {averaged} are averaged into the chosen combination "
-                  f"`{report['combination']['chosen']}`; `--combine mean_unflagged` leaves them out."]
-    return lines
+    if averaged and named:
+        warning = (f"**Warning:** flagged candidate(s) {averaged} were picked by the greedy selection: they "
+                   "lower validation NLL beside the others all the same.")
+    else:
+        warning = (f"**Warning:** flagged seed(s) {averaged} are averaged into the chosen combination "
+                   f"`{report['combination']['chosen']}`; `--combine mean_unflagged` leaves them out.")
+    return lines + (["", warning] if averaged else [])
+
+
+def _flag_label(flag: dict[str, Any]) -> str:
+    return f"seed {flag['seed']}" if isinstance(flag["seed"], int) else str(flag["seed"])
 
 
 def _combination_table(report: dict[str, Any]) -> list[str]:
@@ -152,12 +161,13 @@ def _combination_table(report: dict[str, Any]) -> list[str]:
     rows = []
     for name in COMBINATIONS:
         entry = report["combinations"][name]
-        weights = ", ".join(f"{seed}: {w:.3f}" for seed, w in entry["weights"].items())
+        shown = {seed: w for seed, w in entry["weights"].items() if w > 0 or "library" not in report}
+        weights = ", ".join(f"{seed}: {w:.3f}" for seed, w in shown.items())
         label = f"**{name}** (chosen)" if name == chosen else name
         rows.append([label, *(f"{entry['test'][k]:.4f}" for k in COMBINATION_METRICS),
                      f"{entry['validation']['before']['nll']:.4f}", f"{entry['temperature']:.3f}", weights])
-    return _table(["combination", *(f"test {k}" for k in COMBINATION_METRICS), "val NLL", "T", "weights by seed"],
-                  rows)
+    by = "weights above 0" if "library" in report else "weights by seed"
+    return _table(["combination", *(f"test {k}" for k in COMBINATION_METRICS), "val NLL", "T", by], rows)
 
 
 def _calibration_table(report: dict[str, Any]) -> list[str]:

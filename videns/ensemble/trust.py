@@ -45,17 +45,23 @@ def probabilities_label(temperature: float) -> str:
     return "raw (T = 1)" if temperature == 1.0 else f"temperature-scaled (T = {temperature:.3f})"
 
 
-def choose_on_validation(seeds: Sequence[int], val: Predictions, test: Predictions, class_names: Sequence[str],
-                         chosen: Combination, coverage: float, mondrian: bool) -> tuple[dict[str, Any], Chosen]:
-    """The report's trust sections, and the chosen combination's test arrays."""
+def choose_on_validation(seeds: Sequence[int | str], val: Predictions, test: Predictions, class_names: Sequence[str],
+                         chosen: Combination, coverage: float, mondrian: bool,
+                         max_members: int | None = None) -> tuple[dict[str, Any], Chosen]:
+    """The report's trust sections, and the chosen combination's test arrays.
+
+    ``seeds`` name the members (a library names its candidates instead); ``max_members`` caps the distinct
+    members the greedy combination may pick.
+    """
     flags = flag_members(list(seeds), val.member_probs, val.labels)
     for flag in flags:
         if flag.flagged:
-            log.warning("member seed %d is flagged: %s", flag.seed, flag.reason)
+            log.warning("member %s is flagged: %s", f"seed {flag.seed}" if isinstance(flag.seed, int) else flag.seed,
+                        flag.reason)
     flagged = [f.flagged for f in flags]
     combinations, choices = {}, {}
     for name in COMBINATIONS:
-        weights = combination_weights(name, val.member_probs, val.labels, flagged)
+        weights = combination_weights(name, val.member_probs, val.labels, flagged, max_members)
         choices[name] = choose_temperature(val.member_probs, weights, val.labels)
         combinations[name] = _combination_entry(seeds, weights, choices[name], val, test, class_names)
     entry, choice = combinations[chosen], choices[chosen]
