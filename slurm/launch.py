@@ -22,6 +22,7 @@ from videns.config import dump_run_config
 from videns.data.demo import write_demo_data
 from videns.errors import EXIT_CTRL_C
 from videns.folders import make_private
+from videns.io import write_json_atomically, write_text_atomically
 from videns.member.state import TASKS_KEY, launched_task
 
 PROG = "jobs.launch"
@@ -58,7 +59,8 @@ def launch(plan: LaunchPlan, args: list[str]) -> int:
 def evaluation(plan: LaunchPlan) -> EnsembleTask:
     """The dependent job's task: evaluate every member of the run as the launch asked."""
     return EnsembleTask(str(plan.run.root), tta=plan.tta, combine=plan.combine, coverage=plan.coverage,
-                        mondrian=plan.mondrian, allow_shared_group=plan.member.allow_shared_group)
+                        mondrian=plan.mondrian, allow_shared_group=plan.member.allow_shared_group,
+                        select=plan.selection is not None)
 
 
 def write_run(plan: LaunchPlan, cluster: str, args: list[str]) -> None:
@@ -68,13 +70,24 @@ def write_run(plan: LaunchPlan, cluster: str, args: list[str]) -> None:
     for folder in (plan.run.root, plan.run.members_dir, plan.run.logs):
         make_private(folder)
     plan.run.config.write_text(dump_run_config(plan.member))
+    write_member_configs(plan)
     plan.run.write_launch({
         "launch_id": uuid.uuid4().hex, plan.run.LAUNCH_SEEDS_KEY: plan.seeds, "trained": plan.to_train,
-        TASKS_KEY: {str(seed): launched_task(plan.member, seed) for seed in plan.to_train},
+        TASKS_KEY: {str(seed): launched_task(plan.config_of(seed), seed) for seed in plan.to_train},
         "cluster": cluster, "submitted": now_iso(), "git_revision": git_revision(),
         "command": shlex.join(["python", "-m", PROG, *args]), "config_hash": plan.member.config_hash,
         "slurm": asdict(plan.slurm), "launcher": {"host": socket.gethostname(), "pid": os.getpid()},
     })
+
+
+def write_member_configs(plan: LaunchPlan) -> None:
+    """--from_sweep: each member's own config, then the record of which trial each member retrains."""
+    if plan.selection is None:
+        return
+    make_private(plan.run.member_configs_dir)
+    for seed, cfg in plan.member_configs.items():
+        write_text_atomically(plan.run.member_config(seed), dump_run_config(cfg))
+    write_json_atomically(plan.run.from_sweep_file, plan.selection.to_json())
 
 
 def record_jobs(plan: LaunchPlan, submitted: Submitted) -> None:
@@ -114,6 +127,9 @@ def print_dry_run(plan: LaunchPlan, cluster: str) -> None:
         local = local_plan(plan.slurm, len(plan.to_train))
         print(f"# --cluster resolved to local: {len(plan.to_train)} member(s) would run here, {local.parallelism} "
               f"at a time with {local.threads} thread(s); below is what a SLURM cluster would get.")
+    if plan.selection is not None:
+        trained = ", ".join(f"seed {seed} <- trial {trial}" for seed, trial in plan.selection.members.items())
+        print(f"# from sweep {plan.selection.sweep}: {trained}")
     print(f"# member array: seeds {plan.to_train}" + (f" (finished already: {sorted(set(plan.seeds) - set(plan.to_train))})"
                                                    if len(plan.to_train) < len(plan.seeds) else ""))
     if plan.to_train:

@@ -7,17 +7,18 @@ again before the member config is built and saved.
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
 from slurm.cluster import SITE_ENV, Cluster, ClusterConfig, code_root, flag_is_true, flag_value, site_profile
+from slurm.from_sweep import SweepSelection, select_members
 from slurm.queue import query_run_jobs
 from videns.cli import parse_strictly
-from videns.config import (HASH_EXCLUDED, MemberConfig, build_parser, keep_demo_data_to_its_folder,
-                           member_config_from_namespace, run_member_config)
+from videns.config import (HASH_EXCLUDED, MemberConfig, build_parser, dump_config, give_the_model_its_own_defaults,
+                           keep_demo_data_to_its_folder, member_config_from_namespace, run_member_config)
 from videns.data import layout
 from videns.ensemble.combine import Combination
 from videns.ensemble.conformal import DEFAULT_COVERAGE, coverage_problem
@@ -30,7 +31,7 @@ DEFAULT_CONFIG = code_root() / "configs" / "ensemble.yaml"
 DEFAULT_MEMBERS = 4
 RESULTS_DIR = Path("results")
 LAUNCH_KEYS = ("array", "cluster", "run_dir", "site", "slurm", "dry_run", "force", "wait", "tta", "combine",
-               "coverage", "mondrian")
+               "coverage", "mondrian", "from_sweep", "top_k", "seeds")
 
 
 @dataclass
@@ -52,6 +53,13 @@ class LaunchPlan:
     coverage: float = DEFAULT_COVERAGE
     mondrian: bool = False
     lock: FolderLock | None = None  # held from the checks to the launch's last write; None for a dry run
+    # --from_sweep: each member's own config, and which sweep trial each one retrains
+    member_configs: dict[int, MemberConfig] = field(default_factory=dict)
+    selection: SweepSelection | None = None
+
+    def config_of(self, seed: int) -> MemberConfig:
+        """The config member ``seed`` trains: its own (--from_sweep), else the run's with its seed."""
+        return self.member_configs.get(seed, self.member)
 
 
 def build_launch_parser() -> ArgumentParser:
@@ -80,20 +88,33 @@ def build_launch_parser() -> ArgumentParser:
                         help="The ensemble job's prediction sets hold the true class this often (split conformal).")
     parser.add_argument("--mondrian", action="store_true",
                         help="The ensemble job calibrates its prediction sets per class.")
+    parser.add_argument("--from_sweep", type=Path | None, default=None,
+                        help="Retrain the --top_k best trials of this sweep folder with --seeds seeds each, every "
+                             "member with its trial's exact config; the ensemble job then selects from them "
+                             "(Caruana, on validation). Not with --config or --array.")
+    parser.add_argument("--top_k", type=int | None, default=None,
+                        help="With --from_sweep: how many of the sweep's best complete trials (default 3).")
+    parser.add_argument("--seeds", type=int | None, default=None,
+                        help="With --from_sweep: seeds per trial (default 2); a relaunch with more adds seeds only.")
     return parser
 
 
 def plan_launch(args: list[str]) -> LaunchPlan:
     args = _with_default_config(_with_site(list(args)))
-    ns = parse_strictly(build_launch_parser(), args)
+    parser = build_launch_parser()
+    ns = parse_strictly(parser, args)
     keep_demo_data_to_its_folder(ns, args)
+    give_the_model_its_own_defaults(parser, ns, args)
     opts = {key: ns.pop(key) for key in LAUNCH_KEYS}
+    if ns.print_config:
+        print(dump_config(member_config_from_namespace(build_parser(), ns)), end="")
+        raise SystemExit(0)
     opts["slurm"] = ClusterConfig(**{k: v for k, v in opts["slurm"].as_dict().items() if not k.startswith("__")})
     if opts["array"] is not None and opts["array"] < 1:
         raise ConfigError(f"--array must be >= 1, got {opts['array']}")
     if coverage_problem(opts["coverage"], "--coverage"):
         raise ConfigError(coverage_problem(opts["coverage"], "--coverage"))
-    run = RunFolder(opts["run_dir"] or RESULTS_DIR / Path(flag_value(args, "--config")).stem)
+    run = RunFolder(opts["run_dir"] or _default_run_dir(args, opts))
     created = _first_missing(run.root)
     lock = None if opts["dry_run"] else lock_run_folder(run, ns.allow_shared_group)
     try:
@@ -105,6 +126,12 @@ def plan_launch(args: list[str]) -> LaunchPlan:
                 run.lock.unlink(missing_ok=True)
                 _remove_empty_up_to(run.root, created)
         raise
+
+
+def _default_run_dir(args: list[str], opts: dict[str, Any]) -> Path:
+    if opts["from_sweep"] is not None:
+        return RESULTS_DIR / f"{Path(opts['from_sweep']).name}_top"
+    return RESULTS_DIR / Path(flag_value(args, "--config")).stem
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -134,6 +161,8 @@ def lock_run_folder(run: RunFolder, allow_shared_group: bool) -> FolderLock:
 
 def _checked_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], args: list[str],
                   lock: FolderLock | None) -> LaunchPlan:
+    if opts["from_sweep"] is not None or run.from_sweep_file.exists() or opts["top_k"] or opts["seeds"]:
+        return _checked_sweep_plan(run, ns, opts, args, lock)
     existing = run.seeds() if run.root.is_dir() else None
     if existing and flag_value(args, "--seed") is None:
         ns.seed = existing[0]  # a relaunch keeps the run's own base seed
@@ -151,6 +180,62 @@ def _checked_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], args: lis
                       slurm=opts["slurm"], generate_demo=generate_demo, dry_run=opts["dry_run"], force=opts["force"],
                       wait=opts["wait"], tta=opts["tta"], combine=opts["combine"], coverage=opts["coverage"],
                       mondrian=opts["mondrian"], lock=lock)
+
+
+def _checked_sweep_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], args: list[str],
+                        lock: FolderLock | None) -> LaunchPlan:
+    """--from_sweep: every member its trial's config, with the command line's member options on top."""
+    if flag_value(args, "--config") is not None:
+        raise ConfigError("--from_sweep trains each trial's own config; leave out --config")
+    if opts["array"] is not None:
+        raise ConfigError("--from_sweep sets the members by --top_k and --seeds; leave out --array")
+    if run.config.exists() and not run.from_sweep_file.exists():
+        raise ConfigError(f"--run_dir {run.root} is a run of one config, not of a sweep's trials; "
+                          "choose another --run_dir")
+    selection = select_members(run, opts["from_sweep"], opts["top_k"], opts["seeds"], ns.seed)
+    configs = {seed: _trial_member(run, selection.trial_configs[trial], seed, args, opts["force"])
+               for seed, trial in selection.members.items()}
+    seeds = list(selection.members)
+    member = configs[seeds[0]]
+    generate_demo = check_data(member)
+    check_sweep_relaunch(run, configs, opts["force"])
+    to_train = [seed for seed in seeds if not has_finished(run.member(seed), configs[seed])]
+    return LaunchPlan(run=run, member=member, seeds=seeds, to_train=to_train, cluster=opts["cluster"],
+                      slurm=opts["slurm"], generate_demo=generate_demo, dry_run=opts["dry_run"], force=opts["force"],
+                      wait=opts["wait"], tta=opts["tta"], combine="greedy", coverage=opts["coverage"],
+                      mondrian=opts["mondrian"], lock=lock, member_configs=configs, selection=selection)
+
+
+def _trial_member(run: RunFolder, trial_config: Path, seed: int, args: list[str], force: bool) -> MemberConfig:
+    """A trial's exact config with the launch's member options applied, as member ``seed`` of ``run``."""
+    parser = build_launch_parser()
+    trial_args = ["--config", str(trial_config), *args]
+    ns = parse_strictly(parser, trial_args)
+    give_the_model_its_own_defaults(parser, ns, trial_args)
+    for key in LAUNCH_KEYS:
+        ns.pop(key)
+    ns.seed, ns.out_dir = seed, run.member(seed).root
+    ns.data.root = Path(ns.data.root).absolute()
+    if force:
+        ns.checkpoint.force = True
+    return member_config_from_namespace(build_parser(), ns)
+
+
+def check_sweep_relaunch(run: RunFolder, configs: dict[int, MemberConfig], force: bool) -> None:
+    """Members already planned keep their configs, unless --force; nothing of the run may still run."""
+    if not run.from_sweep_file.exists():
+        return
+    check_private(run.root, next(iter(configs.values())).allow_shared_group)
+    check_nothing_running(run)
+    for seed, cfg in configs.items():
+        if not run.member_config(seed).exists():
+            continue
+        saved = run_member_config(run.member_config(seed), seed, cfg.out_dir)
+        if saved.config_hash != cfg.config_hash and not force:
+            changes = "; ".join(config_changes(saved.resolved, cfg.resolved)) or "seed or model"
+            raise ConfigError(f"{run.root}: member seed {seed} was started with another config ({changes}); "
+                              f"relaunch with the same options, pass --force to continue under the new ones, "
+                              "or choose another --run_dir")
 
 
 def check_data(cfg: MemberConfig) -> bool:
@@ -248,10 +333,13 @@ def _with_site(args: list[str]) -> list[str]:
 
 
 def _with_default_config(args: list[str]) -> list[str]:
-    """No --config: the run folder's own config on relaunch, else configs/ensemble.yaml."""
+    """No --config: the run folder's own config on relaunch, else configs/ensemble.yaml. A run of a
+    sweep's trials takes each member's config from the trials instead (:func:`_trial_member`)."""
     if flag_value(args, "--config") is not None or any(a in ("-h", "--help") for a in args):
         return args
     run_dir = flag_value(args, "--run_dir")
+    if flag_value(args, "--from_sweep") is not None or (run_dir and RunFolder(Path(run_dir)).from_sweep_file.exists()):
+        return args
     if run_dir is not None and RunFolder(Path(run_dir)).config.exists():
         # Its config names classes that will be imported: trust the folder first.
         check_private(Path(run_dir), flag_is_true(args, "--allow_shared_group"))

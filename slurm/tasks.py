@@ -68,7 +68,7 @@ class MemberTask:
         apply_env(self.env)
         use_private_umask()
         run = RunFolder(Path(self.run_dir))
-        cfg = run_member_config(run.config, self.seed, run.member(self.seed).root)
+        cfg = run_member_config(run.config_for(self.seed), self.seed, run.member(self.seed).root)
         check_private(run.root, cfg.allow_shared_group)  # also where no sbatch guard ran (local runs)
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -97,6 +97,7 @@ class EnsembleTask:
     mondrian: bool = False
     env: dict[str, str | None] = field(default_factory=dict)
     allow_shared_group: bool = False
+    select: bool = False  # a run of a sweep's trials: select from its members, as from a library, into RUN/ensemble/
 
     def __call__(self) -> dict[str, Any]:
         from videns.ensemble.evaluate import EnsembleEvalConfig, evaluate_and_summarize
@@ -107,12 +108,18 @@ class EnsembleTask:
             try:
                 check_private(Path(self.run_dir), self.allow_shared_group)
                 report = evaluate_and_summarize(EnsembleEvalConfig(
-                    run_dir=Path(self.run_dir), tta=self.tta, combine=self.combine, coverage=self.coverage,
+                    **self._source(), tta=self.tta, combine=self.combine, coverage=self.coverage,
                     mondrian=self.mondrian))
             except UserError as err:  # a user's problem: one line in the log, the task failed
                 print(f"ensemble evaluation: error: {err}", file=sys.stderr)
                 raise
         return {"accuracy": report["ensemble"]["accuracy"]}
+
+    def _source(self) -> dict[str, Any]:
+        run = RunFolder(Path(self.run_dir))
+        if self.select:
+            return {"library": [run.root], "out_dir": run.ensemble.root}
+        return {"run_dir": run.root}
 
 
 @contextmanager

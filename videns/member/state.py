@@ -64,9 +64,9 @@ def run_expects(run: RunFolder, seed: int) -> Expected | None:
         task = (record.get(TASKS_KEY) or {}).get(str(seed))
         if isinstance(task, dict) and "config_hash" in task and "max_epochs" in task:
             return Expected(str(task["config_hash"]), int(task["max_epochs"]))
-    if not run.config.exists():
+    if not run.config_for(seed).exists():
         return None
-    cfg = run_member_config(run.config, seed, run.member(seed).root)
+    cfg = run_member_config(run.config_for(seed), seed, run.member(seed).root)
     return Expected(cfg.config_hash, cfg.trainer.max_epochs)
 
 
