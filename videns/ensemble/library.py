@@ -116,7 +116,8 @@ def library_section(prepared: PreparedLibrary, passes: SplitPredictions, chosen:
             "validation_nll": nll(val.labels, combine(val.member_probs, chosen.weights)),
             "picks": [{"name": names[i], "times": int(counts[i]), "weight": float(chosen.weights[i])}
                       for i in np.flatnonzero(chosen.weights)]},
-        "comparisons": comparisons(members, passes, chosen, prepared.info.class_names),
+        "comparisons": comparisons(members, passes, chosen, prepared.info.class_names)
+        | {"run_ensembles": run_ensembles(members, prepared.pool.where, passes, chosen, prepared.info.class_names)},
         "data": {"trained_on": {s: f.as_dict() for s, f in prepared.trained_on.items()},
                  "evaluated_on": {s: f.as_dict() for s, f in prepared.evaluated_on.items()}},
     }
@@ -147,6 +148,24 @@ def comparisons(members: list[found.Member], passes: SplitPredictions, chosen: C
                           "statement": comparison_statement(
                               ours, seeds, f"a {len(group)}-member seed ensemble of the best config")},
     }
+
+
+def run_ensembles(members: list[found.Member], where: dict[str, dict[str, Any]], passes: SplitPredictions,
+                  chosen: Chosen, class_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """On test, before temperature: each run folder of the library as it stands alone, the plain average of its
+    members, so a user who launched a recipe learns by how much the selection beats it."""
+    test, ours = passes.test, _scores(passes.test.labels, chosen.probs, class_names)
+    runs: dict[str, list[int]] = {}
+    for i, member in enumerate(members):
+        if where[member.name]["kind"] == "member":
+            runs.setdefault(where[member.name]["source"], []).append(i)
+    entries = []
+    for run, indices in runs.items():
+        theirs = _scores(test.labels, test.member_probs[indices].mean(axis=0), class_names)
+        label = f"the plain {len(indices)}-member ensemble of run {Path(run).name}"
+        entries.append({"run": run, "names": [members[i].name for i in indices], "test": theirs,
+                        "statement": comparison_statement(ours, theirs, label)})
+    return entries
 
 
 def _scores(labels: np.ndarray, probs: np.ndarray, class_names: tuple[str, ...]) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """A library ensemble's own report sections: the pool, the picks, and plain sentences comparing it on test."""
 
 import json
+from pathlib import Path
 from typing import Any
 
 POOL_METRICS = ("val_accuracy", "val_nll", "accuracy", "nll")
@@ -41,7 +42,8 @@ def library_summary(report: dict[str, Any]) -> str:
     picks = ", ".join(f"{p['name']} x{p['times']}" for p in library["selection"]["picks"])
     comparisons = library["comparisons"]
     lines = [f"library: {library['selection']['num_candidates']} candidates, picked {picks}",
-             comparisons["best_single"]["statement"], comparisons["seed_ensemble"]["statement"]]
+             comparisons["best_single"]["statement"], comparisons["seed_ensemble"]["statement"],
+             *(run["statement"] for run in comparisons.get("run_ensembles", []))]
     return "".join(line + "\n" for line in lines)
 
 
@@ -52,7 +54,11 @@ def _comparison_lines(comparisons: dict[str, Any]) -> list[str]:
                                                                        for k in COMPARISON_METRICS)],
             [f"seed ensemble of the best config ({seeds['num_members']}: {', '.join(seeds['names'])})",
              *(_fmt(seeds["test"][k]) for k in COMPARISON_METRICS)]]
-    return [f"- {best['statement']}", f"- {seeds['statement']}", f"- Seed ensemble: {seeds['note']}.",
+    runs = comparisons.get("run_ensembles", [])
+    rows += [[f"plain ensemble of run {Path(run['run']).name} ({len(run['names'])})",
+              *(_fmt(run["test"][k]) for k in COMPARISON_METRICS)] for run in runs]
+    return [f"- {best['statement']}", f"- {seeds['statement']}", *(f"- {run['statement']}" for run in runs),
+            f"- Seed ensemble: {seeds['note']}.",
             f"- Probabilities: {comparisons['probabilities']}.", "",
             *_table(["model", *(f"test {k}" for k in COMPARISON_METRICS)], rows)]
 
