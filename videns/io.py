@@ -1,8 +1,13 @@
 """Small file and process helpers that every layer shares: atomic writes, tolerant reads, liveness.
 
 Atomic here means a reader sees the old file or the new one, never half of
-either: the text goes to a temporary file beside the target, then ``os.replace``
-swaps it in (atomic on POSIX file systems, NFS included, within one folder).
+either, also after a crash or a power cut: every write goes to a temporary file
+beside the target, which is flushed and fsynced, then ``os.replace`` swaps it in
+(atomic on POSIX file systems, NFS included, within one folder) and the folder
+is fsynced so that the rename itself is on disk. :func:`replacing` does this for
+any writer (h5py, matplotlib, numpy, csv); the ``write_*_atomically`` functions
+are it for text, bytes and JSON. The temporary file is created like any other,
+under the process's umask (0600 once :func:`videns.folders.use_private_umask` ran).
 
 A write that fails (disk full, over quota, read-only, an I/O error) raises
 :class:`WriteFailed`: one line naming the folder, what was written and the
@@ -24,9 +29,10 @@ from typing import Any, Iterator
 
 from videns.errors import StorageError
 
-__all__ = ["write_text_atomically", "write_text_if_changed", "write_json_atomically", "write_json_even_when_full",
-           "read_json", "read_jsonl", "append_jsonl", "WriteFailed", "writing_into", "write_failure", "free_bytes",
-           "format_size", "process_start", "process_alive"]
+__all__ = ["replacing", "write_bytes_atomically", "write_text_atomically", "write_text_if_changed",
+           "write_json_atomically", "write_json_even_when_full", "read_json", "read_jsonl", "append_jsonl",
+           "WriteFailed", "writing_into", "write_failure", "free_bytes", "format_size", "fsync_folder",
+           "move_into_place", "process_start", "process_alive"]
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +122,63 @@ def temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}")
 
 
-def write_text_atomically(path: Path, text: str) -> None:
+@contextmanager
+def replacing(path: Path, what: str | None = None, needed: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; once the block ends, that file replaces ``path``.
+
+    The file is fsynced, renamed over ``path``, and the folder fsynced. When the
+    block raises, ``path`` is left as it was and the temporary file is removed;
+    an OSError becomes one :class:`WriteFailed` line naming ``what`` (default: the
+    file's name) and, on a full disk, ``needed`` bytes against the free space.
+    The block must have closed the file it wrote.
+    """
     path = Path(path)
     tmp = temporary_sibling(path)
-    with writing_into(path.parent, path.name, len(text.encode()), leftover=tmp):
+    with writing_into(path.parent, what or path.name, needed, leftover=tmp):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        yield tmp
+        _fsync_file(tmp)
+        move_into_place(tmp, path)
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    with replacing(path, needed=len(data)) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    write_bytes_atomically(path, text.encode())
+
+
+def move_into_place(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` over ``path`` (same folder) and make the rename survive a crash."""
+    os.replace(tmp, path)
+    fsync_folder(Path(path).parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Put ``folder``'s entries (new names, renames) on disk.
+
+    A filesystem that cannot sync a folder (EINVAL, ENOTSUP: some FUSE and CIFS
+    mounts) gets the renames to disk in its own time; failing every write there
+    would gain nothing.
+    """
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text_if_changed(path: Path, text: str) -> None:

@@ -10,13 +10,14 @@ written to a temporary name and renamed, so a reader never sees half a PNG.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from videns.io import replacing
 
 logger = logging.getLogger(__name__)
 
@@ -214,17 +215,11 @@ def _member_colours(count: int) -> list:
 
 def _save_atomically(figure: Figure, path: Path) -> Path:
     """Render to a temporary file beside ``path``, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     FigureCanvasAgg(figure)  # attach a non-interactive canvas; no display needed
     try:
-        with open(temporary, "wb") as handle:
+        with replacing(path) as temporary, open(temporary, "wb") as handle:
             figure.savefig(handle, format="png", dpi=_DPI)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
     finally:
-        temporary.unlink(missing_ok=True)
         figure.clear()  # free the artists now rather than at garbage collection
     logger.debug("wrote %s", path)
     return path

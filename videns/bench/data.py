@@ -1,6 +1,5 @@
 """The bench's original-like data: one all-73-frames dataset and one variable-length mix."""
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import numpy as np
 from videns.bench.profiles import Profile
 from videns.data import layout
 from videns.data.demo import write_demo_data
+from videns.io import read_json, write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,10 @@ def _dataset(profile: Profile, root: Path, name: str, min_frames: int) -> BenchD
     params = {"num_videos": profile.num_videos, "feature_dim": profile.feature_dim, "min_frames": min_frames,
               "max_frames": profile.max_frames, "seed": 0}
     marker = root / MARKER
-    if not (marker.is_file() and json.loads(marker.read_text()) == params):
+    if read_json(marker) != params:
         log.info("writing %s bench data into %s", name, root)
         write_demo_data(root, **params)
-        marker.write_text(json.dumps(params))
+        write_json_atomically(marker, params)
     with h5py.File(layout.split_path(root, "train"), "r") as f:
         lengths = f[layout.NUM_FRAMES][()].astype(np.int64)
         max_frames = int(f[layout.FEATURES].shape[1])

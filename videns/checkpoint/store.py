@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from videns.checkpoint.background import CommitQueue, FileContents
 from videns.checkpoint.tensorfile import WrittenFile, tensor_file_size, write_chunks, write_tensor_file
 from videns.errors import CheckpointError
-from videns.io import process_alive, writing_into
+from videns.io import fsync_folder, move_into_place, process_alive, writing_into
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _write_with_manifest(folder: Path, files: Mapping[str, FileContents]) -> Non
     written = {name: write_chunks(folder / name, [data]) if isinstance(data, bytes)
                else write_tensor_file(folder / name, data) for name, data in files.items()}
     write_chunks(folder / MANIFEST_FILE, [_manifest_bytes(written)])
-    _fsync_dir(folder)
+    fsync_folder(folder)
 
 
 def _manifest_bytes(written: Mapping[str, WrittenFile]) -> bytes:
@@ -99,7 +99,7 @@ def _move_into_place(tmp: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_folder(final.parent)
 
 
 def read_verified(folder: Path) -> "VerifiedFolder":
@@ -219,8 +219,7 @@ def point_link(link: Path, target_name: str) -> None:
     tmp = link.parent / f"{_TMP_PREFIX}link-{uuid.uuid4().hex[:8]}"
     with writing_into(link.parent, f"the {link.name} link", leftover=tmp):
         os.symlink(target_name, tmp)
-        os.replace(tmp, link)
-        _fsync_dir(link.parent)
+        move_into_place(tmp, link)
 
 
 class CheckpointStore:
@@ -302,11 +301,3 @@ def _written_by_live_process(tmp_name: str) -> bool:
     if not match or int(match.group(1)) == os.getpid():
         return False
     return process_alive(match.group(1))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -7,13 +7,13 @@ and "Natural_Content" B twice. Classes are imbalanced and lengths vary.
 """
 
 import json
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from videns.data import layout
+from videns.io import replacing
 
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 CLASS_PROPORTIONS = (0.4, 0.3, 0.2, 0.1)
@@ -58,11 +58,9 @@ def _video(rng, events, order, length, feature_dim) -> np.ndarray:
 def write_split(path: Path, features: np.ndarray, labels: np.ndarray, lengths: np.ndarray,
                 class_names: tuple[str, ...] = layout.ORIGINAL_CLASS_NAMES) -> Path:
     """One split file in the layout, from padded ``features`` (N, T, D), ``labels`` and ``lengths``."""
-    # Write beside the target and rename, so a half-written demo file never
-    # looks like data to a later run.
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
     count, max_frames, feature_dim = features.shape
-    with h5py.File(tmp, "w") as f:
+    # A half-written demo file must never look like data to a later run.
+    with replacing(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset(layout.FEATURES, data=features, compression="gzip", compression_opts=4,
                          chunks=(1, max_frames, feature_dim))
         f.create_dataset(layout.LABELS, data=labels.astype(np.int64))
@@ -72,7 +70,6 @@ def write_split(path: Path, features: np.ndarray, labels: np.ndarray, lengths: n
         f.attrs[layout.ATTR_MAX_FRAMES] = max_frames
         f.attrs[layout.ATTR_FEATURE_DIM] = feature_dim
         f.attrs[layout.ATTR_MULTI_SCALE] = False
-    os.replace(tmp, path)
     return path
 
 

@@ -15,8 +15,8 @@ Rows are counted from 1, after the header.
 import csv
 import json
 import logging
-import os
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +27,7 @@ import numpy as np
 from videns.data import layout
 from videns.data.reading import reading
 from videns.errors import ConfigError, DataError
+from videns.io import replacing
 
 log = logging.getLogger(__name__)
 
@@ -278,13 +279,7 @@ def convert_tables(
 
 def _write_all(paths: dict[str, Path], splits: dict, mapping: dict[str, int], pad_to: int) -> None:
     """Write every split to a temp file, then rename all: no half-written split survives."""
-    next(iter(paths.values())).parent.mkdir(parents=True, exist_ok=True)
-    temps = {split: path.with_name(path.name + ".tmp") for split, path in paths.items()}
-    try:
+    with ExitStack() as renames:  # each split replaces its file only once every split is written
+        temps = {split: renames.enter_context(replacing(path)) for split, path in paths.items()}
         for split, (signal, labels) in splits.items():
             write_split(temps[split], signal, labels, mapping, pad_to)
-        for split, temp in temps.items():
-            os.replace(temp, paths[split])
-    finally:
-        for temp in temps.values():
-            temp.unlink(missing_ok=True)

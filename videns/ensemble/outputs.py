@@ -23,7 +23,7 @@ from videns.ensemble.selective import aurc, risk_coverage
 from videns.ensemble.trust import Chosen
 from videns.ensemble.uncertainty import write_predictions_csv
 from videns.folders import EnsembleFolder
-from videns.io import write_json_atomically
+from videns.io import move_into_place, replacing, write_json_atomically, write_text_atomically
 from videns.metrics import expected_calibration_error, reliability_bins
 from videns.plots import plot_confusion_matrix, plot_reliability_diagram, plot_risk_coverage, plot_training_curves
 
@@ -57,7 +57,7 @@ def save_predictions(path: Path, val: Predictions, test: Predictions, chosen: Ch
     A library's candidates are named (``names``, in the members' order); seeds alone would not tell them apart.
     """
     named = {"names": np.asarray([m.name for m in members], dtype=np.str_)} if any(m.name for m in members) else {}
-    with open(path, "wb") as f:  # an open file keeps numpy from appending another .npz
+    with replacing(path) as tmp, open(tmp, "wb") as f:  # an open file keeps numpy from appending another .npz
         np.savez(f, member_probs=test.member_probs, ensemble_probs=chosen.probs, calibrated_probs=chosen.calibrated,
                  labels=test.labels, seeds=np.asarray([m.seed for m in members], dtype=np.int64),
                  weights=chosen.weights, temperature=np.float64(chosen.temperature),
@@ -114,11 +114,11 @@ def publish(out_dir: Path, report: dict[str, Any], writers: dict[str, Writer]) -
             write(staging / name)
         written = [name for name in writers if (staging / name).exists()]
         report["files"] = sorted([*written, EnsembleFolder.REPORT_MD, EnsembleFolder.REPORT_JSON])
-        (staging / EnsembleFolder.REPORT_MD).write_text(rep.format_markdown(report))
+        write_text_atomically(staging / EnsembleFolder.REPORT_MD, rep.format_markdown(report))
         write_json_atomically(staging / EnsembleFolder.REPORT_JSON, report)
-        for name in OUTPUT_FILES:  # report.json is last
+        for name in OUTPUT_FILES:  # report.json is last, and each rename is on disk before the next
             if (staging / name).exists():
-                os.replace(staging / name, out_dir / name)
+                move_into_place(staging / name, out_dir / name)
         for name in set(OUTPUT_FILES) - set(report["files"]):
             (out_dir / name).unlink(missing_ok=True)  # an earlier run's file that does not describe this one
     finally:

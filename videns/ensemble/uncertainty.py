@@ -11,7 +11,6 @@ For the combined probabilities p = sum_m w_m p_m (members tempered as in
 """
 
 import csv
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from videns.ensemble.combine import LOG_FLOOR, tempered
 from videns.ensemble.conformal import set_names
+from videns.io import replacing
 
 UNCERTAINTY_COLUMNS = ("max_probability", "predictive_entropy", "expected_member_entropy", "mutual_information",
                        "member_agreement")
@@ -53,8 +53,7 @@ def write_predictions_csv(path: Path, probs: np.ndarray, uncertainty: dict[str, 
     header = ["item", *(["true_class"] if labels is not None else []), "predicted_class", "prediction_set",
               "set_size", "probabilities", *(f"prob_{name}" for name in class_names), *UNCERTAINTY_COLUMNS]
     predicted, names, sizes = probs.argmax(axis=1), set_names(sets, class_names), sets.sum(axis=1)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w", newline="") as handle:
+    with replacing(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for i in range(len(probs)):
@@ -62,7 +61,4 @@ def write_predictions_csv(path: Path, probs: np.ndarray, uncertainty: dict[str, 
             writer.writerow([i, *truth, class_names[predicted[i]], names[i], int(sizes[i]), probabilities,
                              *(repr(float(p)) for p in probs[i]),
                              *(repr(float(uncertainty[key][i])) for key in UNCERTAINTY_COLUMNS)])
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
     return path
