@@ -90,7 +90,7 @@ def _grown_selection(run: RunFolder, recorded: dict[str, Any], sweep: Path | Non
 
 
 def _trial_config(sweep: Path, number: int) -> Path:
-    from videns.sweep.folder import SweepFolder
+    from videns.folders import SweepFolder
 
     path = SweepFolder(sweep).trial(number).trial_config
     if not path.is_file():

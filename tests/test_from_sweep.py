@@ -11,9 +11,8 @@ import jobs.sweep
 from tests.conftest import run_module
 from videns.config import config_hash
 from videns.data.series import write_series_data
-from videns.folders import RunFolder
+from videns.folders import RunFolder, SweepFolder
 from videns.member.checkpoint import load_best
-from videns.sweep.folder import SweepFolder
 from videns.sweep.top import best_trials
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("module_on_one_thread")]

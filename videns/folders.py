@@ -43,16 +43,22 @@ Writers and readers alike take paths from here, so a name changes in one place::
     GPUCHECK/bench-cuda.json           the bench's CUDA section
 """
 
+import json
 import logging
 import os
 import pwd
 import re
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from videns.errors import ConfigError
 from videns.io import read_json, write_json_atomically
+
+if TYPE_CHECKING:
+    from videns.sweep.settings import SweepSettings
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +246,7 @@ class GpuCheckFolder:
 
 
 class SweepFolder:
-    """Paths of one sweep folder (``jobs.sweep``)."""
+    """One sweep folder (``jobs.sweep``): its paths, and its settings and base config read and written."""
 
     SCHEDULE_LOCK = ".schedule"
 
@@ -271,6 +277,23 @@ class SweepFolder:
 
     def exists(self) -> bool:
         return self.settings_file.is_file()
+
+    def settings(self) -> "SweepSettings":
+        """What ``sweep.json`` holds; a ConfigError when the folder has none."""
+        from videns.sweep.settings import SweepSettings  # at call time: videns.sweep imports this module
+
+        try:
+            raw = json.loads(self.settings_file.read_text())
+        except OSError:
+            raise ConfigError(f"{self.root} is not a sweep run folder (no {self.settings_file.name})") from None
+        return SweepSettings.from_json(raw)
+
+    def write_settings(self, settings: "SweepSettings") -> None:
+        write_json_atomically(self.settings_file, settings.to_json())
+
+    def base_resolved(self) -> dict[str, Any]:
+        """The member config every trial starts from, resolved."""
+        return yaml.safe_load(self.base_config.read_text())
 
 
 def library_ensemble_folder(first_library_dir: Path) -> EnsembleFolder:

@@ -3,10 +3,11 @@
 Knows nothing about SLURM: ``jobs.sweep`` submits workers; each calls :func:`run_worker`.
 """
 
+from videns.folders import SweepFolder
 from videns.sweep.claims import WorkerIdentity
 from videns.sweep.export import export_results
-from videns.sweep.folder import SweepFolder, SweepSettings
 from videns.sweep.prepare import prepare_sweep
+from videns.sweep.settings import SweepSettings
 from videns.sweep.spec import SweepSpec, load_sweep_file
 from videns.sweep.study import load_study
 from videns.sweep.worker import WorkerReport, run_worker

@@ -33,9 +33,8 @@ from typing import Any, Iterator
 
 from optuna.storages.journal import JournalFileOpenLock
 
-from videns.folders import make_private
+from videns.folders import SweepFolder, make_private
 from videns.io import process_alive, process_start, write_text_atomically
-from videns.sweep.folder import SweepFolder
 
 log = logging.getLogger(__name__)
 LOCK_GRACE_S = 30  # scheduling holds the lock for well under a second

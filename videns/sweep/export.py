@@ -14,8 +14,9 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from videns.folders import SweepFolder
 from videns.io import read_json, write_text_atomically
-from videns.sweep.folder import SweepFolder, SweepSettings
+from videns.sweep.settings import SweepSettings
 from videns.sweep.trial import read_history
 
 log = logging.getLogger(__name__)

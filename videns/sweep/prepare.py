@@ -12,9 +12,9 @@ import yaml
 
 from videns.config import MemberConfig, build_parser, config_hash, member_config_from_namespace, parse_member_config
 from videns.errors import ConfigError
-from videns.folders import make_private
+from videns.folders import SweepFolder, make_private
 from videns.io import write_text_atomically
-from videns.sweep.folder import SweepFolder, SweepSettings
+from videns.sweep.settings import SweepSettings
 from videns.sweep.space import Space, apply_params, representative_values
 from videns.sweep.spec import SweepSpec, load_sweep_file
 from videns.sweep.study import create_study

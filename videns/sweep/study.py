@@ -16,7 +16,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from videns.errors import ConfigError
-from videns.sweep.folder import STUDY_NAME, SweepFolder
+from videns.folders import SweepFolder
+from videns.sweep.settings import STUDY_NAME
 from videns.sweep.spec import SweepSpec
 
 log = logging.getLogger(__name__)

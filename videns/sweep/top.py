@@ -6,7 +6,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from videns.errors import ConfigError
-from videns.sweep.folder import SweepFolder
+from videns.folders import SweepFolder
 from videns.sweep.study import load_study
 
 

@@ -11,9 +11,8 @@ import yaml
 
 from videns.config import MemberConfig, parse_member_config
 from videns.logs import FORMAT
-from videns.folders import TrialFolder, make_private
+from videns.folders import SweepFolder, TrialFolder, make_private
 from videns.io import read_json, read_jsonl, write_text_atomically
-from videns.sweep.folder import SweepFolder
 from videns.sweep.space import apply_params
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ _warned_fallback: set[str] = set()
 def trial_config(folder: SweepFolder, number: int, params: dict[str, Any]) -> MemberConfig:
     """The base config with the trial's params applied, saved as ``trial_config.yaml`` and parsed."""
     resolved = apply_params(folder.base_resolved(), params)
-    resolved["out_dir"] = str(folder.trial_dir(number))
+    resolved["out_dir"] = str(folder.trial(number).root)
     path = folder.trial(number).trial_config
     write_text_atomically(path, yaml.safe_dump(resolved, sort_keys=False))
     return parse_member_config(["--config", str(path)])

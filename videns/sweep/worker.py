@@ -20,9 +20,10 @@ import optuna
 from optuna.trial import TrialState
 
 from videns.errors import UserError
+from videns.folders import SweepFolder
 from videns.sweep.claims import ClaimHeartbeat, TrialClaims, WorkerIdentity, schedule_lock
 from videns.sweep.export import export_results
-from videns.sweep.folder import SweepFolder, SweepSettings
+from videns.sweep.settings import SweepSettings
 from videns.sweep.space import suggest_all
 from videns.sweep.study import load_study, worker_seed
 from videns.sweep.trial import EpochReporter, final_value, read_history, trial_config, trial_log, write_trial_end
@@ -143,7 +144,7 @@ def run_worker(folder: SweepFolder, me: WorkerIdentity, stop: StopSignals | None
 def run_trial(folder: SweepFolder, settings: SweepSettings, job: Assignment, claims: TrialClaims,
               me: WorkerIdentity, stop: StopSignals | None, context: Mapping[str, Any] | None) -> TrialResult:
     """Train (or continue) one trial's member and tell the study how it ended."""
-    trial_dir, objective = folder.trial_dir(job.number), settings.spec.objective
+    trial_dir, objective = folder.trial(job.number).root, settings.spec.objective
     with trial_log(trial_dir), ClaimHeartbeat(claims, job.number, me, settings.heartbeat_s) as heartbeat:
         log.info("trial %d %s: %s", job.number, "resumed" if job.resumed else "started", job.params)
         started = time.monotonic()
