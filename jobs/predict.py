@@ -18,7 +18,7 @@ from jsonargparse import ActionYesNo, ArgumentParser
 from slurm.cluster import choose_cluster, cluster_config_from_args, split_slurm_args
 from slurm.single_job import SUBMIT_OPTIONS, LoggedCall, add_submit_options, submit_single
 from videns.cli import parse_strictly, strict_parser
-from videns.ensemble.apply import PredictConfig, apply_ensemble, check_prediction, format_summary
+from videns.ensemble.predict_file import PredictConfig, apply_ensemble, check_prediction, format_summary
 from videns.ensemble.combine import COMBINATIONS
 from videns.errors import user_errors_as_one_line
 from videns.folders import predict_logs

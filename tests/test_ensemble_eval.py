@@ -21,7 +21,7 @@ from videns.data.dataset import FeatureSplit
 from videns.data.demo import write_demo_data
 from videns.data.loaders import ViewItems, build_eval_loader
 from videns.metrics import expected_calibration_error
-from videns.models.registry import build_model
+from videns.models.class_path import build_model
 from videns.training.evaluate import predict_probs
 from videns.folders import MemberFolder
 from videns.member.checkpoint import load_best

@@ -21,7 +21,7 @@ from videns.errors import ConfigError
 from videns.models.fcn import FCNClassifier
 from videns.models.inception import InceptionTimeClassifier, branch_kernel_sizes
 from videns.models.masked import MaskedBatchNorm1d
-from videns.models.registry import build_model
+from videns.models.class_path import build_model
 from videns.models.standardize import InputStandardizer
 
 # small settings so that every in-process test runs in about a second on one CPU thread

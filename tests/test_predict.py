@@ -19,7 +19,7 @@ from videns.ensemble.combine import combine
 from videns.ensemble.uncertainty import UNCERTAINTY_COLUMNS
 from videns.folders import MemberFolder
 from videns.member.checkpoint import load_best, save_best
-from videns.models.registry import build_model
+from videns.models.class_path import build_model
 
 
 pytestmark = pytest.mark.usefixtures("module_on_one_thread", "restore_log_handlers")

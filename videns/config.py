@@ -20,7 +20,7 @@ from videns.cli import parse_strictly, strict_parser
 from videns.data.config import DataConfig
 from videns.errors import ConfigError
 from videns.models.base import SequenceClassifier
-from videns.models.registry import model_class_of
+from videns.models.class_path import model_class_of
 from videns.training.config import TrainerConfig
 from videns.training.loss import LossConfig
 from videns.training.optim import OptimizerConfig, ScheduleConfig

@@ -21,7 +21,7 @@ from videns.io import read_jsonl
 from videns.member.checkpoint import load_best
 from videns.member.state import DONE, member_state, run_expects
 from videns.models.base import SequenceClassifier
-from videns.models.registry import build_model
+from videns.models.class_path import build_model
 
 log = logging.getLogger(__name__)
 

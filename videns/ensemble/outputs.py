@@ -18,7 +18,7 @@ import numpy as np
 from videns.ensemble import members as found
 from videns.ensemble import report as rep
 from videns.ensemble.combine import combine
-from videns.ensemble.predict import Predictions
+from videns.ensemble.member_probs import Predictions
 from videns.ensemble.selective import aurc, risk_coverage
 from videns.ensemble.trust import Chosen
 from videns.ensemble.uncertainty import write_predictions_csv

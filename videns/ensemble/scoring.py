@@ -19,7 +19,7 @@ from videns.ensemble import baseline as sanity
 from videns.ensemble import members as found
 from videns.ensemble import shape_baseline as shape
 from videns.ensemble.eval_config import EnsembleEvalConfig
-from videns.ensemble.predict import MultiViewItems, Predictions, build_multi_view_loader, predict_members
+from videns.ensemble.member_probs import MultiViewItems, Predictions, build_multi_view_loader, predict_members
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from videns.ensemble.calibration import TemperatureChoice, calibration_metrics, 
 from videns.ensemble.collapse import MAD_FACTOR, MIN_MARGIN, flag_members
 from videns.ensemble.combine import COMBINATIONS, Combination, combination_weights, combine
 from videns.ensemble.conformal import prediction_sets, set_metrics, set_names
-from videns.ensemble.predict import Predictions
+from videns.ensemble.member_probs import Predictions
 from videns.ensemble.selective import selective_report
 from videns.ensemble.uncertainty import item_uncertainty
 from videns.metrics import classification_metrics

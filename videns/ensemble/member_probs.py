@@ -1,4 +1,4 @@
-"""One pass over the test split that feeds every batch (and every test-time view) to every member."""
+"""Every member's probabilities over a split, from one pass that feeds each batch and view to every member."""
 
 import logging
 import time

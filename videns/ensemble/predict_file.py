@@ -31,7 +31,7 @@ from videns.ensemble.calibration import calibration_metrics
 from videns.ensemble.combine import COMBINATIONS, Combination, combine
 from videns.ensemble.conformal import coverage_problem, prediction_sets, set_metrics
 from videns.ensemble.input_check import check_input_file
-from videns.ensemble.predict import MultiViewItems, build_multi_view_loader, predict_members
+from videns.ensemble.member_probs import MultiViewItems, build_multi_view_loader, predict_members
 from videns.ensemble.trust import probabilities_label
 from videns.ensemble.uncertainty import item_uncertainty, write_predictions_csv
 from videns.errors import CheckpointError, ConfigError
