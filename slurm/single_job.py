@@ -12,6 +12,7 @@ from jsonargparse import ActionYesNo
 from slurm.cluster import LOG_PATTERN, ClusterConfig, slurm_executor, slurm_parameters
 from slurm.queue import wait_while_active
 from slurm.tasks import outcome_recorded, task_succeeded
+from videns.errors import ExitCode
 
 WAIT_POLL_S = 2.0
 SUBMIT_OPTIONS = ("submit", "wait", "site")  # what add_submit_options adds; not the job's own config
@@ -42,14 +43,14 @@ class LoggedCall:
             return self.function(self.argument)
 
 
-def submit_single(call: LoggedCall, slurm: ClusterConfig, job_name: str, logs: Path, wait: bool) -> int:
+def submit_single(call: LoggedCall, slurm: ClusterConfig, job_name: str, logs: Path, wait: bool) -> ExitCode:
     """Submit ``call``; with ``wait``, print the job's stdout once it ended. 0 when it succeeded (or was submitted)."""
     params = slurm_parameters(slurm, job_name)
     params["additional_parameters"].pop("requeue", None)  # a job cut short is rerun, not continued
     job = slurm_executor(logs / LOG_PATTERN, slurm, params).submit(call)
     print(f"{job_name} job {job.job_id} submitted; log: {logs / job.job_id}")
     if not wait:
-        return 0
+        return ExitCode.OK
     wait_while_active([job.job_id], poll_s=WAIT_POLL_S)
     print(job.stdout() or "", end="")
-    return 0 if task_succeeded(job) else 1
+    return ExitCode.OK if task_succeeded(job) else ExitCode.FAILED

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slurm.queue import ControllerSilent, JobInfo, query_run_jobs
-from videns.errors import ConfigError
+from videns.errors import ConfigError, ExitCode
 from videns.folders import MemberFolder, RunFolder
 from videns.locks import holder_of
 from videns.member.ledger import format_restarts, read_restarts, summarize_restarts
@@ -112,8 +112,8 @@ def format_rows(rows: list[MemberRow]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines) + "\n"
 
 
-def print_status(run: RunFolder) -> int:
-    """Print the table; 0 when every member and the ensemble are done, 1 when any failed, else 3."""
+def print_status(run: RunFolder) -> ExitCode:
+    """Print the table; OK when every member and the ensemble are done, FAILED when any failed, else NOT_FINISHED."""
     if not run.launch_file.exists():
         raise ConfigError(f"{run.root}: no {run.launch_file.name}; not a run folder written by jobs.launch")
     launch = run.launch()
@@ -133,16 +133,16 @@ def print_status(run: RunFolder) -> int:
     print(f"ensemble: {ensemble}" + (f" (job {ensemble_id})" if ensemble_id else "") + report)
     states = {r.state for r in rows} | {ensemble}
     if "failed" in states:
-        return 1
-    return 0 if states == {"done"} else 3
+        return ExitCode.FAILED
+    return ExitCode.OK if states == {"done"} else ExitCode.NOT_FINISHED
 
 
 def print_unknown(run: RunFolder, launch: dict[str, Any], member_ids: dict[int, str], ensemble_id: str,
-                  silence: ControllerSilent) -> int:
+                  silence: ControllerSilent) -> ExitCode:
     """SLURM did not answer: every job's state is unknown, whatever the files say (a job may still be writing)."""
     rows = [MemberRow(seed=seed, state="unknown", job_id=member_ids.get(seed, ""), note="the controller did not answer")
             for seed in launch.get("seeds", [])]
     print(format_rows(rows), end="")
     print("ensemble: unknown" + (f" (job {ensemble_id})" if ensemble_id else ""))
     print(f"jobs.status: {silence}", file=sys.stderr)
-    return 3
+    return ExitCode.NOT_FINISHED

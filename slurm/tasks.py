@@ -31,7 +31,7 @@ import submitit
 
 from slurm.queue import job_allocation
 from videns.ensemble.conformal import DEFAULT_COVERAGE
-from videns.errors import EXIT_STOPPED, UserError
+from videns.errors import ExitCode, UserError
 from videns.folders import RunFolder, check_private, task_outcome_beside, use_private_umask
 from videns.io import read_json, write_json_atomically
 
@@ -182,8 +182,8 @@ def hand_over(stop, signum: int | None, what: str) -> None:
         while True:  # bounded by the grace time, KillWait or the job's time limit
             time.sleep(TERM_WAIT_POLL_S)
     log.info("%s: saved after %s; exiting %d", what,
-             signal.Signals(signum).name if signum else "a stop request", EXIT_STOPPED)
-    sys.exit(EXIT_STOPPED)
+             signal.Signals(signum).name if signum else "a stop request", ExitCode.STOPPED)
+    sys.exit(ExitCode.STOPPED)
 
 
 def job_context(limits: tuple[float, float] | None = None) -> dict[str, Any]:

@@ -2,17 +2,45 @@
 
 Entry points catch :class:`UserError` and print its message as one line, with
 no traceback (:func:`user_errors_as_one_line`); anything else is a bug and keeps
-its traceback. The exit codes below are the only ones our processes use.
+its traceback. :class:`ExitCode` holds the only exit codes our processes use.
 """
 
+import enum
 import signal
 import sys
 import traceback
 from contextlib import contextmanager
 
-EXIT_USER_ERROR = 2                     # bad input or flag, reported in one line
-EXIT_CTRL_C = 128 + signal.SIGINT       # 130, as a shell reports Ctrl-C
-EXIT_STOPPED = 128 + signal.SIGTERM     # 143: stopped by a signal after saving; the same command resumes
+
+class ExitCode(enum.IntEnum):
+    """How a process of ours ends; each member's ``description`` says when."""
+
+    description: str
+
+    def __new__(cls, value: int, description: str) -> "ExitCode":
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.description = description
+        return member
+
+    OK = 0, "Done: everything asked for finished."
+    FAILED = 1, ("Something ran and failed: a member or the ensemble job (jobs.launch, jobs.status), a submitted "
+                 "job, a sweep worker or a sweep short of its finished trials (jobs.sweep), a part of jobs.gpu_check.")
+    USER_ERROR = 2, ("A problem the user can fix, in one line naming file, key and problem, without a traceback: "
+                     "bad input, flag or config, a folder others can write, a held lock, a full disk.")
+    NOT_FINISHED = 3, ("jobs.status, and jobs.launch --wait which ends with its table: nothing failed, but not "
+                       "everything is done: a job is queued or running, a local member stopped (relaunch to resume "
+                       "it), or SLURM did not answer.")
+    CTRL_C = 128 + signal.SIGINT, ("Ctrl-C (130, as a shell reports it): running members and trials saved a "
+                                   "checkpoint; the same command resumes.")
+    STOPPED = 128 + signal.SIGTERM, ("Stopped by SIGTERM or SIGUSR2 (143) after saving a checkpoint; the same "
+                                     "command resumes.")
+
+
+# Older names for three of the codes; some entry points still return them.
+EXIT_USER_ERROR = ExitCode.USER_ERROR
+EXIT_CTRL_C = ExitCode.CTRL_C
+EXIT_STOPPED = ExitCode.STOPPED
 
 
 class UserError(Exception):
@@ -66,4 +94,4 @@ def user_errors_as_one_line(prog: str):
         # shut down. Left to the exit, the workers ignore the SIGTERM it sends and it waits forever.
         traceback.clear_frames(err.__traceback__)
         print(f"{prog}: error: {err}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        sys.exit(ExitCode.USER_ERROR)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from videns.checkpoint.store import MODEL_FILE, OPTIMIZER_FILE, CheckpointStore
-from videns.errors import EXIT_STOPPED
+from videns.errors import ExitCode
 from videns.folders import MemberFolder, RunFolder
 from videns.gpu_check.runner import CheckContext, PartFailed
 from videns.io import read_jsonl
@@ -86,9 +86,9 @@ def stop_with_sigterm(ctx: CheckContext, member: MemberFolder) -> dict[str, Any]
     except subprocess.TimeoutExpired:
         process.kill()
         raise PartFailed("the member did not stop within 120 s of SIGTERM") from None
-    if process.returncode != EXIT_STOPPED:
+    if process.returncode != ExitCode.STOPPED:
         raise PartFailed(f"the member exited {process.returncode} after SIGTERM at step {signalled_at}, "
-                         f"not {EXIT_STOPPED}", {"output_tail": stderr[-3000:]})
+                         f"not {ExitCode.STOPPED:d}", {"output_tail": stderr[-3000:]})
     progress = member.progress()
     return {"sigterm_at_step": signalled_at, "stopped_at_step": progress.get("global_step"),
             "stopped_in_epoch": progress.get("epoch", 0) + 1, "stopped_status": progress.get("status")}
