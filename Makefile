@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 # A local CPU wheel that pip's find-links serves on machines like ours.
 TORCH_CPU_WHEEL := $(or $(PIP_FIND_LINKS),/opt/wheels)/torch-$(TORCH_VERSION)+cpu*.whl
 
-.PHONY: install demo test test-fast bench gpu-check clean
+.PHONY: install demo test test-fast bench gpu-check docs docs-serve clean
 
 install: $(STAMP)
 
@@ -47,6 +47,13 @@ OUT ?= results/gpu-check
 GPU_CHECK_ARGS ?=
 gpu-check: $(if $(filter $(VENV)/%,$(PY)),$(STAMP))
 	$(PY) -m jobs.gpu_check --out $(OUT) $(GPU_CHECK_ARGS)
+
+# The documentation site (docs/, mkdocs.yml) into site/; the CLI reference is generated from the parsers.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	$(VENV)/bin/mkdocs serve
 
 clean:
 	rm -rf $(VENV) *.egg-info
