@@ -152,7 +152,7 @@ def test_claims_respect_live_workers_and_free_dead_or_released_ones(tmp_path):
     assert claims.owner_state(0, me) == "alive" and claims.owner_state(0, other) == "mine"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    claims.take(1, WorkerIdentity("w-dead", socket.gethostname(), gone.pid, "0"), resumed=False)
+    claims.take(1, WorkerIdentity("w-dead", socket.gethostname(), gone.pid, 0.0), resumed=False)
     assert claims.owner_state(1, me) == "dead"
     claims.take(2, WorkerIdentity("w-remote", "another-node", 1, None), resumed=False)
     assert claims.owner_state(2, me) == "remote"  # alive until its heartbeat goes stale

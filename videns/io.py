@@ -27,6 +27,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator
 
+import psutil
+
 from videns.errors import StorageError
 
 __all__ = ["replacing", "write_bytes_atomically", "write_text_atomically", "write_text_if_changed",
@@ -258,37 +260,38 @@ def append_jsonl(path: Path, record: Any) -> None:
         f.write(line)
 
 
-def process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+# Two reads of one process's start time can differ by a second: psutil adds the boot time, which the kernel
+# reports in whole seconds and recomputes from the clock. A different process on the same pid started later.
+SAME_START_TOLERANCE_S = 2.0
+
+
+def process_start(pid: int) -> float | None:
+    """When the process started (seconds since the epoch), to tell a reused pid apart; None when it cannot be read."""
     try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-    except (OSError, ValueError):
+        return psutil.Process(int(pid)).create_time()
+    except (psutil.Error, ValueError, TypeError):
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the "(comm)" field
 
 
-def process_alive(pid: Any, start: str | None = None) -> bool:
+def process_alive(pid: Any, start: Any = None) -> bool:
     """Does process ``pid`` on this host still exist (and, given its recorded ``start``, is it the same one)?
 
     Decided once for every caller:
-    - a process of another user exists, so it counts as alive (``kill`` answers
-      PermissionError): callers that would delete or take over what the process
-      owns must not do so while it may still be writing;
+    - a process of another user exists, so it counts as alive: callers that
+      would delete or take over what the process owns must not do so while it
+      may still be writing;
     - pid reuse is caught only when the caller recorded the start time
-      (:func:`process_start`); without it a reused pid reads as alive, the safe side;
+      (:func:`process_start`); without it, or with one in another format (the
+      clock ticks of earlier records), a reused pid reads as alive, the safe side;
     - only this host's processes can be asked; callers check the host first.
     """
     try:
         pid = int(pid)
     except (TypeError, ValueError):
         return False
-    if pid <= 0:
+    if pid <= 0 or not psutil.pid_exists(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
     now = process_start(pid)
-    return start is None or now is None or now == start
+    if not isinstance(start, (int, float)) or isinstance(start, bool) or now is None:
+        return True
+    return abs(now - start) <= SAME_START_TOLERANCE_S

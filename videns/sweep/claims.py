@@ -47,7 +47,7 @@ class WorkerIdentity:
     worker_id: str
     host: str
     pid: int
-    pid_start: str | None
+    pid_start: float | None
     job_id: str | None = None
     task_index: int | None = None
     started: float = field(default_factory=time.time)
