@@ -97,6 +97,14 @@ def test_each_layer_imports_only_what_it_may(name):
             assert top != "jobs" or target == "jobs", where  # no entry point uses another as a library
 
 
+def test_only_the_bench_and_the_gpu_check_use_the_measuring_tool():
+    """videns.bench measures training; training, evaluation and prediction never run its code."""
+    users = {"jobs.bench", "videns.gpu_check"}
+    offenders = [f"{MODULES[name].relative_to(REPO)}:{line} imports {target}" for name in MODULES
+                 if not name.startswith("videns.bench") and not any(name.startswith(u) for u in users)
+                 for target, line in imports(name) if target.startswith("videns.bench")]
+    assert offenders == []
+
 def test_no_code_outside_the_cluster_layer_runs_slurm_commands():
     commands = re.compile(r"""["'](sbatch|squeue|scontrol|sacct|scancel|srun)["']""")
     offenders = [f"{path.relative_to(REPO)}: {m.group(0)}" for name, path in MODULES.items()
