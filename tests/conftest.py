@@ -10,7 +10,7 @@ import torch
 
 from videns.data.demo import write_demo_data
 
-from tests.support.trust_run import trust_data, trust_run  # noqa: F401  (session fixtures)
+from tests.support.trust_run import trust_data, trust_run  # noqa: F401  (fixtures for the whole run)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def restore_umask():
     """Every test starts with the umask pytest started with.
 
     Entry points called in-process set umask 077 for the rest of the process. So do
-    session fixtures that launch runs, outside any test: a per-test "restore what was
+    the fixtures for the whole run that launch runs, outside any test: a per-test "restore what was
     found" then kept 077, and files a later test wrote for user nobody were root's only.
     """
     os.umask(STARTING_UMASK)
@@ -39,7 +39,7 @@ def restore_umask():
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
-    """Small demo data (240 items: 144 train, 48 val, 48 test), written once per session."""
+    """Small demo data (240 items: 144 train, 48 val, 48 test), written once per test run."""
     root = tmp_path_factory.mktemp("demo")
     write_demo_data(root, num_videos=240, feature_dim=16, seed=0)
     return root

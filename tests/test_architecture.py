@@ -128,16 +128,38 @@ def test_every_run_folder_file_name_is_spelled_in_the_layout_module_only():
     assert elsewhere == []
 
 
-# The design documents' values once sat in config comments labelled "seed", beside RNG seeds.
-DESIGN_DOC_CALLED_SEED = re.compile(r"#\s*seed:|seed[_ -]style|seed[_-]rng|seed[ _-]00\d", re.IGNORECASE)
+# Reference values once sat in config comments labelled "seed", beside RNG seeds.
+RECIPE_CALLED_SEED = re.compile(r"#\s*seed:|seed[_ -]style|seed[_-]rng|seed[ _-]00\d", re.IGNORECASE)
 PROSE_AND_CODE = ("*.py", "*.yaml", "*.md")
 
 
 def test_seed_means_an_rng_seed_only():
-    """Design documents are "design doc 00N" and their baseline "the reference", in code, configs, README and tests."""
+    """In code, configs, README and tests, "seed" is an RNG seed; the recipe a choice follows is "the reference"."""
     offenders = [f"{path.relative_to(REPO)}:{number}: {line.strip()}"
                  for pattern in PROSE_AND_CODE for path in REPO.rglob(pattern)
                  if not {".venv", "results", "data", ".git"} & set(path.relative_to(REPO).parts)
                  for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
-                 if DESIGN_DOC_CALLED_SEED.search(line)]
+                 if RECIPE_CALLED_SEED.search(line)]
     assert offenders == []
+
+
+# The product talks about itself: what it does and why, not the documents, tickets or work it was built from.
+PROCESS_WORDS = re.compile(r"design[-_ ]?docs?(?![a-z])|design documents?|\bthe original(?:'s| code| system| implementation)\b"
+                           r"|\bthe issue\b|\bissues? \d+|\btickets?\b|\bsessions?\b|seed-facts", re.IGNORECASE)
+# pytest's name for fixtures shared by a whole test run.
+ALLOWED_PROCESS_WORDS = re.compile(r"""scope=["']session["']""")
+WORDED_FOLDERS = ("jobs", "slurm", "videns", "configs", "tests", "docs")
+WORDED_FILES = ("*.md", "*.py", "*.yaml", "*.yml", "*.sh", "*.toml")
+
+
+def worded_files() -> list[Path]:
+    found = [REPO / "README.md"] + [path for folder in WORDED_FOLDERS for pattern in WORDED_FILES
+                                    for path in sorted((REPO / folder).rglob(pattern))]
+    return [path for path in found if path.is_file() and path.resolve() != Path(__file__).resolve()]
+
+
+def test_code_configs_and_docs_speak_of_the_product_not_of_how_it_was_built():
+    offenders = [f"{path.relative_to(REPO)}:{number}: {line.strip()}" for path in worded_files()
+                 for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+                 if PROCESS_WORDS.search(ALLOWED_PROCESS_WORDS.sub("", line))]
+    assert offenders == [], "\n".join(offenders)

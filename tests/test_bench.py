@@ -70,9 +70,9 @@ def test_result_has_every_section_with_both_datasets(bench_run):
 @pytest.mark.parametrize("shape, key, steps, real_steps, classes",
                          [("ecg", "ecg_epoch_time_ratio", 192, 187, 5), ("ecg_long", "ecg_long_step_time_ratio", 427,
                                                                           427, 6)])
-def test_ecg_section_times_design_doc_004_models_against_the_always_packed_reference(bench_run, shape, key, steps,
-                                                                                    real_steps, classes):
-    """MIT-BIH's padded beats for both models; the issue's 427-step series, at their own length, GRU steps only."""
+def test_ecg_section_times_the_heartbeat_models_against_the_always_packed_reference(bench_run, shape, key, steps,
+                                                                                   real_steps, classes):
+    """MIT-BIH's padded beats for both models; a public set's 427-step series, at their own length, GRU steps only."""
     ecg = bench_run[shape]
     assert (ecg["data"]["steps"], ecg["data"]["real_steps"], ecg["data"]["classes"]) == (steps, real_steps, classes)
     first_item, _ = ReferenceDataset(layout.split_path(ecg["data"]["root"], "train"))[0]

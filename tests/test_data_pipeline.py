@@ -80,7 +80,7 @@ def test_subsample_keep_predicts_the_augmented_length():
 
 
 def test_bucketing_by_augmented_length_pads_equal_length_data_little():
-    """All items 73 frames long, as in the design docs' files: subsampling makes them 51-73 long."""
+    """All items 73 frames long, as in the reference feature files: subsampling makes them 51-73 long."""
     lengths = np.full(480, 73)
     order = EpochOrder(np.zeros(480, dtype=np.int64), seed=3, weighted=False)
     split = np.zeros((73, 1), np.float32)

@@ -42,7 +42,7 @@ def _error(root) -> str:
 def test_valid_data_reads_dims_and_classes_from_files(data_root):
     info = inspect_dataset(data_root)
     assert info.feature_dim == 4
-    assert info.class_names == layout.ORIGINAL_CLASS_NAMES
+    assert info.class_names == layout.VIDEO_CLASS_NAMES
     assert sum(info.splits["train"].class_counts) == info.splits["train"].num_items
 
 

@@ -1,4 +1,4 @@
-"""The ECG recipes: they hold design doc 004's best settings and train on converted beats."""
+"""The ECG recipes: they hold the best published heartbeat settings and train on converted beats."""
 
 from pathlib import Path
 
@@ -12,8 +12,8 @@ from videns.member.train import train_member
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {"cnn1d_gru": REPO / "configs" / "ecg_cnn1d_gru.yaml", "cnn2d": REPO / "configs" / "ecg_cnn2d.yaml"}
-# Design doc 004's table of best configurations (30 epochs, the oversampled set).
-DESIGN_DOC_BEST = {
+# The best published configurations (30 epochs, the oversampled set).
+PUBLISHED_BEST = {
     "cnn1d_gru": {"trainer.batch_size": 32, "model.init_args.hidden_dim": 64, "model.init_args.dropout": 0.4,
                   "model.init_args.gru_layers": 2, "model.init_args.num_blocks": 5, "schedule.plateau_factor": 0.2,
                   "model.init_args.gru_hidden": 256, "data.balance": "oversample"},
@@ -36,7 +36,7 @@ def dotted(tree: dict, key: str):
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_holds_the_seed_best_settings(name):
     cfg = parse_member_config(["--config", str(RECIPES[name])])
-    for key, value in DESIGN_DOC_BEST[name].items():
+    for key, value in PUBLISHED_BEST[name].items():
         assert dotted(cfg.resolved, key) == value, key
     assert cfg.schedule.name == "plateau" and cfg.trainer.max_epochs == 30 and cfg.data.oversample_target == "majority"
     assert not cfg.loss.class_alpha  # the oversampled data is balanced already; weights would do it twice

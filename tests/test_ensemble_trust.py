@@ -104,7 +104,7 @@ def probs_with_accuracies(accuracies: list[float], num_items: int = 200, num_cla
 
 @pytest.mark.parametrize("accuracies, flagged", [
     ([0.92, 0.92, 0.93, 0.255, 0.745], [3, 4]),  # the published ensemble's two collapsed members
-    ([0.92, 0.92, 0.727], [2]),                  # design doc 000's own ensemble
+    ([0.92, 0.92, 0.727], [2]),                  # the reference ensemble: one member stuck at 72.7%
     ([0.90, 0.88, 0.91, 0.89, 0.86], []),        # a normal spread is not a collapse
     ([0.90, 0.25, 0.90], [1]),                   # at chance with 4 balanced classes
 ])

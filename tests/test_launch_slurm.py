@@ -1,4 +1,4 @@
-"""jobs.launch on the real single-node SLURM of slurm/local/start.sh (issue 4, section 8).
+"""jobs.launch on the real single-node SLURM of slurm/local/start.sh.
 
 - an array of two demo members and the afterany ensemble job finish;
 - real preemption by an ``urgent`` job, with and without preempt_send_user_signal:
@@ -9,7 +9,7 @@
 
 The SLURM state is shared with whatever else runs on the cluster, so the tests
 cancel only their own jobs, and the preemption mode can change under them if
-another session switches it at the same moment.
+another test run switches it at the same moment.
 """
 
 import csv

@@ -1,4 +1,4 @@
-"""The model ignores padding, the loss matches design doc 002's formula, the LR follows epochs."""
+"""The model ignores padding, the loss matches the focal-loss formula, the LR follows epochs."""
 
 import math
 

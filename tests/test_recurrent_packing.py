@@ -18,7 +18,7 @@ def one_thread():
 
 
 def packed_last_states(rnn: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """The reference: the original's pack_padded_sequence, top layer's h_n."""
+    """The reference: pack_padded_sequence, top layer's h_n."""
     state = rnn(rnn_utils.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))[1]
     return (state[0] if isinstance(state, tuple) else state)[-1]
 
@@ -66,7 +66,7 @@ def test_refuses_a_bidirectional_rnn():
 
 
 def test_cnn1d_gru_gradients_equal_the_always_packed_model(monkeypatch):
-    """The whole model, a training step on variable lengths, learns exactly what the packed original would."""
+    """The whole model, a training step on variable lengths, learns exactly what the always-packed one would."""
     import videns.models.cnn1d_gru as cnn1d_gru
 
     torch.manual_seed(0)

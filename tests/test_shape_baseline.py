@@ -11,7 +11,7 @@ from videns.ensemble import baseline, shape_baseline
 
 pytestmark = pytest.mark.usefixtures("module_on_one_thread")  # tiny tensors: two spin-waiting threads only thrash
 
-CLASS_NAMES = layout.ORIGINAL_CLASS_NAMES  # the writer's mapping; only classes 0 and 1 occur
+CLASS_NAMES = layout.VIDEO_CLASS_NAMES  # the writer's mapping; only classes 0 and 1 occur
 
 
 def _sawtooths(rng: np.random.Generator, count: int, padding: float = 0.0) -> tuple[np.ndarray, ...]:

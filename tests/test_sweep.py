@@ -95,7 +95,7 @@ def test_bad_sweep_file_keys_are_one_line(tmp_path):
         load_sweep_file(tmp_path / "bad.yaml")
 
 
-def test_design_doc_004_spaces_load_and_sample_valid_member_configs():
+def test_heartbeat_spaces_load_and_sample_valid_member_configs():
     for search, keys in (("cnn1d_gru", 8), ("cnn2d", 5)):
         spec = load_sweep_file(REPO / "configs" / "sweep_ecg.yaml", search)
         assert len(spec.space) == keys and spec.recipe.name.startswith("ecg_")

@@ -1,4 +1,4 @@
-"""configs/sweep_temporal.yaml: design doc 003's temporal model searched on video features."""
+"""configs/sweep_temporal.yaml: the reference temporal model searched on video features."""
 
 import csv
 import os

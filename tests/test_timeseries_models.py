@@ -1,4 +1,4 @@
-"""The design-doc-004 time-series models: shapes, learning, padding invariance, hparam checks."""
+"""The heartbeat models (1-D CNN + GRU, 2-D CNN): shapes, learning, padding invariance, hparam checks."""
 
 import inspect
 

@@ -6,8 +6,8 @@ same log, and every line is flushed and fsynced so a SIGKILL (preemption,
 OOM killer, time limit) loses nothing that was already written. The reader
 side lives in :mod:`videns.ensemble.resources`.
 
-Memory sizes are GiB (``2**30`` bytes); the keys keep the design docs' ``_gb``
-names so old and new logs can be compared.
+Memory sizes are GiB (``2**30`` bytes); the keys keep the ``_gb``
+names of the reference recipe's resource log, so the two can be compared.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ munge_dir=$dir/munge
 munge_socket=$munge_dir/munge.socket.2
 export SLURM_CONF=$conf
 
-# Two start.sh at once (parallel test sessions) would race on pid files.
+# Two start.sh at once (parallel test runs) would race on pid files.
 exec 9>"$dir/start.lock"
 flock -w 300 9 || die "another start.sh holds $dir/start.lock for over 300 s"
 touch "$dir/.videns-slurm"

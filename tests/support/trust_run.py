@@ -1,6 +1,6 @@
 """A small run to judge an ensemble by: two tiny members trained normally and one on shuffled train labels.
 
-The fixtures are session-wide (tests/conftest.py registers them), so the members train once for every
+The fixtures last the whole test run (tests/conftest.py registers them), so the members train once for every
 module that evaluates, combines or applies them.
 """
 

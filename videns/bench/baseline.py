@@ -1,7 +1,7 @@
-"""A reference reader and training loop: how the original system read its data and trained.
+"""A reference reader and training loop: the plain way to read these files and train the reference recipe.
 
 This is the baseline every speed-up is measured against. It keeps the
-original's costs on purpose:
+plain way's costs on purpose:
 
 - one h5py read per item of the *full padded row* (``features[idx]``, gzip'd,
   chunked one item per chunk), then a slice by ``num_frames[idx]``, with the
@@ -14,9 +14,8 @@ original's costs on purpose:
 - fp32, no pinned memory, blocking copies, workers that are not persistent.
 
 One deviation keeps the baseline from crashing rather than making it faster:
-with DataLoader workers, each worker re-opens the file (the original shared the
-handle opened in ``__init__`` across forked workers, which h5py does not
-support). The per-item read is unchanged.
+with DataLoader workers, each worker re-opens the file (sharing the handle
+opened in ``__init__`` across forked workers is what h5py does not support). The per-item read is unchanged.
 """
 
 import logging
@@ -40,7 +39,7 @@ from videns.training.loss import FocalLoss
 
 log = logging.getLogger(__name__)
 
-# The reference recipe (design doc 002): AdamW, cosine restarts counted in batches, clipping.
+# The reference recipe: AdamW, cosine restarts counted in batches, clipping.
 REFERENCE_WEIGHT_DECAY = 5e-4
 REFERENCE_T0, REFERENCE_T_MULT, REFERENCE_ETA_MIN = 20, 2, 1e-6
 REFERENCE_GRAD_CLIP = 1.0
@@ -48,7 +47,7 @@ REFERENCE_GAMMA, REFERENCE_SMOOTHING = 2.0, 0.1
 
 
 class ReferenceDataset(Dataset):
-    """``dataset[i] -> (features [T_i, D] float32 tensor, label)``, read the way the original did."""
+    """``dataset[i] -> (features [T_i, D] float32 tensor, label)``, read one item at a time from the file."""
 
     def __init__(self, path: Path, augment: bool = False):
         self.path = Path(path)
@@ -79,7 +78,7 @@ class ReferenceDataset(Dataset):
 
 
 def reference_augment(features: torch.Tensor) -> torch.Tensor:
-    """Design doc 002's augmentation, drawing from Python's global ``random`` as the original did."""
+    """The reference recipe's augmentation, drawing from Python's global ``random``."""
     num_frames = features.shape[0]
     if num_frames > 8:
         if random.random() < 0.5:
@@ -115,7 +114,7 @@ def build_reference_loader(dataset: ReferenceDataset, batch_size: int, num_worke
 
 
 class ReferenceTemporalModel(TemporalAttentionClassifier):
-    """Design doc 003's forward on the same layers: packs always, no key-padding mask, pooling over padding."""
+    """The reference model's forward on the same layers: packs always, no key-padding mask, pooling over padding."""
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         h = self.input_projection(x)  # (B, T, H)
@@ -130,7 +129,7 @@ class ReferenceTemporalModel(TemporalAttentionClassifier):
 
 
 class ReferenceTrainer:
-    """The original's loop, one epoch per call: train, validate, ``torch.save`` the best model."""
+    """The reference loop, one epoch per call: train, validate, ``torch.save`` the best model."""
 
     def __init__(self, data_root: Path, model_args: dict[str, Any], *, seed: int, batch_size: int, lr: float,
                  num_workers: int, device: torch.device, out_dir: Path):
@@ -140,7 +139,7 @@ class ReferenceTrainer:
         train = ReferenceDataset(layout.split_path(data_root, "train"), augment=True)
         val = ReferenceDataset(layout.split_path(data_root, "val"))
         labels = train.all_labels()
-        class_weights = inverse_frequency_weights(np.bincount(labels, minlength=len(layout.ORIGINAL_CLASS_NAMES)))
+        class_weights = inverse_frequency_weights(np.bincount(labels, minlength=len(layout.VIDEO_CLASS_NAMES)))
         sampler = WeightedRandomSampler(torch.as_tensor(class_weights[labels], dtype=torch.double), len(labels),
                                         replacement=True, generator=torch.Generator().manual_seed(seed))
         self.train_loader = build_reference_loader(train, batch_size, num_workers, sampler=sampler)

@@ -25,9 +25,9 @@ from videns.monitor import release_cached_gpu_memory
 
 log = logging.getLogger(__name__)
 
-MIG_SLICE_BYTES = int(9.8e9)  # design doc 002: an A100 MIG slice with 9.8 GB
+MIG_SLICE_BYTES = int(9.8e9)  # the reference recipe's GPU: an A100 MIG slice with 9.8 GB
 MIN_TIMED_STEPS = 5
-GPU_TRAINING_LR = 1e-3  # the design docs' learning rate; the full-size model is not the small CPU one
+GPU_TRAINING_LR = 1e-3  # the reference recipe's learning rate; the full-size model is not the small CPU one
 
 
 def measure_cuda(profile: Profile, data: BenchData, *, num_workers: int, work_dir: Path,

@@ -1,4 +1,4 @@
-"""The bench's original-like data: one all-73-frames dataset and one variable-length mix."""
+"""The bench's data, shaped like the reference video features: one all-73-frames dataset and one variable-length mix."""
 
 import logging
 import os
@@ -45,7 +45,7 @@ class BenchData:
                 "max_frames": self.max_frames,
                 "train_lengths": {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
                 "file_mb": {k: v / 1e6 for k, v in sizes.items()},
-                "layout": "original layout: features float32 [N, max_frames, D] zero-padded, gzip level 4, "
+                "layout": "features float32 [N, max_frames, D] zero-padded, gzip level 4, "
                           "one item per chunk; labels int64; num_frames int32"}
 
 

@@ -1,16 +1,16 @@
-"""Design doc 004's models on ECG-shaped data: ours against a reference loop that always packs, as the original.
+"""The heartbeat recipes' models on ECG-shaped data: ours against a reference loop whose GRU always packs.
 
 Data, converted by ``jobs.convert``'s code (D=1):
 - ``ecg``: beats of 187 samples padded to 192, 5 classes, as MIT-BIH is;
 - ``ecg_long``: series of 427 samples, 6 classes, kept at their own length: the shape
-  of the public set on which the issue found the packed GRU slow. Training steps only,
+  of a public set on which a GRU run through ``pack_padded_sequence`` is slow. Training steps only,
   and ``cnn1d_gru`` only: at 200 items its val accuracy stayed near chance (0.15-0.30 in
   15 epochs), so an epoch comparison there would claim equal accuracy for nothing, and
   ``cnn2d``'s recipe folds 192 steps into its image.
 
 For each model at its recipe's
 sizes (model and batch), ``train_member`` with the recipe (balancing off, so both loops
-see the same items) takes turns, epoch by epoch, with the reference: the original's
+see the same items) takes turns, epoch by epoch, with the reference: a plain
 loop (per-item HDF5 reads, a host sync every step, Adam and cross-entropy as the
 recipe, with its weight decay and clipping) on the same model, whose GRU always runs through
 ``pack_padded_sequence``.
@@ -69,7 +69,7 @@ TINY_MODELS = {"cnn1d_gru": {"hidden_dim": 8, "gru_hidden": 8, "num_blocks": 1},
 
 @dataclass(frozen=True)
 class EcgSize:
-    """How big the design-doc-004 section is in one profile.
+    """How big the ECG section is in one profile.
 
     Args:
         train_items: beats in the train table (a fifth of them are drawn as val).
@@ -92,7 +92,7 @@ SIZES = {"tiny": EcgSize(train_items=50, long_train_items=30, epochs=2, step_rep
 
 
 class AlwaysPackedCNN1DGRU(CNN1DGRUClassifier):
-    """The same layers with the GRU always on ``pack_padded_sequence(enforce_sorted=False)``, as the original."""
+    """The same layers with the GRU always on ``pack_padded_sequence(enforce_sorted=False)``."""
 
     def _gru_last_states(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         with recurrent_precision(h.device.type):
@@ -200,7 +200,7 @@ def run_member(cfg, device: torch.device, between_epochs) -> dict[str, Any]:
 
 
 def build_models(cfg, name: str, classes: int) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(ours, reference) with the same weights; the reference differs only where the original packed."""
+    """(ours, reference) with the same weights; the reference differs only in always packing."""
     torch.manual_seed(0)
     ours = cfg.model(1, classes)
     if name != "cnn1d_gru":
@@ -237,7 +237,7 @@ def compare_steps(cfg, name: str, shape: EcgShape, root: Path, repeats: int, dev
 
 
 class ReferenceLoop:
-    """The original's loop, one epoch per call: per-item reads, shuffled batches, ``loss.item()`` every step."""
+    """The reference loop, one epoch per call: per-item reads, shuffled batches, ``loss.item()`` every step."""
 
     def __init__(self, cfg, name: str, classes: int, root: Path, device: torch.device, num_workers: int):
         with Stopwatch(device) as setup:
@@ -265,7 +265,7 @@ class ReferenceLoop:
                 if self.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                 self.optimizer.step()
-                loss.item()  # the original logged every step
+                loss.item()  # a loop that logs every step syncs every step
             train_s = time.perf_counter() - train_start
             val_accuracy = self._validate()
         self.epoch += 1

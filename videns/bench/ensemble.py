@@ -8,7 +8,7 @@ every member, and writes its report and plots. Only throughput is measured;
 with untrained weights the accuracies mean nothing.
 
 For comparison, a reference evaluation runs each member on its own pass over
-the test file with the reference reader (the original evaluated members one
+the test file with the reference reader (members evaluated one
 by one).
 """
 
@@ -71,11 +71,11 @@ def _write_members(run_dir: Path, data: BenchData, model_args: dict[str, Any]) -
     init_args = {k: list(v) if isinstance(v, tuple) else v for k, v in model_args.items()}
     for seed in range(NUM_MEMBERS):
         torch.manual_seed(seed)
-        model = TemporalAttentionClassifier(data.feature_dim, len(layout.ORIGINAL_CLASS_NAMES), **model_args)
+        model = TemporalAttentionClassifier(data.feature_dim, len(layout.VIDEO_CLASS_NAMES), **model_args)
         folder = RunFolder(run_dir).member(seed)
         folder.root.mkdir(parents=True)
         meta = {"epoch": 1, "seed": seed, "model": {"class_path": MODEL_CLASS_PATH, "init_args": init_args},
-                "data": {"feature_dim": data.feature_dim, "class_names": list(layout.ORIGINAL_CLASS_NAMES)},
+                "data": {"feature_dim": data.feature_dim, "class_names": list(layout.VIDEO_CLASS_NAMES)},
                 "config": {"data": {"root": str(data.root)}}, "val_metrics": {}}
         save_best(folder, model, meta)
         folder.result_file.write_text(json.dumps({"status": "finished", "epoch": 1}))
@@ -94,7 +94,7 @@ def _reference_passes(data: BenchData, models: list[torch.nn.Module], model_args
     loader = build_reference_loader(test, batch_size, num_workers)
     with Stopwatch(device) as wall:
         for model in models:
-            reference_model = ReferenceTemporalModel(data.feature_dim, len(layout.ORIGINAL_CLASS_NAMES), **model_args)
+            reference_model = ReferenceTemporalModel(data.feature_dim, len(layout.VIDEO_CLASS_NAMES), **model_args)
             reference_model.load_state_dict(model.state_dict())
             reference_model.to(device).eval()
             for features, lengths, _labels in loader:

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 ProfileName = Literal["tiny", "quick", "full"]
 
-# Design doc 003's model: hidden 768, 4 BiLSTM layers, 12 heads, head 768/512/256 (the class defaults).
+# The reference recipe's model: hidden 768, 4 BiLSTM layers, 12 heads, head 768/512/256 (the class defaults).
 FULL_SIZE_MODEL: dict[str, Any] = {}
 # Small enough that input and per-step overheads show on 2 CPU cores.
 # It learns the demo task to ~0.95 val accuracy in 6-8 epochs of 240 items at lr 2e-3.
@@ -75,4 +75,4 @@ PROFILES: dict[str, Profile] = {
 def describe_model(init_args: dict[str, Any], num_params: int) -> str:
     """A short model description for a workload: its non-default init_args and parameter count."""
     args = ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in init_args.items())
-    return f"TemporalAttentionClassifier({args or 'design doc 003 defaults'}) {num_params / 1e6:.2f}M params"
+    return f"TemporalAttentionClassifier({args or 'reference recipe defaults'}) {num_params / 1e6:.2f}M params"

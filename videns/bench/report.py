@@ -60,14 +60,14 @@ def collect_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
         entries.append(ratio_entry("ensemble_speedup", ensemble["ensemble_speedup"], ensemble["workload"],
                                    "our 4-member pass (sequences/s) / reference member-by-member passes"))
     for key, name, ecg in _ecg_models(result):
-        if "equal_quality" not in ecg:  # a shape timed by steps only: a figure, not the target
-            entries.append(ratio_entry(key, ecg[key], ecg["workload"], f"{name}: ours / the original's model (GRU "
+        if "equal_quality" not in ecg:  # a shape timed by steps only: a figure without a target
+            entries.append(ratio_entry(key, ecg[key], ecg["workload"], f"{name}: ours / the reference model (GRU "
                                        "always packed) seconds per training step, one batch"))
             continue
         target = "<= 0.5" if ecg["workload"]["device"] == "cpu" else None
         entries.append(ratio_entry(
             key, ecg[key], ecg["workload"],
-            f"{name}: ours / the original's loop (GRU always packed) steady epoch wall seconds; met also needs our "
+            f"{name}: ours / the reference loop (GRU always packed) steady epoch wall seconds; met also needs our "
             f"best val accuracy no worse than the reference's by more than {ecg['equal_quality']['tolerance']:.3f}",
             target, extra_ok=ecg["equal_quality"]["not_worse"]))
     cuda = result.get("cuda", {})

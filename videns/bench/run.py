@@ -34,7 +34,7 @@ Section = Literal["loader", "training", "checkpoint", "ensemble", "ecg", "cuda"]
 
 @dataclass
 class BenchConfig:
-    """Measure speed and memory against a reference baseline, on generated original-like data.
+    """Measure speed and memory against a reference baseline, on generated data shaped like the reference features.
 
     Args:
         out: JSON file to write the results to.
@@ -133,7 +133,7 @@ def _run_sections(cfg: BenchConfig, device: torch.device, work_dir: Path, result
                                               num_workers=cfg.workers, device=device, work_dir=work_dir)
         seconds["ensemble"], clock = time.perf_counter() - clock, time.perf_counter()
     if "ecg" in wanted:
-        for shape in SHAPES:  # "ecg" (MIT-BIH's beats), "ecg_long" (the issue's 427-step series)
+        for shape in SHAPES:  # "ecg" (MIT-BIH's beats), "ecg_long" (a public set's 427-step series)
             result[shape] = measure_ecg(shape, profile.name, work_dir, device, cfg.workers)
         seconds["ecg"], clock = time.perf_counter() - clock, time.perf_counter()
     if "cuda" not in wanted:

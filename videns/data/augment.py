@@ -1,4 +1,4 @@
-"""Training augmentation (design doc 002) and test-time views (seed-facts TTA modes).
+"""Training augmentation (the reference recipe's) and test-time views (none, reverse, speed_up, speed_down).
 
 Augmentation draws from a generator seeded by (seed, epoch, slot), where slot is
 the item's position in the epoch's order, so an item's augmentation does not
@@ -12,7 +12,7 @@ import numpy as np
 TTAMode = Literal["none", "reverse", "speed_up", "speed_down"]
 TTA_MODES: tuple[TTAMode, ...] = ("none", "reverse", "speed_up", "speed_down")
 
-# Design doc 002's constants: items this short are left alone.
+# The reference recipe's constants; items this short are left alone.
 MIN_FRAMES_TO_AUGMENT = 8
 SUBSAMPLE_P, SUBSAMPLE_KEEP = 0.5, (0.7, 1.0)
 SHIFT_P, MAX_SHIFT = 0.3, 3
@@ -25,7 +25,7 @@ def augmentation_rng(seed: int, epoch: int, slot: int) -> np.random.Generator:
 
 
 def augment(features: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Temporal subsampling, circular shift and Gaussian noise, as design doc 002 does."""
+    """Temporal subsampling, circular shift and Gaussian noise, as the reference recipe does."""
     num_frames = features.shape[0]
     if num_frames <= MIN_FRAMES_TO_AUGMENT:
         return features

@@ -19,7 +19,7 @@ class DataConfig:
         generate_demo: write generated demo data into root first if it holds no split files.
         preload_gb: splits whose padded features fit this budget (GiB, together) are read into RAM once.
         num_workers: DataLoader worker processes; batches do not depend on this number.
-        augment: design doc 002's training augmentation (subsample, shift, noise).
+        augment: the reference recipe's training augmentation (subsample, shift, noise).
         balance: none; weighted_sampler (inverse class frequency, clipped to [0.5, 10]);
             oversample (every class resampled to oversample_target); smote (fixed-length data only).
         oversample_target: items per class for oversample: a count, 'majority' (the majority class's

@@ -20,8 +20,9 @@ class FeatureSplit:
     """The items of one split: ``split[i] -> (features [T_i, D] float32, label)``.
 
     The h5py handle is opened lazily and re-opened in every new process, because
-    a handle inherited through ``fork`` is not safe to use (the original shared
-    one). A split whose padded array fits ``preload_bytes`` is read into RAM once (:func:`read_all`).
+    a handle inherited through ``fork`` is not safe to use (h5py does not
+    support one handle shared by forked workers). A split whose padded array
+    fits ``preload_bytes`` is read into RAM once (:func:`read_all`).
     """
 
     def __init__(self, path: Path, preload_bytes: int = 0):

@@ -1,4 +1,4 @@
-"""Generated demo data in the original layout, for the demo config and the tests.
+"""Generated demo data in the features layout (videns.data.layout), for the demo config and the tests.
 
 Class evidence is carried by the *order* of two events, so a model that reads
 time beats one that averages frames: "Animation" shows event A then B,
@@ -56,7 +56,7 @@ def _video(rng, events, order, length, feature_dim) -> np.ndarray:
 
 
 def write_split(path: Path, features: np.ndarray, labels: np.ndarray, lengths: np.ndarray,
-                class_names: tuple[str, ...] = layout.ORIGINAL_CLASS_NAMES) -> Path:
+                class_names: tuple[str, ...] = layout.VIDEO_CLASS_NAMES) -> Path:
     """One split file in the layout, from padded ``features`` (N, T, D), ``labels`` and ``lengths``."""
     count, max_frames, feature_dim = features.shape
     # A half-written demo file must never look like data to a later run.

@@ -21,8 +21,8 @@ ATTR_MAX_FRAMES = "max_frames"
 ATTR_FEATURE_DIM = "feature_dim"
 ATTR_MULTI_SCALE = "multi_scale"
 
-# The design docs' four video classes, in index order.
-ORIGINAL_CLASS_NAMES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")
+# The four video content classes of the reference data, in index order.
+VIDEO_CLASS_NAMES = ("Animation", "Flat_Content", "Gaming", "Natural_Content")
 
 
 def split_path(root: Path, split: str) -> Path:

@@ -1,10 +1,10 @@
 """Read a whole gzip-compressed HDF5 dataset with its chunks inflated on several cores.
 
 h5py inflates chunk after chunk in one thread, holding the GIL. Preloading the
-the original data's training split (about 1 GB of gzip'd float32) is then bound by one core
+reference video features' training split (about 1 GB of gzip'd float32) is then bound by one core
 at member start and at every requeue. Here the main thread reads each chunk's
 stored bytes and a pool of threads inflates them (zlib releases the GIL) and
-copies them into place. Only what the design docs' files use is done here: deflate,
+copies them into place. Only what the reference feature files use is done here: deflate,
 optionally after shuffle, on a type stored as numpy holds it, in chunks of at
 least ``min_chunk_bytes``. Anything else is read by h5py itself.
 """

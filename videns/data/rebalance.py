@@ -1,9 +1,9 @@
-"""Class rebalancing for the training split, deterministic by seed (design doc 004).
+"""Class rebalancing for the training split, deterministic by seed.
 
-- ``oversample_indices``: the design docs' 'oversampled' set. Each class is brought to one
+- ``oversample_indices``: the heartbeat recipes' 'oversampled' set. Each class is brought to one
   count: larger classes are downsampled without replacement, smaller ones keep every
   item and draw the rest with replacement.
-- ``smote_resample``: the design docs' 'smote' set, via imbalanced-learn's SMOTE, which
+- ``smote_resample``: the heartbeat recipes' 'smote' set, via imbalanced-learn's SMOTE, which
   interpolates new minority items between neighbours; it needs fixed-length items.
 
 Either one logs a line when it makes the training split more than ``GROWTH_WARNING``

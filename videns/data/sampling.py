@@ -18,7 +18,7 @@ WEIGHT_CLIP = (0.5, 10.0)
 
 
 def inverse_frequency_weights(class_counts, clip: tuple[float, float] = WEIGHT_CLIP) -> np.ndarray:
-    """Per-class weights total / (C * count), clipped as the original code does; absent classes get the maximum."""
+    """Per-class weights total / (C * count), clipped to ``WEIGHT_CLIP``; absent classes get the maximum."""
     counts = np.asarray(class_counts, dtype=np.float64)
     with np.errstate(divide="ignore"):
         weights = counts.sum() / (len(counts) * counts)

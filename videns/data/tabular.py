@@ -5,8 +5,8 @@ other column is one sample of the signal, in column order (MIT-BIH beats: 187).
 Each item becomes ``features[i, :, 0]``, zero-padded to ``pad_to`` steps, with
 ``num_frames[i]`` = the number of signal columns.
 
-The validation split is drawn stratified from train, never from test (the
-original validated on its test set, so its headline accuracies were optimistic).
+The validation split is drawn stratified from train, never from test (a model
+chosen on its test set reports optimistic accuracies).
 Every table is checked before anything is written; a problem raises ``DataError``
 or ``ConfigError`` with one line naming the file, the row/column and the problem.
 Rows are counted from 1, after the header.

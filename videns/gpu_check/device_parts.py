@@ -12,7 +12,7 @@ from videns.gpu_check.runner import CheckContext, PartFailed, Skip
 from videns.models.temporal import TemporalAttentionClassifier
 
 NO_CUDA = "no CUDA device visible"
-SYNC_FREE_BATCH = 48  # the design documents' batch, at their feature size and longest item
+SYNC_FREE_BATCH = 48  # the reference recipe's batch, at its feature size (1280) and longest item (73 frames)
 SYNC_FREE_CHECKED_STEPS = 3
 
 

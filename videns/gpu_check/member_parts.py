@@ -22,7 +22,7 @@ from videns.member.ledger import read_mark, read_restarts
 
 BF16_ACCURACY_SLACK = 0.02  # bf16 may cost at most 2 points of val accuracy against fp32
 STOP_AFTER_EPOCHS = 1.5  # the SIGTERM lands mid-epoch, well before the demo member ends
-SLICE_GB = 9.8  # design doc 002's MIG slice, emulated with a memory fraction per member
+SLICE_GB = 9.8  # the A100 MIG slice the reference recipe targets, emulated with a memory fraction per member
 FOUR = 4
 DEVICE_FIELDS = ("device", "gpu_name", "mig_instance", "cuda_visible_devices")
 SETUP_LINE = " on "  # the member's setup log line: "member seed 42 on cuda:0 (...), precision bf16, AdamW (fused)"

@@ -1,8 +1,8 @@
-"""1-D CNN + GRU sequence classifier (design doc 004, "1DCNNGRU").
+"""1-D CNN + GRU sequence classifier ("1DCNNGRU" in the heartbeat recipes).
 
 Dilated conv blocks interleaved with residual blocks, a max-pool that halves time,
-a GRU that runs over the pooled time axis (the original fed it a length-1 sequence,
-so it modelled no time at all), then a small dense head.
+a GRU that runs over the pooled time axis (fed a flattened, length-1 sequence instead,
+it would model no time at all), then a small dense head.
 
 Padding invariance: every conv sees zeros past each item's length, exactly as it
 would if the item were alone in its batch, so in eval mode an item's logits do not
@@ -60,7 +60,7 @@ class CNN1DGRUClassifier(SequenceClassifier):
         dropout: float = 0.4,
         standardize: bool = False,
     ):
-        """Build the model; the defaults are the design docs' best tuned settings.
+        """Build the model; the defaults are the best tuned heartbeat settings.
 
         Args:
             feature_dim: Values per time step (D); 1 for a heartbeat signal.

@@ -1,11 +1,11 @@
-"""2-D CNN with ResNet blocks over a sequence seen as an image (design doc 004, "2DCNN").
+"""2-D CNN with ResNet blocks over a sequence seen as an image ("2DCNN" in the heartbeat recipes).
 
 Two ways to make the image:
 
 - variable length (default): the sequence itself, ``[B, 1, T, D]``. Padded rows are
   re-zeroed after every conv and left out of a masked mean over time before the
   head, so in eval mode an item's logits do not depend on what it is batched with.
-- ``image_shape=(H, W)``: the design docs' way for fixed-length 1-D signals. The first
+- ``image_shape=(H, W)``: the heartbeat recipe's way for fixed-length 1-D signals. The first
   ``length * D`` values are zero-padded or cropped to ``H * W`` and laid out row by
   row (192 heartbeat samples -> 16 x 12); the pooled map is flattened into the head.
 """
@@ -64,7 +64,7 @@ class CNN2DResNetClassifier(SequenceClassifier):
         dropout: float = 0.3,
         image_shape: tuple[int, int] | None = None,
     ):
-        """Build the model; the defaults are the design docs' best tuned settings.
+        """Build the model; the defaults are the best tuned heartbeat settings.
 
         Args:
             feature_dim: Values per time step (D); 1 for a heartbeat signal.
@@ -74,7 +74,7 @@ class CNN2DResNetClassifier(SequenceClassifier):
             num_blocks: Residual blocks after the first conv block.
             dropout: Dropout rate in the dense head.
             image_shape: [H, W] to lay a fixed-length signal out row by row as an H x W
-                image (the design doc used [16, 12] for 192 samples); None treats the sequence
+                image (the heartbeat recipe uses [16, 12] for 192 samples); None treats the sequence
                 itself as a T x D image of any length.
         """
         super().__init__()

@@ -20,7 +20,7 @@ PROJECTION_NORM_MIN_DIM = 16
 class TemporalAttentionClassifier(SequenceClassifier):
     """Input projection, stacked BiLSTM, self-attention with residual, attention pooling, MLP head.
 
-    Unlike the original, padding changes nothing: attention gets a key-padding
+    Padding changes nothing: attention gets a key-padding
     mask and pooling a masked softmax, so a sequence's logits do not depend on
     the other items in its batch.
     """

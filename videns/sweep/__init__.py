@@ -1,4 +1,4 @@
-"""Hyperparameter sweeps (design doc 004): an optuna study in a journal file, trials trained as members.
+"""Hyperparameter sweeps: an optuna study in a journal file, trials trained as members.
 
 Knows nothing about SLURM: ``jobs.sweep`` submits workers; each calls :func:`run_worker`.
 """

@@ -47,8 +47,8 @@ class SweepSpec:
         space: dotted member-config key -> distribution.
         objective: validation metric to maximize: accuracy, or balanced_accuracy
             (dataset-level macro recall). Never measured on the test split.
-        sampler: tpe (Bayesian, like the design docs' HyperOptSearch) or random.
-        pruner: median, halving (successive halving, like the design docs' ASHA) or none.
+        sampler: tpe (Bayesian, like Ray Tune's HyperOptSearch) or random.
+        pruner: median, halving (successive halving, like Ray Tune's ASHA) or none.
         pruner_args: keyword arguments per pruner name, passed to optuna's pruner.
         seed: sampler seed; each worker adds its own offset.
         search: name of the search inside a multi-search file ("" for a single one).

@@ -1,8 +1,8 @@
 """The optuna study of a sweep, kept in a journal file inside the run folder.
 
-Optuna gives the sweep its samplers (TPE, the Bayesian method of the design docs'
+Optuna gives the sweep its samplers (TPE, the Bayesian method of Ray Tune's
 HyperOptSearch; random), its pruners (median; successive halving, the synchronous
-core of the design docs' ASHA) and a storage that needs no server: ``JournalStorage``
+core of Ray Tune's ASHA) and a storage that needs no server: ``JournalStorage``
 over ``JournalFileBackend`` appends operations to one file under a lock file, so
 workers on different nodes share it through the shared filesystem. (Optuna 4+
 names; ``JournalFileStorage`` is the deprecated pre-4.0 alias.)
@@ -23,7 +23,7 @@ from videns.sweep.spec import SweepSpec
 log = logging.getLogger(__name__)
 DEFAULT_PRUNER_ARGS = {
     "median": {"n_startup_trials": 3, "n_warmup_steps": 1},
-    "halving": {"min_resource": 1, "reduction_factor": 4},  # the design docs' ASHA: grace period 1, factor 4
+    "halving": {"min_resource": 1, "reduction_factor": 4},  # Ray Tune's ASHA defaults: grace period 1, factor 4
 }
 
 

@@ -10,7 +10,7 @@ from videns.tensorboard import tensorboard_installed
 
 @dataclass
 class TrainerConfig:
-    """Loop settings (design doc 002: batch 48, 150 epochs, patience 25).
+    """Loop settings (the reference recipe: batch 48, 150 epochs, patience 25).
 
     Args:
         batch_size: training batch size.

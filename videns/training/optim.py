@@ -44,8 +44,8 @@ class ScheduleConfig:
     """Learning-rate schedule.
 
     Args:
-        name: cosine_restarts (design doc 002, stepped every batch with a fractional epoch),
-            plateau (ReduceLROnPlateau on val accuracy, design doc 004) or constant.
+        name: cosine_restarts (the reference recipe's, stepped every batch with a fractional epoch),
+            plateau (ReduceLROnPlateau on val accuracy, the heartbeat recipes') or constant.
         t0_epochs: length of the first cosine cycle, in epochs.
         t_mult: factor by which each cycle is longer than the last.
         eta_min: the cosine's floor.
@@ -93,8 +93,8 @@ class LRSchedule:
     """Sets the lr before every step and after every epoch; its state is plain JSON.
 
     The cosine schedule is a pure function of the fractional epoch
-    ``epoch + batch / batches_per_epoch``, so cycles last epochs (the original
-    stepped it per batch with integers, making cycles 20, 40, ... *batches*).
+    ``epoch + batch / batches_per_epoch``, so cycles last epochs (stepped per batch
+    with integers, as ``CosineAnnealingWarmRestarts`` is, cycles would be 20, 40, ... *batches*).
     """
 
     def __init__(self, cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, base_lr: float):
