@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	else \
 		$(PIP) install "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu; \
 	fi
-	$(PIP) install -e '.[dev,tabular,tensorboard]'
+	$(PIP) install -e '.[dev,docs,tabular,tensorboard]'
 	touch $@
 
 # The local site profile sizes tasks for a laptop or for slurm/local's
