@@ -1,8 +1,8 @@
 """Measure speed and memory against a reference baseline: ``python -m jobs.bench [--quick] --out FILE.json``.
 
-Generates original-like data (D=1280, up to 73 frames; all-73 and a variable mix),
-runs the loader, training, checkpoint, ensemble, design-doc-004 ECG (its own beat-shaped
-data) and (with a GPU) CUDA sections on it, writes every figure to FILE.json and prints the ratios as a table.
+Generates data shaped like the reference video features (D=1280, up to 73 frames; all-73
+and a variable mix), runs the loader, training, checkpoint, ensemble, ECG (the heartbeat
+models on their own beat-shaped data) and (with a GPU) CUDA sections on it, writes every figure to FILE.json and prints the ratios as a table.
 
 ``--submit`` runs the same measurement as one SLURM job instead (site profile
 and ``--slurm.*`` as for ``jobs.launch``), so it measures what a member gets:
@@ -15,11 +15,11 @@ from pathlib import Path
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from slurm.single_job import SUBMIT_OPTIONS, LoggedCall, add_submit_options, submit_single
-from slurm.cluster import ClusterConfig, choose_cluster, cluster_config_from_args, split_slurm_args
+from slurm.cluster import ClusterConfig, choose_cluster, cluster_config
+from slurm.single_job import DECIDING_SUBMIT, SUBMIT_OPTIONS, LoggedCall, add_submit_options, submit_defaults, submit_single
 from videns.bench.report import format_table
 from videns.bench.run import SECTIONS, BenchConfig, run_bench
-from videns.cli import parse_strictly, strict_parser
+from videns.cli import parse_with_resolved_defaults, strict_parser
 from videns.errors import user_errors_as_one_line
 from videns.folders import bench_logs
 from videns.logs import setup_logging
@@ -28,8 +28,7 @@ PROG = "jobs.bench"
 
 
 def build_parser() -> ArgumentParser:
-    parser = strict_parser(prog=PROG, description=BenchConfig.__doc__.splitlines()[0],
-                            epilog="With --submit, --slurm.KEY VALUE overrides the site profile (as in jobs.launch).")
+    parser = strict_parser(prog=PROG, description=BenchConfig.__doc__.splitlines()[0])
     parser.add_class_arguments(BenchConfig, as_positional=False, skip={"quick", "tiny", "sections"})
     parser.add_argument("--quick", action=ActionYesNo, default=False,
                         help="The quick profile (about 3 minutes on 2 CPU cores) instead of the full one.")
@@ -42,12 +41,13 @@ def build_parser() -> ArgumentParser:
 
 
 def main(args: list[str] | None = None) -> int:
-    slurm_args, bench_args = split_slurm_args(list(sys.argv[1:] if args is None else args))
+    args = sys.argv[1:] if args is None else args
     with user_errors_as_one_line(PROG):
-        opts = parse_strictly(build_parser(), bench_args).as_dict()
+        ns = parse_with_resolved_defaults(build_parser(), args, DECIDING_SUBMIT, submit_defaults)
+        opts = ns.as_dict()
         cfg = BenchConfig(**{k: v for k, v in opts.items() if k not in SUBMIT_OPTIONS})
         if opts["submit"]:
-            slurm = cluster_config_from_args(opts["site"], slurm_args, PROG)
+            slurm = cluster_config(ns)
             choose_cluster("slurm")  # one clear line when there is no SLURM here
     setup_logging()
     if opts["submit"]:

@@ -8,7 +8,7 @@ code planted there. Exit 2 with one line naming the folder and the fix.
 import sys
 from pathlib import Path
 
-from jsonargparse import ActionYesNo
+from jsonargparse import ActionYesNo, ArgumentParser
 
 from videns.cli import parse_strictly, strict_parser
 from videns.errors import user_errors_as_one_line
@@ -17,13 +17,17 @@ from videns.folders import check_private
 PROG = "jobs.check_folder"
 
 
-def main(args: list[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     parser = strict_parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, required=True, help="The run or sweep folder.")
     parser.add_argument("--allow_shared_group", action=ActionYesNo, default=False,
                         help="Accept group-writable entries, with a warning.")
+    return parser
+
+
+def main(args: list[str] | None = None) -> int:
     with user_errors_as_one_line(PROG):
-        opts = parse_strictly(parser, sys.argv[1:] if args is None else args)
+        opts = parse_strictly(build_parser(), sys.argv[1:] if args is None else args)
         check_private(opts.folder, opts.allow_shared_group)
     return 0
 

@@ -11,9 +11,10 @@ a part failed.
 import sys
 from pathlib import Path
 
+from jsonargparse import ArgumentParser
 
 from videns.cli import parse_strictly, strict_parser
-from videns.errors import user_errors_as_one_line
+from videns.errors import ExitCode, user_errors_as_one_line
 from videns.folders import GpuCheckFolder
 from videns.gpu_check.check import GpuCheckConfig, run_gpu_check
 from videns.gpu_check.runner import Commands
@@ -29,14 +30,18 @@ def commands() -> Commands:
                     launch=[*module, "jobs.launch"], demo_config=REPO / "configs" / "demo.yaml", cwd=REPO)
 
 
-def main(args: list[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     parser = strict_parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_class_arguments(GpuCheckConfig, as_positional=False)
+    return parser
+
+
+def main(args: list[str] | None = None) -> int:
     with user_errors_as_one_line(PROG):
-        cfg = GpuCheckConfig(**parse_strictly(parser, sys.argv[1:] if args is None else args).as_dict())
+        cfg = GpuCheckConfig(**parse_strictly(build_parser(), sys.argv[1:] if args is None else args).as_dict())
     record = run_gpu_check(cfg, commands())
     print(GpuCheckFolder(cfg.out).summary.read_text(), end="")
-    return 1 if any(part["status"] == "failed" for part in record["parts"].values()) else 0
+    return ExitCode.FAILED if any(part["status"] == "failed" for part in record["parts"].values()) else ExitCode.OK
 
 
 if __name__ == "__main__":

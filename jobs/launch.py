@@ -14,6 +14,7 @@ same tasks here and waits.
 import sys
 
 from slurm.launch import launch
+from slurm.launch_plan import build_launch_parser as build_parser  # noqa: F401  (the CLI reference reads it)
 from slurm.launch_plan import plan_launch
 from videns.errors import user_errors_as_one_line
 from videns.folders import use_private_umask

@@ -4,6 +4,8 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from jsonargparse import ArgumentParser
+
 from videns.cli import parse_strictly, strict_parser
 from videns.data.demo import write_demo_data
 from videns.data.series import write_series_data
@@ -34,11 +36,15 @@ def make_data(*, out_dir: Path, kind: Literal["video", "series"] = "video", num_
         print(f"{split}: {path}")
 
 
-def main(args: list[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     parser = strict_parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_function_arguments(make_data, as_positional=False)
+    return parser
+
+
+def main(args: list[str] | None = None) -> int:
     with user_errors_as_one_line(PROG):
-        make_data(**parse_strictly(parser, sys.argv[1:] if args is None else args).as_dict())
+        make_data(**parse_strictly(build_parser(), sys.argv[1:] if args is None else args).as_dict())
     return 0
 
 

@@ -15,9 +15,9 @@ from dataclasses import replace
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from slurm.cluster import choose_cluster, cluster_config_from_args, split_slurm_args
-from slurm.single_job import SUBMIT_OPTIONS, LoggedCall, add_submit_options, submit_single
-from videns.cli import parse_strictly, strict_parser
+from slurm.cluster import choose_cluster, cluster_config
+from slurm.single_job import DECIDING_SUBMIT, SUBMIT_OPTIONS, LoggedCall, add_submit_options, submit_defaults, submit_single
+from videns.cli import parse_with_resolved_defaults, strict_parser
 from videns.ensemble.predict_file import PredictConfig, apply_ensemble, check_prediction, format_summary
 from videns.ensemble.combine import COMBINATIONS
 from videns.errors import user_errors_as_one_line
@@ -27,8 +27,7 @@ PROG = "jobs.predict"
 
 
 def build_parser() -> ArgumentParser:
-    parser = strict_parser(prog=PROG, description=PredictConfig.__doc__.splitlines()[0],
-                            epilog="With --submit, --slurm.KEY VALUE overrides the site profile (as in jobs.launch).")
+    parser = strict_parser(prog=PROG, description=PredictConfig.__doc__.splitlines()[0])
     parser.add_class_arguments(PredictConfig, as_positional=False, skip={"tta", "overwrite", "combine", "mondrian"})
     # Written out so the command line reads `--tta` and `--overwrite`, not `--tta true`.
     parser.add_argument("--tta", action=ActionYesNo, default=None,
@@ -49,14 +48,15 @@ def predict_here(cfg: PredictConfig) -> int:
 
 
 def main(args: list[str] | None = None) -> int:
-    slurm_args, own = split_slurm_args(list(sys.argv[1:] if args is None else args))
+    args = sys.argv[1:] if args is None else args
     with user_errors_as_one_line(PROG):
-        opts = parse_strictly(build_parser(), own).as_dict()
+        ns = parse_with_resolved_defaults(build_parser(), args, DECIDING_SUBMIT, submit_defaults)
+        opts = ns.as_dict()
         cfg = PredictConfig(**{k: v for k, v in opts.items() if k not in SUBMIT_OPTIONS})
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         if not opts["submit"]:
             return predict_here(cfg)
-        slurm = cluster_config_from_args(opts["site"], slurm_args, PROG)
+        slurm = cluster_config(ns)
         choose_cluster("slurm")  # one clear line when there is no SLURM here
         check_prediction(cfg)  # every input problem on this node, before the job waits in the queue
     cfg = replace(cfg, run_dir=cfg.run_dir and cfg.run_dir.resolve(), ensemble_dir=cfg.ensemble_dir and

@@ -7,6 +7,7 @@ ensemble job's state; exit 0 when all is done, 1 when anything failed, else 3.
 import sys
 from pathlib import Path
 
+from jsonargparse import ArgumentParser
 
 from slurm.status import print_status
 from videns.cli import parse_strictly, strict_parser
@@ -16,11 +17,15 @@ from videns.folders import RunFolder
 PROG = "jobs.status"
 
 
-def main(args: list[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     parser = strict_parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--run_dir", type=Path, required=True, help="The run folder that jobs.launch wrote.")
+    return parser
+
+
+def main(args: list[str] | None = None) -> int:
     with user_errors_as_one_line(PROG):
-        return print_status(RunFolder(parse_strictly(parser, sys.argv[1:] if args is None else args).run_dir))
+        return print_status(RunFolder(parse_strictly(build_parser(), sys.argv[1:] if args is None else args).run_dir))
 
 
 if __name__ == "__main__":

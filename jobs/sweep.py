@@ -11,29 +11,28 @@ trial is resumed from its checkpoint by the next worker. Results: RUN/trials.csv
 RUN/trials_top10.md and RUN/best_config.yaml (for jobs.train or jobs.launch).
 """
 
-import shlex
 import sys
 from pathlib import Path
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from slurm.cluster import Cluster, cluster_config_from_args, split_options, split_slurm_args
-from slurm.sweep import SweepRequest, run_sweep
-from videns.cli import parse_strictly, strict_parser
-from videns.config import MEMBER_OPTION_PREFIXES
-from videns.errors import ConfigError, user_errors_as_one_line
+from slurm.cluster import Cluster, add_cluster_arguments, cluster_config
+from slurm.sweep import run_sweep
+from slurm.sweep_request import parse_request
+from videns.cli import strict_parser
+from videns.config import add_member_arguments
+from videns.errors import user_errors_as_one_line
 from videns.folders import use_private_umask
 from videns.logs import setup_logging
 from videns.sweep.spec import Objective, PrunerName, SamplerName
 
 PROG = "jobs.sweep"
+MEMBER_HEADING = "Member options for every trial, as for jobs.train (on top of the sweep file's recipe)"
 
 
 def build_parser() -> ArgumentParser:
     # print_config=None: --print_config is ours (the search, as a sweep file), not jsonargparse's
-    parser = strict_parser(prog=PROG, print_config=None, description=__doc__.split("\n\n")[0],
-                            epilog="Member settings (--data.*, --trainer.*, --model.*, ... as for jobs.train) apply "
-                                   "to every trial; --slurm.KEY VALUE overrides the site profile.")
+    parser = strict_parser(prog=PROG, print_config=None, description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path | None, default=None,
                         help="Sweep file (recipe + space, or searches); see configs/sweep_ecg.yaml.")
     parser.add_argument("--search", type=str | None, default=None, help="Which of the file's searches to run.")
@@ -45,8 +44,6 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--sampler", type=SamplerName | None, default=None, help="Overrides the sweep file.")
     parser.add_argument("--pruner", type=PrunerName | None, default=None, help="Overrides the sweep file.")
     parser.add_argument("--objective", type=Objective | None, default=None, help="Overrides the sweep file.")
-    parser.add_argument("--site", type=str | None, default=None,
-                        help="SLURM site profile (slurm/sites/NAME.yaml or a path); default $VIDENS_SITE.")
     parser.add_argument("--dry_run", action=ActionYesNo, default=False,
                         help="Check everything, print the sbatch script; write nothing.")
     parser.add_argument("--print_config", action=ActionYesNo, default=False,
@@ -57,23 +54,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--worker", action=ActionYesNo, default=False, help="Run one worker in this process, then exit.")
     parser.add_argument("--export", action=ActionYesNo, default=False,
                         help="Only rewrite trials.csv, the top 10 and best_config.yaml.")
+    add_cluster_arguments(parser)
+    add_member_arguments(parser, config=False, out_dir=False, title=MEMBER_HEADING)
     return parser
-
-
-def parse_request(argv: list[str]) -> tuple[SweepRequest, list[str], str | None]:
-    """(the request, --slurm.* options, --site)."""
-    slurm_args, rest = split_slurm_args(argv)
-    member_args, own = split_options(rest, MEMBER_OPTION_PREFIXES)
-    opts = parse_strictly(build_parser(), own).as_dict()
-    if opts["array"] < 1:
-        raise ConfigError(f"--array must be >= 1, got {opts['array']}")
-    worker, export, site = opts.pop("worker"), opts.pop("export"), opts.pop("site")
-    if worker and export:
-        raise ConfigError("--worker and --export exclude each other")
-    mode = "worker" if worker else "export" if export else "sweep"
-    request = SweepRequest(**opts, mode=mode, member_args=member_args,
-                           command=shlex.join(["python", "-m", PROG, *argv]))
-    return request, slurm_args, site
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,9 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     use_private_umask()
     setup_logging()
     with user_errors_as_one_line(PROG):
-        request, slurm_args, site = parse_request(argv)
-        slurm = cluster_config_from_args(site, slurm_args, PROG)
-        return run_sweep(request, slurm)
+        request, ns = parse_request(build_parser(), argv, PROG)
+        return run_sweep(request, cluster_config(ns))
 
 
 if __name__ == "__main__":

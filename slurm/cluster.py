@@ -6,8 +6,10 @@ executor reads the time limit, signal delay, parallelism and requeue count from
 it too, so a laptop run behaves like a cluster run.
 """
 
+import argparse
 import logging
 import os
+from argparse import ArgumentError
 import shlex
 import shutil
 import subprocess
@@ -17,8 +19,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import submitit
+from jsonargparse import ArgumentParser, Namespace
 
-from videns.cli import parse_strictly, strict_parser
+from videns.cli import strict_parser
 from slurm.queue import ControllerSilent
 from slurm.submitit_private import sbatch_script
 from videns.errors import ConfigError
@@ -101,45 +104,34 @@ def site_profile(name: str) -> Path:
     return path
 
 
-def cluster_config_from_args(site: str | None, slurm_args: list[str], prog: str) -> ClusterConfig:
-    """``--site NAME`` (default $VIDENS_SITE) as the base, then ``--slurm.KEY VALUE`` overrides."""
-    parser = strict_parser(prog=prog)
+def add_cluster_arguments(parser: ArgumentParser) -> None:
+    """``--site`` and the ``--slurm.*`` group. Their values come from :func:`site_defaults` and
+    :func:`cluster_config`, in the second step of :func:`videns.cli.parse_with_resolved_defaults`."""
+    parser.add_argument("--site", type=str | None, default=None,
+                        help=f"Site profile: slurm/sites/<NAME>.yaml or a path (default ${SITE_ENV}); it sets the "
+                             "defaults of the --slurm.* options, and those given override it.")
     parser.add_class_arguments(ClusterConfig, "slurm")
-    site = site or os.environ.get(SITE_ENV) or None
-    ns = parse_strictly(parser, (["--slurm", str(site_profile(site))] if site else []) + slurm_args)
+
+
+def site_defaults(decided: argparse.Namespace, base: Namespace) -> None:
+    """The site profile that ``--site`` names (else $VIDENS_SITE), as the defaults of ``--slurm.*``."""
+    name = decided.site or os.environ.get(SITE_ENV) or None
+    if name is not None:
+        base.slurm = load_site_profile(site_profile(name))
+
+
+def load_site_profile(path: Path) -> Namespace:
+    parser = strict_parser()
+    parser.add_class_arguments(ClusterConfig)
+    try:
+        return parser.parse_path(path)
+    except ArgumentError as err:
+        raise ConfigError(f"site profile {path}: {' '.join(str(err).split())}") from None
+
+
+def cluster_config(ns: Namespace) -> ClusterConfig:
+    """The checked ``ClusterConfig`` of a namespace parsed with :func:`add_cluster_arguments`."""
     return ClusterConfig(**{k: v for k, v in ns.slurm.as_dict().items() if not k.startswith("__")})
-
-
-def split_slurm_args(args: list[str]) -> tuple[list[str], list[str]]:
-    """(``--slurm.*`` options with their values, everything else)."""
-    return split_options(args, ("--slurm.",))
-
-
-def flag_value(args: list[str], flag: str) -> str | None:
-    """The last value given to ``flag`` (``--flag V`` or ``--flag=V``; a bare ``--flag`` says "true"), for
-    decisions made before the command line can be parsed."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == flag:
-            value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else "true"
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
-def flag_is_true(args: list[str], flag: str) -> bool:
-    value = flag_value(args, flag)
-    return value is not None and value.lower() in ("true", "yes", "1")
-
-
-def split_options(args: list[str], prefixes: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """(options starting with one of ``prefixes``, with their values; everything else), order kept."""
-    chosen, rest, i = [], [], 0
-    while i < len(args):
-        takes_value = "=" not in args[i] and i + 1 < len(args) and not args[i + 1].startswith("--")
-        (chosen if args[i].startswith(prefixes) else rest).extend(args[i:i + 1 + takes_value])
-        i += 1 + takes_value
-    return chosen, rest
 
 
 # ---------------------------------------------------------------- choosing a cluster

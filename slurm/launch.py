@@ -20,7 +20,7 @@ from slurm.tasks import EnsembleTask
 from slurm.submit import Submitted, job_name, print_ensemble_output, run_local, submit_slurm, wait_slurm
 from videns.config import dump_run_config
 from videns.data.demo import write_demo_data
-from videns.errors import EXIT_CTRL_C
+from videns.errors import ExitCode
 from videns.folders import make_private
 from videns.io import write_json_atomically, write_text_atomically
 from videns.member.state import TASKS_KEY, launched_task
@@ -51,9 +51,9 @@ def launch(plan: LaunchPlan, args: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"stopped; the same command (or: python -m {PROG} --run_dir {plan.run.root}) resumes the run",
               file=sys.stderr)
-        return EXIT_CTRL_C
+        return ExitCode.CTRL_C
     print(f"run folder: {plan.run.root}\nreport: {plan.run.ensemble.report_json}")
-    return 0 if submitted.ensemble_ok and not submitted.failed_members else 1
+    return ExitCode.OK if submitted.ensemble_ok and not submitted.failed_members else ExitCode.FAILED
 
 
 def evaluation(plan: LaunchPlan) -> EnsembleTask:
@@ -69,7 +69,7 @@ def write_run(plan: LaunchPlan, cluster: str, args: list[str]) -> None:
         write_demo_data(plan.member.data.root)
     for folder in (plan.run.root, plan.run.members_dir, plan.run.logs):
         make_private(folder)
-    plan.run.config.write_text(dump_run_config(plan.member))
+    write_text_atomically(plan.run.config, dump_run_config(plan.member))
     write_member_configs(plan)
     plan.run.write_launch({
         "launch_id": uuid.uuid4().hex, plan.run.LAUNCH_SEEDS_KEY: plan.seeds, "trained": plan.to_train,

@@ -1,24 +1,29 @@
 """From ``jobs.launch``'s command line to a checked plan. Nothing is written here.
 
-One parser: the member parser (so ``--trainer.max_epochs 20`` and ``--config``
-work as for ``jobs.train``) plus the launcher's own keys, which are taken out
-again before the member config is built and saved.
+One parser: the launcher's own options, the ``--slurm.*`` group and the member's
+options (so ``--trainer.max_epochs 20`` and ``--config`` work as for
+``jobs.train``). Two defaults depend on other flags and are resolved between the
+two steps of :func:`videns.cli.parse_with_resolved_defaults`: the site profile
+(``--site``, else $VIDENS_SITE) under ``--slurm.*``, and, without ``--config``,
+the run folder's own config on relaunch (else configs/ensemble.yaml) under the
+member options. What the command line gives always wins.
 """
 
+import argparse
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
-from slurm.cluster import SITE_ENV, Cluster, ClusterConfig, code_root, flag_is_true, flag_value, site_profile
+from slurm.cluster import Cluster, ClusterConfig, add_cluster_arguments, cluster_config, code_root, site_defaults
 from slurm.from_sweep import SweepSelection, select_members
 from slurm.queue import query_run_jobs
-from videns.cli import parse_strictly
-from videns.config import (HASH_EXCLUDED, MemberConfig, build_parser, dump_config, give_the_model_its_own_defaults,
-                           keep_demo_data_to_its_folder, member_config_from_namespace, run_member_config)
+from videns.cli import flag_given, is_true, parse_strictly, parse_with_resolved_defaults, read_deciding_options, strict_parser
+from videns.config import (DEFAULT_MODEL, DEFAULT_OUT_DIR, HASH_EXCLUDED, MemberConfig, add_member_arguments, build_parser,
+                           dump_config, give_the_model_its_own_defaults, keep_demo_data_to_its_folder,
+                           member_config_from_namespace, member_defaults_from, run_member_config)
 from videns.data import layout
 from videns.ensemble.combine import Combination
 from videns.ensemble.conformal import DEFAULT_COVERAGE, coverage_problem
@@ -32,6 +37,9 @@ DEFAULT_MEMBERS = 4
 RESULTS_DIR = Path("results")
 LAUNCH_KEYS = ("array", "cluster", "run_dir", "site", "slurm", "dry_run", "force", "wait", "tta", "combine",
                "coverage", "mondrian", "from_sweep", "top_k", "seeds")
+DECIDING = ("config", "run_dir", "from_sweep", "site", "allow_shared_group")  # read before the parse proper
+MEMBER_HEADING = ("Member options, as for jobs.train (--seed is the base seed: member i trains seed --seed + i; "
+                  "each member's folder is RUN/members/seed_<seed>)")
 
 
 @dataclass
@@ -63,20 +71,17 @@ class LaunchPlan:
 
 
 def build_launch_parser() -> ArgumentParser:
-    parser = build_parser(prog="jobs.launch")
-    parser.description = ("Train an ensemble (one SLURM array task per seed) and evaluate it in a dependent job. "
-                          "--seed is the base seed: member i trains seed --seed + i. Every member option "
-                          "(--config, --trainer.*, --data.*, ...) is accepted as for jobs.train.")
+    # print_config=None: --print_config is the member's, printed after the model's own defaults are filled in
+    parser = strict_parser(prog="jobs.launch", print_config=None,
+                           description="Train an ensemble (one SLURM array task per seed) and evaluate it in a "
+                                       "dependent job. Running the same command again continues the run.")
     parser.add_argument("--array", type=int | None, default=None,
                         help=f"Number of members (default {DEFAULT_MEMBERS}, or the run's own count on relaunch).")
     parser.add_argument("--cluster", type=Cluster, default="auto",
                         help="slurm, local (submitit's local executor), or auto: slurm when its controller answers.")
     parser.add_argument("--run_dir", type=Path | None, default=None,
-                        help="Run folder (default results/<config file name>); an existing one is continued.")
-    parser.add_argument("--site", type=str | None, default=None,
-                        help=f"Site profile: slurm/sites/<NAME>.yaml or a path (default ${SITE_ENV}); "
-                             "--slurm.* options override it.")
-    parser.add_class_arguments(ClusterConfig, "slurm")
+                        help="Run folder (default results/<config file name>); an existing one is continued, "
+                             "under its own config unless --config is given.")
     parser.add_argument("--dry_run", action="store_true", help="Print the sbatch scripts; write and submit nothing.")
     parser.add_argument("--force", action="store_true",
                         help="Continue a run under a changed config (members resume their checkpoints).")
@@ -96,29 +101,65 @@ def build_launch_parser() -> ArgumentParser:
                         help="With --from_sweep: how many of the sweep's best complete trials (default 3).")
     parser.add_argument("--seeds", type=int | None, default=None,
                         help="With --from_sweep: seeds per trial (default 2); a relaunch with more adds seeds only.")
+    add_cluster_arguments(parser)
+    add_member_arguments(parser, out_dir=False, title=MEMBER_HEADING)
     return parser
 
 
+def launch_defaults(decided: argparse.Namespace, base: Namespace) -> None:
+    """The defaults that depend on other flags: the site profile, and the member config beneath the command line."""
+    site_defaults(decided, base)
+    config = default_member_config(decided)
+    if config is not None:
+        use_member_config(base, config)
+
+
+def use_member_config(base: Namespace, config: Path) -> None:
+    for key, value in vars(member_defaults_from(config)).items():
+        if key in base:
+            base[key] = value
+
+
+def default_member_config(decided: argparse.Namespace) -> Path | None:
+    """Without --config: the run folder's own config on relaunch, else configs/ensemble.yaml. A run of a
+    sweep's trials has none: each member's config comes from its trial (:func:`_trial_member`)."""
+    if decided.config:
+        return None
+    run = RunFolder(Path(decided.run_dir)) if decided.run_dir is not None else None
+    if decided.from_sweep is not None or (run is not None and run.from_sweep_file.exists()):
+        return None
+    if run is not None and run.config.exists():
+        # Its config names classes that will be imported: trust the folder first.
+        check_private(run.root, is_true(decided.allow_shared_group))
+        return run.config
+    if not DEFAULT_CONFIG.exists():
+        raise ConfigError(f"no --config given and the default {DEFAULT_CONFIG} does not exist")
+    return DEFAULT_CONFIG
+
+
 def plan_launch(args: list[str]) -> LaunchPlan:
-    args = _with_default_config(_with_site(list(args)))
+    if flag_given(args, "--out_dir"):
+        raise ConfigError("--out_dir is jobs.train's: jobs.launch puts member seed N in RUN/members/seed_N; "
+                          "choose the run folder with --run_dir")
     parser = build_launch_parser()
-    ns = parse_strictly(parser, args)
+    ns = parse_with_resolved_defaults(parser, args, DECIDING, launch_defaults)
+    decided = read_deciding_options(parser, args, DECIDING)
     keep_demo_data_to_its_folder(ns, args)
-    give_the_model_its_own_defaults(parser, ns, args)
+    give_the_model_its_own_defaults(parser, ns, args, _model_beneath(decided))
     opts = {key: ns.pop(key) for key in LAUNCH_KEYS}
+    opts["slurm"] = cluster_config(Namespace(slurm=opts["slurm"]))
     if ns.print_config:
-        print(dump_config(member_config_from_namespace(build_parser(), ns)), end="")
+        print(dump_config(_member_config(ns, DEFAULT_OUT_DIR)), end="")
         raise SystemExit(0)
-    opts["slurm"] = ClusterConfig(**{k: v for k, v in opts["slurm"].as_dict().items() if not k.startswith("__")})
     if opts["array"] is not None and opts["array"] < 1:
         raise ConfigError(f"--array must be >= 1, got {opts['array']}")
     if coverage_problem(opts["coverage"], "--coverage"):
         raise ConfigError(coverage_problem(opts["coverage"], "--coverage"))
-    run = RunFolder(opts["run_dir"] or _default_run_dir(args, opts))
+    run = RunFolder(opts["run_dir"] or _default_run_dir(decided, opts))
     created = _first_missing(run.root)
     lock = None if opts["dry_run"] else lock_run_folder(run, ns.allow_shared_group)
     try:
-        return _checked_plan(run, ns, opts, args, lock)
+        return _checked_plan(run, ns, opts, ParsedLaunch(parser, args, decided), lock)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -128,10 +169,32 @@ def plan_launch(args: list[str]) -> LaunchPlan:
         raise
 
 
-def _default_run_dir(args: list[str], opts: dict[str, Any]) -> Path:
+@dataclass
+class ParsedLaunch:
+    """The command line and its parser: a sweep's trials are parsed again, each on top of its own config."""
+
+    parser: ArgumentParser
+    args: list[str]
+    decided: argparse.Namespace  # the DECIDING options
+
+
+def _model_beneath(decided: argparse.Namespace) -> str:
+    """The model class beneath the command line: its default config's, or the parser default's."""
+    config = default_member_config(decided)
+    return member_defaults_from(config).model.class_path if config is not None else DEFAULT_MODEL["class_path"]
+
+
+def _member_config(ns: Namespace, out_dir: Path) -> MemberConfig:
+    """The member config of a launch namespace (its launch keys taken out), with ``out_dir``."""
+    ns.out_dir = out_dir
+    return member_config_from_namespace(build_parser(), ns)
+
+
+def _default_run_dir(decided: argparse.Namespace, opts: dict[str, Any]) -> Path:
     if opts["from_sweep"] is not None:
         return RESULTS_DIR / f"{Path(opts['from_sweep']).name}_top"
-    return RESULTS_DIR / Path(flag_value(args, "--config")).stem
+    config = Path(decided.config[-1]) if decided.config else DEFAULT_CONFIG
+    return RESULTS_DIR / config.stem
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -159,20 +222,19 @@ def lock_run_folder(run: RunFolder, allow_shared_group: bool) -> FolderLock:
     return lock
 
 
-def _checked_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], args: list[str],
+def _checked_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], parsed: ParsedLaunch,
                   lock: FolderLock | None) -> LaunchPlan:
     if opts["from_sweep"] is not None or run.from_sweep_file.exists() or opts["top_k"] or opts["seeds"]:
-        return _checked_sweep_plan(run, ns, opts, args, lock)
+        return _checked_sweep_plan(run, ns, opts, parsed, lock)
     existing = run.seeds() if run.root.is_dir() else None
-    if existing and flag_value(args, "--seed") is None:
+    if existing and not flag_given(parsed.args, "--seed"):
         ns.seed = existing[0]  # a relaunch keeps the run's own base seed
     count = opts["array"] or len(existing or []) or DEFAULT_MEMBERS
     seeds = [ns.seed + i for i in range(count)]
-    ns.out_dir = run.member(ns.seed).root
     ns.data.root = Path(ns.data.root).absolute()  # tasks may start in another working directory
     if opts["force"]:
         ns.checkpoint.force = True
-    member = member_config_from_namespace(build_parser(), ns)
+    member = _member_config(ns, run.member(ns.seed).root)
     generate_demo = check_data(member)
     check_relaunch(run, member, opts["force"])
     to_train = [seed for seed in seeds if not has_finished(run.member(seed), member)]
@@ -182,10 +244,10 @@ def _checked_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], args: lis
                       mondrian=opts["mondrian"], lock=lock)
 
 
-def _checked_sweep_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], args: list[str],
+def _checked_sweep_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], parsed: ParsedLaunch,
                         lock: FolderLock | None) -> LaunchPlan:
     """--from_sweep: every member its trial's config, with the command line's member options on top."""
-    if flag_value(args, "--config") is not None:
+    if parsed.decided.config:
         raise ConfigError("--from_sweep trains each trial's own config; leave out --config")
     if opts["array"] is not None:
         raise ConfigError("--from_sweep sets the members by --top_k and --seeds; leave out --array")
@@ -193,7 +255,7 @@ def _checked_sweep_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], arg
         raise ConfigError(f"--run_dir {run.root} is a run of one config, not of a sweep's trials; "
                           "choose another --run_dir")
     selection = select_members(run, opts["from_sweep"], opts["top_k"], opts["seeds"], ns.seed)
-    configs = {seed: _trial_member(run, selection.trial_configs[trial], seed, args, opts["force"])
+    configs = {seed: _trial_member(run, selection.trial_configs[trial], seed, parsed, opts["force"])
                for seed, trial in selection.members.items()}
     seeds = list(selection.members)
     member = configs[seeds[0]]
@@ -206,19 +268,19 @@ def _checked_sweep_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], arg
                       mondrian=opts["mondrian"], lock=lock, member_configs=configs, selection=selection)
 
 
-def _trial_member(run: RunFolder, trial_config: Path, seed: int, args: list[str], force: bool) -> MemberConfig:
-    """A trial's exact config with the launch's member options applied, as member ``seed`` of ``run``."""
-    parser = build_launch_parser()
-    trial_args = ["--config", str(trial_config), *args]
-    ns = parse_strictly(parser, trial_args)
-    give_the_model_its_own_defaults(parser, ns, trial_args)
+def _trial_member(run: RunFolder, trial_config: Path, seed: int, parsed: ParsedLaunch, force: bool) -> MemberConfig:
+    """A trial's exact config with the launch's member options on top, as member ``seed`` of ``run``."""
+    base = parsed.parser.get_defaults()
+    use_member_config(base, trial_config)
+    ns = parse_strictly(parsed.parser, parsed.args, namespace=base)
+    give_the_model_its_own_defaults(parsed.parser, ns, parsed.args, beneath=base.model.class_path)
     for key in LAUNCH_KEYS:
         ns.pop(key)
-    ns.seed, ns.out_dir = seed, run.member(seed).root
+    ns.seed = seed
     ns.data.root = Path(ns.data.root).absolute()
     if force:
         ns.checkpoint.force = True
-    return member_config_from_namespace(build_parser(), ns)
+    return _member_config(ns, run.member(seed).root)
 
 
 def check_sweep_relaunch(run: RunFolder, configs: dict[int, MemberConfig], force: bool) -> None:
@@ -310,40 +372,3 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _without_flag(args: list[str], flag: str) -> list[str]:
-    out, skip = [], False
-    for i, arg in enumerate(args):
-        if skip:
-            skip = False
-        elif arg == flag:
-            skip = True
-        elif not arg.startswith(flag + "="):
-            out.append(arg)
-    return out
-
-
-def _with_site(args: list[str]) -> list[str]:
-    """``--site NAME`` (default $VIDENS_SITE) becomes ``--slurm FILE`` in front, so later ``--slurm.*`` override it."""
-    name = flag_value(args, "--site") or os.environ.get(SITE_ENV) or None
-    if name is None:
-        return args
-    return ["--slurm", str(site_profile(name)), *_without_flag(args, "--site")]
-
-
-def _with_default_config(args: list[str]) -> list[str]:
-    """No --config: the run folder's own config on relaunch, else configs/ensemble.yaml. A run of a
-    sweep's trials takes each member's config from the trials instead (:func:`_trial_member`)."""
-    if flag_value(args, "--config") is not None or any(a in ("-h", "--help") for a in args):
-        return args
-    run_dir = flag_value(args, "--run_dir")
-    if flag_value(args, "--from_sweep") is not None or (run_dir and RunFolder(Path(run_dir)).from_sweep_file.exists()):
-        return args
-    if run_dir is not None and RunFolder(Path(run_dir)).config.exists():
-        # Its config names classes that will be imported: trust the folder first.
-        check_private(Path(run_dir), flag_is_true(args, "--allow_shared_group"))
-        return ["--config", str(RunFolder(Path(run_dir)).config), *args]
-    if not DEFAULT_CONFIG.exists():
-        raise ConfigError(f"no --config given and the default {DEFAULT_CONFIG} does not exist")
-    return ["--config", str(DEFAULT_CONFIG), *args]

@@ -4,28 +4,39 @@ Such a job is not requeued: cut short, it is simply run again. How it ended goes
 to JSON beside submitit's files, so waiting never unpickles its result.
 """
 
+import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from jsonargparse import ActionYesNo
+from jsonargparse import ActionYesNo, ArgumentParser, Namespace
 
-from slurm.cluster import LOG_PATTERN, ClusterConfig, slurm_executor, slurm_parameters
+from slurm.cluster import (LOG_PATTERN, ClusterConfig, add_cluster_arguments, site_defaults, slurm_executor,
+                           slurm_parameters)
 from slurm.queue import wait_while_active
 from slurm.tasks import outcome_recorded, task_succeeded
+from videns.cli import is_true
 from videns.errors import ExitCode
 
 WAIT_POLL_S = 2.0
-SUBMIT_OPTIONS = ("submit", "wait", "site")  # what add_submit_options adds; not the job's own config
+SUBMIT_OPTIONS = ("submit", "wait", "site", "slurm")  # what add_submit_options adds; not the job's own config
 
 
-def add_submit_options(parser, what: str) -> None:
-    """``--submit``, ``--wait`` and ``--site`` on an entry point's jsonargparse parser."""
+def add_submit_options(parser: ArgumentParser, what: str) -> None:
+    """``--submit``, ``--wait``, ``--site`` and ``--slurm.*`` on an entry point's jsonargparse parser."""
     parser.add_argument("--submit", action=ActionYesNo, default=False,
                         help=f"Run {what} as one SLURM job (a member's slice and cores) instead of here.")
     parser.add_argument("--wait", action=ActionYesNo, default=False,
                         help="With --submit: wait for the job, then print what it printed.")
-    parser.add_argument("--site", default=None,
-                        help="With --submit: site profile, slurm/sites/<NAME>.yaml or a path (default $VIDENS_SITE).")
+    add_cluster_arguments(parser)
+
+
+DECIDING_SUBMIT = ("submit", "site")  # the options submit_defaults reads
+
+
+def submit_defaults(decided: argparse.Namespace, base: Namespace) -> None:
+    """With --submit, the site profile's resources; without, none are read."""
+    if is_true(decided.submit):
+        site_defaults(decided, base)
 
 
 class LoggedCall:

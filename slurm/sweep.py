@@ -14,26 +14,25 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import submitit
 import yaml
 
-from slurm.cluster import (LOG_PATTERN, Cluster, ClusterConfig, choose_cluster, flag_is_true, local_executor,
+from slurm.cluster import (LOG_PATTERN, ClusterConfig, choose_cluster, local_executor,
                            render_sbatch, slurm_executor, slurm_parameters)
 from slurm.queue import wait_while_active
 from slurm.records import git_revision, now_iso
+from slurm.sweep_request import SweepRequest
 from slurm.submit import sigint_ignored_in_children, stop_local_jobs
 from slurm.tasks import hand_over, job_context, outcome_recorded, task_succeeded
-from videns.errors import EXIT_CTRL_C, EXIT_STOPPED
+from videns.errors import ExitCode
 from videns.folders import check_private, use_private_umask
 from videns.io import append_jsonl, read_jsonl
 from videns.sweep import SweepFolder, WorkerIdentity, export_results, load_study, run_worker
 from videns.sweep.claims import schedule_lock
 from videns.sweep.prepare import open_sweep
-from videns.sweep.spec import Objective, PrunerName, SamplerName
 from videns.training.interrupt import StopSignals
 
 log = logging.getLogger(__name__)
@@ -80,37 +79,13 @@ class SweepWorkerTask:
         return f"SweepWorkerTask(run_dir={self.run_dir!r}, index={self.index}, threads={self.threads})"
 
 
-@dataclass
-class SweepRequest:
-    """One ``jobs.sweep`` call, parsed: the sweep file, member overrides and what to do."""
-
-    run_dir: Path
-    config: Path | None = None
-    search: str | None = None
-    trials: int | None = None
-    array: int = 1
-    cluster: Cluster = "auto"
-    sampler: SamplerName | None = None
-    pruner: PrunerName | None = None
-    objective: Objective | None = None
-    dry_run: bool = False
-    print_config: bool = False
-    wait: bool = False
-    mode: Literal["sweep", "worker", "export"] = "sweep"
-    member_args: list[str] = field(default_factory=list)
-    command: str = ""
-
-    @property
-    def allow_shared_group(self) -> bool:
-        return flag_is_true(self.member_args, "--allow_shared_group")
-
-
 def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], None] = print) -> int:
     """Check and prepare the sweep folder, then run or submit its workers (or one worker, or only the export)."""
     folder = SweepFolder(request.run_dir)
     check_private(folder.root, request.allow_shared_group)  # its files name classes that trials import
     choices = {"sampler": request.sampler, "pruner": request.pruner, "objective": request.objective}
-    settings = open_sweep(folder, request.config, request.search, choices, request.member_args, request.trials,
+    settings = open_sweep(folder, request.config, request.search, choices, request.member, request.member_overrides,
+                          request.trials,
                           write=not (request.dry_run or request.print_config or request.mode == "export"))
     if request.print_config:
         say(yaml.safe_dump(settings.spec.as_sweep_file(), sort_keys=False, default_flow_style=None).rstrip())
@@ -139,9 +114,9 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
     except KeyboardInterrupt:
         print(f"stopped; running trials are saved and released: python -m jobs.sweep --run_dir {folder.root} "
               "continues the sweep", file=sys.stderr)
-        return EXIT_CTRL_C
+        return ExitCode.CTRL_C
     code = print_results(folder, say)
-    return 1 if failed and code == 0 else code
+    return ExitCode.FAILED if failed and code == ExitCode.OK else code
 
 
 def last_cluster(folder: SweepFolder) -> str | None:
@@ -168,7 +143,7 @@ def run_one_worker(folder: SweepFolder, say: Callable[[str], None] = print) -> i
     if report.interrupted:
         print(f"worker stopped by a signal; its trial is saved and released: run any worker on {folder.root} "
               "to resume it", file=sys.stderr)
-        return EXIT_STOPPED
+        return ExitCode.STOPPED
     return print_results(folder, say)
 
 
@@ -183,7 +158,7 @@ def print_results(folder: SweepFolder, say: Callable[[str], None] = print) -> in
         f"table:  {folder.trials_csv}\n"
         + (f"best:   {folder.best_config} (trial {summary.best_number}, {summary.best_value:.4f})"
            if summary.best_number is not None else "best:   no COMPLETE trial yet"))
-    return 0 if summary.finished >= settings.trials else 1
+    return ExitCode.OK if summary.finished >= settings.trials else ExitCode.FAILED
 
 
 def job_name(folder: SweepFolder) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 from jsonargparse import ActionYesNo, ArgumentParser, Namespace
 
 from videns.checkpoint.policy import CheckpointConfig
-from videns.cli import parse_strictly, strict_parser
+from videns.cli import flag_given, parse_strictly, strict_parser
 from videns.data.config import DataConfig
 from videns.errors import ConfigError
 from videns.models.base import SequenceClassifier
@@ -31,6 +31,8 @@ DEFAULT_MODEL = {"class_path": "videns.models.TemporalAttentionClassifier", "ini
 HASH_EXCLUDED = ("config", "print_config", "out_dir", "allow_shared_group", "checkpoint", "data.root", "data.generate_demo", "data.num_workers",
                  "data.preload_gb", "data.check_finite", "trainer.max_epochs", "trainer.progress",
                  "trainer.monitor_minutes", "trainer.tensorboard", "trainer.device", "trainer.gpu_memory_gb", "trainer.eval_batch_size")
+
+DEFAULT_OUT_DIR = Path("results/member")
 
 # What sets one member apart from the others of its run.
 MEMBER_OWN_KEYS = ("seed", "out_dir")
@@ -60,31 +62,51 @@ class MemberConfig:
         return config_hash(self.resolved)
 
 
-# Every option of the member parser starts with one of these (--data.root, --model.init_args.x, --seed, ...).
-MEMBER_OPTION_PREFIXES = ("--seed", "--out_dir", "--allow_shared_group", "--model", "--data.", "--loss.", "--optimizer.", "--schedule.",
-                          "--trainer.", "--checkpoint.")
-
-
 def build_parser(**kwargs) -> ArgumentParser:
     # print_config=None: --print_config is ours, printed after the model's own defaults are filled in
     parser = strict_parser(description="Train one ensemble member.", print_config=None, **kwargs)
-    parser.add_argument("--config", action="config", help="YAML config file (start one with --print_config).")
-    parser.add_argument("--print_config", action=ActionYesNo, default=False,
-                        help="Print the complete config as YAML (loadable with --config) and exit.")
-    parser.add_argument("--seed", type=int, default=42, help="Member seed: model init, data order, augmentation, dropout.")
-    parser.add_argument("--out_dir", type=Path, default=Path("results/member"), help="Member folder.")
-    parser.add_argument("--allow_shared_group", type=bool, default=False,
-                        help="Use an existing member or run folder that its group may write into (with a warning); "
-                             "never one that is another user's or world-writable.")
+    add_member_arguments(parser)
+    return parser
+
+
+def add_member_arguments(parser: ArgumentParser, *, config: bool = True, out_dir: bool = True,
+                         title: str | None = None) -> None:
+    """A member's options on ``parser``: its own ``--config``/``--print_config`` (unless ``config`` is False, for
+    a command whose ``--config`` is another file), ``--seed``, ``--out_dir`` (unless the command places members
+    itself), ``--model`` and the component groups. With ``title``, the top-level ones go under that heading."""
+    group = parser.add_argument_group(title) if title else parser
+    if config:
+        group.add_argument("--config", action="config", help="YAML config file (start one with --print_config).")
+        group.add_argument("--print_config", action=ActionYesNo, default=False,
+                           help="Print the complete config as YAML (loadable with --config) and exit.")
+    group.add_argument("--seed", type=int, default=42, help="Member seed: model init, data order, augmentation, dropout.")
+    if out_dir:
+        group.add_argument("--out_dir", type=Path, default=DEFAULT_OUT_DIR, help="Member folder.")
+    group.add_argument("--allow_shared_group", type=bool, default=False,
+                       help="Use an existing member or run folder that its group may write into (with a warning); "
+                            "never one that is another user's or world-writable.")
+    group.add_argument("--model", type=ModelFactory, default=Namespace(**DEFAULT_MODEL),
+                       help="Model class (class_path) and its init_args; feature_dim and num_classes come from the data.")
     parser.add_class_arguments(DataConfig, "data")
-    parser.add_argument("--model", type=ModelFactory, default=Namespace(**DEFAULT_MODEL),
-                        help="Model class (class_path) and its init_args; feature_dim and num_classes come from the data.")
     parser.add_class_arguments(LossConfig, "loss")
     parser.add_class_arguments(OptimizerConfig, "optimizer")
     parser.add_class_arguments(ScheduleConfig, "schedule")
     parser.add_class_arguments(TrainerConfig, "trainer")
     parser.add_class_arguments(CheckpointConfig, "checkpoint")
-    return parser
+
+
+MEMBER_KEYS = ("seed", "out_dir", "allow_shared_group", "model", "data", "loss", "optimizer", "schedule", "trainer",
+               "checkpoint")
+
+
+def member_namespace(ns: Namespace) -> Namespace:
+    """The member's keys of a namespace parsed by a parser with :func:`add_member_arguments` and more."""
+    return Namespace(**{key: ns[key] for key in MEMBER_KEYS if key in ns})
+
+
+def member_defaults_from(config: Path) -> Namespace:
+    """The member options a config file gives, on top of the member defaults; a bad file is one ConfigError line."""
+    return member_namespace(parse_strictly(build_parser(), ["--config", str(config)]))
 
 
 def parse_member_config(args: Sequence[str] | None = None, parser: ArgumentParser | None = None) -> MemberConfig:
@@ -101,19 +123,22 @@ def parse_member_config(args: Sequence[str] | None = None, parser: ArgumentParse
     return cfg
 
 
-def give_the_model_its_own_defaults(parser: ArgumentParser, ns: Namespace, args: Sequence[str]) -> None:
-    """The chosen model's arguments: those given, and the chosen class's own defaults for the rest.
+def give_the_model_its_own_defaults(parser: ArgumentParser, ns: Namespace, args: Sequence[str],
+                                    beneath: str = DEFAULT_MODEL["class_path"]) -> None:
+    """A model class other than the one ``beneath`` (the default model's, or that of the config the command
+    line was parsed on top of) takes the arguments given for it and its own defaults for the rest.
 
-    jsonargparse keeps the arguments that a newly given ``class_path`` shares with the one before it,
-    here the default model's (by design: omni-us/jsonargparse#460), so ``class_path: FCNClassifier``
-    alone would train with the reference model's dropout 0.4 and no standardisation. What was given is
-    read again without defaults, and the class's signature fills in the rest.
+    jsonargparse keeps the arguments that a newly given ``class_path`` shares with the one before it
+    (by design: omni-us/jsonargparse#460), so ``class_path: FCNClassifier`` alone would train with the
+    reference model's dropout 0.4 and no standardisation. What ``args`` give for the chosen class is
+    read again, without defaults and with no other class before it.
     """
-    given = parser.parse_args(list(args), defaults=False).get("model")
-    if not given or not given.get("class_path"):
+    chosen = ns.model.class_path
+    if chosen == beneath:
         return
-    own = model_defaults(given.class_path)
-    ns.model.init_args = Namespace(**(own | dict(vars(given.get("init_args") or Namespace()))))
+    only_chosen = Namespace(model=Namespace(class_path=chosen))
+    given = parse_strictly(parser, list(args), defaults=False, namespace=only_chosen).get("model.init_args")
+    ns.model.init_args = Namespace(**(model_defaults(chosen) | dict(vars(given or Namespace()))))
 
 
 def model_defaults(class_path: str) -> dict[str, Any]:
@@ -129,10 +154,7 @@ def keep_demo_data_to_its_folder(ns: Namespace, args: Sequence[str]) -> None:
     would otherwise become a run on generated data; there, only an explicit
     ``--data.generate_demo true`` writes it.
     """
-    def given(flag: str) -> bool:
-        return any(arg == flag or arg.startswith(flag + "=") for arg in args)
-
-    if ns.data.generate_demo and given("--data.root") and not given("--data.generate_demo"):
+    if ns.data.generate_demo and flag_given(args, "--data.root") and not flag_given(args, "--data.generate_demo"):
         ns.data.generate_demo = False
 
 

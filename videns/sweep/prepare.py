@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+from jsonargparse import Namespace
 
-from videns.config import MemberConfig, build_parser, config_hash, member_config_from_namespace, parse_member_config
+from videns.config import DEFAULT_OUT_DIR, MemberConfig, build_parser, config_hash, member_config_from_namespace
 from videns.errors import ConfigError
 from videns.folders import SweepFolder, make_private
 from videns.io import write_text_atomically
@@ -23,13 +24,14 @@ log = logging.getLogger(__name__)
 
 
 def open_sweep(folder: SweepFolder, sweep_file: Path | None, search: str | None, choices: dict[str, Any],
-               member_args: list[str], trials: int | None, write: bool) -> SweepSettings:
+               member: Namespace, member_overrides: bool, trials: int | None, write: bool) -> SweepSettings:
     """The checked sweep of a command line: from a sweep file (a new sweep, or one that must match the
     folder's), or from the folder alone. ``choices`` override the file's sampler/pruner/objective;
-    ``member_args`` (``--trainer.max_epochs 20``) apply to every trial. Writes only when ``write``."""
+    ``member`` holds the member options every trial starts from (the file's recipe, with the command
+    line's overrides, such as ``--trainer.max_epochs 20``). Writes only when ``write``."""
     if sweep_file is None:
-        if member_args or not folder.exists():
-            why = "with member overrides" if member_args else "to start a sweep"
+        if member_overrides or not folder.exists():
+            why = "with member overrides" if member_overrides else "to start a sweep"
             raise ConfigError(f"--config SWEEP_FILE is needed {why} ({folder.root} is "
                               f"{'a' if folder.exists() else 'not a'} sweep folder)")
         settings = folder.settings()
@@ -39,7 +41,7 @@ def open_sweep(folder: SweepFolder, sweep_file: Path | None, search: str | None,
         return settings
     spec = load_sweep_file(sweep_file, search)
     spec = dataclasses.replace(spec, **{k: v for k, v in choices.items() if v is not None})
-    base = parse_member_config(["--config", str(spec.recipe), *member_args])
+    base = member_config_from_namespace(build_parser(), Namespace(out_dir=DEFAULT_OUT_DIR, **vars(member.clone())))
     if not write:
         check_space(base_resolved(base), spec, str(sweep_file))
         return SweepSettings(spec, trials or 0)
