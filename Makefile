@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 # A local CPU wheel that pip's find-links serves on machines like ours.
 TORCH_CPU_WHEEL := $(or $(PIP_FIND_LINKS),/opt/wheels)/torch-$(TORCH_VERSION)+cpu*.whl
 
-.PHONY: install demo test test-fast bench gpu-check docs docs-serve clean
+.PHONY: install demo test lint test-fast bench gpu-check docs docs-serve clean
 
 install: $(STAMP)
 
@@ -32,8 +32,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	VIDENS_SITE=$${VIDENS_SITE:-local} $(PY) -m jobs.launch --array 4 --config configs/demo.yaml
 
-test: $(STAMP)
+# Lint and format are checked before the tests: a diff ruff would change fails here, in seconds.
+test: lint
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slurm and not slow"

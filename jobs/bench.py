@@ -2,7 +2,8 @@
 
 Generates data shaped like the reference video features (D=1280, up to 73 frames; all-73
 and a variable mix), runs the loader, training, checkpoint, ensemble, ECG (the heartbeat
-models on their own beat-shaped data) and (with a GPU) CUDA sections on it, writes every figure to FILE.json and prints the ratios as a table.
+models on their own beat-shaped data) and (with a GPU) CUDA sections on it, writes every
+figure to FILE.json and prints the ratios as a table.
 
 ``--submit`` runs the same measurement as one SLURM job instead (site profile
 and ``--slurm.*`` as for ``jobs.launch``), so it measures what a member gets:
@@ -16,7 +17,14 @@ from pathlib import Path
 from jsonargparse import ActionYesNo, ArgumentParser
 
 from slurm.cluster import ClusterConfig, choose_cluster, cluster_config
-from slurm.single_job import DECIDING_SUBMIT, SUBMIT_OPTIONS, LoggedCall, add_submit_options, submit_defaults, submit_single
+from slurm.single_job import (
+    DECIDING_SUBMIT,
+    SUBMIT_OPTIONS,
+    LoggedCall,
+    add_submit_options,
+    submit_defaults,
+    submit_single,
+)
 from videns.bench.report import format_table
 from videns.bench.run import SECTIONS, BenchConfig, run_bench
 from videns.cli import parse_with_resolved_defaults, strict_parser
@@ -30,12 +38,21 @@ PROG = "jobs.bench"
 def build_parser() -> ArgumentParser:
     parser = strict_parser(prog=PROG, description=BenchConfig.__doc__.splitlines()[0])
     parser.add_class_arguments(BenchConfig, as_positional=False, skip={"quick", "tiny", "sections"})
-    parser.add_argument("--quick", action=ActionYesNo, default=False,
-                        help="The quick profile (about 3 minutes on 2 CPU cores) instead of the full one.")
-    parser.add_argument("--tiny", action=ActionYesNo, default=False,
-                        help="The tiny profile, for tests: seconds, and figures that mean nothing.")
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
-                        help="Run only these sections.")
+    parser.add_argument(
+        "--quick",
+        action=ActionYesNo,
+        default=False,
+        help="The quick profile (about 3 minutes on 2 CPU cores) instead of the full one.",
+    )
+    parser.add_argument(
+        "--tiny",
+        action=ActionYesNo,
+        default=False,
+        help="The tiny profile, for tests: seconds, and figures that mean nothing.",
+    )
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="Run only these sections."
+    )
     add_submit_options(parser, "the bench")
     return parser
 
@@ -59,15 +76,21 @@ def run_here(cfg: BenchConfig) -> int:
     with user_errors_as_one_line(PROG):
         result = run_bench(cfg)
     print(format_table(result), end="")
-    print(f"{cfg.profile.name} profile, {result['host']['device']}, {result['host']['torch_threads']} threads, "
-          f"{result['total_s']:.0f}s; results: {cfg.out}")
+    print(
+        f"{cfg.profile.name} profile, {result['host']['device']}, {result['host']['torch_threads']} threads, "
+        f"{result['total_s']:.0f}s; results: {cfg.out}"
+    )
     return 0
 
 
 def submit(cfg: BenchConfig, slurm: ClusterConfig, wait: bool) -> int:
     # Absolute paths, since the job may start elsewhere, and the job's cores as torch threads.
-    cfg = replace(cfg, out=cfg.out.resolve(), work_dir=Path(cfg.work_dir).resolve() if cfg.work_dir else None,
-                  threads=cfg.threads or slurm.cpus_per_task)
+    cfg = replace(
+        cfg,
+        out=cfg.out.resolve(),
+        work_dir=Path(cfg.work_dir).resolve() if cfg.work_dir else None,
+        threads=cfg.threads or slurm.cpus_per_task,
+    )
     print(f"results: {cfg.out}")
     return submit_single(LoggedCall(run_here, cfg), slurm, "videns-bench", bench_logs(cfg.out), wait)
 

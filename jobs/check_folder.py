@@ -20,8 +20,9 @@ PROG = "jobs.check_folder"
 def build_parser() -> ArgumentParser:
     parser = strict_parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, required=True, help="The run or sweep folder.")
-    parser.add_argument("--allow_shared_group", action=ActionYesNo, default=False,
-                        help="Accept group-writable entries, with a warning.")
+    parser.add_argument(
+        "--allow_shared_group", action=ActionYesNo, default=False, help="Accept group-writable entries, with a warning."
+    )
     return parser
 
 

@@ -11,15 +11,23 @@ from pathlib import Path
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from videns.data.tabular import convert_tables
 from videns.cli import parse_strictly, strict_parser
+from videns.data.tabular import convert_tables
 from videns.errors import user_errors_as_one_line
 
 PROG = "jobs.convert"
 
 
-def convert(train: Path, test: Path, out_dir: Path, val_fraction: float = 0.2, seed: int = 0,
-            pad_to: int | None = None, class_names: str | None = None, overwrite: bool = False) -> dict[str, Path]:
+def convert(
+    train: Path,
+    test: Path,
+    out_dir: Path,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    pad_to: int | None = None,
+    class_names: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, Path]:
     """Convert tabular beats (CSV or parquet) to HDF5 train/val/test splits.
 
     Args:
@@ -33,8 +41,16 @@ def convert(train: Path, test: Path, out_dir: Path, val_fraction: float = 0.2, s
         class_names: comma-separated names in id order (None: N,S,V,F,Q for 5 classes, else the ids).
         overwrite: replace existing split files.
     """
-    return convert_tables(train, test, out_dir, val_fraction=val_fraction, seed=seed, pad_to=pad_to,
-                          class_names=class_names.split(",") if class_names else None, overwrite=overwrite)
+    return convert_tables(
+        train,
+        test,
+        out_dir,
+        val_fraction=val_fraction,
+        seed=seed,
+        pad_to=pad_to,
+        class_names=class_names.split(",") if class_names else None,
+        overwrite=overwrite,
+    )
 
 
 def build_parser() -> ArgumentParser:

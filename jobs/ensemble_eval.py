@@ -31,19 +31,36 @@ PROG = "jobs.ensemble_eval"
 
 def build_parser() -> ArgumentParser:
     parser = strict_parser(prog=PROG, description=EnsembleEvalConfig.__doc__.splitlines()[0])
-    parser.add_class_arguments(EnsembleEvalConfig, as_positional=False,
-                               skip={"members", "tta", "mondrian", "library"})
+    parser.add_class_arguments(EnsembleEvalConfig, as_positional=False, skip={"members", "tta", "mondrian", "library"})
     # Written out so the command line reads `--tta` and `--members 1 2`, not `--tta true` and `--members [1,2]`.
-    parser.add_argument("--tta", action=ActionYesNo, default=False,
-                        help="Average each member over the views none/reverse/speed_up/speed_down first.")
-    parser.add_argument("--mondrian", action=ActionYesNo, default=False,
-                        help="Calibrate the prediction sets per class (class-conditional coverage).")
-    parser.add_argument("--members", type=int, nargs="+", default=None,
-                        help="Evaluate only these seeds (default: every member of the run).")
-    parser.add_argument("--library", type=str, nargs="+", default=None,
-                        help="Instead of --run_dir: run and sweep folders whose finished models form the pool a "
-                             "library ensemble is selected from (written to --out_dir, default "
-                             "FIRST_DIR/library_ensemble/).")
+    parser.add_argument(
+        "--tta",
+        action=ActionYesNo,
+        default=False,
+        help="Average each member over the views none/reverse/speed_up/speed_down first.",
+    )
+    parser.add_argument(
+        "--mondrian",
+        action=ActionYesNo,
+        default=False,
+        help="Calibrate the prediction sets per class (class-conditional coverage).",
+    )
+    parser.add_argument(
+        "--members",
+        type=int,
+        nargs="+",
+        default=None,
+        help="Evaluate only these seeds (default: every member of the run).",
+    )
+    parser.add_argument(
+        "--library",
+        type=str,
+        nargs="+",
+        default=None,
+        help="Instead of --run_dir: run and sweep folders whose finished models form the pool a "
+        "library ensemble is selected from (written to --out_dir, default "
+        "FIRST_DIR/library_ensemble/).",
+    )
     return parser
 
 

@@ -26,8 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 def commands() -> Commands:
     """This checkout's tests, entry points and demo config, run by this Python."""
     module = [sys.executable, "-m"]
-    return Commands(pytest=[*module, "pytest", str(REPO / "tests")], train=[*module, "jobs.train"],
-                    launch=[*module, "jobs.launch"], demo_config=REPO / "configs" / "demo.yaml", cwd=REPO)
+    return Commands(
+        pytest=[*module, "pytest", str(REPO / "tests")],
+        train=[*module, "jobs.train"],
+        launch=[*module, "jobs.launch"],
+        demo_config=REPO / "configs" / "demo.yaml",
+        cwd=REPO,
+    )
 
 
 def build_parser() -> ArgumentParser:

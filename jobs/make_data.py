@@ -14,8 +14,15 @@ from videns.errors import user_errors_as_one_line
 PROG = "jobs.make_data"
 
 
-def make_data(*, out_dir: Path, kind: Literal["video", "series"] = "video", num_videos: int = 800, feature_dim: int = 32,
-              max_frames: int = 73, seed: int = 0) -> None:
+def make_data(
+    *,
+    out_dir: Path,
+    kind: Literal["video", "series"] = "video",
+    num_videos: int = 800,
+    feature_dim: int = 32,
+    max_frames: int = 73,
+    seed: int = 0,
+) -> None:
     """Generate train/val/test splits (60/20/20).
 
     Args:
@@ -30,8 +37,9 @@ def make_data(*, out_dir: Path, kind: Literal["video", "series"] = "video", num_
     if kind == "series":
         paths = write_series_data(out_dir, num_series=num_videos, max_length=max(max_frames, 48), seed=seed)
     else:
-        paths = write_demo_data(out_dir, num_videos=num_videos, feature_dim=feature_dim, max_frames=max_frames,
-                                seed=seed)
+        paths = write_demo_data(
+            out_dir, num_videos=num_videos, feature_dim=feature_dim, max_frames=max_frames, seed=seed
+        )
     for split, path in paths.items():
         print(f"{split}: {path}")
 

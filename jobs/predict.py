@@ -16,10 +16,17 @@ from dataclasses import replace
 from jsonargparse import ActionYesNo, ArgumentParser
 
 from slurm.cluster import choose_cluster, cluster_config
-from slurm.single_job import DECIDING_SUBMIT, SUBMIT_OPTIONS, LoggedCall, add_submit_options, submit_defaults, submit_single
+from slurm.single_job import (
+    DECIDING_SUBMIT,
+    SUBMIT_OPTIONS,
+    LoggedCall,
+    add_submit_options,
+    submit_defaults,
+    submit_single,
+)
 from videns.cli import parse_with_resolved_defaults, strict_parser
-from videns.ensemble.predict_file import PredictConfig, apply_ensemble, check_prediction, format_summary
 from videns.ensemble.combine import COMBINATIONS
+from videns.ensemble.predict_file import PredictConfig, apply_ensemble, check_prediction, format_summary
 from videns.errors import user_errors_as_one_line
 from videns.folders import predict_logs
 
@@ -30,14 +37,27 @@ def build_parser() -> ArgumentParser:
     parser = strict_parser(prog=PROG, description=PredictConfig.__doc__.splitlines()[0])
     parser.add_class_arguments(PredictConfig, as_positional=False, skip={"tta", "overwrite", "combine", "mondrian"})
     # Written out so the command line reads `--tta` and `--overwrite`, not `--tta true`.
-    parser.add_argument("--tta", action=ActionYesNo, default=None,
-                        help="Average each member over the test-time views (default: as the run's ensemble job did).")
-    parser.add_argument("--combine", choices=COMBINATIONS, default=None,
-                        help="Combination to apply, with its own weights and temperature (default: the run's choice).")
-    parser.add_argument("--mondrian", action=ActionYesNo, default=None,
-                        help="Calibrate the prediction sets per class (default: as the run's ensemble job did).")
-    parser.add_argument("--overwrite", action=ActionYesNo, default=False,
-                        help="Replace an existing output instead of refusing.")
+    parser.add_argument(
+        "--tta",
+        action=ActionYesNo,
+        default=None,
+        help="Average each member over the test-time views (default: as the run's ensemble job did).",
+    )
+    parser.add_argument(
+        "--combine",
+        choices=COMBINATIONS,
+        default=None,
+        help="Combination to apply, with its own weights and temperature (default: the run's choice).",
+    )
+    parser.add_argument(
+        "--mondrian",
+        action=ActionYesNo,
+        default=None,
+        help="Calibrate the prediction sets per class (default: as the run's ensemble job did).",
+    )
+    parser.add_argument(
+        "--overwrite", action=ActionYesNo, default=False, help="Replace an existing output instead of refusing."
+    )
     add_submit_options(parser, "the prediction")
     return parser
 
@@ -59,8 +79,14 @@ def main(args: list[str] | None = None) -> int:
         slurm = cluster_config(ns)
         choose_cluster("slurm")  # one clear line when there is no SLURM here
         check_prediction(cfg)  # every input problem on this node, before the job waits in the queue
-    cfg = replace(cfg, run_dir=cfg.run_dir and cfg.run_dir.resolve(), ensemble_dir=cfg.ensemble_dir and
-                  cfg.ensemble_dir.resolve(), input=cfg.input.resolve(), out=cfg.out.resolve(), progress="off")
+    cfg = replace(
+        cfg,
+        run_dir=cfg.run_dir and cfg.run_dir.resolve(),
+        ensemble_dir=cfg.ensemble_dir and cfg.ensemble_dir.resolve(),
+        input=cfg.input.resolve(),
+        out=cfg.out.resolve(),
+        progress="off",
+    )
     return submit_single(LoggedCall(predict_here, cfg), slurm, "videns-predict", predict_logs(cfg.out), opts["wait"])
 
 

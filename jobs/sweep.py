@@ -33,27 +33,41 @@ MEMBER_HEADING = "Member options for every trial, as for jobs.train (on top of t
 def build_parser() -> ArgumentParser:
     # print_config=None: --print_config is ours (the search, as a sweep file), not jsonargparse's
     parser = strict_parser(prog=PROG, print_config=None, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path | None, default=None,
-                        help="Sweep file (recipe + space, or searches); see configs/sweep_ecg.yaml.")
+    parser.add_argument(
+        "--config",
+        type=Path | None,
+        default=None,
+        help="Sweep file (recipe + space, or searches); see configs/sweep_ecg.yaml.",
+    )
     parser.add_argument("--search", type=str | None, default=None, help="Which of the file's searches to run.")
     parser.add_argument("--trials", type=int | None, default=None, help="N: the sweep ends when N trials are finished.")
     parser.add_argument("--array", type=int, default=1, help="K: workers (array tasks) running trials side by side.")
     parser.add_argument("--run_dir", type=Path, required=True, help="Sweep folder; an existing one is continued.")
-    parser.add_argument("--cluster", type=Cluster, default="auto",
-                        help="slurm, local, or auto: slurm when its controller answers.")
+    parser.add_argument(
+        "--cluster", type=Cluster, default="auto", help="slurm, local, or auto: slurm when its controller answers."
+    )
     parser.add_argument("--sampler", type=SamplerName | None, default=None, help="Overrides the sweep file.")
     parser.add_argument("--pruner", type=PrunerName | None, default=None, help="Overrides the sweep file.")
     parser.add_argument("--objective", type=Objective | None, default=None, help="Overrides the sweep file.")
-    parser.add_argument("--dry_run", action=ActionYesNo, default=False,
-                        help="Check everything, print the sbatch script; write nothing.")
-    parser.add_argument("--print_config", action=ActionYesNo, default=False,
-                        help="Print the search this command would run (the folder's, or --config's with the "
-                             "overrides above) as a sweep file for --config; write nothing.")
-    parser.add_argument("--wait", action=ActionYesNo, default=False,
-                        help="On SLURM, wait for the workers and print the top 10.")
-    parser.add_argument("--worker", action=ActionYesNo, default=False, help="Run one worker in this process, then exit.")
-    parser.add_argument("--export", action=ActionYesNo, default=False,
-                        help="Only rewrite trials.csv, the top 10 and best_config.yaml.")
+    parser.add_argument(
+        "--dry_run", action=ActionYesNo, default=False, help="Check everything, print the sbatch script; write nothing."
+    )
+    parser.add_argument(
+        "--print_config",
+        action=ActionYesNo,
+        default=False,
+        help="Print the search this command would run (the folder's, or --config's with the "
+        "overrides above) as a sweep file for --config; write nothing.",
+    )
+    parser.add_argument(
+        "--wait", action=ActionYesNo, default=False, help="On SLURM, wait for the workers and print the top 10."
+    )
+    parser.add_argument(
+        "--worker", action=ActionYesNo, default=False, help="Run one worker in this process, then exit."
+    )
+    parser.add_argument(
+        "--export", action=ActionYesNo, default=False, help="Only rewrite trials.csv, the top 10 and best_config.yaml."
+    )
     add_cluster_arguments(parser)
     add_member_arguments(parser, config=False, out_dir=False, title=MEMBER_HEADING)
     return parser

@@ -27,11 +27,16 @@ def main(args: list[str] | None = None) -> int:
         cfg = parse_member_config(args, build_parser())
         outcome = train_member_logged(cfg)
     if outcome.status == "interrupted":
-        print(f"interrupted at epoch {outcome.epoch + 1}; checkpoint saved in {cfg.out_dir}; "
-              "run the same command to resume", file=sys.stderr)
+        print(
+            f"interrupted at epoch {outcome.epoch + 1}; checkpoint saved in {cfg.out_dir}; "
+            "run the same command to resume",
+            file=sys.stderr,
+        )
         return ExitCode.STOPPED
-    print(f"seed {cfg.seed}: best val accuracy {outcome.best_val_accuracy:.4f} at epoch {outcome.best_epoch} "
-          f"({outcome.stop_reason}); best model in {MemberFolder(cfg.out_dir).best}")
+    print(
+        f"seed {cfg.seed}: best val accuracy {outcome.best_val_accuracy:.4f} at epoch {outcome.best_epoch} "
+        f"({outcome.stop_reason}); best model in {MemberFolder(cfg.out_dir).best}"
+    )
     return 0
 
 

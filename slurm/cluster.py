@@ -9,11 +9,11 @@ it too, so a laptop run behaves like a cluster run.
 import argparse
 import logging
 import os
-from argparse import ArgumentError
 import shlex
 import shutil
 import subprocess
 import sys
+from argparse import ArgumentError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,9 +21,9 @@ from typing import Any, Literal
 import submitit
 from jsonargparse import ArgumentParser, Namespace
 
-from videns.cli import strict_parser
 from slurm.queue import ControllerSilent
 from slurm.submitit_private import sbatch_script
+from videns.cli import strict_parser
 from videns.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -76,16 +76,25 @@ class ClusterConfig:
     extra_sbatch: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        problems = [f"slurm.{name} must be >= {low}, got {value}" for name, value, low in (
-            ("cpus_per_task", self.cpus_per_task, 1), ("time_min", self.time_min, 1),
-            ("signal_delay_s", self.signal_delay_s, 1), ("array_parallelism", self.array_parallelism, 1),
-            ("max_requeue_on_timeout", self.max_requeue_on_timeout, 0),
-            ("ensemble_time_min", self.ensemble_time_min, 1)) if value < low]
+        problems = [
+            f"slurm.{name} must be >= {low}, got {value}"
+            for name, value, low in (
+                ("cpus_per_task", self.cpus_per_task, 1),
+                ("time_min", self.time_min, 1),
+                ("signal_delay_s", self.signal_delay_s, 1),
+                ("array_parallelism", self.array_parallelism, 1),
+                ("max_requeue_on_timeout", self.max_requeue_on_timeout, 0),
+                ("ensemble_time_min", self.ensemble_time_min, 1),
+            )
+            if value < low
+        ]
         if self.mem_gb <= 0:
             problems.append(f"slurm.mem_gb must be > 0, got {self.mem_gb}")
         if self.signal_delay_s >= self.time_min * 60:
-            problems.append(f"slurm.signal_delay_s ({self.signal_delay_s}) must be shorter than "
-                            f"slurm.time_min ({self.time_min} min), or USR2 would come at the start")
+            problems.append(
+                f"slurm.signal_delay_s ({self.signal_delay_s}) must be shorter than "
+                f"slurm.time_min ({self.time_min} min), or USR2 would come at the start"
+            )
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -107,9 +116,13 @@ def site_profile(name: str) -> Path:
 def add_cluster_arguments(parser: ArgumentParser) -> None:
     """``--site`` and the ``--slurm.*`` group. Their values come from :func:`site_defaults` and
     :func:`cluster_config`, in the second step of :func:`videns.cli.parse_with_resolved_defaults`."""
-    parser.add_argument("--site", type=str | None, default=None,
-                        help=f"Site profile: slurm/sites/<NAME>.yaml or a path (default ${SITE_ENV}); it sets the "
-                             "defaults of the --slurm.* options, and those given override it.")
+    parser.add_argument(
+        "--site",
+        type=str | None,
+        default=None,
+        help=f"Site profile: slurm/sites/<NAME>.yaml or a path (default ${SITE_ENV}); it sets the "
+        "defaults of the --slurm.* options, and those given override it.",
+    )
     parser.add_class_arguments(ClusterConfig, "slurm")
 
 
@@ -136,6 +149,7 @@ def cluster_config(ns: Namespace) -> ClusterConfig:
 
 # ---------------------------------------------------------------- choosing a cluster
 
+
 def choose_cluster(requested: Cluster, launched_on: str | None = None) -> Literal["slurm", "local"]:
     """``auto``: SLURM when sbatch exists and the controller answers, else local (logged).
 
@@ -144,13 +158,17 @@ def choose_cluster(requested: Cluster, launched_on: str | None = None) -> Litera
     """
     if requested != "auto":
         if requested == "slurm" and shutil.which("sbatch") is None:
-            raise ConfigError("--cluster slurm: no sbatch on PATH (use --cluster local, or start "
-                              "the local SLURM with slurm/local/start.sh)")
+            raise ConfigError(
+                "--cluster slurm: no sbatch on PATH (use --cluster local, or start "
+                "the local SLURM with slurm/local/start.sh)"
+            )
         return requested
     if launched_on == "slurm" and not (shutil.which("sbatch") and controller_answers()):
-        raise ControllerSilent("this run was launched on SLURM, and the SLURM controller does not answer "
-                               "'scontrol ping' here: nothing is started locally; relaunch once it answers, "
-                               "or pass --cluster local to run the members on this machine on purpose")
+        raise ControllerSilent(
+            "this run was launched on SLURM, and the SLURM controller does not answer "
+            "'scontrol ping' here: nothing is started locally; relaunch once it answers, "
+            "or pass --cluster local to run the members on this machine on purpose"
+        )
     if shutil.which("sbatch") is None:
         log.info("no sbatch on PATH: running locally")
         return "local"
@@ -170,8 +188,16 @@ def controller_answers() -> bool:
 
 # ---------------------------------------------------------------- SLURM
 
-def slurm_parameters(cfg: ClusterConfig, job_name: str, *, ensemble: bool = False, dependency: str | None = None,
-                     guard: Path | None = None, allow_shared_group: bool = False) -> dict[str, Any]:
+
+def slurm_parameters(
+    cfg: ClusterConfig,
+    job_name: str,
+    *,
+    ensemble: bool = False,
+    dependency: str | None = None,
+    guard: Path | None = None,
+    allow_shared_group: bool = False,
+) -> dict[str, Any]:
     """``SlurmExecutor.update_parameters`` keywords for the member array or the ensemble job.
 
     ``guard``: the folder whose job files the task will unpickle; the script checks
@@ -188,8 +214,11 @@ def slurm_parameters(cfg: ClusterConfig, job_name: str, *, ensemble: bool = Fals
         "mem": _mem(cfg.mem_gb),
         "signal_delay_s": cfg.signal_delay_s,
         "array_parallelism": cfg.array_parallelism,
-        "setup": [f"export PYTHONPATH={shlex.quote(str(code_root()))}${{PYTHONPATH:+:$PYTHONPATH}}", *cfg.setup,
-                  *([folder_guard(guard, allow_shared_group)] if guard is not None else [])],
+        "setup": [
+            f"export PYTHONPATH={shlex.quote(str(code_root()))}${{PYTHONPATH:+:$PYTHONPATH}}",
+            *cfg.setup,
+            *([folder_guard(guard, allow_shared_group)] if guard is not None else []),
+        ],
         "additional_parameters": extra,
     }
     optional = {"partition": cfg.partition, "account": cfg.account, "qos": cfg.qos, "gres": gres or None}
@@ -226,10 +255,11 @@ def code_root() -> Path:
 
 # ---------------------------------------------------------------- local
 
+
 @dataclass
 class LocalPlan:
     parallelism: int  # members at once
-    threads: int      # torch threads per member
+    threads: int  # torch threads per member
 
 
 def local_plan(cfg: ClusterConfig, members: int, cpus: int | None = None) -> LocalPlan:
@@ -243,8 +273,9 @@ def local_executor(folder: Path, cfg: ClusterConfig, ensemble: bool = False) -> 
     """submitit's local executor: sends USR2 ``signal_delay_s`` before ``time_min`` and reruns a requeued task."""
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(code_root()), os.environ.get("PYTHONPATH")) if p)
     executor = submitit.LocalExecutor(folder=folder, max_num_timeout=cfg.max_requeue_on_timeout)
-    executor.update_parameters(timeout_min=cfg.ensemble_time_min if ensemble else cfg.time_min,
-                               signal_delay_s=cfg.signal_delay_s)
+    executor.update_parameters(
+        timeout_min=cfg.ensemble_time_min if ensemble else cfg.time_min, signal_delay_s=cfg.signal_delay_s
+    )
     return executor
 
 

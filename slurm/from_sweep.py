@@ -24,14 +24,18 @@ class SweepSelection:
     """The trials a run retrains, and which trial each of its members trains."""
 
     sweep: Path
-    trials: list[int]          # best first
+    trials: list[int]  # best first
     trial_configs: dict[int, Path]
     seeds_per_trial: int
-    members: dict[int, int]    # seed -> trial number, in launch order
+    members: dict[int, int]  # seed -> trial number, in launch order
 
     def to_json(self) -> dict[str, Any]:
-        return {"sweep": str(self.sweep), "trials": self.trials, "seeds_per_trial": self.seeds_per_trial,
-                "members": {str(seed): trial for seed, trial in self.members.items()}}
+        return {
+            "sweep": str(self.sweep),
+            "trials": self.trials,
+            "seeds_per_trial": self.seeds_per_trial,
+            "members": {str(seed): trial for seed, trial in self.members.items()},
+        }
 
 
 def recorded_selection(run: RunFolder) -> dict[str, Any] | None:
@@ -44,8 +48,9 @@ def recorded_selection(run: RunFolder) -> dict[str, Any] | None:
     return raw
 
 
-def select_members(run: RunFolder, sweep: Path | None, top_k: int | None, seeds: int | None,
-                   base_seed: int) -> SweepSelection:
+def select_members(
+    run: RunFolder, sweep: Path | None, top_k: int | None, seeds: int | None, base_seed: int
+) -> SweepSelection:
     """The run's members: the recorded ones, grown to ``seeds`` per trial; or, at the first launch, the
     ``top_k`` best trials of ``sweep`` with ``seeds`` each, numbered from ``base_seed``."""
     recorded = recorded_selection(run)
@@ -63,16 +68,20 @@ def _first_selection(sweep: Path, top_k: int, seeds: int, base_seed: int) -> Swe
     return SweepSelection(sweep, [t.number for t in trials], {t.number: t.config for t in trials}, seeds, members)
 
 
-def _grown_selection(run: RunFolder, recorded: dict[str, Any], sweep: Path | None, top_k: int | None,
-                     seeds: int | None) -> SweepSelection:
+def _grown_selection(
+    run: RunFolder, recorded: dict[str, Any], sweep: Path | None, top_k: int | None, seeds: int | None
+) -> SweepSelection:
     recorded_sweep = Path(recorded["sweep"])
     trials = [int(t) for t in recorded["trials"]]
     if sweep is not None and Path(sweep).absolute() != recorded_sweep:
-        raise ConfigError(f"{run.root} retrains trials of {recorded_sweep}, not of {Path(sweep).absolute()}; "
-                          "choose another --run_dir")
+        raise ConfigError(
+            f"{run.root} retrains trials of {recorded_sweep}, not of {Path(sweep).absolute()}; choose another --run_dir"
+        )
     if top_k is not None and top_k != len(trials):
-        raise ConfigError(f"{run.root} retrains the top {len(trials)} trials ({trials}); --top_k {top_k} would "
-                          "change them: a run grows by seeds only (choose another --run_dir for other trials)")
+        raise ConfigError(
+            f"{run.root} retrains the top {len(trials)} trials ({trials}); --top_k {top_k} would "
+            "change them: a run grows by seeds only (choose another --run_dir for other trials)"
+        )
     old_seeds = int(recorded.get("seeds_per_trial", 1))
     wanted = old_seeds if seeds is None else seeds
     _check_counts(len(trials), wanted)

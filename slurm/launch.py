@@ -16,8 +16,8 @@ from slurm.cluster import LOG_PATTERN, choose_cluster, local_plan, render_sbatch
 from slurm.launch_plan import LaunchPlan
 from slurm.records import git_revision, now_iso
 from slurm.status import print_status
-from slurm.tasks import EnsembleTask
 from slurm.submit import Submitted, job_name, print_ensemble_output, run_local, submit_slurm, wait_slurm
+from slurm.tasks import EnsembleTask
 from videns.config import dump_run_config
 from videns.data.demo import write_demo_data
 from videns.errors import ExitCode
@@ -46,11 +46,14 @@ def launch(plan: LaunchPlan, args: list[str]) -> int:
         print_ensemble_output(plan.run, submitted.ensemble_job_id)
         return print_status(plan.run)
     try:
-        submitted = run_local(plan.run, plan.to_train, plan.slurm, evaluation(plan), say=print,
-                              on_submit=lambda s: record_jobs(plan, s))
+        submitted = run_local(
+            plan.run, plan.to_train, plan.slurm, evaluation(plan), say=print, on_submit=lambda s: record_jobs(plan, s)
+        )
     except KeyboardInterrupt:
-        print(f"stopped; the same command (or: python -m {PROG} --run_dir {plan.run.root}) resumes the run",
-              file=sys.stderr)
+        print(
+            f"stopped; the same command (or: python -m {PROG} --run_dir {plan.run.root}) resumes the run",
+            file=sys.stderr,
+        )
         return ExitCode.CTRL_C
     print(f"run folder: {plan.run.root}\nreport: {plan.run.ensemble.report_json}")
     return ExitCode.OK if submitted.ensemble_ok and not submitted.failed_members else ExitCode.FAILED
@@ -58,9 +61,15 @@ def launch(plan: LaunchPlan, args: list[str]) -> int:
 
 def evaluation(plan: LaunchPlan) -> EnsembleTask:
     """The dependent job's task: evaluate every member of the run as the launch asked."""
-    return EnsembleTask(str(plan.run.root), tta=plan.tta, combine=plan.combine, coverage=plan.coverage,
-                        mondrian=plan.mondrian, allow_shared_group=plan.member.allow_shared_group,
-                        select=plan.selection is not None)
+    return EnsembleTask(
+        str(plan.run.root),
+        tta=plan.tta,
+        combine=plan.combine,
+        coverage=plan.coverage,
+        mondrian=plan.mondrian,
+        allow_shared_group=plan.member.allow_shared_group,
+        select=plan.selection is not None,
+    )
 
 
 def write_run(plan: LaunchPlan, cluster: str, args: list[str]) -> None:
@@ -71,13 +80,21 @@ def write_run(plan: LaunchPlan, cluster: str, args: list[str]) -> None:
         make_private(folder)
     write_text_atomically(plan.run.config, dump_run_config(plan.member))
     write_member_configs(plan)
-    plan.run.write_launch({
-        "launch_id": uuid.uuid4().hex, plan.run.LAUNCH_SEEDS_KEY: plan.seeds, "trained": plan.to_train,
-        TASKS_KEY: {str(seed): launched_task(plan.config_of(seed), seed) for seed in plan.to_train},
-        "cluster": cluster, "submitted": now_iso(), "git_revision": git_revision(),
-        "command": shlex.join(["python", "-m", PROG, *args]), "config_hash": plan.member.config_hash,
-        "slurm": asdict(plan.slurm), "launcher": {"host": socket.gethostname(), "pid": os.getpid()},
-    })
+    plan.run.write_launch(
+        {
+            "launch_id": uuid.uuid4().hex,
+            plan.run.LAUNCH_SEEDS_KEY: plan.seeds,
+            "trained": plan.to_train,
+            TASKS_KEY: {str(seed): launched_task(plan.config_of(seed), seed) for seed in plan.to_train},
+            "cluster": cluster,
+            "submitted": now_iso(),
+            "git_revision": git_revision(),
+            "command": shlex.join(["python", "-m", PROG, *args]),
+            "config_hash": plan.member.config_hash,
+            "slurm": asdict(plan.slurm),
+            "launcher": {"host": socket.gethostname(), "pid": os.getpid()},
+        }
+    )
 
 
 def write_member_configs(plan: LaunchPlan) -> None:
@@ -94,10 +111,14 @@ def record_jobs(plan: LaunchPlan, submitted: Submitted) -> None:
     """Add the job ids to this launch's record; members finished earlier keep their last job id."""
     record = plan.run.launch()
     earlier = {k: v for old in record.get("previous", []) for k, v in old.get("member_job_ids", {}).items()}
-    record.update(array_job_id=submitted.array_job_id,
-                  member_job_ids={**{str(s): earlier[str(s)] for s in plan.seeds if str(s) in earlier},
-                                  **{str(s): j for s, j in submitted.member_job_ids.items()}},
-                  ensemble_job_id=submitted.ensemble_job_id)
+    record.update(
+        array_job_id=submitted.array_job_id,
+        member_job_ids={
+            **{str(s): earlier[str(s)] for s in plan.seeds if str(s) in earlier},
+            **{str(s): j for s, j in submitted.member_job_ids.items()},
+        },
+        ensemble_job_id=submitted.ensemble_job_id,
+    )
     plan.run.write_launch(record)
 
 
@@ -105,33 +126,45 @@ def print_submitted(plan: LaunchPlan, submitted: Submitted) -> None:
     run = plan.run.root
     ids = ", ".join(f"seed {s} -> {j}" for s, j in submitted.member_job_ids.items()) or "none"
     done = [s for s in plan.seeds if s not in plan.to_train]
-    print(f"run folder: {run}\n"
-          f"members:    array job {submitted.array_job_id or '-'} ({ids})"
-          + (f"; already finished: {', '.join(map(str, done))}" if done else "") + "\n"
-          f"ensemble:   job {submitted.ensemble_job_id} (afterany: runs once every member has ended)\n"
-          f"follow:     python -m jobs.status --run_dir {run}\n"
-          f"            squeue -j {','.join(filter(None, (submitted.array_job_id, submitted.ensemble_job_id)))}\n"
-          + (f"            tail -f {plan.run.member(plan.to_train[0]).log}\n" if plan.to_train else "")
-          + f"report:     {plan.run.ensemble.report_json} (when the ensemble job is done)")
+    print(
+        f"run folder: {run}\n"
+        f"members:    array job {submitted.array_job_id or '-'} ({ids})"
+        + (f"; already finished: {', '.join(map(str, done))}" if done else "")
+        + "\n"
+        f"ensemble:   job {submitted.ensemble_job_id} (afterany: runs once every member has ended)\n"
+        f"follow:     python -m jobs.status --run_dir {run}\n"
+        f"            squeue -j {','.join(filter(None, (submitted.array_job_id, submitted.ensemble_job_id)))}\n"
+        + (f"            tail -f {plan.run.member(plan.to_train[0]).log}\n" if plan.to_train else "")
+        + f"report:     {plan.run.ensemble.report_json} (when the ensemble job is done)"
+    )
 
 
 def print_dry_run(plan: LaunchPlan, cluster: str) -> None:
     folder = plan.run.logs / LOG_PATTERN
     guard = {"guard": plan.run.root, "allow_shared_group": plan.member.allow_shared_group}
     members = slurm_parameters(plan.slurm, job_name(plan.run), **guard)
-    ensemble = slurm_parameters(plan.slurm, job_name(plan.run) + "-ensemble", ensemble=True,
-                                dependency="afterany:<array job id>", **guard)
+    ensemble = slurm_parameters(
+        plan.slurm, job_name(plan.run) + "-ensemble", ensemble=True, dependency="afterany:<array job id>", **guard
+    )
     array = len(plan.to_train) if len(plan.to_train) > 1 else None
     print(f"# dry run: nothing written, nothing submitted. Run folder would be {plan.run.root}")
     if cluster == "local":
         local = local_plan(plan.slurm, len(plan.to_train))
-        print(f"# --cluster resolved to local: {len(plan.to_train)} member(s) would run here, {local.parallelism} "
-              f"at a time with {local.threads} thread(s); below is what a SLURM cluster would get.")
+        print(
+            f"# --cluster resolved to local: {len(plan.to_train)} member(s) would run here, {local.parallelism} "
+            f"at a time with {local.threads} thread(s); below is what a SLURM cluster would get."
+        )
     if plan.selection is not None:
         trained = ", ".join(f"seed {seed} <- trial {trial}" for seed, trial in plan.selection.members.items())
         print(f"# from sweep {plan.selection.sweep}: {trained}")
-    print(f"# member array: seeds {plan.to_train}" + (f" (finished already: {sorted(set(plan.seeds) - set(plan.to_train))})"
-                                                   if len(plan.to_train) < len(plan.seeds) else ""))
+    print(
+        f"# member array: seeds {plan.to_train}"
+        + (
+            f" (finished already: {sorted(set(plan.seeds) - set(plan.to_train))})"
+            if len(plan.to_train) < len(plan.seeds)
+            else ""
+        )
+    )
     if plan.to_train:
         print(render_sbatch(folder, members, array))
     print("# ensemble job, submitted with the array's id")

@@ -20,10 +20,28 @@ from jsonargparse import ArgumentParser, Namespace
 from slurm.cluster import Cluster, ClusterConfig, add_cluster_arguments, cluster_config, code_root, site_defaults
 from slurm.from_sweep import SweepSelection, select_members
 from slurm.queue import query_run_jobs
-from videns.cli import flag_given, is_true, parse_strictly, parse_with_resolved_defaults, read_deciding_options, strict_parser
-from videns.config import (DEFAULT_MODEL, DEFAULT_OUT_DIR, HASH_EXCLUDED, MemberConfig, add_member_arguments, build_parser,
-                           dump_config, give_the_model_its_own_defaults, keep_demo_data_to_its_folder,
-                           member_config_from_namespace, member_defaults_from, run_member_config)
+from videns.cli import (
+    flag_given,
+    is_true,
+    parse_strictly,
+    parse_with_resolved_defaults,
+    read_deciding_options,
+    strict_parser,
+)
+from videns.config import (
+    DEFAULT_MODEL,
+    DEFAULT_OUT_DIR,
+    HASH_EXCLUDED,
+    MemberConfig,
+    add_member_arguments,
+    build_parser,
+    dump_config,
+    give_the_model_its_own_defaults,
+    keep_demo_data_to_its_folder,
+    member_config_from_namespace,
+    member_defaults_from,
+    run_member_config,
+)
 from videns.data import layout
 from videns.ensemble.combine import Combination
 from videns.ensemble.conformal import DEFAULT_COVERAGE, coverage_problem
@@ -35,11 +53,28 @@ from videns.member.train import has_finished
 DEFAULT_CONFIG = code_root() / "configs" / "ensemble.yaml"
 DEFAULT_MEMBERS = 4
 RESULTS_DIR = Path("results")
-LAUNCH_KEYS = ("array", "cluster", "run_dir", "site", "slurm", "dry_run", "force", "wait", "tta", "combine",
-               "coverage", "mondrian", "from_sweep", "top_k", "seeds")
+LAUNCH_KEYS = (
+    "array",
+    "cluster",
+    "run_dir",
+    "site",
+    "slurm",
+    "dry_run",
+    "force",
+    "wait",
+    "tta",
+    "combine",
+    "coverage",
+    "mondrian",
+    "from_sweep",
+    "top_k",
+    "seeds",
+)
 DECIDING = ("config", "run_dir", "from_sweep", "site", "allow_shared_group")  # read before the parse proper
-MEMBER_HEADING = ("Member options, as for jobs.train (--seed is the base seed: member i trains seed --seed + i; "
-                  "each member's folder is RUN/members/seed_<seed>)")
+MEMBER_HEADING = (
+    "Member options, as for jobs.train (--seed is the base seed: member i trains seed --seed + i; "
+    "each member's folder is RUN/members/seed_<seed>)"
+)
 
 
 @dataclass
@@ -48,8 +83,8 @@ class LaunchPlan:
 
     run: RunFolder
     member: MemberConfig  # seed = the base seed; each task has its own seed and out_dir
-    seeds: list[int]      # every member of the run, finished or not
-    to_train: list[int]   # the members that still need a task (finished ones take no queue slot)
+    seeds: list[int]  # every member of the run, finished or not
+    to_train: list[int]  # the members that still need a task (finished ones take no queue slot)
     cluster: Cluster
     slurm: ClusterConfig
     generate_demo: bool
@@ -72,35 +107,72 @@ class LaunchPlan:
 
 def build_launch_parser() -> ArgumentParser:
     # print_config=None: --print_config is the member's, printed after the model's own defaults are filled in
-    parser = strict_parser(prog="jobs.launch", print_config=None,
-                           description="Train an ensemble (one SLURM array task per seed) and evaluate it in a "
-                                       "dependent job. Running the same command again continues the run.")
-    parser.add_argument("--array", type=int | None, default=None,
-                        help=f"Number of members (default {DEFAULT_MEMBERS}, or the run's own count on relaunch).")
-    parser.add_argument("--cluster", type=Cluster, default="auto",
-                        help="slurm, local (submitit's local executor), or auto: slurm when its controller answers.")
-    parser.add_argument("--run_dir", type=Path | None, default=None,
-                        help="Run folder (default results/<config file name>); an existing one is continued, "
-                             "under its own config unless --config is given.")
+    parser = strict_parser(
+        prog="jobs.launch",
+        print_config=None,
+        description="Train an ensemble (one SLURM array task per seed) and evaluate it in a "
+        "dependent job. Running the same command again continues the run.",
+    )
+    parser.add_argument(
+        "--array",
+        type=int | None,
+        default=None,
+        help=f"Number of members (default {DEFAULT_MEMBERS}, or the run's own count on relaunch).",
+    )
+    parser.add_argument(
+        "--cluster",
+        type=Cluster,
+        default="auto",
+        help="slurm, local (submitit's local executor), or auto: slurm when its controller answers.",
+    )
+    parser.add_argument(
+        "--run_dir",
+        type=Path | None,
+        default=None,
+        help="Run folder (default results/<config file name>); an existing one is continued, "
+        "under its own config unless --config is given.",
+    )
     parser.add_argument("--dry_run", action="store_true", help="Print the sbatch scripts; write and submit nothing.")
-    parser.add_argument("--force", action="store_true",
-                        help="Continue a run under a changed config (members resume their checkpoints).")
+    parser.add_argument(
+        "--force", action="store_true", help="Continue a run under a changed config (members resume their checkpoints)."
+    )
     parser.add_argument("--wait", action="store_true", help="On SLURM, wait for the ensemble job and print the status.")
     parser.add_argument("--tta", action="store_true", help="Evaluate the ensemble with test-time augmentation.")
-    parser.add_argument("--combine", type=Combination, default="mean",
-                        help="How the ensemble job combines members, chosen on validation (see jobs.ensemble_eval).")
-    parser.add_argument("--coverage", type=float, default=DEFAULT_COVERAGE,
-                        help="The ensemble job's prediction sets hold the true class this often (split conformal).")
-    parser.add_argument("--mondrian", action="store_true",
-                        help="The ensemble job calibrates its prediction sets per class.")
-    parser.add_argument("--from_sweep", type=Path | None, default=None,
-                        help="Retrain the --top_k best trials of this sweep folder with --seeds seeds each, every "
-                             "member with its trial's exact config; the ensemble job then selects from them "
-                             "(Caruana, on validation). Not with --config or --array.")
-    parser.add_argument("--top_k", type=int | None, default=None,
-                        help="With --from_sweep: how many of the sweep's best complete trials (default 3).")
-    parser.add_argument("--seeds", type=int | None, default=None,
-                        help="With --from_sweep: seeds per trial (default 2); a relaunch with more adds seeds only.")
+    parser.add_argument(
+        "--combine",
+        type=Combination,
+        default="mean",
+        help="How the ensemble job combines members, chosen on validation (see jobs.ensemble_eval).",
+    )
+    parser.add_argument(
+        "--coverage",
+        type=float,
+        default=DEFAULT_COVERAGE,
+        help="The ensemble job's prediction sets hold the true class this often (split conformal).",
+    )
+    parser.add_argument(
+        "--mondrian", action="store_true", help="The ensemble job calibrates its prediction sets per class."
+    )
+    parser.add_argument(
+        "--from_sweep",
+        type=Path | None,
+        default=None,
+        help="Retrain the --top_k best trials of this sweep folder with --seeds seeds each, every "
+        "member with its trial's exact config; the ensemble job then selects from them "
+        "(Caruana, on validation). Not with --config or --array.",
+    )
+    parser.add_argument(
+        "--top_k",
+        type=int | None,
+        default=None,
+        help="With --from_sweep: how many of the sweep's best complete trials (default 3).",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int | None,
+        default=None,
+        help="With --from_sweep: seeds per trial (default 2); a relaunch with more adds seeds only.",
+    )
     add_cluster_arguments(parser)
     add_member_arguments(parser, out_dir=False, title=MEMBER_HEADING)
     return parser
@@ -139,8 +211,10 @@ def default_member_config(decided: argparse.Namespace) -> Path | None:
 
 def plan_launch(args: list[str]) -> LaunchPlan:
     if flag_given(args, "--out_dir"):
-        raise ConfigError("--out_dir is jobs.train's: jobs.launch puts member seed N in RUN/members/seed_N; "
-                          "choose the run folder with --run_dir")
+        raise ConfigError(
+            "--out_dir is jobs.train's: jobs.launch puts member seed N in RUN/members/seed_N; "
+            "choose the run folder with --run_dir"
+        )
     parser = build_launch_parser()
     ns = parse_with_resolved_defaults(parser, args, DECIDING, launch_defaults)
     decided = read_deciding_options(parser, args, DECIDING)
@@ -222,8 +296,9 @@ def lock_run_folder(run: RunFolder, allow_shared_group: bool) -> FolderLock:
     return lock
 
 
-def _checked_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], parsed: ParsedLaunch,
-                  lock: FolderLock | None) -> LaunchPlan:
+def _checked_plan(
+    run: RunFolder, ns: Namespace, opts: dict[str, Any], parsed: ParsedLaunch, lock: FolderLock | None
+) -> LaunchPlan:
     if opts["from_sweep"] is not None or run.from_sweep_file.exists() or opts["top_k"] or opts["seeds"]:
         return _checked_sweep_plan(run, ns, opts, parsed, lock)
     existing = run.seeds() if run.root.is_dir() else None
@@ -238,34 +313,66 @@ def _checked_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], parsed: P
     generate_demo = check_data(member)
     check_relaunch(run, member, opts["force"])
     to_train = [seed for seed in seeds if not has_finished(run.member(seed), member)]
-    return LaunchPlan(run=run, member=member, seeds=seeds, to_train=to_train, cluster=opts["cluster"],
-                      slurm=opts["slurm"], generate_demo=generate_demo, dry_run=opts["dry_run"], force=opts["force"],
-                      wait=opts["wait"], tta=opts["tta"], combine=opts["combine"], coverage=opts["coverage"],
-                      mondrian=opts["mondrian"], lock=lock)
+    return LaunchPlan(
+        run=run,
+        member=member,
+        seeds=seeds,
+        to_train=to_train,
+        cluster=opts["cluster"],
+        slurm=opts["slurm"],
+        generate_demo=generate_demo,
+        dry_run=opts["dry_run"],
+        force=opts["force"],
+        wait=opts["wait"],
+        tta=opts["tta"],
+        combine=opts["combine"],
+        coverage=opts["coverage"],
+        mondrian=opts["mondrian"],
+        lock=lock,
+    )
 
 
-def _checked_sweep_plan(run: RunFolder, ns: Namespace, opts: dict[str, Any], parsed: ParsedLaunch,
-                        lock: FolderLock | None) -> LaunchPlan:
+def _checked_sweep_plan(
+    run: RunFolder, ns: Namespace, opts: dict[str, Any], parsed: ParsedLaunch, lock: FolderLock | None
+) -> LaunchPlan:
     """--from_sweep: every member its trial's config, with the command line's member options on top."""
     if parsed.decided.config:
         raise ConfigError("--from_sweep trains each trial's own config; leave out --config")
     if opts["array"] is not None:
         raise ConfigError("--from_sweep sets the members by --top_k and --seeds; leave out --array")
     if run.config.exists() and not run.from_sweep_file.exists():
-        raise ConfigError(f"--run_dir {run.root} is a run of one config, not of a sweep's trials; "
-                          "choose another --run_dir")
+        raise ConfigError(
+            f"--run_dir {run.root} is a run of one config, not of a sweep's trials; choose another --run_dir"
+        )
     selection = select_members(run, opts["from_sweep"], opts["top_k"], opts["seeds"], ns.seed)
-    configs = {seed: _trial_member(run, selection.trial_configs[trial], seed, parsed, opts["force"])
-               for seed, trial in selection.members.items()}
+    configs = {
+        seed: _trial_member(run, selection.trial_configs[trial], seed, parsed, opts["force"])
+        for seed, trial in selection.members.items()
+    }
     seeds = list(selection.members)
     member = configs[seeds[0]]
     generate_demo = check_data(member)
     check_sweep_relaunch(run, configs, opts["force"])
     to_train = [seed for seed in seeds if not has_finished(run.member(seed), configs[seed])]
-    return LaunchPlan(run=run, member=member, seeds=seeds, to_train=to_train, cluster=opts["cluster"],
-                      slurm=opts["slurm"], generate_demo=generate_demo, dry_run=opts["dry_run"], force=opts["force"],
-                      wait=opts["wait"], tta=opts["tta"], combine="greedy", coverage=opts["coverage"],
-                      mondrian=opts["mondrian"], lock=lock, member_configs=configs, selection=selection)
+    return LaunchPlan(
+        run=run,
+        member=member,
+        seeds=seeds,
+        to_train=to_train,
+        cluster=opts["cluster"],
+        slurm=opts["slurm"],
+        generate_demo=generate_demo,
+        dry_run=opts["dry_run"],
+        force=opts["force"],
+        wait=opts["wait"],
+        tta=opts["tta"],
+        combine="greedy",
+        coverage=opts["coverage"],
+        mondrian=opts["mondrian"],
+        lock=lock,
+        member_configs=configs,
+        selection=selection,
+    )
 
 
 def _trial_member(run: RunFolder, trial_config: Path, seed: int, parsed: ParsedLaunch, force: bool) -> MemberConfig:
@@ -295,9 +402,11 @@ def check_sweep_relaunch(run: RunFolder, configs: dict[int, MemberConfig], force
         saved = run_member_config(run.member_config(seed), seed, cfg.out_dir)
         if saved.config_hash != cfg.config_hash and not force:
             changes = "; ".join(config_changes(saved.resolved, cfg.resolved)) or "seed or model"
-            raise ConfigError(f"{run.root}: member seed {seed} was started with another config ({changes}); "
-                              f"relaunch with the same options, pass --force to continue under the new ones, "
-                              "or choose another --run_dir")
+            raise ConfigError(
+                f"{run.root}: member seed {seed} was started with another config ({changes}); "
+                f"relaunch with the same options, pass --force to continue under the new ones, "
+                "or choose another --run_dir"
+            )
 
 
 def check_data(cfg: MemberConfig) -> bool:
@@ -308,10 +417,12 @@ def check_data(cfg: MemberConfig) -> bool:
         return False
     if cfg.data.generate_demo and len(missing) == len(layout.SPLITS):
         return True
-    raise DataError(f"data.root {root} lacks {', '.join(missing)}: put the feature files there or pass "
-                    "--data.root DIR; to try the suite on generated demo data instead: "
-                    "python -m jobs.launch --array 4 --config configs/demo.yaml (add --data.generate_demo true "
-                    "to write the demo data into another --data.root)")
+    raise DataError(
+        f"data.root {root} lacks {', '.join(missing)}: put the feature files there or pass "
+        "--data.root DIR; to try the suite on generated demo data instead: "
+        "python -m jobs.launch --array 4 --config configs/demo.yaml (add --data.generate_demo true "
+        "to write the demo data into another --data.root)"
+    )
 
 
 def check_relaunch(run: RunFolder, cfg: MemberConfig, force: bool) -> None:
@@ -321,16 +432,19 @@ def check_relaunch(run: RunFolder, cfg: MemberConfig, force: bool) -> None:
     check_private(run.root, cfg.allow_shared_group)
     if not run.config.exists():
         if any(p.name != run.lock.name for p in run.root.iterdir()):
-            raise ConfigError(f"--run_dir {run.root} exists but is not a run folder (no {run.config.name}); "
-                              "choose another --run_dir")
+            raise ConfigError(
+                f"--run_dir {run.root} exists but is not a run folder (no {run.config.name}); choose another --run_dir"
+            )
         return
     check_nothing_running(run)
     saved = run_member_config(run.config, cfg.seed, cfg.out_dir)
     if saved.config_hash != cfg.config_hash and not force:
         changes = "; ".join(config_changes(saved.resolved, cfg.resolved)) or "seed or model"
-        raise ConfigError(f"{run.root} was started with another config ({changes}): relaunch it with its own "
-                          f"settings (--run_dir {run.root} alone reuses them), pass --force to continue it under "
-                          "the new ones, or choose another --run_dir")
+        raise ConfigError(
+            f"{run.root} was started with another config ({changes}): relaunch it with its own "
+            f"settings (--run_dir {run.root} alone reuses them), pass --force to continue it under "
+            "the new ones, or choose another --run_dir"
+        )
 
 
 def check_nothing_running(run: RunFolder) -> None:
@@ -345,22 +459,29 @@ def check_nothing_running(run: RunFolder) -> None:
         jobs = query_run_jobs(ids)
         active = [i for i in ids if i in jobs and jobs[i].active]
         if active:
-            raise ConfigError(f"{run.root}: job(s) {', '.join(active)} of its last launch are still queued or "
-                              f"running; wait for them (python -m jobs.status --run_dir {run.root}) or scancel "
-                              "them, then relaunch")
+            raise ConfigError(
+                f"{run.root}: job(s) {', '.join(active)} of its last launch are still queued or "
+                f"running; wait for them (python -m jobs.status --run_dir {run.root}) or scancel "
+                "them, then relaunch"
+            )
     for seed in launch.get("seeds", []):
         member = run.member(seed)
         if holder_of(member.lock) is not None:
-            raise LockHeld(f"{member.root}: still being trained by {describe_holder(member.lock)}; "
-                           "wait for it to end, or stop it first")
+            raise LockHeld(
+                f"{member.root}: still being trained by {describe_holder(member.lock)}; "
+                "wait for it to end, or stop it first"
+            )
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """``key: old -> new`` for every hashed setting that differs."""
     a, b = _flatten(old), _flatten(new)
     excluded = tuple(HASH_EXCLUDED)
-    keys = [k for k in sorted(a.keys() | b.keys())
-            if a.get(k) != b.get(k) and not any(k == e or k.startswith(e + ".") for e in excluded)]
+    keys = [
+        k
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k) and not any(k == e or k.startswith(e + ".") for e in excluded)
+    ]
     return [f"{k}: {json.dumps(a.get(k))} -> {json.dumps(b.get(k))}" for k in keys]
 
 

@@ -31,10 +31,11 @@ _UNKNOWN_JOB = re.compile(r"Invalid job id", re.IGNORECASE)
 
 class ControllerSilent(UserError):
     """The SLURM controller did not answer, after retries: nothing can be concluded about the jobs."""
+
+
 # SLURM's job states, grouped once for every caller. Anything else (COMPLETED, FAILED,
 # CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, ...) means the job has left the queue.
-RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED",
-                            "RESIZING"})
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "RESIZING"})
 REQUEUED_STATES = frozenset({"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED"})
 ACTIVE_STATES = frozenset({"PENDING"}) | RUNNING_STATES | REQUEUED_STATES
 _FIELD = re.compile(r"(\S+?)=(\S*)")
@@ -44,8 +45,8 @@ _FIELD = re.compile(r"(\S+?)=(\S*)")
 class JobInfo:
     """One job (or array element) as SLURM reports it."""
 
-    job_id: str          # "123" or, for an array element, "123_4"
-    state: str           # PENDING, RUNNING, COMPLETED, FAILED, ...
+    job_id: str  # "123" or, for an array element, "123_4"
+    state: str  # PENDING, RUNNING, COMPLETED, FAILED, ...
     reason: str = ""
     restarts: int = 0
     start_time: str = ""
@@ -93,8 +94,10 @@ def query_jobs(job_ids: list[str]) -> dict[str, JobInfo] | None:
 def query_run_jobs(job_ids: list[str]) -> dict[str, JobInfo]:
     """:func:`query_jobs` for jobs we know were submitted to SLURM: no scontrol here is no answer either."""
     if shutil.which("scontrol") is None:
-        raise ControllerSilent("this run was launched on SLURM and scontrol is not installed here, so whether its "
-                               "jobs still run is unknown; run this on a machine of the cluster")
+        raise ControllerSilent(
+            "this run was launched on SLURM and scontrol is not installed here, so whether its "
+            "jobs still run is unknown; run this on a machine of the cluster"
+        )
     return query_jobs(job_ids) or {}
 
 
@@ -114,8 +117,12 @@ class _NoAnswer(Exception):
     pass
 
 
-@retry(retry=retry_if_exception_type(_NoAnswer), stop=stop_after_attempt(QUERY_ATTEMPTS),
-       wait=wait_exponential(multiplier=1, max=8), reraise=True)
+@retry(
+    retry=retry_if_exception_type(_NoAnswer),
+    stop=stop_after_attempt(QUERY_ATTEMPTS),
+    wait=wait_exponential(multiplier=1, max=8),
+    reraise=True,
+)
 def _ask_with_retries(cmd: list[str]) -> str | None:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
@@ -132,9 +139,11 @@ def _ask_with_retries(cmd: list[str]) -> str | None:
 
 
 def _silence(cmd: list[str], started: float, err: BaseException) -> str:
-    return (f"the SLURM controller did not answer '{' '.join(cmd)}' ({QUERY_ATTEMPTS} tries over "
-            f"{time.monotonic() - started:.0f} s: {err}), so whether the run's jobs still run is unknown; "
-            "try again once 'scontrol ping' answers")
+    return (
+        f"the SLURM controller did not answer '{' '.join(cmd)}' ({QUERY_ATTEMPTS} tries over "
+        f"{time.monotonic() - started:.0f} s: {err}), so whether the run's jobs still run is unknown; "
+        "try again once 'scontrol ping' answers"
+    )
 
 
 @dataclass
@@ -208,9 +217,13 @@ def _scontrol(job_id: str) -> dict[str, JobInfo] | None:
         fields = dict(_FIELD.findall(line))
         if "JobState" not in fields:
             continue
-        info = dict(state=fields["JobState"], reason=fields.get("Reason", ""),
-                    restarts=int(fields.get("Restarts", 0) or 0),
-                    start_time=fields.get("StartTime", ""), end_time=fields.get("EndTime", ""))
+        info = dict(
+            state=fields["JobState"],
+            reason=fields.get("Reason", ""),
+            restarts=int(fields.get("Restarts", 0) or 0),
+            start_time=fields.get("StartTime", ""),
+            end_time=fields.get("EndTime", ""),
+        )
         array_id = fields.get("ArrayJobId")
         if array_id and "ArrayTaskId" in fields:
             for index in expand_indices(fields["ArrayTaskId"]):

@@ -5,13 +5,20 @@ to JSON beside submitit's files, so waiting never unpickles its result.
 """
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from jsonargparse import ActionYesNo, ArgumentParser, Namespace
 
-from slurm.cluster import (LOG_PATTERN, ClusterConfig, add_cluster_arguments, site_defaults, slurm_executor,
-                           slurm_parameters)
+from slurm.cluster import (
+    LOG_PATTERN,
+    ClusterConfig,
+    add_cluster_arguments,
+    site_defaults,
+    slurm_executor,
+    slurm_parameters,
+)
 from slurm.queue import wait_while_active
 from slurm.tasks import outcome_recorded, task_succeeded
 from videns.cli import is_true
@@ -23,10 +30,15 @@ SUBMIT_OPTIONS = ("submit", "wait", "site", "slurm")  # what add_submit_options 
 
 def add_submit_options(parser: ArgumentParser, what: str) -> None:
     """``--submit``, ``--wait``, ``--site`` and ``--slurm.*`` on an entry point's jsonargparse parser."""
-    parser.add_argument("--submit", action=ActionYesNo, default=False,
-                        help=f"Run {what} as one SLURM job (a member's slice and cores) instead of here.")
-    parser.add_argument("--wait", action=ActionYesNo, default=False,
-                        help="With --submit: wait for the job, then print what it printed.")
+    parser.add_argument(
+        "--submit",
+        action=ActionYesNo,
+        default=False,
+        help=f"Run {what} as one SLURM job (a member's slice and cores) instead of here.",
+    )
+    parser.add_argument(
+        "--wait", action=ActionYesNo, default=False, help="With --submit: wait for the job, then print what it printed."
+    )
     add_cluster_arguments(parser)
 
 

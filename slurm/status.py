@@ -45,18 +45,31 @@ def task_result(run: RunFolder, job_id: str) -> tuple[str, Any] | None:
     return None if outcome is None else (outcome.get("status", "error"), outcome.get("error"))
 
 
-def member_row(run: RunFolder, seed: int, job_id: str, slurm: JobInfo | None, launcher_alive: bool,
-               expected: Expected | None = None) -> MemberRow:
+def member_row(
+    run: RunFolder,
+    seed: int,
+    job_id: str,
+    slurm: JobInfo | None,
+    launcher_alive: bool,
+    expected: Expected | None = None,
+) -> MemberRow:
     """The member's row: the queue's word while its job is queued or running, else what its files say
     (:func:`videns.member.state.member_state`)."""
     folder = run.member(seed)
     progress = folder.progress()
     costs = summarize_restarts(read_restarts(folder))
-    row = MemberRow(seed=seed, state="", epoch=int(progress.get("epoch", 0)), max_epochs=progress.get("max_epochs"),
-                    best_val_accuracy=progress.get("best_val_accuracy") if progress.get("best_epoch") else None,
-                    best_epoch=progress.get("best_epoch") or None,
-                    restarts=max(int(progress.get("restarts", 0)), costs["restarts"]),
-                    restarts_by_cause=costs["restarts_by_cause"], lost_steps=costs["replayed_steps"], job_id=job_id)
+    row = MemberRow(
+        seed=seed,
+        state="",
+        epoch=int(progress.get("epoch", 0)),
+        max_epochs=progress.get("max_epochs"),
+        best_val_accuracy=progress.get("best_val_accuracy") if progress.get("best_epoch") else None,
+        best_epoch=progress.get("best_epoch") or None,
+        restarts=max(int(progress.get("restarts", 0)), costs["restarts"]),
+        restarts_by_cause=costs["restarts_by_cause"],
+        lost_steps=costs["replayed_steps"],
+        job_id=job_id,
+    )
     if slurm is not None:
         row.restarts = max(row.restarts, slurm.restarts)
         if slurm.active:
@@ -106,8 +119,7 @@ def format_rows(rows: list[MemberRow]) -> str:
     for r in rows:
         epoch = f"{r.epoch}/{r.max_epochs}" if r.max_epochs else str(r.epoch) if r.epoch else "-"
         best = f"{r.best_val_accuracy:.4f} (epoch {r.best_epoch})" if r.best_val_accuracy is not None else "-"
-        lines.append((str(r.seed), r.state, epoch, best, r.restarts_cell(), str(r.lost_steps), r.job_id or "-",
-                      r.note))
+        lines.append((str(r.seed), r.state, epoch, best, r.restarts_cell(), str(r.lost_steps), r.job_id or "-", r.note))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines) + "\n"
 
@@ -125,8 +137,17 @@ def print_status(run: RunFolder) -> ExitCode:
     except ControllerSilent as err:
         return print_unknown(run, launch, member_ids, ensemble_id, err)
     launcher_alive = launch.get("cluster") == "local" and launcher_running(run)
-    rows = [member_row(run, seed, member_ids.get(seed, ""), (slurm or {}).get(member_ids.get(seed, "")),
-                       launcher_alive, run_expects(run, seed)) for seed in launch.get("seeds", [])]
+    rows = [
+        member_row(
+            run,
+            seed,
+            member_ids.get(seed, ""),
+            (slurm or {}).get(member_ids.get(seed, "")),
+            launcher_alive,
+            run_expects(run, seed),
+        )
+        for seed in launch.get("seeds", [])
+    ]
     ensemble = ensemble_state(run, ensemble_id, (slurm or {}).get(ensemble_id), launcher_alive)
     print(format_rows(rows), end="")
     report = f"; report {run.ensemble.report_json}" if run.ensemble.report_json.exists() else ""
@@ -137,11 +158,14 @@ def print_status(run: RunFolder) -> ExitCode:
     return ExitCode.OK if states == {"done"} else ExitCode.NOT_FINISHED
 
 
-def print_unknown(run: RunFolder, launch: dict[str, Any], member_ids: dict[int, str], ensemble_id: str,
-                  silence: ControllerSilent) -> ExitCode:
+def print_unknown(
+    run: RunFolder, launch: dict[str, Any], member_ids: dict[int, str], ensemble_id: str, silence: ControllerSilent
+) -> ExitCode:
     """SLURM did not answer: every job's state is unknown, whatever the files say (a job may still be writing)."""
-    rows = [MemberRow(seed=seed, state="unknown", job_id=member_ids.get(seed, ""), note="the controller did not answer")
-            for seed in launch.get("seeds", [])]
+    rows = [
+        MemberRow(seed=seed, state="unknown", job_id=member_ids.get(seed, ""), note="the controller did not answer")
+        for seed in launch.get("seeds", [])
+    ]
     print(format_rows(rows), end="")
     print("ensemble: unknown" + (f" (job {ensemble_id})" if ensemble_id else ""))
     print(f"jobs.status: {silence}", file=sys.stderr)

@@ -3,12 +3,19 @@
 import logging
 import signal
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
-from slurm.cluster import (LOG_PATTERN, ClusterConfig, local_executor, local_plan, local_task_env, slurm_executor,
-                           slurm_parameters)
+from slurm.cluster import (
+    LOG_PATTERN,
+    ClusterConfig,
+    local_executor,
+    local_plan,
+    local_task_env,
+    slurm_executor,
+    slurm_parameters,
+)
 from slurm.queue import wait_while_active
 from slurm.status import member_row, task_result
 from slurm.submitit_private import terminate_local_job
@@ -42,12 +49,21 @@ def submit_slurm(run: RunFolder, seeds: list[int], cfg: ClusterConfig, evaluatio
     jobs, array_id = [], ""
     if seeds:
         members = slurm_executor(folder, cfg, slurm_parameters(cfg, job_name(run), **guard))
-        jobs = members.submit_array([MemberTask(str(run.root), seed, cfg.cpus_per_task, limits=task_limits(cfg))
-                                     for seed in seeds])
+        jobs = members.submit_array(
+            [MemberTask(str(run.root), seed, cfg.cpus_per_task, limits=task_limits(cfg)) for seed in seeds]
+        )
         array_id = jobs[0].job_id.split("_")[0]
-    ensemble = slurm_executor(folder, cfg, slurm_parameters(
-        cfg, job_name(run) + "-ensemble", ensemble=True, dependency=f"afterany:{array_id}" if array_id else None,
-        **guard))
+    ensemble = slurm_executor(
+        folder,
+        cfg,
+        slurm_parameters(
+            cfg,
+            job_name(run) + "-ensemble",
+            ensemble=True,
+            dependency=f"afterany:{array_id}" if array_id else None,
+            **guard,
+        ),
+    )
     ensemble_job = ensemble.submit(evaluation)
     return Submitted({seed: job.job_id for seed, job in zip(seeds, jobs)}, ensemble_job.job_id, array_id)
 
@@ -62,8 +78,14 @@ def wait_slurm(submitted: Submitted) -> None:
     wait_while_active([submitted.ensemble_job_id])
 
 
-def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, evaluation: EnsembleTask,
-              say: Callable[[str], None], on_submit: Callable[[Submitted], None]) -> Submitted:
+def run_local(
+    run: RunFolder,
+    seeds: list[int],
+    cfg: ClusterConfig,
+    evaluation: EnsembleTask,
+    say: Callable[[str], None],
+    on_submit: Callable[[Submitted], None],
+) -> Submitted:
     """Run the members (a few at a time) and then the ensemble job here, through submitit's LocalExecutor.
 
     Ctrl-C stops the members cleanly: they get SIGTERM, save at their next step and
@@ -71,8 +93,10 @@ def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, evaluation: 
     """
     plan = local_plan(cfg, len(seeds))
     if seeds:
-        say(f"running {len(seeds)} member(s) here, {plan.parallelism} at a time with {plan.threads} "
-            f"thread(s) each; logs in {run.logs}")
+        say(
+            f"running {len(seeds)} member(s) here, {plan.parallelism} at a time with {plan.threads} "
+            f"thread(s) each; logs in {run.logs}"
+        )
     else:
         say("every member has finished; evaluating the ensemble")
     executor = local_executor(run.logs / LOG_PATTERN, cfg)
@@ -83,8 +107,9 @@ def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, evaluation: 
             while queue and len(running) < plan.parallelism:
                 seed = queue.pop(0)
                 with sigint_ignored_in_children():
-                    running[seed] = executor.submit(MemberTask(str(run.root), seed, plan.threads, local_task_env(),
-                                                               task_limits(cfg)))
+                    running[seed] = executor.submit(
+                        MemberTask(str(run.root), seed, plan.threads, local_task_env(), task_limits(cfg))
+                    )
                 submitted.member_job_ids[seed] = running[seed].job_id
                 on_submit(submitted)
             for seed, job in list(running.items()):
@@ -97,7 +122,8 @@ def run_local(run: RunFolder, seeds: list[int], cfg: ClusterConfig, evaluation: 
         raise
     with sigint_ignored_in_children():
         job = local_executor(run.logs / LOG_PATTERN, cfg, ensemble=True).submit(
-            replace(evaluation, env=local_task_env()))
+            replace(evaluation, env=local_task_env())
+        )
     submitted.ensemble_job_id = job.job_id
     on_submit(submitted)
     while not job.done():
@@ -119,8 +145,10 @@ def _report_member(run: RunFolder, seed: int, job_id: str, submitted: Submitted,
     """What the member's task achieved, by the same rule as jobs.status; anything but done fails the launch."""
     row = member_row(run, seed, job_id, None, launcher_alive=False, expected=run_expects(run, seed))
     if row.state == "done":
-        say(f"seed {seed}: done, best val accuracy {row.best_val_accuracy:.4f} at epoch {row.best_epoch} "
-            f"({row.epoch} epochs, {row.restarts} restart(s))")
+        say(
+            f"seed {seed}: done, best val accuracy {row.best_val_accuracy:.4f} at epoch {row.best_epoch} "
+            f"({row.epoch} epochs, {row.restarts} restart(s))"
+        )
     else:
         submitted.failed_members.append(seed)
         say(f"seed {seed}: FAILED ({row.state}): {row.note or 'see ' + str(run.member(seed).log)}")

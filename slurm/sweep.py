@@ -14,18 +14,26 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import submitit
 import yaml
 
-from slurm.cluster import (LOG_PATTERN, ClusterConfig, choose_cluster, local_executor,
-                           render_sbatch, slurm_executor, slurm_parameters)
+from slurm.cluster import (
+    LOG_PATTERN,
+    ClusterConfig,
+    choose_cluster,
+    local_executor,
+    render_sbatch,
+    slurm_executor,
+    slurm_parameters,
+)
 from slurm.queue import wait_while_active
 from slurm.records import git_revision, now_iso
-from slurm.sweep_request import SweepRequest
 from slurm.submit import sigint_ignored_in_children, stop_local_jobs
+from slurm.sweep_request import SweepRequest
 from slurm.tasks import hand_over, job_context, outcome_recorded, task_succeeded
 from videns.errors import ExitCode
 from videns.folders import check_private, use_private_umask
@@ -72,8 +80,9 @@ class SweepWorkerTask:
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Called by submitit inside its USR2 handler: only build the resubmission; state is on disk."""
-        return submitit.helpers.DelayedSubmission(SweepWorkerTask(self.run_dir, self.index, self.threads,
-                                                                  self.allow_shared_group))
+        return submitit.helpers.DelayedSubmission(
+            SweepWorkerTask(self.run_dir, self.index, self.threads, self.allow_shared_group)
+        )
 
     def __repr__(self) -> str:
         return f"SweepWorkerTask(run_dir={self.run_dir!r}, index={self.index}, threads={self.threads})"
@@ -84,9 +93,16 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
     folder = SweepFolder(request.run_dir)
     check_private(folder.root, request.allow_shared_group)  # its files name classes that trials import
     choices = {"sampler": request.sampler, "pruner": request.pruner, "objective": request.objective}
-    settings = open_sweep(folder, request.config, request.search, choices, request.member, request.member_overrides,
-                          request.trials,
-                          write=not (request.dry_run or request.print_config or request.mode == "export"))
+    settings = open_sweep(
+        folder,
+        request.config,
+        request.search,
+        choices,
+        request.member,
+        request.member_overrides,
+        request.trials,
+        write=not (request.dry_run or request.print_config or request.mode == "export"),
+    )
     if request.print_config:
         say(yaml.safe_dump(settings.spec.as_sweep_file(), sort_keys=False, default_flow_style=None).rstrip())
         return 0
@@ -97,23 +113,40 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
     if request.dry_run:
         cluster = request.cluster if request.cluster != "auto" else choose_cluster("auto", last_cluster(folder))
         say(f"# dry run: nothing written, nothing submitted. Sweep folder would be {folder.root}")
-        say(f"# {request.array} worker task(s) ({'here' if cluster == 'local' else 'SLURM array'}), "
-            f"{settings.trials} trials of {len(settings.spec.keys)} param(s)")
-        say(render_sbatch(folder.logs / LOG_PATTERN, slurm_parameters(slurm, job_name(folder), guard=folder.root,
-                                                                      allow_shared_group=request.allow_shared_group),
-                          request.array if request.array > 1 else None))
+        say(
+            f"# {request.array} worker task(s) ({'here' if cluster == 'local' else 'SLURM array'}), "
+            f"{settings.trials} trials of {len(settings.spec.keys)} param(s)"
+        )
+        say(
+            render_sbatch(
+                folder.logs / LOG_PATTERN,
+                slurm_parameters(
+                    slurm, job_name(folder), guard=folder.root, allow_shared_group=request.allow_shared_group
+                ),
+                request.array if request.array > 1 else None,
+            )
+        )
         return 0
     cluster = choose_cluster(request.cluster, last_cluster(folder))
-    record = {"time": now_iso(), "cluster": cluster, "array": request.array, "trials": settings.trials,
-              "git_revision": git_revision(), "command": request.command}
+    record = {
+        "time": now_iso(),
+        "cluster": cluster,
+        "array": request.array,
+        "trials": settings.trials,
+        "git_revision": git_revision(),
+        "command": request.command,
+    }
     if cluster == "slurm":
         return _submit_and_report(folder, request, slurm, record, say)
     append_jsonl(folder.launches, record)
     try:
         failed = run_local_workers(folder, request.array, slurm, say=say, allow_shared_group=request.allow_shared_group)
     except KeyboardInterrupt:
-        print(f"stopped; running trials are saved and released: python -m jobs.sweep --run_dir {folder.root} "
-              "continues the sweep", file=sys.stderr)
+        print(
+            f"stopped; running trials are saved and released: python -m jobs.sweep --run_dir {folder.root} "
+            "continues the sweep",
+            file=sys.stderr,
+        )
         return ExitCode.CTRL_C
     code = print_results(folder, say)
     return ExitCode.FAILED if failed and code == ExitCode.OK else code
@@ -125,12 +158,15 @@ def last_cluster(folder: SweepFolder) -> str | None:
     return launches[-1].get("cluster") if launches and isinstance(launches[-1], dict) else None
 
 
-def _submit_and_report(folder: SweepFolder, request: SweepRequest, slurm: ClusterConfig, record: dict,
-                       say: Callable[[str], None]) -> int:
+def _submit_and_report(
+    folder: SweepFolder, request: SweepRequest, slurm: ClusterConfig, record: dict, say: Callable[[str], None]
+) -> int:
     job_ids = submit_slurm_workers(folder, request.array, slurm, request.allow_shared_group)
     append_jsonl(folder.launches, {**record, "job_ids": job_ids})
-    say(f"sweep folder: {folder.root}\nworkers:      {', '.join(job_ids)}\n"
-        f"follow:       squeue -j {job_ids[0].split('_')[0]}; python -m jobs.sweep --run_dir {folder.root} --export")
+    say(
+        f"sweep folder: {folder.root}\nworkers:      {', '.join(job_ids)}\n"
+        f"follow:       squeue -j {job_ids[0].split('_')[0]}; python -m jobs.sweep --run_dir {folder.root} --export"
+    )
     if not request.wait:
         return 0
     wait_while_active(job_ids)
@@ -141,8 +177,11 @@ def run_one_worker(folder: SweepFolder, say: Callable[[str], None] = print) -> i
     with StopSignals() as stop:
         report = run_worker(folder, WorkerIdentity.current(), stop)
     if report.interrupted:
-        print(f"worker stopped by a signal; its trial is saved and released: run any worker on {folder.root} "
-              "to resume it", file=sys.stderr)
+        print(
+            f"worker stopped by a signal; its trial is saved and released: run any worker on {folder.root} "
+            "to resume it",
+            file=sys.stderr,
+        )
         return ExitCode.STOPPED
     return print_results(folder, say)
 
@@ -154,10 +193,15 @@ def print_results(folder: SweepFolder, say: Callable[[str], None] = print) -> in
         summary = export_results(folder, load_study(folder, settings.spec), settings)
     say(folder.top10.read_text())
     counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items()) or "none"
-    say(f"trials: {counts} ({summary.finished}/{settings.trials} finished)\n"
+    say(
+        f"trials: {counts} ({summary.finished}/{settings.trials} finished)\n"
         f"table:  {folder.trials_csv}\n"
-        + (f"best:   {folder.best_config} (trial {summary.best_number}, {summary.best_value:.4f})"
-           if summary.best_number is not None else "best:   no COMPLETE trial yet"))
+        + (
+            f"best:   {folder.best_config} (trial {summary.best_number}, {summary.best_value:.4f})"
+            if summary.best_number is not None
+            else "best:   no COMPLETE trial yet"
+        )
+    )
     return ExitCode.OK if summary.finished >= settings.trials else ExitCode.FAILED
 
 
@@ -169,13 +213,15 @@ def submit_slurm_workers(folder: SweepFolder, count: int, cfg: ClusterConfig, al
     """One array of ``count`` worker tasks; returns their job ids (``<array>_<i>``)."""
     params = slurm_parameters(cfg, job_name(folder), guard=folder.root, allow_shared_group=allow_shared_group)
     executor = slurm_executor(folder.logs / LOG_PATTERN, cfg, params)
-    jobs = executor.submit_array([SweepWorkerTask(str(folder.root), i, cfg.cpus_per_task, allow_shared_group)
-                                  for i in range(count)])
+    jobs = executor.submit_array(
+        [SweepWorkerTask(str(folder.root), i, cfg.cpus_per_task, allow_shared_group) for i in range(count)]
+    )
     return [job.job_id for job in jobs]
 
 
-def run_local_workers(folder: SweepFolder, count: int, cfg: ClusterConfig, say: Callable[[str], None],
-                      allow_shared_group: bool = False) -> list[str]:
+def run_local_workers(
+    folder: SweepFolder, count: int, cfg: ClusterConfig, say: Callable[[str], None], allow_shared_group: bool = False
+) -> list[str]:
     """``count`` workers side by side through submitit's LocalExecutor; returns the ids of failed tasks."""
     threads = max(1, min(cfg.cpus_per_task, (os.cpu_count() or 1) // count))
     say(f"running {count} sweep worker(s) here with {threads} thread(s) each; logs in {folder.logs}")

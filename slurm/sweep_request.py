@@ -11,10 +11,16 @@ from jsonargparse import ArgumentParser, Namespace
 
 from slurm.cluster import Cluster, site_defaults
 from videns.cli import parse_with_resolved_defaults, read_deciding_options
-from videns.config import (MEMBER_KEYS, give_the_model_its_own_defaults, keep_demo_data_to_its_folder,
-                           member_defaults_from, member_namespace)
+from videns.config import (
+    MEMBER_KEYS,
+    give_the_model_its_own_defaults,
+    keep_demo_data_to_its_folder,
+    member_defaults_from,
+    member_namespace,
+)
 from videns.errors import ConfigError
 from videns.sweep.spec import Objective, PrunerName, SamplerName, load_sweep_file
+
 
 @dataclass
 class SweepRequest:
@@ -71,11 +77,24 @@ def parse_request(parser: ArgumentParser, argv: list[str], prog: str) -> tuple[S
     beneath = member_defaults_from(recipe) if recipe is not None else member_namespace(parser.get_defaults())
     give_the_model_its_own_defaults(parser, ns, argv, beneath.model.class_path)
     mode = "worker" if ns.worker else "export" if ns.export else "sweep"
-    request = SweepRequest(run_dir=ns.run_dir, config=ns.config, search=ns.search, trials=ns.trials, array=ns.array,
-                           cluster=ns.cluster, sampler=ns.sampler, pruner=ns.pruner, objective=ns.objective,
-                           dry_run=ns.dry_run, print_config=ns.print_config, wait=ns.wait, mode=mode,
-                           member=member_namespace(ns), member_overrides=_member_overrides(ns, beneath),
-                           command=shlex.join(["python", "-m", prog, *argv]))
+    request = SweepRequest(
+        run_dir=ns.run_dir,
+        config=ns.config,
+        search=ns.search,
+        trials=ns.trials,
+        array=ns.array,
+        cluster=ns.cluster,
+        sampler=ns.sampler,
+        pruner=ns.pruner,
+        objective=ns.objective,
+        dry_run=ns.dry_run,
+        print_config=ns.print_config,
+        wait=ns.wait,
+        mode=mode,
+        member=member_namespace(ns),
+        member_overrides=_member_overrides(ns, beneath),
+        command=shlex.join(["python", "-m", prog, *argv]),
+    )
     return request, ns
 
 

@@ -47,8 +47,14 @@ class MemberTask:
     undo submitit's CUDA_VISIBLE_DEVICES="".
     """
 
-    def __init__(self, run_dir: str, seed: int, threads: int | None = None,
-                 env: dict[str, str | None] | None = None, limits: tuple[float, float] | None = None):
+    def __init__(
+        self,
+        run_dir: str,
+        seed: int,
+        threads: int | None = None,
+        env: dict[str, str | None] | None = None,
+        limits: tuple[float, float] | None = None,
+    ):
         self.run_dir = str(run_dir)
         self.seed = int(seed)
         self.threads = threads
@@ -73,14 +79,16 @@ class MemberTask:
         if self.threads:
             torch.set_num_threads(self.threads)
         context = job_context(self.limits)
-        outcome = train_member_logged(cfg, context, on_stop=lambda stop, outcome: hand_over(
-            stop, outcome.signum, f"seed {self.seed}"))
+        outcome = train_member_logged(
+            cfg, context, on_stop=lambda stop, outcome: hand_over(stop, outcome.signum, f"seed {self.seed}")
+        )
         return asdict(outcome)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Called by submitit inside its USR2 handler: only build the resubmission; state is already on disk."""
-        return submitit.helpers.DelayedSubmission(MemberTask(self.run_dir, self.seed, self.threads, self.env,
-                                                             self.limits))
+        return submitit.helpers.DelayedSubmission(
+            MemberTask(self.run_dir, self.seed, self.threads, self.env, self.limits)
+        )
 
     def __repr__(self) -> str:
         return f"MemberTask(run_dir={self.run_dir!r}, seed={self.seed}, threads={self.threads})"
@@ -107,9 +115,15 @@ class EnsembleTask:
         with outcome_recorded():
             try:
                 check_private(Path(self.run_dir), self.allow_shared_group)
-                report = evaluate_and_summarize(EnsembleEvalConfig(
-                    **self._source(), tta=self.tta, combine=self.combine, coverage=self.coverage,
-                    mondrian=self.mondrian))
+                report = evaluate_and_summarize(
+                    EnsembleEvalConfig(
+                        **self._source(),
+                        tta=self.tta,
+                        combine=self.combine,
+                        coverage=self.coverage,
+                        mondrian=self.mondrian,
+                    )
+                )
             except UserError as err:  # a user's problem: one line in the log, the task failed
                 print(f"ensemble evaluation: error: {err}", file=sys.stderr)
                 raise
@@ -177,12 +191,19 @@ def hand_over(stop, signum: int | None, what: str) -> None:
         log.info("%s: saved; handing over to submitit to requeue", what)
         submitit_handler(signal.SIGUSR2, None)  # checkpoint() + requeue + sys.exit; raises if it may not
     if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
-        log.info("%s: saved after SIGTERM; waiting for SLURM to end this run (a preempted job is "
-                 "requeued only if it outlives its grace time)", what)
+        log.info(
+            "%s: saved after SIGTERM; waiting for SLURM to end this run (a preempted job is "
+            "requeued only if it outlives its grace time)",
+            what,
+        )
         while True:  # bounded by the grace time, KillWait or the job's time limit
             time.sleep(TERM_WAIT_POLL_S)
-    log.info("%s: saved after %s; exiting %d", what,
-             signal.Signals(signum).name if signum else "a stop request", ExitCode.STOPPED)
+    log.info(
+        "%s: saved after %s; exiting %d",
+        what,
+        signal.Signals(signum).name if signum else "a stop request",
+        ExitCode.STOPPED,
+    )
     sys.exit(ExitCode.STOPPED)
 
 

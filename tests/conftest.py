@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from videns.data.demo import write_demo_data
-
 from tests.support.trust_run import trust_data, trust_run  # noqa: F401  (fixtures for the whole run)
+from videns.data.demo import write_demo_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,13 +87,34 @@ def restore_log_handlers():
 def tiny_member_args(root: Path, out_dir: Path, *extra: str) -> list[str]:
     """A member that trains in seconds on ``demo_root`` data."""
     return [
-        "--data.root", str(root), "--out_dir", str(out_dir), "--seed", "7",
-        "--model.class_path", "videns.models.TemporalAttentionClassifier",
-        "--model.init_args.hidden_dim", "16", "--model.init_args.num_lstm_layers", "1",
-        "--model.init_args.num_attention_heads", "2", "--model.init_args.head_dims", "[16]",
-        "--model.init_args.dropout", "0.2",
-        "--trainer.batch_size", "16", "--trainer.max_epochs", "3", "--trainer.progress", "off",
-        "--optimizer.lr", "3e-3", "--schedule.t0_epochs", "2",
+        "--data.root",
+        str(root),
+        "--out_dir",
+        str(out_dir),
+        "--seed",
+        "7",
+        "--model.class_path",
+        "videns.models.TemporalAttentionClassifier",
+        "--model.init_args.hidden_dim",
+        "16",
+        "--model.init_args.num_lstm_layers",
+        "1",
+        "--model.init_args.num_attention_heads",
+        "2",
+        "--model.init_args.head_dims",
+        "[16]",
+        "--model.init_args.dropout",
+        "0.2",
+        "--trainer.batch_size",
+        "16",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.progress",
+        "off",
+        "--optimizer.lr",
+        "3e-3",
+        "--schedule.t0_epochs",
+        "2",
         *extra,
     ]
 
@@ -102,11 +122,18 @@ def tiny_member_args(root: Path, out_dir: Path, *extra: str) -> list[str]:
 def run_module(module: str, args: list[str], **kwargs) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` from the repo root, capturing output."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, **kwargs
+    )
 
 
 def start_module(module: str, args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

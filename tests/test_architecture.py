@@ -37,7 +37,9 @@ def imports(name: str) -> list[tuple[str, int]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             for alias in node.names:  # `from videns.member import checkpoint` imports the submodule
                 submodule = f"{base}.{alias.name}"
                 found.append((submodule if submodule in MODULES else base, node.lineno))
@@ -45,8 +47,7 @@ def imports(name: str) -> list[tuple[str, int]]:
 
 
 def internal_graph() -> dict[str, set[str]]:
-    return {name: {target for target, _ in imports(name) if target in MODULES and target != name}
-            for name in MODULES}
+    return {name: {target for target, _ in imports(name) if target in MODULES and target != name} for name in MODULES}
 
 
 def test_no_module_imports_one_that_imports_it_back():
@@ -100,15 +101,24 @@ def test_each_layer_imports_only_what_it_may(name):
 def test_only_the_bench_and_the_gpu_check_use_the_measuring_tool():
     """videns.bench measures training; training, evaluation and prediction never run its code."""
     users = {"jobs.bench", "videns.gpu_check"}
-    offenders = [f"{MODULES[name].relative_to(REPO)}:{line} imports {target}" for name in MODULES
-                 if not name.startswith("videns.bench") and not any(name.startswith(u) for u in users)
-                 for target, line in imports(name) if target.startswith("videns.bench")]
+    offenders = [
+        f"{MODULES[name].relative_to(REPO)}:{line} imports {target}"
+        for name in MODULES
+        if not name.startswith("videns.bench") and not any(name.startswith(u) for u in users)
+        for target, line in imports(name)
+        if target.startswith("videns.bench")
+    ]
     assert offenders == []
+
 
 def test_no_code_outside_the_cluster_layer_runs_slurm_commands():
     commands = re.compile(r"""["'](sbatch|squeue|scontrol|sacct|scancel|srun)["']""")
-    offenders = [f"{path.relative_to(REPO)}: {m.group(0)}" for name, path in MODULES.items()
-                 if not name.startswith("slurm") for m in commands.finditer(path.read_text())]
+    offenders = [
+        f"{path.relative_to(REPO)}: {m.group(0)}"
+        for name, path in MODULES.items()
+        if not name.startswith("slurm")
+        for m in commands.finditer(path.read_text())
+    ]
     assert offenders == []
 
 
@@ -119,12 +129,19 @@ def test_entry_points_are_thin(name):
 
 def test_every_run_folder_file_name_is_spelled_in_the_layout_module_only():
     owner = "videns.folders"
-    names = {node.value for node in ast.walk(ast.parse(MODULES[owner].read_text()))
-             if isinstance(node, ast.Constant) and isinstance(node.value, str) and RUN_FILE_NAME.match(node.value)}
+    names = {
+        node.value
+        for node in ast.walk(ast.parse(MODULES[owner].read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and RUN_FILE_NAME.match(node.value)
+    }
     assert {"progress.json", "launch.json", "resources.jsonl", "report.json", "train.log"} <= names
-    elsewhere = [f"{name}: {node.value}" for name, path in MODULES.items() if name != owner
-                 for node in ast.walk(ast.parse(path.read_text()))
-                 if isinstance(node, ast.Constant) and node.value in names]
+    elsewhere = [
+        f"{name}: {node.value}"
+        for name, path in MODULES.items()
+        if name != owner
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in names
+    ]
     assert elsewhere == []
 
 
@@ -135,17 +152,23 @@ PROSE_AND_CODE = ("*.py", "*.yaml", "*.md")
 
 def test_seed_means_an_rng_seed_only():
     """In code, configs, README and tests, "seed" is an RNG seed; the recipe a choice follows is "the reference"."""
-    offenders = [f"{path.relative_to(REPO)}:{number}: {line.strip()}"
-                 for pattern in PROSE_AND_CODE for path in REPO.rglob(pattern)
-                 if not {".venv", "results", "data", ".git"} & set(path.relative_to(REPO).parts)
-                 for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
-                 if RECIPE_CALLED_SEED.search(line)]
+    offenders = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for pattern in PROSE_AND_CODE
+        for path in REPO.rglob(pattern)
+        if not {".venv", "results", "data", ".git"} & set(path.relative_to(REPO).parts)
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if RECIPE_CALLED_SEED.search(line)
+    ]
     assert offenders == []
 
 
 # The product talks about itself: what it does and why, not the documents, tickets or work it was built from.
-PROCESS_WORDS = re.compile(r"design[-_ ]?docs?(?![a-z])|design documents?|\bthe original(?:'s| code| system| implementation)\b"
-                           r"|\bthe issue\b|\bissues? \d+|\btickets?\b|\bsessions?\b|seed-facts", re.IGNORECASE)
+PROCESS_WORDS = re.compile(
+    r"design[-_ ]?docs?(?![a-z])|design documents?|\bthe original(?:'s| code| system| implementation)\b"
+    r"|\bthe issue\b|\bissues? \d+|\btickets?\b|\bsessions?\b|seed-facts",
+    re.IGNORECASE,
+)
 # pytest's name for fixtures shared by a whole test run.
 ALLOWED_PROCESS_WORDS = re.compile(r"""scope=["']session["']""")
 WORDED_FOLDERS = ("jobs", "slurm", "videns", "configs", "tests", "docs")
@@ -153,13 +176,17 @@ WORDED_FILES = ("*.md", "*.py", "*.yaml", "*.yml", "*.sh", "*.toml")
 
 
 def worded_files() -> list[Path]:
-    found = [REPO / "README.md"] + [path for folder in WORDED_FOLDERS for pattern in WORDED_FILES
-                                    for path in sorted((REPO / folder).rglob(pattern))]
+    found = [REPO / "README.md"] + [
+        path for folder in WORDED_FOLDERS for pattern in WORDED_FILES for path in sorted((REPO / folder).rglob(pattern))
+    ]
     return [path for path in found if path.is_file() and path.resolve() != Path(__file__).resolve()]
 
 
 def test_code_configs_and_docs_speak_of_the_product_not_of_how_it_was_built():
-    offenders = [f"{path.relative_to(REPO)}:{number}: {line.strip()}" for path in worded_files()
-                 for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
-                 if PROCESS_WORDS.search(ALLOWED_PROCESS_WORDS.sub("", line))]
+    offenders = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in worded_files()
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if PROCESS_WORDS.search(ALLOWED_PROCESS_WORDS.sub("", line))
+    ]
     assert offenders == [], "\n".join(offenders)

@@ -9,9 +9,8 @@ import textwrap
 
 import pytest
 
-from videns.io import WriteFailed, read_json, replacing, write_json_atomically, write_text_atomically
-
 from tests.conftest import REPO
+from videns.io import WriteFailed, read_json, replacing, write_json_atomically, write_text_atomically
 
 
 def test_a_failure_inside_the_block_leaves_the_old_file_and_no_temporary_file(tmp_path):

@@ -22,15 +22,35 @@ from videns.data import layout
 
 SECTION_KEYS = {
     "loader": ("reference", "ours", "ours_no_preload", "loader_speedup", "workload"),
-    "checkpoint": ("ours_save", "ours_save_durable", "torch_save", "torch_save_fsync",
-                   "ours_load", "plain_load", "checkpoint_save_ratio", "checkpoint_load_ratio", "stall", "workload"),
+    "checkpoint": (
+        "ours_save",
+        "ours_save_durable",
+        "torch_save",
+        "torch_save_fsync",
+        "ours_load",
+        "plain_load",
+        "checkpoint_save_ratio",
+        "checkpoint_load_ratio",
+        "stall",
+        "workload",
+    ),
     "ensemble": ("no_tta", "tta", "reference_member_passes", "ensemble_speedup", "workload"),
 }
 TRAINING_KEYS = ("ours", "reference", "epoch_time_ratio", "equal_quality", "workload")
-EXPECTED_RATIOS = {"loader_speedup", "epoch_time_ratio", "step_time_ratio", "unpacked_lstm_step_ratio",
-                   "checkpoint_save_ratio", "checkpoint_save_returns_ratio", "checkpoint_save_durable_ratio",
-                   "checkpoint_save_ratio_vs_plain_torch_save", "checkpoint_load_ratio", "ensemble_speedup",
-                   "ecg_epoch_time_ratio", "ecg_long_step_time_ratio"}
+EXPECTED_RATIOS = {
+    "loader_speedup",
+    "epoch_time_ratio",
+    "step_time_ratio",
+    "unpacked_lstm_step_ratio",
+    "checkpoint_save_ratio",
+    "checkpoint_save_returns_ratio",
+    "checkpoint_save_durable_ratio",
+    "checkpoint_save_ratio_vs_plain_torch_save",
+    "checkpoint_load_ratio",
+    "ensemble_speedup",
+    "ecg_epoch_time_ratio",
+    "ecg_long_step_time_ratio",
+}
 ECG_MODELS = {"ecg": ("cnn1d_gru", "cnn2d"), "ecg_long": ("cnn1d_gru",)}
 
 
@@ -41,8 +61,9 @@ def bench_run(tmp_path_factory):
     out = root / "bench.json"
     threads = torch.get_num_threads()
     try:
-        code = bench.main(["--tiny", "--device", "cpu", "--threads", "1", "--out", str(out),
-                           "--work_dir", str(root / "work")])
+        code = bench.main(
+            ["--tiny", "--device", "cpu", "--threads", "1", "--out", str(out), "--work_dir", str(root / "work")]
+        )
     finally:
         torch.set_num_threads(threads)
     assert code == 0
@@ -67,11 +88,13 @@ def test_result_has_every_section_with_both_datasets(bench_run):
     assert {"ours_step", "reference_step", "step_time_ratio"} <= set(bench_run["training"]["full_model_steps"])
 
 
-@pytest.mark.parametrize("shape, key, steps, real_steps, classes",
-                         [("ecg", "ecg_epoch_time_ratio", 192, 187, 5), ("ecg_long", "ecg_long_step_time_ratio", 427,
-                                                                          427, 6)])
-def test_ecg_section_times_the_heartbeat_models_against_the_always_packed_reference(bench_run, shape, key, steps,
-                                                                                   real_steps, classes):
+@pytest.mark.parametrize(
+    "shape, key, steps, real_steps, classes",
+    [("ecg", "ecg_epoch_time_ratio", 192, 187, 5), ("ecg_long", "ecg_long_step_time_ratio", 427, 427, 6)],
+)
+def test_ecg_section_times_the_heartbeat_models_against_the_always_packed_reference(
+    bench_run, shape, key, steps, real_steps, classes
+):
     """MIT-BIH's padded beats for both models; a public set's 427-step series, at their own length, GRU steps only."""
     ecg = bench_run[shape]
     assert (ecg["data"]["steps"], ecg["data"]["real_steps"], ecg["data"]["classes"]) == (steps, real_steps, classes)
@@ -123,8 +146,15 @@ def test_cuda_figures_are_reported_when_present(bench_run):
     workload = {"model": "m", "batch": 48, "workers": 0, "device": "cuda (test)"}
     steps = {"workload": workload, "fp32": step, "bf16": step, "bf16_step_ratio": 1.0}
     fit = {"workload": workload, "bf16": {"fits": True}, "fp32": {"fits": False, "error": "oom"}, "fits": True}
-    result = {**bench_run, "cuda": {"available": True, "full_model_steps": steps, "mig_fit": fit,
-                                    "training": bench_run["training"]["fixed"]}}
+    result = {
+        **bench_run,
+        "cuda": {
+            "available": True,
+            "full_model_steps": steps,
+            "mig_fit": fit,
+            "training": bench_run["training"]["fixed"],
+        },
+    }
     result["ratios"] = collect_ratios(result)
     cuda_ratios = [r for r in result["ratios"] if r["workload"]["device"] == "cuda (test)"]
     assert [r["key"] for r in cuda_ratios] == ["bf16_step_ratio"]
@@ -149,8 +179,12 @@ def test_printed_table_lists_every_ratio(tmp_path, capsys):
     out = tmp_path / "bench.json"
     threads = torch.get_num_threads()
     try:
-        assert bench.main(["--tiny", "--device", "cpu", "--threads", "1", "--out", str(out),
-                           "--sections", "loader", "checkpoint"]) == 0
+        assert (
+            bench.main(
+                ["--tiny", "--device", "cpu", "--threads", "1", "--out", str(out), "--sections", "loader", "checkpoint"]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     printed = capsys.readouterr().out
@@ -176,7 +210,8 @@ def test_checkpoint_stall_is_measured_against_the_same_steps(bench_run):
     for r in stall["rounds"]:
         assert r["stall_s"] == pytest.approx(r["with_save_s"] - r["alone_s"])
     assert bench_run["checkpoint"]["checkpoint_save_ratio"] == pytest.approx(
-        stall["ours_median_s"] / bench_run["checkpoint"]["torch_save_fsync"]["median_s"])
+        stall["ours_median_s"] / bench_run["checkpoint"]["torch_save_fsync"]["median_s"]
+    )
 
 
 def test_work_dir_data_is_reused(bench_run, tmp_path):
@@ -186,8 +221,24 @@ def test_work_dir_data_is_reused(bench_run, tmp_path):
     before = fixed.stat().st_mtime_ns
     threads = torch.get_num_threads()
     try:
-        assert bench.main(["--tiny", "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "b.json"),
-                           "--work_dir", str(work), "--sections", "loader"]) == 0
+        assert (
+            bench.main(
+                [
+                    "--tiny",
+                    "--device",
+                    "cpu",
+                    "--threads",
+                    "1",
+                    "--out",
+                    str(tmp_path / "b.json"),
+                    "--work_dir",
+                    str(work),
+                    "--sections",
+                    "loader",
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     assert fixed.stat().st_mtime_ns == before
@@ -198,10 +249,31 @@ def test_work_dir_data_is_reused(bench_run, tmp_path):
 def test_submitted_bench_runs_inside_a_slurm_job_and_prints_its_table(tmp_path):
     ensure_cluster(user_signal=False)
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "jobs.bench", "--tiny", "--device", "cpu", "--sections", "loader",
-                           "--submit", "--wait", "--site", "local", "--slurm.time_min", "10", "--out", str(out)],
-                          cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.bench",
+            "--tiny",
+            "--device",
+            "cpu",
+            "--sections",
+            "loader",
+            "--submit",
+            "--wait",
+            "--site",
+            "local",
+            "--slurm.time_min",
+            "10",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     job_id = re.search(r"bench job (\S+) submitted", proc.stdout).group(1)
     result = json.loads(out.read_text())

@@ -38,6 +38,7 @@ while True:
 
 def _payload(step: int) -> dict[str, bytes]:
     from safetensors.numpy import save
+
     return {"model.safetensors": save({"w": np.full(1000, step, np.float32)}), "state.json": b'{"step": %d}' % step}
 
 

@@ -40,11 +40,14 @@ def test_no_entry_point_takes_an_abbreviated_flag(entry_point, capsys, tmp_path,
 
 
 def test_a_typo_is_blamed_on_the_command_line_with_the_closest_flag_not_on_the_config(tmp_path):
-    result = run_module("jobs.launch", ["--config", str(REPO / "configs" / "demo.yaml"), "--arary", "2",
-                                        "--run_dir", str(tmp_path / "run")])
+    result = run_module(
+        "jobs.launch",
+        ["--config", str(REPO / "configs" / "demo.yaml"), "--arary", "2", "--run_dir", str(tmp_path / "run")],
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == ("jobs.launch: error: command line: unrecognized argument(s) --arary 2 "
-                                     "(did you mean --array?)")
+    assert result.stderr.strip() == (
+        "jobs.launch: error: command line: unrecognized argument(s) --arary 2 (did you mean --array?)"
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -58,8 +61,10 @@ def test_a_bad_key_in_a_config_file_is_blamed_on_that_file(tmp_path):
 
 def test_a_mistyped_data_folder_with_the_demo_config_is_refused_not_filled_with_demo_data(tmp_path):
     typo = tmp_path / "my-daat"
-    for module, extra in (("jobs.launch", ["--array", "1", "--cluster", "local", "--run_dir", str(tmp_path / "run")]),
-                          ("jobs.train", ["--out_dir", str(tmp_path / "member")])):
+    for module, extra in (
+        ("jobs.launch", ["--array", "1", "--cluster", "local", "--run_dir", str(tmp_path / "run")]),
+        ("jobs.train", ["--out_dir", str(tmp_path / "member")]),
+    ):
         result = run_module(module, ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(typo), *extra])
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and str(typo) in result.stderr
@@ -69,7 +74,19 @@ def test_a_mistyped_data_folder_with_the_demo_config_is_refused_not_filled_with_
 
 def test_demo_data_is_written_into_another_folder_when_asked_for(tmp_path):
     data = tmp_path / "demo"
-    result = run_module("jobs.launch", ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(data),
-                                        "--data.generate_demo", "true", "--array", "1", "--dry_run"])
+    result = run_module(
+        "jobs.launch",
+        [
+            "--config",
+            str(REPO / "configs" / "demo.yaml"),
+            "--data.root",
+            str(data),
+            "--data.generate_demo",
+            "true",
+            "--array",
+            "1",
+            "--dry_run",
+        ],
+    )
     assert result.returncode == 0, result.stderr  # a dry run plans it, and still writes nothing
     assert not data.exists()

@@ -46,8 +46,13 @@ def repeated_splits() -> dict[str, np.ndarray]:
     """Per split: covered share of test items, overall and per true class, for marginal and Mondrian sets."""
     rng = np.random.default_rng(20240611)
     classes = len(CONCENTRATION)
-    results = {"marginal_0.9": [], "marginal_0.8": [], "marginal_class": [], "mondrian_class": [],
-               "mondrian_expected": []}
+    results = {
+        "marginal_0.9": [],
+        "marginal_0.8": [],
+        "marginal_class": [],
+        "mondrian_class": [],
+        "mondrian_expected": [],
+    }
     for _ in range(SPLITS):
         val_probs, val_labels = calibrated_items(rng, N_CAL)
         probs, labels = calibrated_items(rng, N_TEST)

@@ -73,14 +73,18 @@ def rows_as_set(signal):
 
 def check_round_trip(out_dir, train_signal, train_targets, test_signal, test_targets):
     splits = {split: read_split(out_dir, split) for split in layout.SPLITS}
-    for split, data in splits.items():
+    for data in splits.values():
         n = len(data[layout.LABELS])
         assert data[layout.FEATURES].shape == (n, SIGNAL_LEN, 1) and data[layout.FEATURES].dtype == np.float32
         assert data[layout.LABELS].dtype == np.int64
         assert (data[layout.NUM_FRAMES] == SIGNAL_LEN).all()
         attrs = data["attrs"]
         assert json.loads(attrs[layout.ATTR_MAPPING]) == {"N": 0, "S": 1, "V": 2, "F": 3, "Q": 4}
-        assert (attrs[layout.ATTR_NUM_VIDEOS], attrs[layout.ATTR_MAX_FRAMES], attrs[layout.ATTR_FEATURE_DIM]) == (n, SIGNAL_LEN, 1)
+        assert (attrs[layout.ATTR_NUM_VIDEOS], attrs[layout.ATTR_MAX_FRAMES], attrs[layout.ATTR_FEATURE_DIM]) == (
+            n,
+            SIGNAL_LEN,
+            1,
+        )
         assert not attrs[layout.ATTR_MULTI_SCALE]
     test = splits["test"]
     np.testing.assert_array_equal(test[layout.FEATURES][:, :SIGNAL_LEN, 0], test_signal)
@@ -99,8 +103,11 @@ def check_round_trip(out_dir, train_signal, train_targets, test_signal, test_tar
 def test_csv_round_trip_keeps_rows_labels_and_mapping(tmp_path):
     train = sine_beats(100, seed=1)
     test = sine_beats(30, seed=2)
-    rc = run_convert(write_csv(tmp_path / "train.csv", *train), write_csv(tmp_path / "test.csv", *test, target_first=True),
-                     tmp_path / "out")
+    rc = run_convert(
+        write_csv(tmp_path / "train.csv", *train),
+        write_csv(tmp_path / "test.csv", *test, target_first=True),
+        tmp_path / "out",
+    )
     assert rc == 0
     check_round_trip(tmp_path / "out", *train, *test)
 
@@ -108,8 +115,11 @@ def test_csv_round_trip_keeps_rows_labels_and_mapping(tmp_path):
 def test_parquet_round_trip_keeps_rows_labels_and_mapping(tmp_path):
     train = sine_beats(100, seed=1)
     test = sine_beats(30, seed=2)
-    rc = run_convert(write_parquet(tmp_path / "train.parquet", *train), write_parquet(tmp_path / "test.parquet", *test),
-                     tmp_path / "out")
+    rc = run_convert(
+        write_parquet(tmp_path / "train.parquet", *train),
+        write_parquet(tmp_path / "test.parquet", *test),
+        tmp_path / "out",
+    )
     assert rc == 0
     check_round_trip(tmp_path / "out", *train, *test)
 
@@ -117,8 +127,15 @@ def test_parquet_round_trip_keeps_rows_labels_and_mapping(tmp_path):
 def test_val_is_stratified_from_train_and_disjoint_from_test(tmp_path):
     train = sine_beats(200, seed=1)
     test = sine_beats(50, seed=2)
-    run_convert(write_csv(tmp_path / "train.csv", *train), write_csv(tmp_path / "test.csv", *test), tmp_path / "out",
-                "--val_fraction", "0.25", "--seed", "3")
+    run_convert(
+        write_csv(tmp_path / "train.csv", *train),
+        write_csv(tmp_path / "test.csv", *test),
+        tmp_path / "out",
+        "--val_fraction",
+        "0.25",
+        "--seed",
+        "3",
+    )
     val = read_split(tmp_path / "out", "val")
     # 40 rows per class in train, so a 25% stratified draw holds exactly 10 of each
     assert np.bincount(val[layout.LABELS]).tolist() == [10] * 5
@@ -156,6 +173,7 @@ def bad_cell(value, row=3, column="c5"):
     def make(train, test):
         edit_csv(train, row, column, value)
         return train, test
+
     return make
 
 
@@ -165,14 +183,16 @@ def drop_column(name, in_test=False):
         lines = list(csv.reader(path.open(newline="")))
         i = lines[0].index(name)
         with path.open("w", newline="") as f:
-            csv.writer(f).writerows([line[:i] + line[i + 1:] for line in lines])
+            csv.writer(f).writerows([line[:i] + line[i + 1 :] for line in lines])
         return train, test
+
     return make
 
 
 def rename(suffix):
     def make(train, test):
         return train.rename(train.with_suffix(suffix)), test
+
     return make
 
 
@@ -211,7 +231,9 @@ MALFORMED = {
 @pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))
 def test_malformed_table_exits_2_with_one_line_naming_file_and_cell(tmp_path, capsys, case):
     make, expected = MALFORMED[case]
-    train, test = make(write_beats_csv(tmp_path, "train.csv", 40, seed=1), write_beats_csv(tmp_path, "test.csv", 20, seed=2))
+    train, test = make(
+        write_beats_csv(tmp_path, "train.csv", 40, seed=1), write_beats_csv(tmp_path, "test.csv", 20, seed=2)
+    )
     capsys.readouterr()
     rc = run_convert(train, test, tmp_path / "out")
     err = capsys.readouterr().err
@@ -301,8 +323,23 @@ def test_cli_subprocess_exits_2_without_traceback(tmp_path):
     train = write_beats_csv(tmp_path, "train.csv", 20)
     edit_csv(train, 2, "c0", "x")
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.convert", "--train", str(train), "--test", str(train), "--out_dir", str(tmp_path / "o")],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "jobs.convert",
+            "--train",
+            str(train),
+            "--test",
+            str(train),
+            "--out_dir",
+            str(tmp_path / "o"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"jobs.convert: error: {train}: row 2, column 'c0': non-numeric value 'x'"]
+    assert proc.stderr.strip().splitlines() == [
+        f"jobs.convert: error: {train}: row 2, column 'c0': non-numeric value 'x'"
+    ]

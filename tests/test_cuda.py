@@ -14,16 +14,15 @@ from tests.conftest import REPO, run_module
 from videns.bench.cuda import _fits_in_slice
 from videns.bench.profiles import PROFILES
 from videns.bench.training import random_batch
-from videns.device import cap_gpu_memory
 from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.store import CheckpointStore
+from videns.device import cap_gpu_memory
 from videns.models import TemporalAttentionClassifier
 from videns.training.loss import FocalLoss
 from videns.training.optim import OptimizerConfig, build_optimizer
 from videns.training.step import train_step
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def _pinned_batch(lengths: list[int], feature_dim: int = 12, num_classes: int = 3):
@@ -74,9 +73,25 @@ def test_a_background_commit_of_cuda_tensors_keeps_the_values_as_of_the_save(tmp
 def test_the_demo_member_learns_in_bf16_on_the_gpu_and_logs_its_memory(tmp_path):
     """As tests/test_train_member.py's demo run on CPU, with bf16 autocast and fused AdamW."""
     out = tmp_path / "member"
-    result = run_module("jobs.train", ["--config", str(REPO / "configs/demo.yaml"), "--data.root", str(tmp_path / "data"),
-                                       "--data.generate_demo", "true", "--out_dir", str(out), "--trainer.progress", "off",
-                                       "--trainer.device", "cuda", "--trainer.precision", "bf16"])
+    result = run_module(
+        "jobs.train",
+        [
+            "--config",
+            str(REPO / "configs/demo.yaml"),
+            "--data.root",
+            str(tmp_path / "data"),
+            "--data.generate_demo",
+            "true",
+            "--out_dir",
+            str(out),
+            "--trainer.progress",
+            "off",
+            "--trainer.device",
+            "cuda",
+            "--trainer.precision",
+            "bf16",
+        ],
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / "result.json").read_text())["best_val_accuracy"] >= 0.8
     samples = [json.loads(line) for line in (out / "resources.jsonl").read_text().splitlines()]
@@ -84,7 +99,8 @@ def test_the_demo_member_learns_in_bf16_on_the_gpu_and_logs_its_memory(tmp_path)
 
 
 def test_a_memory_cap_on_the_bare_cuda_device_keeps_allocations_under_it():
-    """Bare "cuda", as --trainer.device cuda gives it: set_per_process_memory_fraction refuses a device without index."""
+    """Bare "cuda", as --trainer.device cuda gives it: set_per_process_memory_fraction refuses a device
+    without an index."""
     total = torch.cuda.get_device_properties(0).total_memory
     try:
         assert cap_gpu_memory(torch.device("cuda"), 1.0) == pytest.approx(1e9 / total)
@@ -98,6 +114,7 @@ def test_a_memory_cap_on_the_bare_cuda_device_keeps_allocations_under_it():
 
 def test_the_bench_slice_fit_runs_on_the_bare_cuda_device():
     profile = PROFILES["tiny"]
-    fit = _fits_in_slice(profile, random_batch(profile.batch_size, profile.max_frames, profile.feature_dim),
-                         torch.device("cuda"))
+    fit = _fits_in_slice(
+        profile, random_batch(profile.batch_size, profile.max_frames, profile.feature_dim), torch.device("cuda")
+    )
     assert fit["fits"] and fit["fp32"]["fits"] and 0 < fit["memory_fraction"] < 1

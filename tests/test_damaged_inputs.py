@@ -19,8 +19,8 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.support.damage import damage_chunk, damage_superblock, float_labels, string_features, truncate
 from tests.conftest import REPO, run_module, tiny_member_args
+from tests.support.damage import damage_chunk, damage_superblock, float_labels, string_features, truncate
 from videns.data import layout
 
 USER_ERROR = 2
@@ -54,16 +54,24 @@ def copy_data(demo_root: Path, case_dir: Path) -> Path:
 
 # --- the kinds of damage -------------------------------------------------------------------------------
 
+
 def no_read_permission(path: Path) -> str:
     path.chmod(0o000)
     return ""
 
 
-DAMAGE = {"superblock": damage_superblock, "truncated": truncate, "chunk": damage_chunk,
-          "string_features": string_features, "float_labels": float_labels, "no_permission": no_read_permission}
+DAMAGE = {
+    "superblock": damage_superblock,
+    "truncated": truncate,
+    "chunk": damage_chunk,
+    "string_features": string_features,
+    "float_labels": float_labels,
+    "no_permission": no_read_permission,
+}
 
 
 # --- running an entry point and what it must leave ----------------------------------------------------
+
 
 def nobody_ids() -> tuple[int, int]:
     if os.geteuid() != 0:
@@ -96,8 +104,14 @@ def run_job(module: str, args: list[str], as_nobody: bool = False) -> subprocess
         return run_module(module, args, timeout=300)
     uid, gid = nobody_ids()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp"}
-    return subprocess.run([sys.executable, "-c", AS_NOBODY, module, str(uid), str(gid), *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", AS_NOBODY, module, str(uid), str(gid), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -127,10 +141,19 @@ def assert_one_line(result: subprocess.CompletedProcess, prog: str, path: Path, 
 
 # --- train, val and test splits through jobs.train -------------------------------------------------------
 
-@pytest.mark.parametrize("kind, split", [
-    ("superblock", "val"), ("truncated", "train"), ("chunk", "train"), ("chunk", "test"),
-    ("string_features", "val"), ("float_labels", "train"), ("no_permission", "test"),
-])
+
+@pytest.mark.parametrize(
+    "kind, split",
+    [
+        ("superblock", "val"),
+        ("truncated", "train"),
+        ("chunk", "train"),
+        ("chunk", "test"),
+        ("string_features", "val"),
+        ("float_labels", "train"),
+        ("no_permission", "test"),
+    ],
+)
 def test_jobs_train_names_the_damaged_file_in_one_line_and_writes_nothing(demo_root, case_dir, kind, split):
     root = copy_data(demo_root, case_dir)
     damaged = layout.split_path(root, split)
@@ -154,8 +177,12 @@ def test_a_chunk_damaged_deep_in_train_read_by_dataloader_workers_ends_as_one_li
     for item in range(num_items):  # every item: whichever the first batch holds is damaged
         damage_chunk(damaged, item)
     out = case_dir / "member"
-    result = run_job("jobs.train", tiny_member_args(root, out, "--data.check_finite", "false",
-                                                    "--data.preload_gb", "0", "--data.num_workers", "2"))
+    result = run_job(
+        "jobs.train",
+        tiny_member_args(
+            root, out, "--data.check_finite", "false", "--data.preload_gb", "0", "--data.num_workers", "2"
+        ),
+    )
     assert result.returncode == USER_ERROR, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
@@ -166,12 +193,14 @@ def test_a_chunk_damaged_deep_in_train_read_by_dataloader_workers_ends_as_one_li
 
 # --- the test split through jobs.ensemble_eval -----------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def trained_run(demo_root, public_dir) -> Path:
     """A run folder with one finished member (one epoch), readable by every user."""
     run = public_dir / "run"
-    result = run_module("jobs.train", tiny_member_args(demo_root, run / "members" / "seed_7",
-                                                       "--trainer.max_epochs", "1"), timeout=300)
+    result = run_module(
+        "jobs.train", tiny_member_args(demo_root, run / "members" / "seed_7", "--trainer.max_epochs", "1"), timeout=300
+    )
     assert result.returncode == 0, result.stderr
     for path in [run, *run.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -180,26 +209,30 @@ def trained_run(demo_root, public_dir) -> Path:
 
 @pytest.mark.parametrize("kind", ["superblock", "truncated", "chunk", "float_labels", "no_permission"])
 def test_jobs_ensemble_eval_names_the_damaged_test_file_in_one_line_and_writes_nothing(
-        demo_root, case_dir, trained_run, kind):
+    demo_root, case_dir, trained_run, kind
+):
     root = copy_data(demo_root, case_dir)
     damaged = layout.split_path(root, "test")
     key = DAMAGE[kind](damaged)
     before = snapshot(trained_run)
-    result = run_job("jobs.ensemble_eval", ["--run_dir", str(trained_run), "--data_root", str(root),
-                                            "--device", "cpu"], as_nobody=kind == "no_permission")
+    result = run_job(
+        "jobs.ensemble_eval",
+        ["--run_dir", str(trained_run), "--data_root", str(root), "--device", "cpu"],
+        as_nobody=kind == "no_permission",
+    )
     assert_one_line(result, "jobs.ensemble_eval", damaged, key)
     assert snapshot(trained_run) == before, "a refused evaluation must write nothing into the run"
 
 
 # --- tables through jobs.convert -------------------------------------------------------------------------
 
+
 def write_tables(folder: Path) -> tuple[Path, Path]:
     rng = np.random.default_rng(0)
     header = ",".join([*(f"s{i}" for i in range(6)), "target"])
     tables = []
     for name, rows in (("train.csv", 40), ("test.csv", 10)):
-        lines = [header] + [",".join([*(f"{v:.4f}" for v in rng.standard_normal(6)), str(r % 2)])
-                            for r in range(rows)]
+        lines = [header] + [",".join([*(f"{v:.4f}" for v in rng.standard_normal(6)), str(r % 2)]) for r in range(rows)]
         path = folder / name
         path.write_text("\n".join(lines) + "\n")
         tables.append(path)
@@ -240,8 +273,11 @@ def test_jobs_convert_names_the_broken_table_in_one_line_and_writes_nothing(case
         broken, key = test, "CSV text"
     out = case_dir / "splits"
     before = snapshot(case_dir)
-    result = run_job("jobs.convert", ["--train", str(train), "--test", str(test), "--out_dir", str(out)],
-                     as_nobody=kind == "csv_no_permission")
+    result = run_job(
+        "jobs.convert",
+        ["--train", str(train), "--test", str(test), "--out_dir", str(out)],
+        as_nobody=kind == "csv_no_permission",
+    )
     assert result.returncode == USER_ERROR, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"jobs.convert: error: {broken}: "), result.stderr
@@ -258,8 +294,21 @@ def test_a_chunk_damaged_in_the_test_split_read_by_eval_workers_ends_as_one_line
     for item in range(num_items):
         damage_chunk(damaged, item)
     before = snapshot(trained_run)
-    result = run_job("jobs.ensemble_eval", ["--run_dir", str(trained_run), "--data_root", str(root),
-                                            "--device", "cpu", "--preload_gb", "0", "--num_workers", "2"])
+    result = run_job(
+        "jobs.ensemble_eval",
+        [
+            "--run_dir",
+            str(trained_run),
+            "--data_root",
+            str(root),
+            "--device",
+            "cpu",
+            "--preload_gb",
+            "0",
+            "--num_workers",
+            "2",
+        ],
+    )
     assert result.returncode == USER_ERROR, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]

@@ -88,6 +88,7 @@ def test_labels_outside_mapping(data_root):
         labels = f[layout.LABELS][()]
         labels[3] = 9
         _replace(f, layout.LABELS, labels)
+
     _edit(data_root, "train", bad_labels)
     message = _error(data_root)
     assert "train_features_multiscale.h5: labels: 1 label(s) outside the class mapping" in message
@@ -100,6 +101,7 @@ def test_num_frames_out_of_range(data_root, value):
         frames = f[layout.NUM_FRAMES][()]
         frames[0] = value
         _replace(f, layout.NUM_FRAMES, frames)
+
     _edit(data_root, "val", bad_frames)
     assert "val_features_multiscale.h5: num_frames: 1 value(s) <= 0 or > max_frames" in _error(data_root)
 
@@ -107,6 +109,7 @@ def test_num_frames_out_of_range(data_root, value):
 def test_non_finite_features(data_root):
     def poison(f):
         f[layout.FEATURES][5, 0, 1] = np.nan
+
     _edit(data_root, "test", poison)
     assert "test_features_multiscale.h5: features: non-finite values (NaN or inf) in item 5" in _error(data_root)
 
@@ -131,6 +134,7 @@ def test_empty_split(data_root):
         _replace(f, layout.FEATURES, np.zeros((0, 5, d), np.float32))
         _replace(f, layout.LABELS, np.zeros((0,), np.int64))
         _replace(f, layout.NUM_FRAMES, np.zeros((0,), np.int32))
+
     _edit(data_root, "train", empty)
     assert "train_features_multiscale.h5: features: split is empty" in _error(data_root)
 
@@ -146,12 +150,18 @@ def test_cli_reports_bad_data_in_one_line_and_writes_nothing(data_root, tmp_path
     assert not (out_dir / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("override, expected", [
-    (["--optimizer.lr", "-1"], "optimizer.lr"),
-    (["--trainer.patience", "-3"], "trainer.patience must be >= 0"),
-    (["--model.init_args.num_attention_heads", "5"], "model.num_attention_heads=5 must divide the attention width 32"),
-    (["--trainer.no_such_key", "1"], "no_such_key"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (["--optimizer.lr", "-1"], "optimizer.lr"),
+        (["--trainer.patience", "-3"], "trainer.patience must be >= 0"),
+        (
+            ["--model.init_args.num_attention_heads", "5"],
+            "model.num_attention_heads=5 must divide the attention width 32",
+        ),
+        (["--trainer.no_such_key", "1"], "no_such_key"),
+    ],
+)
 def test_cli_rejects_bad_config_before_work(data_root, tmp_path, override, expected):
     out_dir = tmp_path / "member"
     result = run_module("jobs.train", tiny_member_args(data_root, out_dir, *override))

@@ -13,9 +13,9 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -148,8 +148,7 @@ def size_in_bytes(text: str) -> float:
 
 
 @needs_root
-def test_disk_full_mid_training_is_one_line_an_honest_folder_and_a_bit_identical_resume(demo_root, tmp_path,
-                                                                                          reference):
+def test_disk_full_mid_training_is_one_line_an_honest_folder_and_a_bit_identical_resume(demo_root, tmp_path, reference):
     checkpoint = disk_use(reference / "checkpoints" / "step-000000018")
     after_first_epoch = disk_use(reference) - checkpoint  # one checkpoint, the best model, the records
     with small_tmpfs(tmp_path / "disk", after_first_epoch + checkpoint // 2) as disk:
@@ -160,8 +159,11 @@ def test_disk_full_mid_training_is_one_line_an_honest_folder_and_a_bit_identical
         assert "Traceback" not in failed.stderr
         [line] = error_lines(failed.stderr)
         reason = line.removeprefix("jobs.train: error: ")
-        match = re.fullmatch(rf"{re.escape(str(member))}(/checkpoints)?: cannot write (step|best)-\S+: "
-                             r"No space left on device \((.+) free, about (.+) needed\)", reason)
+        match = re.fullmatch(
+            rf"{re.escape(str(member))}(/checkpoints)?: cannot write (step|best)-\S+: "
+            r"No space left on device \((.+) free, about (.+) needed\)",
+            reason,
+        )
         assert match, reason
         assert size_in_bytes(match.group(3)) < size_in_bytes(match.group(4))
         assert reason in (member / "train.log").read_text()
@@ -227,15 +229,19 @@ def test_a_log_file_on_a_full_disk_costs_its_lines_not_the_run(tmp_path, capsys,
     assert "Traceback" not in stderr and "Logging error" not in stderr
     assert [line for line in stderr.splitlines() if "cannot write this log" in line] == [
         f"{disk / 'train.log'}: cannot write this log (No space left on device); until it can, its lines go to "
-        "stderr only"]
+        "stderr only"
+    ]
     assert [line.endswith("while full 2") for line in stderr.splitlines()].count(True) == 1
     assert logged[-1].endswith("with room again"), "once there is room, the lines reach the file again"
 
 
 def test_over_quota_the_line_says_the_quota_not_the_filesystem_ran_out(tmp_path):
     line = str(write_failure(OSError(errno.EDQUOT, "Disk quota exceeded"), tmp_path, "step-000000018", 155_000))
-    assert re.fullmatch(rf"{re.escape(str(tmp_path))}: cannot write step-000000018: Disk quota exceeded "
-                        r"\(about 155 kB needed; \S+ \w?B free on the filesystem, but not within your quota\)", line)
+    assert re.fullmatch(
+        rf"{re.escape(str(tmp_path))}: cannot write step-000000018: Disk quota exceeded "
+        r"\(about 155 kB needed; \S+ \w?B free on the filesystem, but not within your quota\)",
+        line,
+    )
 
 
 def test_each_kind_of_failed_write_is_its_own_restart_cause_in_the_status_table():

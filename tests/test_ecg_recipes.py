@@ -14,12 +14,25 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = {"cnn1d_gru": REPO / "configs" / "ecg_cnn1d_gru.yaml", "cnn2d": REPO / "configs" / "ecg_cnn2d.yaml"}
 # The best published configurations (30 epochs, the oversampled set).
 PUBLISHED_BEST = {
-    "cnn1d_gru": {"trainer.batch_size": 32, "model.init_args.hidden_dim": 64, "model.init_args.dropout": 0.4,
-                  "model.init_args.gru_layers": 2, "model.init_args.num_blocks": 5, "schedule.plateau_factor": 0.2,
-                  "model.init_args.gru_hidden": 256, "data.balance": "oversample"},
-    "cnn2d": {"trainer.batch_size": 16, "model.init_args.hidden_dim": 128, "model.init_args.dropout": 0.3,
-              "model.init_args.num_blocks": 1, "schedule.plateau_factor": 0.2, "data.balance": "oversample",
-              "model.init_args.image_shape": [16, 12]},
+    "cnn1d_gru": {
+        "trainer.batch_size": 32,
+        "model.init_args.hidden_dim": 64,
+        "model.init_args.dropout": 0.4,
+        "model.init_args.gru_layers": 2,
+        "model.init_args.num_blocks": 5,
+        "schedule.plateau_factor": 0.2,
+        "model.init_args.gru_hidden": 256,
+        "data.balance": "oversample",
+    },
+    "cnn2d": {
+        "trainer.batch_size": 16,
+        "model.init_args.hidden_dim": 128,
+        "model.init_args.dropout": 0.3,
+        "model.init_args.num_blocks": 1,
+        "schedule.plateau_factor": 0.2,
+        "data.balance": "oversample",
+        "model.init_args.image_shape": [16, 12],
+    },
 }
 MODEL_TINY = {"cnn1d_gru": ["--model.init_args.gru_hidden", "8"], "cnn2d": ["--model.init_args.channels", "8"]}
 
@@ -45,9 +58,16 @@ def test_recipe_holds_the_seed_best_settings(name):
 @pytest.mark.parametrize("balance", ["oversample", "smote"])
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_trains_on_converted_beats(name, balance, ecg_root, tmp_path):
-    cfg = parse_member_config(["--config", str(RECIPES[name]),
-                               *tiny(ecg_root, "--data.balance", balance),
-                               "--out_dir", str(tmp_path / "member"), *MODEL_TINY[name]])
+    cfg = parse_member_config(
+        [
+            "--config",
+            str(RECIPES[name]),
+            *tiny(ecg_root, "--data.balance", balance),
+            "--out_dir",
+            str(tmp_path / "member"),
+            *MODEL_TINY[name],
+        ]
+    )
     outcome = train_member(cfg)
     assert outcome.status == "finished" and outcome.epoch == 2
     progress = MemberFolder(tmp_path / "member").progress()
@@ -63,10 +83,25 @@ def test_recipe_trains_on_converted_beats(name, balance, ecg_root, tmp_path):
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_data_section_keeps_a_small_table_its_size(name, ecg_root, tmp_path, caplog):
     """The recipe's data settings as shipped: an epoch is the classes times the majority count, not 5 x 55,000."""
-    cfg = parse_member_config(["--config", str(RECIPES[name]), "--data.root", str(ecg_root),
-                               "--model.init_args.hidden_dim", "8", "--model.init_args.num_blocks", "1",
-                               *MODEL_TINY[name], "--trainer.max_epochs", "1", "--trainer.progress", "off",
-                               "--out_dir", str(tmp_path / "member")])
+    cfg = parse_member_config(
+        [
+            "--config",
+            str(RECIPES[name]),
+            "--data.root",
+            str(ecg_root),
+            "--model.init_args.hidden_dim",
+            "8",
+            "--model.init_args.num_blocks",
+            "1",
+            *MODEL_TINY[name],
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.progress",
+            "off",
+            "--out_dir",
+            str(tmp_path / "member"),
+        ]
+    )
     with caplog.at_level("WARNING", logger="videns.data.rebalance"):
         assert train_member(cfg).status == "finished"
     progress = MemberFolder(tmp_path / "member").progress()
@@ -82,8 +117,16 @@ def test_cnn2d_image_shape_needing_another_length_stops_the_member_at_its_start(
 
     beats = write_csv(tmp_path / "beats.csv", *sine_beats(60))
     convert_tables(beats, beats, tmp_path / "h5")  # each table keeps its 187 samples
-    cfg = parse_member_config(["--config", str(RECIPES["cnn2d"]), *tiny(tmp_path / "h5"), *MODEL_TINY["cnn2d"],
-                               "--out_dir", str(tmp_path / "member")])
+    cfg = parse_member_config(
+        [
+            "--config",
+            str(RECIPES["cnn2d"]),
+            *tiny(tmp_path / "h5"),
+            *MODEL_TINY["cnn2d"],
+            "--out_dir",
+            str(tmp_path / "member"),
+        ]
+    )
     with pytest.raises(ConfigError) as raised:
         train_member(cfg)
     message = str(raised.value)

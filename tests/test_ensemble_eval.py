@@ -1,7 +1,6 @@
 """jobs.ensemble_eval on real tiny members: averaging, metrics, skipped and refused members, TTA, outputs."""
 
 import json
-import logging
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -20,11 +19,11 @@ from videns.data.augment import TTA_MODES
 from videns.data.dataset import FeatureSplit
 from videns.data.demo import write_demo_data
 from videns.data.loaders import ViewItems, build_eval_loader
+from videns.folders import MemberFolder
+from videns.member.checkpoint import load_best
 from videns.metrics import expected_calibration_error
 from videns.models.class_path import build_model
 from videns.training.evaluate import predict_probs
-from videns.folders import MemberFolder
-from videns.member.checkpoint import load_best
 
 SEEDS = (1, 2)
 ODD_SEED = 9
@@ -121,15 +120,19 @@ def test_every_metric_in_the_report_matches_sklearn_on_predictions(evaluated: Pa
         preds = probs.argmax(axis=1)
         assert entry["accuracy"] == pytest.approx(skm.accuracy_score(labels, preds))
         assert entry["balanced_accuracy"] == pytest.approx(skm.recall_score(labels, preds, average="macro"))
-        assert entry["f1_weighted"] == pytest.approx(skm.f1_score(labels, preds, average="weighted", labels=classes,
-                                                                  zero_division=0))
-        assert entry["f1_macro"] == pytest.approx(skm.f1_score(labels, preds, average="macro", labels=classes,
-                                                               zero_division=0))
-        precision, recall, f1, support = skm.precision_recall_fscore_support(labels, preds, labels=classes,
-                                                                             zero_division=0)
+        assert entry["f1_weighted"] == pytest.approx(
+            skm.f1_score(labels, preds, average="weighted", labels=classes, zero_division=0)
+        )
+        assert entry["f1_macro"] == pytest.approx(
+            skm.f1_score(labels, preds, average="macro", labels=classes, zero_division=0)
+        )
+        precision, recall, f1, support = skm.precision_recall_fscore_support(
+            labels, preds, labels=classes, zero_division=0
+        )
         for c, name in enumerate(names):
             assert entry["per_class"][name] == pytest.approx(
-                {"precision": precision[c], "recall": recall[c], "f1": f1[c], "support": support[c]})
+                {"precision": precision[c], "recall": recall[c], "f1": f1[c], "support": support[c]}
+            )
         assert entry["confusion_matrix"] == skm.confusion_matrix(labels, preds, labels=classes).tolist()
         assert entry["nll"] == pytest.approx(skm.log_loss(labels, probs, labels=classes), rel=1e-6)
         assert entry["ece"] == pytest.approx(ece_by_hand(labels, probs))
@@ -218,8 +221,10 @@ def odd_members(demo_root: Path, tmp_path_factory) -> dict[str, Path]:
     shutil.copytree(demo_root, swapped)
     for split in layout.SPLITS:
         swap_first_two_classes(layout.split_path(swapped, split))
-    members = {"feature dim": base / "dim8" / f"seed_{ODD_SEED}",
-               "class mapping": base / "swapped" / f"seed_{ODD_SEED}"}
+    members = {
+        "feature dim": base / "dim8" / f"seed_{ODD_SEED}",
+        "class mapping": base / "swapped" / f"seed_{ODD_SEED}",
+    }
     train_tiny(narrow, members["feature dim"], ODD_SEED, epochs=1)
     train_tiny(swapped, members["class mapping"], ODD_SEED, epochs=1)
     return {**members, "swapped data": swapped}
@@ -234,8 +239,9 @@ def swap_first_two_classes(path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["feature dim", "class mapping"])
-def test_member_that_disagrees_with_the_others_is_refused(base_run: Path, odd_members, tmp_path: Path, kind: str,
-                                                          capsys):
+def test_member_that_disagrees_with_the_others_is_refused(
+    base_run: Path, odd_members, tmp_path: Path, kind: str, capsys
+):
     run = copy_run(base_run, tmp_path / "run")
     assert run_eval(["--run_dir", str(run)]) == 0
     before = (run / "ensemble" / "report.json").read_bytes()
@@ -249,8 +255,13 @@ def test_member_that_disagrees_with_the_others_is_refused(base_run: Path, odd_me
 
 
 def test_test_file_with_another_class_mapping_is_refused(evaluated: Path, odd_members, capsys):
-    line = expect_one_line_error(capsys, ["--run_dir", str(evaluated), "--data_root", str(odd_members["swapped data"])],
-                                 "test_features_multiscale.h5", "class mapping", "disagrees")
+    line = expect_one_line_error(
+        capsys,
+        ["--run_dir", str(evaluated), "--data_root", str(odd_members["swapped data"])],
+        "test_features_multiscale.h5",
+        "class mapping",
+        "disagrees",
+    )
     assert '"Flat_Content": 0' in line and '"Animation": 0' in line
 
 
@@ -272,8 +283,11 @@ def test_model_is_rebuilt_from_the_spec_saved_with_the_checkpoint(evaluated: Pat
     run = copy_run(evaluated, tmp_path / "run")
     for seed in SEEDS:  # today's configs say something else entirely
         config = run / "members" / f"seed_{seed}" / "config.yaml"
-        text = config.read_text().replace("hidden_dim: 16", "hidden_dim: 96").replace("num_lstm_layers: 1",
-                                                                                      "num_lstm_layers: 3")
+        text = (
+            config.read_text()
+            .replace("hidden_dim: 16", "hidden_dim: 96")
+            .replace("num_lstm_layers: 1", "num_lstm_layers: 3")
+        )
         assert "hidden_dim: 96" in text
         config.write_text(text)
 
@@ -286,8 +300,17 @@ def test_model_is_rebuilt_from_the_spec_saved_with_the_checkpoint(evaluated: Pat
 def test_outputs_exist_and_pngs_are_valid(evaluated: Path, capsys):
     out = evaluated / "ensemble"
     rep = report(evaluated)
-    assert set(rep["files"]) == {"report.json", "report.md", "predictions.npz", "predictions.csv", "reliability.png",
-                                 "risk_coverage.png", "confusion_matrix.png", "training_curves.png", "resources.json"}
+    assert set(rep["files"]) == {
+        "report.json",
+        "report.md",
+        "predictions.npz",
+        "predictions.csv",
+        "reliability.png",
+        "risk_coverage.png",
+        "confusion_matrix.png",
+        "training_curves.png",
+        "resources.json",
+    }
     for name in ("confusion_matrix.png", "training_curves.png", "reliability.png", "risk_coverage.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert imread(out / name).shape[0] > 100
@@ -330,6 +353,9 @@ def test_each_validation_and_test_item_is_read_exactly_once(evaluated: Path, tmp
     monkeypatch.setattr(FeatureSplit, "__getitem__", counting)
     assert run_eval(["--run_dir", str(run), "--tta", "--batch_size", "7"]) == 0  # several batches, 2 members x 4 views
     rep = report(run)
-    expected = {(layout.split_path(Path("."), split).name, i): 1
-                for split, count in (("val", rep["num_val_items"]), ("test", rep["num_items"])) for i in range(count)}
+    expected = {
+        (layout.split_path(Path("."), split).name, i): 1
+        for split, count in (("val", rep["num_val_items"]), ("test", rep["num_items"]))
+        for i in range(count)
+    }
     assert reads == Counter(expected)

@@ -18,18 +18,17 @@ from tests.support.trust_run import BROKEN_SEED, GOOD_SEEDS, copy_data, npz, per
 from videns.data import layout
 from videns.ensemble.baseline import MODEL_NAME as MEAN_STD_MODEL
 from videns.ensemble.calibration import brier_score, fit_temperature
-from videns.ensemble.shape_baseline import MODEL_NAME as SHAPE_MODEL
 from videns.ensemble.collapse import collapse_threshold, flag_members
 from videns.ensemble.combine import COMBINATIONS, combine, greedy_weights, nll
 from videns.ensemble.conformal import prediction_sets, set_names
+from videns.ensemble.shape_baseline import MODEL_NAME as SHAPE_MODEL
 from videns.ensemble.uncertainty import UNCERTAINTY_COLUMNS, item_uncertainty
-
-
 
 pytestmark = pytest.mark.usefixtures("module_on_one_thread", "restore_log_handlers")
 
 
 # ---- rules on synthetic probabilities ----------------------------------------------------------------------------
+
 
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
@@ -102,12 +101,15 @@ def probs_with_accuracies(accuracies: list[float], num_items: int = 200, num_cla
     return np.stack(members), labels
 
 
-@pytest.mark.parametrize("accuracies, flagged", [
-    ([0.92, 0.92, 0.93, 0.255, 0.745], [3, 4]),  # the published ensemble's two collapsed members
-    ([0.92, 0.92, 0.727], [2]),                  # the reference ensemble: one member stuck at 72.7%
-    ([0.90, 0.88, 0.91, 0.89, 0.86], []),        # a normal spread is not a collapse
-    ([0.90, 0.25, 0.90], [1]),                   # at chance with 4 balanced classes
-])
+@pytest.mark.parametrize(
+    "accuracies, flagged",
+    [
+        ([0.92, 0.92, 0.93, 0.255, 0.745], [3, 4]),  # the published ensemble's two collapsed members
+        ([0.92, 0.92, 0.727], [2]),  # the reference ensemble: one member stuck at 72.7%
+        ([0.90, 0.88, 0.91, 0.89, 0.86], []),  # a normal spread is not a collapse
+        ([0.90, 0.25, 0.90], [1]),  # at chance with 4 balanced classes
+    ],
+)
 def test_collapse_rule_flags_far_below_median_or_majority(accuracies, flagged):
     member_probs, labels = probs_with_accuracies(accuracies)
     flags = flag_members(list(range(len(accuracies))), member_probs, labels)
@@ -117,6 +119,7 @@ def test_collapse_rule_flags_far_below_median_or_majority(accuracies, flagged):
 
 
 # ---- real tiny members ----------------------------------------------------------------------------------------------
+
 
 def test_member_trained_on_shuffled_labels_is_flagged_and_left_out_of_mean_unflagged(trust_run: Path):
     rep = report(trust_run)
@@ -146,8 +149,12 @@ def test_selection_and_temperature_never_read_test_labels(trust_run: Path, trust
     # The sets under permuted test labels are those computed from validation and test features alone.
     pred = npz(trust_run)
     weights = np.array([after["combinations"]["greedy"]["weights"][str(s)] for s in pred["seeds"]])
-    sets = prediction_sets(combine(pred["val_member_probs"], weights), pred["val_labels"],
-                           combine(pred["member_probs"], weights), after["conformal"]["coverage_requested"])
+    sets = prediction_sets(
+        combine(pred["val_member_probs"], weights),
+        pred["val_labels"],
+        combine(pred["member_probs"], weights),
+        after["conformal"]["coverage_requested"],
+    )
     with open(run / "ensemble" / "predictions.csv", newline="") as handle:
         assert [row["prediction_set"] for row in csv.DictReader(handle)] == set_names(sets, after["class_names"])
 
@@ -156,7 +163,7 @@ def test_report_shows_every_combination_calibration_and_the_baseline(trust_run: 
     rep = report(trust_run)
     pred = npz(trust_run)
     assert set(rep["combinations"]) == set(COMBINATIONS)
-    for name, entry in rep["combinations"].items():
+    for _name, entry in rep["combinations"].items():
         weights = np.array(list(entry["weights"].values()))
         assert weights.sum() == pytest.approx(1.0) and "accuracy" in entry["test"] and entry["temperature"] > 0
     temperature = rep["calibration"]["temperature"]
@@ -164,8 +171,9 @@ def test_report_shows_every_combination_calibration_and_the_baseline(trust_run: 
     assert val["after"]["nll"] <= val["before"]["nll"] + 1e-12
     val_probs = combine(pred["val_member_probs"], pred["weights"])
     assert val["before"]["nll"] == pytest.approx(nll(pred["val_labels"], val_probs))
-    np.testing.assert_allclose(pred["calibrated_probs"], combine(pred["member_probs"], pred["weights"], temperature),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        pred["calibrated_probs"], combine(pred["member_probs"], pred["weights"], temperature), atol=1e-12
+    )
     np.testing.assert_allclose(pred["ensemble_probs"], pred["member_probs"].mean(axis=0), atol=1e-12)
     assert float(pred["temperature"]) == temperature
     assert [b["model"] for b in rep["baselines"]] == [MEAN_STD_MODEL, SHAPE_MODEL]
@@ -174,10 +182,19 @@ def test_report_shows_every_combination_calibration_and_the_baseline(trust_run: 
     assert baseline["accuracy"] == max(b["accuracy"] for b in rep["baselines"])
     markdown = (trust_run / "ensemble" / "report.md").read_text()
     beats = rep["ensemble"]["accuracy"] > baseline["accuracy"]
-    assert f"The ensemble ({rep['ensemble']['accuracy']:.4f} test accuracy) {'beats' if beats else 'does NOT beat'} " \
-           f"the strongest baseline, {baseline['model']} ({baseline['accuracy']:.4f})" in markdown
-    for section in ("Combinations", "Calibration", "Prediction sets", "Selective prediction", "Baselines",
-                    "Most uncertain test items", "Most confidently wrong"):
+    assert (
+        f"The ensemble ({rep['ensemble']['accuracy']:.4f} test accuracy) {'beats' if beats else 'does NOT beat'} "
+        f"the strongest baseline, {baseline['model']} ({baseline['accuracy']:.4f})" in markdown
+    )
+    for section in (
+        "Combinations",
+        "Calibration",
+        "Prediction sets",
+        "Selective prediction",
+        "Baselines",
+        "Most uncertain test items",
+        "Most confidently wrong",
+    ):
         assert f"## {section}" in markdown
     png = trust_run / "ensemble" / "reliability.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and imread(png).shape[0] > 100
@@ -209,16 +226,21 @@ def test_baseline_features_are_mean_and_std_over_real_frames_only(tmp_path: Path
     with h5py.File(path, "w") as f:
         f[layout.FEATURES], f[layout.NUM_FRAMES], f[layout.LABELS] = features, lengths.astype(np.int32), np.arange(4)
     x, y = summary_features(path)
-    expected = np.stack([np.concatenate([features[i, :n].astype(np.float64).mean(0),
-                                         features[i, :n].astype(np.float64).std(0)]) for i, n in enumerate(lengths)])
+    expected = np.stack(
+        [
+            np.concatenate([features[i, :n].astype(np.float64).mean(0), features[i, :n].astype(np.float64).std(0)])
+            for i, n in enumerate(lengths)
+        ]
+    )
     np.testing.assert_allclose(x, expected, rtol=1e-10)
     assert y.tolist() == [0, 1, 2, 3]
     draw = train_indices(50_000, cap=100, seed=0)
     assert len(draw) == 100 and len(set(draw.tolist())) == 100 and (draw == train_indices(50_000, 100, 0)).all()
 
 
-def test_missing_validation_split_is_one_line_and_the_report_is_kept(trust_run: Path, trust_data: Path,
-                                                                     tmp_path: Path, capsys):
+def test_missing_validation_split_is_one_line_and_the_report_is_kept(
+    trust_run: Path, trust_data: Path, tmp_path: Path, capsys
+):
     data = tmp_path / "no_val"
     shutil.copytree(trust_data, data)
     layout.split_path(data, "val").unlink()

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from slurm.queue import wait_while_active
 from tests.conftest import REPO, run_module, tiny_member_args
 from tests.support.slurm_cluster import cancel_all, ensure_cluster
-from slurm.queue import wait_while_active
 from videns.folders import RunFolder
 from videns.member.ledger import read_mark
 
@@ -26,10 +26,16 @@ SEED = 7
 
 
 def member_options(demo_root: Path, epochs: int) -> list[str]:
-    args = tiny_member_args(demo_root, Path("unused"), "--trainer.max_epochs", str(epochs),
-                            "--data.generate_demo", "false")
-    return ["--config", str(REPO / "configs" / "demo.yaml"), *args[args.index("--seed"):],
-            "--data.root", str(demo_root)]
+    args = tiny_member_args(
+        demo_root, Path("unused"), "--trainer.max_epochs", str(epochs), "--data.generate_demo", "false"
+    )
+    return [
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        *args[args.index("--seed") :],
+        "--data.root",
+        str(demo_root),
+    ]
 
 
 def starting_lines(run: RunFolder) -> list[str]:
@@ -45,18 +51,29 @@ def assert_refused_in_one_line(result: subprocess.CompletedProcess, words: str) 
 def test_without_scontrol_a_slurm_run_is_neither_relaunched_nor_called_finished(demo_root, tmp_path):
     """A run launched on SLURM, looked at from a machine with no SLURM clients (PATH without them)."""
     run = RunFolder(tmp_path / "run")
-    launched = run_module("jobs.launch", [*member_options(demo_root, 1), "--array", "1", "--cluster", "local",
-                                          "--run_dir", str(run.root)])
+    launched = run_module(
+        "jobs.launch", [*member_options(demo_root, 1), "--array", "1", "--cluster", "local", "--run_dir", str(run.root)]
+    )
     assert launched.returncode == 0, launched.stdout + launched.stderr
     record = json.loads(run.launch_file.read_text())
     record.update(cluster="slurm", member_job_ids={str(SEED): "4242_0"}, ensemble_job_id="4243")
     run.launch_file.write_text(json.dumps(record))  # as a SLURM launch leaves it
     no_slurm = {**os.environ, "PATH": str(Path(sys.executable).parent)}
-    relaunch = subprocess.run([sys.executable, "-m", "jobs.launch", "--run_dir", str(run.root)], cwd=REPO,
-                              env=no_slurm, capture_output=True, text=True)
+    relaunch = subprocess.run(
+        [sys.executable, "-m", "jobs.launch", "--run_dir", str(run.root)],
+        cwd=REPO,
+        env=no_slurm,
+        capture_output=True,
+        text=True,
+    )
     assert_refused_in_one_line(relaunch, "scontrol is not installed here")
-    status = subprocess.run([sys.executable, "-m", "jobs.status", "--run_dir", str(run.root)], cwd=REPO,
-                            env=no_slurm, capture_output=True, text=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "jobs.status", "--run_dir", str(run.root)],
+        cwd=REPO,
+        env=no_slurm,
+        capture_output=True,
+        text=True,
+    )
     assert status.returncode == 3, status.stdout + status.stderr
     row = next(line for line in status.stdout.splitlines() if line.startswith(str(SEED)))
     assert row.split()[1] == "unknown" and "ensemble: unknown" in status.stdout
@@ -69,8 +86,20 @@ def test_a_silent_controller_refuses_the_relaunch_and_status_says_unknown(demo_r
     cluster = ensure_cluster(user_signal=False)
     cancel_all()
     run = RunFolder(tmp_path / "run")
-    launched = run_module("jobs.launch", [*member_options(demo_root, 400), "--array", "1", "--cluster", "slurm",
-                                          "--site", "local", "--run_dir", str(run.root)])
+    launched = run_module(
+        "jobs.launch",
+        [
+            *member_options(demo_root, 400),
+            "--array",
+            "1",
+            "--cluster",
+            "slurm",
+            "--site",
+            "local",
+            "--run_dir",
+            str(run.root),
+        ],
+    )
     assert launched.returncode == 0, launched.stdout + launched.stderr
     job = json.loads(run.launch_file.read_text())["member_job_ids"][str(SEED)]
     wait_for_training(run)

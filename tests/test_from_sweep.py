@@ -1,4 +1,5 @@
-"""jobs.launch --from_sweep: the K best trials of a real sweep, S seeds each, as one resumable run that grows by seeds."""
+"""jobs.launch --from_sweep: the K best trials of a real sweep, S seeds each, as one resumable run that grows
+by seeds."""
 
 import json
 from pathlib import Path
@@ -19,8 +20,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("module_on_one_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
 # Small enough that a trial takes seconds: FCN only, three learning rates, one epoch.
-TINY = ["--model.init_args.channels", "[8,8,8]", "--trainer.max_epochs", "1", "--trainer.progress", "off",
-        "--trainer.batch_size", "32"]
+TINY = [
+    "--model.init_args.channels",
+    "[8,8,8]",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.progress",
+    "off",
+    "--trainer.batch_size",
+    "32",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +44,38 @@ def sweep(tmp_path_factory, series_root) -> Path:
     """A finished 3-trial sweep, run by one worker in this process."""
     tmp = tmp_path_factory.mktemp("sweep")
     spec = tmp / "sweep.yaml"
-    spec.write_text(yaml.safe_dump({
-        "recipe": str(REPO / "configs" / "timeseries.yaml"), "sampler": "random", "pruner": "none", "seed": 1,
-        "space": {"optimizer.lr": {"type": "categorical", "choices": [1.0e-4, 1.0e-3, 3.0e-3]},
-                  "model.init_args.dropout": {"type": "float", "low": 0.0, "high": 0.3}}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "recipe": str(REPO / "configs" / "timeseries.yaml"),
+                "sampler": "random",
+                "pruner": "none",
+                "seed": 1,
+                "space": {
+                    "optimizer.lr": {"type": "categorical", "choices": [1.0e-4, 1.0e-3, 3.0e-3]},
+                    "model.init_args.dropout": {"type": "float", "low": 0.0, "high": 0.3},
+                },
+            }
+        )
+    )
     run = tmp / "sweep"
-    assert jobs.sweep.main(["--config", str(spec), "--trials", "3", "--run_dir", str(run), "--worker",
-                            "--data.root", str(series_root), *TINY]) == 0
+    assert (
+        jobs.sweep.main(
+            [
+                "--config",
+                str(spec),
+                "--trials",
+                "3",
+                "--run_dir",
+                str(run),
+                "--worker",
+                "--data.root",
+                str(series_root),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -85,7 +119,8 @@ def test_the_top_k_trials_train_with_their_own_configs_s_seeds_each_and_grow_by_
     assert "seed" in seed_ensemble  # against a seed ensemble of the best config, which now has 2 members
     for seed in set(grown) - set(members):
         assert config_hash(own_config(run.member(seed).config)) == config_hash(
-            own_config(SweepFolder(sweep).trial(grown[seed]).trial_config))
+            own_config(SweepFolder(sweep).trial(grown[seed]).trial_config)
+        )
 
 
 def test_a_member_of_a_sweep_run_resumes_from_its_checkpoint(sweep, tmp_path):
@@ -99,15 +134,19 @@ def test_a_member_of_a_sweep_run_resumes_from_its_checkpoint(sweep, tmp_path):
     assert json.loads(run.member(seed).progress_file.read_text())["restarts"] >= 1
 
 
-@pytest.mark.parametrize("extra, words", [
-    (["--config", "configs/demo.yaml"], "leave out --config"),
-    (["--array", "2"], "leave out --array"),
-    (["--top_k", "9"], "asks for more trials than the 3 complete ones"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--config", "configs/demo.yaml"], "leave out --config"),
+        (["--array", "2"], "leave out --array"),
+        (["--top_k", "9"], "asks for more trials than the 3 complete ones"),
+    ],
+)
 def test_a_mistaken_sweep_launch_is_one_line_before_anything_is_written(sweep, tmp_path, extra, words):
     run = tmp_path / "top"
-    result = run_module("jobs.launch", ["--from_sweep", str(sweep), "--run_dir", str(run), "--cluster", "local",
-                                        *extra])
+    result = run_module(
+        "jobs.launch", ["--from_sweep", str(sweep), "--run_dir", str(run), "--cluster", "local", *extra]
+    )
     assert result.returncode == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not run.exists()
 

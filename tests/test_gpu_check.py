@@ -69,9 +69,11 @@ def test_the_four_members_ran_side_by_side_and_logged_their_device(cpu_check):
 
 def test_junit_counts_name_the_failing_tests(tmp_path):
     xml = tmp_path / "junit.xml"
-    xml.write_text('<testsuites><testsuite tests="3" failures="1" errors="0" skipped="1">'
-                   '<testcase name="test_a"/><testcase name="test_b"><failure message="assert 1 == 2&#10;more"/>'
-                   '</testcase><testcase name="test_c"><skipped/></testcase></testsuite></testsuites>')
+    xml.write_text(
+        '<testsuites><testsuite tests="3" failures="1" errors="0" skipped="1">'
+        '<testcase name="test_a"/><testcase name="test_b"><failure message="assert 1 == 2&#10;more"/>'
+        '</testcase><testcase name="test_c"><skipped/></testcase></testsuite></testsuites>'
+    )
     counts = junit_counts(xml)
     assert (counts["tests"], counts["passed"], counts["failures"], counts["skipped"]) == (3, 1, 1, 1)
     assert counts["failed"] == ["test_b: assert 1 == 2"]
@@ -84,12 +86,26 @@ def test_most_at_once_counts_overlapping_spans():
 
 
 def test_a_failed_part_keeps_its_note_and_the_figures_it_has_in_the_summary():
-    record = {"created": "now", "budget_s": 450, "total_s": 12.0,
-              "environment": {"device": "NVIDIA H200", "torch": "2.11", "torch_cuda": "13.0"},
-              "parts": {"cuda_tests": {"status": "failed", "seconds": 3.0, "note": "pytest -m cuda exited 1",
-                                       "tests": 6, "passed": 5, "failures": 1, "errors": 0, "skipped": 0},
-                        "bench": {"status": "failed", "seconds": 1.0, "note": "ValueError: bad | device"},
-                        "resume": {"status": "not run", "seconds": 0.0, "note": "the check's time budget was spent"}}}
+    record = {
+        "created": "now",
+        "budget_s": 450,
+        "total_s": 12.0,
+        "environment": {"device": "NVIDIA H200", "torch": "2.11", "torch_cuda": "13.0"},
+        "parts": {
+            "cuda_tests": {
+                "status": "failed",
+                "seconds": 3.0,
+                "note": "pytest -m cuda exited 1",
+                "tests": 6,
+                "passed": 5,
+                "failures": 1,
+                "errors": 0,
+                "skipped": 0,
+            },
+            "bench": {"status": "failed", "seconds": 1.0, "note": "ValueError: bad | device"},
+            "resume": {"status": "not run", "seconds": 0.0, "note": "the check's time budget was spent"},
+        },
+    }
     summary = format_summary(record)
     assert "| cuda_tests | failed | 3 | pytest -m cuda exited 1. 5 passed, 1 failed, 0 skipped |" in summary
     assert "| bench | failed | 1 | ValueError: bad / device |" in summary

@@ -15,26 +15,55 @@ import yaml
 from jobs import launch, status
 from slurm.cluster import ClusterConfig, local_executor
 from slurm.tasks import outcome_recorded, task_succeeded
-from videns.folders import task_outcome_beside
 from tests.support.member_files import assert_members_identical
 from videns.config import parse_member_config
+from videns.folders import task_outcome_beside
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def member_args(demo_root: Path, *extra: str) -> list[str]:
     """A tiny member (a few seconds per epoch on one core), on the shared demo data."""
-    return ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(demo_root),
-            "--data.generate_demo", "false", "--seed", "7", "--model.init_args.hidden_dim", "16",
-            "--model.init_args.num_attention_heads", "2", "--model.init_args.head_dims", "[16]",
-            "--trainer.batch_size", "16", "--trainer.max_epochs", "3", "--trainer.patience", "0",
-            "--trainer.progress", "off", "--checkpoint.every_steps", "4", *extra]
+    return [
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--data.root",
+        str(demo_root),
+        "--data.generate_demo",
+        "false",
+        "--seed",
+        "7",
+        "--model.init_args.hidden_dim",
+        "16",
+        "--model.init_args.num_attention_heads",
+        "2",
+        "--model.init_args.head_dims",
+        "[16]",
+        "--trainer.batch_size",
+        "16",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.patience",
+        "0",
+        "--trainer.progress",
+        "off",
+        "--checkpoint.every_steps",
+        "4",
+        *extra,
+    ]
 
 
 def run_launch(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "jobs.launch", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.launch", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
 
 
 def one_error_line(capsys, args: list[str]) -> str:
@@ -48,6 +77,7 @@ def one_error_line(capsys, args: list[str]) -> str:
 
 
 # ---------------------------------------------------------------- bad input, dry run
+
 
 def test_missing_config_file_is_one_line_and_writes_nothing(capsys, tmp_path, demo_root):
     run_dir = tmp_path / "run"
@@ -68,9 +98,11 @@ def test_unknown_key_in_config_file_is_one_line_and_writes_nothing(capsys, tmp_p
 def test_unknown_option_and_bad_cluster_value_are_one_line(capsys, tmp_path, demo_root):
     run_dir = tmp_path / "run"
     assert "--trainer.epochs" in one_error_line(
-        capsys, [*member_args(demo_root), "--trainer.epochs", "3", "--run_dir", str(run_dir)])
+        capsys, [*member_args(demo_root), "--trainer.epochs", "3", "--run_dir", str(run_dir)]
+    )
     assert "slurm.time_min" in one_error_line(
-        capsys, [*member_args(demo_root), "--slurm.time_min", "0", "--run_dir", str(run_dir)])
+        capsys, [*member_args(demo_root), "--slurm.time_min", "0", "--run_dir", str(run_dir)]
+    )
     assert "--array" in one_error_line(capsys, [*member_args(demo_root), "--array", "0", "--run_dir", str(run_dir)])
     assert not run_dir.exists()
 
@@ -85,16 +117,43 @@ def test_default_config_without_data_points_to_the_demo(capsys, tmp_path, monkey
 def test_dry_run_prints_both_sbatch_scripts_and_writes_nothing(capsys, tmp_path):
     data = tmp_path / "demo-data"  # generate_demo is on in demo.yaml: a dry run must not generate it
     run_dir = tmp_path / "run"
-    code = launch.main(["--array", "3", "--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(data),
-                        "--data.generate_demo", "true", "--run_dir", str(run_dir), "--dry_run", "--site", "local",
-                        "--slurm.gres", "gpu:a100_1g.10gb:1", "--slurm.setup", "[module load cuda/12]",
-                        "--slurm.max_requeue_on_timeout", "5"])
+    code = launch.main(
+        [
+            "--array",
+            "3",
+            "--config",
+            str(REPO / "configs" / "demo.yaml"),
+            "--data.root",
+            str(data),
+            "--data.generate_demo",
+            "true",
+            "--run_dir",
+            str(run_dir),
+            "--dry_run",
+            "--site",
+            "local",
+            "--slurm.gres",
+            "gpu:a100_1g.10gb:1",
+            "--slurm.setup",
+            "[module load cuda/12]",
+            "--slurm.max_requeue_on_timeout",
+            "5",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     member_script, ensemble_script = out.split("# ensemble job")
-    for line in ("#SBATCH --array=0-2%3", "#SBATCH --requeue", "#SBATCH --gres=gpu:a100_1g.10gb:1",
-                 "#SBATCH --partition=mig", "#SBATCH --signal=USR2@60", "#SBATCH --time=30",
-                 "#SBATCH --cpus-per-task=1", "module load cuda/12", "%A_%a"):
+    for line in (
+        "#SBATCH --array=0-2%3",
+        "#SBATCH --requeue",
+        "#SBATCH --gres=gpu:a100_1g.10gb:1",
+        "#SBATCH --partition=mig",
+        "#SBATCH --signal=USR2@60",
+        "#SBATCH --time=30",
+        "#SBATCH --cpus-per-task=1",
+        "module load cuda/12",
+        "%A_%a",
+    ):
         assert line in member_script, line
     assert "--dependency='afterany:<array job id>'" in ensemble_script
     assert "#SBATCH --requeue" in ensemble_script and "--array" not in ensemble_script
@@ -103,6 +162,7 @@ def test_dry_run_prints_both_sbatch_scripts_and_writes_nothing(capsys, tmp_path)
 
 
 # ---------------------------------------------------------------- a whole local run, then relaunches
+
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory, demo_root):
@@ -128,8 +188,14 @@ def test_local_launch_trains_every_member_then_the_ensemble(local_run):
     assert report["num_items"] == 48 and 0.0 <= report["ensemble"]["accuracy"] <= 1.0
     assert "ensemble (2)" in proc.stdout  # the ensemble job's table is shown
     assert f"report: {run_dir / 'ensemble' / 'report.json'}" in proc.stdout
-    private = [run_dir, run_dir / "members", run_dir / "logs", run_dir / "ensemble",
-               *(run_dir / "members").iterdir(), *(run_dir / "logs").iterdir()]
+    private = [
+        run_dir,
+        run_dir / "members",
+        run_dir / "logs",
+        run_dir / "ensemble",
+        *(run_dir / "members").iterdir(),
+        *(run_dir / "logs").iterdir(),
+    ]
     assert {str(p): oct(p.stat().st_mode & 0o777) for p in private} == {str(p): "0o700" for p in private}
 
 
@@ -246,6 +312,7 @@ def test_status_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
 
 # ---------------------------------------------------------------- preemption, locally
 
+
 def wait_for_progress(member: Path, min_step: int, timeout_s: float = 120) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -263,11 +330,26 @@ def wait_for_progress(member: Path, min_step: int, timeout_s: float = 120) -> di
 def test_usr2_requeues_a_local_member_which_resumes_bit_identically(tmp_path, demo_root):
     """submitit's local executor reruns a task that requeues itself; the rerun resumes, not restarts."""
     run_dir = tmp_path / "run"
-    args = [*member_args(demo_root), "--array", "1", "--cluster", "local", "--run_dir", str(run_dir),
-            "--slurm.cpus_per_task", "1"]
+    args = [
+        *member_args(demo_root),
+        "--array",
+        "1",
+        "--cluster",
+        "local",
+        "--run_dir",
+        str(run_dir),
+        "--slurm.cpus_per_task",
+        "1",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    launcher = subprocess.Popen([sys.executable, "-m", "jobs.launch", *args], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "jobs.launch", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     # The unpreempted reference: same config, same seed, same single thread.
     reference = tmp_path / "reference"
     member = run_dir / "members" / "seed_7"
@@ -275,9 +357,24 @@ def test_usr2_requeues_a_local_member_which_resumes_bit_identically(tmp_path, de
     os.kill(progress["pid"], signal.SIGUSR2)
     out, _ = launcher.communicate(timeout=300)
     assert launcher.returncode == 0, out
-    subprocess.run([sys.executable, "-m", "jobs.train", "--config", str(run_dir / "config.yaml"), "--seed", "7",
-                    "--out_dir", str(reference)], cwd=REPO, env={**env, "OMP_NUM_THREADS": "1"}, check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.train",
+            "--config",
+            str(run_dir / "config.yaml"),
+            "--seed",
+            "7",
+            "--out_dir",
+            str(reference),
+        ],
+        cwd=REPO,
+        env={**env, "OMP_NUM_THREADS": "1"},
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     final = json.loads((member / "progress.json").read_text())
     assert final["status"] == "finished" and final["restarts"] == 1
     log = (member / "train.log").read_text()
@@ -301,11 +398,27 @@ def as_at_a_terminal() -> None:
 def test_ctrl_c_stops_local_members_at_a_step_boundary(tmp_path, demo_root):
     """A terminal's Ctrl-C reaches the launcher only; it stops each member with SIGTERM, which saves first."""
     run_dir = tmp_path / "run"
-    args = [*member_args(demo_root), "--trainer.max_epochs", "40", "--array", "2", "--cluster", "local",
-            "--run_dir", str(run_dir)]
-    launcher = subprocess.Popen([sys.executable, "-m", "jobs.launch", *args], cwd=REPO, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, preexec_fn=as_at_a_terminal)
+    args = [
+        *member_args(demo_root),
+        "--trainer.max_epochs",
+        "40",
+        "--array",
+        "2",
+        "--cluster",
+        "local",
+        "--run_dir",
+        str(run_dir),
+    ]
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "jobs.launch", *args],
+        cwd=REPO,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=as_at_a_terminal,
+    )
     for seed in (7, 8):
         wait_for_progress(run_dir / "members" / f"seed_{seed}", min_step=4)
     os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
@@ -332,7 +445,6 @@ def test_auto_runs_locally_when_sbatch_is_missing_or_the_controller_is_silent(mo
     assert "does not answer" in caplog.text
     monkeypatch.setattr(_cluster, "controller_answers", lambda: True)
     assert _cluster.choose_cluster("auto") == "slurm"
-
 
 
 class ReportVisibleGpus:
@@ -412,6 +524,11 @@ def test_a_usr2_while_a_finished_task_shuts_down_does_not_kill_it(work, survives
 
     A task stopped by SystemExit (a requeue) has not finished, and keeps USR2's meaning.
     """
-    done = subprocess.run([sys.executable, "-c", LATE_SIGNAL_SCRIPT.format(work=work)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_SIGNAL_SCRIPT.format(work=work)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == (0 if survives else -signal.SIGUSR2), done.stderr

@@ -26,9 +26,18 @@ import h5py
 import pytest
 
 from tests.support.member_files import assert_members_identical
+from tests.support.slurm_cluster import (
+    GONE,
+    TERMINAL_STATES,
+    ensure_cluster,
+    job_record,
+    job_state,
+    release_now,
+    restart_count,
+    submit_urgent_blocker,
+    wait_for_requeue,
+)
 from videns.member.ledger import read_mark
-from tests.support.slurm_cluster import (GONE, TERMINAL_STATES, ensure_cluster, job_record, job_state, release_now,
-                                 restart_count, submit_urgent_blocker, wait_for_requeue)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -38,11 +47,34 @@ BASE_SEED = 7
 
 def member_args(demo_root: Path, max_epochs: int) -> list[str]:
     """A tiny member, ~0.5 s per epoch on one core; checkpoints every 4 steps."""
-    return ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(demo_root),
-            "--data.generate_demo", "false", "--seed", str(BASE_SEED), "--model.init_args.hidden_dim", "16",
-            "--model.init_args.num_attention_heads", "2", "--model.init_args.head_dims", "[16]",
-            "--trainer.batch_size", "16", "--trainer.max_epochs", str(max_epochs), "--trainer.patience", "0",
-            "--trainer.progress", "off", "--checkpoint.every_steps", "4", "--checkpoint.every_minutes", "0"]
+    return [
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--data.root",
+        str(demo_root),
+        "--data.generate_demo",
+        "false",
+        "--seed",
+        str(BASE_SEED),
+        "--model.init_args.hidden_dim",
+        "16",
+        "--model.init_args.num_attention_heads",
+        "2",
+        "--model.init_args.head_dims",
+        "[16]",
+        "--trainer.batch_size",
+        "16",
+        "--trainer.max_epochs",
+        str(max_epochs),
+        "--trainer.patience",
+        "0",
+        "--trainer.progress",
+        "off",
+        "--checkpoint.every_steps",
+        "4",
+        "--checkpoint.every_minutes",
+        "0",
+    ]
 
 
 # Long enough that the urgent job preempts the member before it ends: 10 epochs (~3 s on an idle
@@ -55,8 +87,14 @@ def env() -> dict:
 
 
 def launch(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "jobs.launch", "--cluster", "slurm", "--site", "local", *args],
-                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.launch", "--cluster", "slurm", "--site", "local", *args],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -65,9 +103,14 @@ def launch(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
 def reference(tmp_path_factory, demo_root):
     """The unpreempted member (seed BASE_SEED, one thread like a one-CPU task), trained while SLURM works."""
     out_dir = tmp_path_factory.mktemp("reference") / "member"
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.train", *member_args(demo_root, PREEMPTED_EPOCHS),
-                             "--out_dir", str(out_dir)], cwd=REPO, env={**env(), "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.train", *member_args(demo_root, PREEMPTED_EPOCHS), "--out_dir", str(out_dir)],
+        cwd=REPO,
+        env={**env(), "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def finished() -> Path:
         _, err = proc.communicate(timeout=300)
@@ -136,20 +179,36 @@ def drive_to_end(run: Run, timeout_s: float, on_requeued=None) -> None:
                     on_requeued(job)
                 release_now(job)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"run {run.root} not done in {timeout_s} s: "
-                               + "; ".join(f"{j}={job_state(j)}" for j in run.jobs()))
+            raise TimeoutError(
+                f"run {run.root} not done in {timeout_s} s: " + "; ".join(f"{j}={job_state(j)}" for j in run.jobs())
+            )
         time.sleep(0.5)
 
 
 # ---------------------------------------------------------------- no preemption
+
 
 def test_demo_array_of_two_and_the_ensemble_job_finish(tmp_path, runs):
     ensure_cluster(user_signal=False)
     run_dir = tmp_path / "run"
     data = tmp_path / "demo-data"  # empty: the launcher writes the demo data before submitting
     started = time.monotonic()
-    proc = launch("--array", "2", "--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(data),
-                  "--data.generate_demo", "true", "--trainer.max_epochs", "3", "--run_dir", str(run_dir), "--wait", timeout_s=400)
+    proc = launch(
+        "--array",
+        "2",
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--data.root",
+        str(data),
+        "--data.generate_demo",
+        "true",
+        "--trainer.max_epochs",
+        "3",
+        "--run_dir",
+        str(run_dir),
+        "--wait",
+        timeout_s=400,
+    )
     run = Run(run_dir)
     runs.append(run)
     assert run.launch["cluster"] == "slurm" and run.launch["seeds"] == [42, 43]
@@ -182,9 +241,28 @@ def test_demo_array_of_two_and_the_ensemble_job_finish(tmp_path, runs):
 
     # Apply the grown ensemble to the test file in a SLURM job: the CSV matches the ensemble job's own.
     out = tmp_path / "predicted.csv"
-    predicted = subprocess.run([sys.executable, "-m", "jobs.predict", "--run_dir", str(run_dir), "--input",
-                                str(data / "test_features_multiscale.h5"), "--out", str(out), "--submit", "--wait",
-                                "--site", "local"], cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    predicted = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.predict",
+            "--run_dir",
+            str(run_dir),
+            "--input",
+            str(data / "test_features_multiscale.h5"),
+            "--out",
+            str(out),
+            "--submit",
+            "--wait",
+            "--site",
+            "local",
+        ],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert predicted.returncode == 0, predicted.stdout + predicted.stderr
     assert "videns-predict job" in predicted.stdout and f"-> {out}" in predicted.stdout
     with out.open() as f:
@@ -196,6 +274,7 @@ def test_demo_array_of_two_and_the_ensemble_job_finish(tmp_path, runs):
 
 
 # ---------------------------------------------------------------- preemption, both modes
+
 
 @dataclass
 class Preempted:
@@ -229,8 +308,14 @@ def preempt_a_member(tmp_path: Path, demo_root: Path, runs: list, user_signal: b
 
 
 def status_table(run_dir: Path) -> str:
-    return subprocess.run([sys.executable, "-m", "jobs.status", "--run_dir", str(run_dir)], cwd=REPO, env=env(),
-                          capture_output=True, text=True, timeout=60).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.status", "--run_dir", str(run_dir)],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
 
 
 def assert_resumed_where_it_stopped(member: Path, signal_name: str) -> tuple[int, int]:
@@ -330,15 +415,31 @@ def test_a_task_at_its_time_limit_is_requeued_and_finishes(tmp_path, demo_root, 
     ensure_cluster(user_signal=False)
     run_dir = tmp_path / "run"
     started = time.monotonic()
-    launch("--array", "1", *member_args(demo_root, max_epochs=TIME_LIMIT_EPOCHS), "--run_dir", str(run_dir),
-           "--slurm.time_min", "2", "--slurm.signal_delay_s", "90",
-           "--slurm.max_requeue_on_timeout", str(TIME_LIMIT_REQUEUES))
+    launch(
+        "--array",
+        "1",
+        *member_args(demo_root, max_epochs=TIME_LIMIT_EPOCHS),
+        "--run_dir",
+        str(run_dir),
+        "--slurm.time_min",
+        "2",
+        "--slurm.signal_delay_s",
+        "90",
+        "--slurm.max_requeue_on_timeout",
+        str(TIME_LIMIT_REQUEUES),
+    )
     run = Run(run_dir)
     runs.append(run)
     job = run.member_jobs[BASE_SEED]
     assert "_" not in job  # a one-member "array" is a plain job
-    again = subprocess.run([sys.executable, "-m", "jobs.launch", "--run_dir", str(run_dir)], cwd=REPO, env=env(),
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [sys.executable, "-m", "jobs.launch", "--run_dir", str(run_dir)],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 2 and "still queued or running" in again.stderr, again.stderr
     drive_to_end(run, timeout_s=480)
     assert job_state(job) == "COMPLETED" and restart_count(job) >= 1
@@ -367,8 +468,13 @@ def test_a_sigkill_between_saves_is_counted_with_the_steps_it_replays(tmp_path, 
     ensure_cluster(user_signal=False)
     run_dir = tmp_path / "run"
     # Inline saves: a background commit cut by the kill would add its own steps to the replay.
-    args = [*member_args(demo_root, max_epochs=30), "--checkpoint.every_steps", str(KILL_EVERY_STEPS),
-            "--checkpoint.background", "false"]
+    args = [
+        *member_args(demo_root, max_epochs=30),
+        "--checkpoint.every_steps",
+        str(KILL_EVERY_STEPS),
+        "--checkpoint.background",
+        "false",
+    ]
     launch("--array", "1", *args, "--run_dir", str(run_dir))
     run = Run(run_dir)
     runs.append(run)

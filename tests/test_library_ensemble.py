@@ -37,22 +37,72 @@ class Library:
 
 
 def train_member(data: Path, folder: Path, seed: int, *extra: str) -> None:
-    assert train.main(tiny_member_args(data, folder, "--seed", str(seed), "--trainer.max_epochs", "8",
-                                       "--optimizer.lr", "1e-2", "--schedule.t0_epochs", "8", *extra)) == 0
+    assert (
+        train.main(
+            tiny_member_args(
+                data,
+                folder,
+                "--seed",
+                str(seed),
+                "--trainer.max_epochs",
+                "8",
+                "--optimizer.lr",
+                "1e-2",
+                "--schedule.t0_epochs",
+                "8",
+                *extra,
+            )
+        )
+        == 0
+    )
 
 
 def run_tiny_sweep(data: Path, sweep: Path) -> None:
     spec = sweep.parent / "sweep.yaml"
-    spec.write_text(yaml.safe_dump({"recipe": str(REPO / "configs" / "demo.yaml"), "sampler": "random",
-                                    "pruner": "none",
-                                    "space": {"model.init_args.dropout": {"type": "categorical",
-                                                                          "choices": [0.1, 0.2]}}}))
-    assert jobs.sweep.main(["--config", str(spec), "--trials", "1", "--run_dir", str(sweep), "--worker",
-                            "--data.root", str(data), "--data.generate_demo", "false",
-                            "--model.init_args.hidden_dim", "8", "--model.init_args.num_attention_heads", "2",
-                            "--model.init_args.head_dims", "[8]", "--trainer.batch_size", "16",
-                            "--trainer.max_epochs", "4", "--trainer.progress", "off", "--optimizer.lr", "1e-2",
-                            "--schedule.t0_epochs", "4"]) == 0
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "recipe": str(REPO / "configs" / "demo.yaml"),
+                "sampler": "random",
+                "pruner": "none",
+                "space": {"model.init_args.dropout": {"type": "categorical", "choices": [0.1, 0.2]}},
+            }
+        )
+    )
+    assert (
+        jobs.sweep.main(
+            [
+                "--config",
+                str(spec),
+                "--trials",
+                "1",
+                "--run_dir",
+                str(sweep),
+                "--worker",
+                "--data.root",
+                str(data),
+                "--data.generate_demo",
+                "false",
+                "--model.init_args.hidden_dim",
+                "8",
+                "--model.init_args.num_attention_heads",
+                "2",
+                "--model.init_args.head_dims",
+                "[8]",
+                "--trainer.batch_size",
+                "16",
+                "--trainer.max_epochs",
+                "4",
+                "--trainer.progress",
+                "off",
+                "--optimizer.lr",
+                "1e-2",
+                "--schedule.t0_epochs",
+                "4",
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +129,13 @@ def npz(out: Path) -> dict[str, np.ndarray]:
 
 def selection(rep: dict) -> tuple:
     """Everything validation decided: the picks, their order and weights, the temperature, the flags."""
-    return (rep["library"]["selection"]["picks"], rep["library"]["selection"]["pick_order"],
-            rep["combinations"]["greedy"]["weights"], rep["calibration"]["temperature"], rep["flags"])
+    return (
+        rep["library"]["selection"]["picks"],
+        rep["library"]["selection"]["pick_order"],
+        rep["combinations"]["greedy"]["weights"],
+        rep["calibration"]["temperature"],
+        rep["flags"],
+    )
 
 
 def test_report_lists_the_pool_the_picks_their_weights_and_the_comparisons(library: Library):
@@ -114,8 +169,14 @@ def test_report_lists_the_pool_the_picks_their_weights_and_the_comparisons(libra
         gain = comparisons["library_ensemble"]["accuracy"] - comparisons[name]["test"]["accuracy"]
         assert statement.startswith("The library ensemble beats" if gain > 0 else "The library ensemble does not beat")
         assert versus in statement and statement in markdown
-    for section in ("Library ensemble against the best single model", "Picks (validation only)", "Pool", "Data",
-                    "Calibration", "Prediction sets"):
+    for section in (
+        "Library ensemble against the best single model",
+        "Picks (validation only)",
+        "Pool",
+        "Data",
+        "Calibration",
+        "Prediction sets",
+    ):
         assert f"## {section}" in markdown
     assert f"| {TRIAL} | videns.models.TemporalAttentionClassifier |" in markdown
     trained_on = rep["library"]["data"]["trained_on"]
@@ -146,26 +207,34 @@ def test_max_members_caps_the_distinct_picks_and_only_repeats_them():
 def test_selection_never_reads_test_labels(library: Library, trust_data: Path, tmp_path: Path):
     permuted = copy_data(trust_data, tmp_path / "permuted", "test", permute_labels(1))
     out = tmp_path / "permuted_ensemble"
-    assert ensemble_eval.main(["--library", str(library.run), str(library.sweep), "--data_root", str(permuted),
-                               "--out_dir", str(out)]) == 0
+    assert (
+        ensemble_eval.main(
+            ["--library", str(library.run), str(library.sweep), "--data_root", str(permuted), "--out_dir", str(out)]
+        )
+        == 0
+    )
 
     before, after = report(library.out), report(out)
     assert selection(after) == selection(before)
-    assert after["library"]["comparisons"]["best_single"]["name"] == before["library"]["comparisons"]["best_single"][
-        "name"]  # chosen by validation NLL
+    assert (
+        after["library"]["comparisons"]["best_single"]["name"]
+        == before["library"]["comparisons"]["best_single"]["name"]
+    )  # chosen by validation NLL
     assert after["ensemble"]["accuracy"] != before["ensemble"]["accuracy"]  # the test labels did change
     data = after["library"]["data"]
     assert data["evaluated_on"]["test"]["sha256"] != data["trained_on"]["test"]["sha256"]
     assert data["evaluated_on"]["val"]["sha256"] == data["trained_on"]["val"]["sha256"]
 
 
-def test_a_pool_trained_on_other_split_files_is_refused_in_one_line_naming_it(library: Library, trust_data: Path,
-                                                                               tmp_path: Path):
+def test_a_pool_trained_on_other_split_files_is_refused_in_one_line_naming_it(
+    library: Library, trust_data: Path, tmp_path: Path
+):
     shuffled = copy_data(trust_data, tmp_path / "shuffled_data", "train", permute_labels(0))
     other = tmp_path / "runOther"
     train_member(shuffled, other / "members" / "seed_4", 4, "--trainer.max_epochs", "1")
-    done = run_module("jobs.ensemble_eval", ["--library", str(other), str(library.run), str(library.sweep)],
-                      timeout=120)
+    done = run_module(
+        "jobs.ensemble_eval", ["--library", str(other), str(library.run), str(library.sweep)], timeout=120
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     line = lines[0]
@@ -181,14 +250,16 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_predict_applies_the_library_ensemble_and_refuses_a_changed_best_model(library: Library, trust_data: Path,
-                                                                                tmp_path: Path, capsys):
+def test_predict_applies_the_library_ensemble_and_refuses_a_changed_best_model(
+    library: Library, trust_data: Path, tmp_path: Path, capsys
+):
     copies = tmp_path / "copies"  # the report records its candidates' folders; change one in a copy, not the fixture
     for source in (library.run, library.sweep):
         shutil.copytree(source, copies / source.name, symlinks=True, ignore=shutil.ignore_patterns("library_ensemble"))
     ensemble = tmp_path / "ensemble"
-    assert ensemble_eval.main(["--library", str(copies / "runA"), str(copies / "sweepB"), "--out_dir",
-                               str(ensemble)]) == 0
+    assert (
+        ensemble_eval.main(["--library", str(copies / "runA"), str(copies / "sweepB"), "--out_dir", str(ensemble)]) == 0
+    )
     out = tmp_path / "test.csv"
     test_file = layout.split_path(trust_data, "test")
     assert predict.main(["--ensemble_dir", str(ensemble), "--input", str(test_file), "--out", str(out)]) == 0
@@ -213,12 +284,15 @@ def test_predict_applies_the_library_ensemble_and_refuses_a_changed_best_model(l
     assert f"candidate {picked['name']}" in line and folder.best_version(meta["epoch"] + 1).name in line
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--run_dir", "RUN", "--library", "RUN"], ["exactly one of --run_dir", "--library", "not both"]),
-    ([], ["exactly one of --run_dir RUN", "--library DIR"]),
-    (["--run_dir", "RUN", "--max_members", "2"], ["--max_members is for --library only"]),
-    (["--library", "RUN", "--members", "1"], ["--members is for --run_dir only"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--run_dir", "RUN", "--library", "RUN"], ["exactly one of --run_dir", "--library", "not both"]),
+        ([], ["exactly one of --run_dir RUN", "--library DIR"]),
+        (["--run_dir", "RUN", "--max_members", "2"], ["--max_members is for --library only"]),
+        (["--library", "RUN", "--members", "1"], ["--members is for --run_dir only"]),
+    ],
+)
 def test_run_dir_and_library_exclude_each_other_in_one_line(library: Library, args, words, capsys):
     args = [str(library.run) if a == "RUN" else a for a in args]
     with pytest.raises(SystemExit) as stopped:

@@ -16,8 +16,8 @@ import pytest
 
 from tests.conftest import REPO, run_module, start_module, tiny_member_args
 from tests.support.member_files import assert_members_identical
-from videns.folders import MemberFolder, RunFolder
 from videns.errors import StorageError
+from videns.folders import MemberFolder, RunFolder
 from videns.locks import ALLOW_UNLOCKED_ENV, FolderLock, _unsupported, holder_of
 from videns.member.ledger import read_mark
 
@@ -27,10 +27,25 @@ PAIRS = 8  # each pair takes ~29 s; 20 pairs cost CI almost 10 minutes
 def launch_command(root: Path, run_dir: Path) -> list[str]:
     """A two-member local launch that takes a few seconds: one epoch of a tiny member each."""
     member = tiny_member_args(root, run_dir / "unused")
-    member = member[member.index("--seed") + 2:]  # the run chooses the seeds and folders
-    return [sys.executable, "-m", "jobs.launch", "--config", str(REPO / "configs" / "demo.yaml"), "--array", "2",
-            "--cluster", "local", "--run_dir", str(run_dir), "--data.root", str(root), *member,
-            "--trainer.max_epochs", "1"]
+    member = member[member.index("--seed") + 2 :]  # the run chooses the seeds and folders
+    return [
+        sys.executable,
+        "-m",
+        "jobs.launch",
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--array",
+        "2",
+        "--cluster",
+        "local",
+        "--run_dir",
+        str(run_dir),
+        "--data.root",
+        str(root),
+        *member,
+        "--trainer.max_epochs",
+        "1",
+    ]
 
 
 def starting_lines(member: MemberFolder) -> int:
@@ -46,13 +61,15 @@ def test_concurrent_launches_of_one_run_folder_train_each_member_once(demo_root,
     for pair in range(PAIRS):
         run = RunFolder(tmp_path / f"run{pair}")
         command = launch_command(demo_root, run.root)
-        procs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+        procs = [
+            subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
         results = [(p.returncode, *out) for p in procs for out in [p.communicate(timeout=600)]]
         winners = [r for r in results if r[0] == 0]
         losers = [r for r in results if r[0] != 0]
         assert winners, results
-        for code, stdout, stderr in losers:
+        for code, _stdout, stderr in losers:
             assert code == 2 and "Traceback" not in stderr, stderr
             assert len(stderr.strip().splitlines()) == 1 and "run folder is in use by pid" in stderr, stderr
         refusals += len(losers)
@@ -100,9 +117,11 @@ def test_a_killed_holder_leaves_no_lock_behind(demo_root, tmp_path):
 def test_a_forked_child_that_outlives_the_holder_does_not_keep_its_lock(tmp_path):
     """A DataLoader worker forked by a member's trainer must not refuse the requeued task that follows it."""
     lock_file = tmp_path / ".lock"
-    script = ("import os, sys, time; from videns.locks import FolderLock; "
-              f"FolderLock({str(lock_file)!r}, 'probe folder').acquire(); child = os.fork(); "
-              "time.sleep(0 if child else 60); print(child, flush=True); time.sleep(60)")
+    script = (
+        "import os, sys, time; from videns.locks import FolderLock; "
+        f"FolderLock({str(lock_file)!r}, 'probe folder').acquire(); child = os.fork(); "
+        "time.sleep(0 if child else 60); print(child, flush=True); time.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
     child = int(holder.stdout.readline())
     try:
@@ -117,14 +136,20 @@ def test_a_forked_child_that_outlives_the_holder_does_not_keep_its_lock(tmp_path
 
 def test_the_lock_is_reentrant_within_a_process_and_exclusive_across_processes(tmp_path):
     lock_file = tmp_path / ".lock"
-    probe = [sys.executable, "-c", "import sys; from videns.locks import FolderLock; "
-             f"FolderLock({str(lock_file)!r}, 'probe folder').acquire()"]
+    probe = [
+        sys.executable,
+        "-c",
+        f"import sys; from videns.locks import FolderLock; FolderLock({str(lock_file)!r}, 'probe folder').acquire()",
+    ]
     with FolderLock(lock_file, "test folder"):
         with FolderLock(lock_file, "test folder"):
             pass
         refused = subprocess.run(probe, cwd=REPO, capture_output=True, text=True)  # still held after the inner one
-        assert refused.returncode != 0 and "LockHeld" in refused.stderr and "probe folder is in use by pid" \
-            in refused.stderr
+        assert (
+            refused.returncode != 0
+            and "LockHeld" in refused.stderr
+            and "probe folder is in use by pid" in refused.stderr
+        )
     assert subprocess.run(probe, cwd=REPO, capture_output=True, text=True).returncode == 0
 
 

@@ -15,8 +15,14 @@ from videns.member.state import member_state, run_expects
 SEED = 7
 
 
-def write_run(root: Path, *, task: dict | None, result: dict | None, outcome: dict | None = None,
-              previous_task: dict | None = None) -> RunFolder:
+def write_run(
+    root: Path,
+    *,
+    task: dict | None,
+    result: dict | None,
+    outcome: dict | None = None,
+    previous_task: dict | None = None,
+) -> RunFolder:
     """A run folder as a launcher and a member task leave it (the files only)."""
     run = RunFolder(root)
     record = {"seeds": [SEED], "member_job_ids": {str(SEED): "77"}, "cluster": "local"}
@@ -38,16 +44,31 @@ def write_run(root: Path, *, task: dict | None, result: dict | None, outcome: di
 FINISHED = {"status": "finished", "epoch": 3, "stop_reason": "max_epochs", "config_hash": "abc"}
 
 
-@pytest.mark.parametrize("case, task, result, outcome, previous, state", [
-    ("as launched", {"config_hash": "abc", "max_epochs": 3}, FINISHED, {"status": "success"}, None, "done"),
-    ("task failed after an older finish", {"config_hash": "abc", "max_epochs": 4}, FINISHED,
-     {"status": "error", "error": "StorageError: read-only"}, None, "failed"),
-    ("max_epochs raised, no outcome yet", {"config_hash": "abc", "max_epochs": 4}, FINISHED, None, None,
-     "unfinished"),
-    ("finished under another config", {"config_hash": "new", "max_epochs": 3}, FINISHED, None, None, "stale"),
-    ("not retrained by a forced relaunch", None, FINISHED, None, {"config_hash": "abc", "max_epochs": 3}, "done"),
-    ("never finished", {"config_hash": "abc", "max_epochs": 3}, None, None, None, "unfinished"),
-])
+@pytest.mark.parametrize(
+    "case, task, result, outcome, previous, state",
+    [
+        ("as launched", {"config_hash": "abc", "max_epochs": 3}, FINISHED, {"status": "success"}, None, "done"),
+        (
+            "task failed after an older finish",
+            {"config_hash": "abc", "max_epochs": 4},
+            FINISHED,
+            {"status": "error", "error": "StorageError: read-only"},
+            None,
+            "failed",
+        ),
+        (
+            "max_epochs raised, no outcome yet",
+            {"config_hash": "abc", "max_epochs": 4},
+            FINISHED,
+            None,
+            None,
+            "unfinished",
+        ),
+        ("finished under another config", {"config_hash": "new", "max_epochs": 3}, FINISHED, None, None, "stale"),
+        ("not retrained by a forced relaunch", None, FINISHED, None, {"config_hash": "abc", "max_epochs": 3}, "done"),
+        ("never finished", {"config_hash": "abc", "max_epochs": 3}, None, None, None, "unfinished"),
+    ],
+)
 def test_member_state_rules(tmp_path, case, task, result, outcome, previous, state):
     run = write_run(tmp_path / "run", task=task, result=result, outcome=outcome, previous_task=previous)
     found = member_state(run, SEED, run_expects(run, SEED))
@@ -69,8 +90,7 @@ def read_only(tmp_path):
     mounted = []
 
     def mount(folder: Path) -> None:
-        for command in (["mount", "--bind", str(folder), str(folder)],
-                        ["mount", "-o", "remount,bind,ro", str(folder)]):
+        for command in (["mount", "--bind", str(folder), str(folder)], ["mount", "-o", "remount,bind,ro", str(folder)]):
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 pytest.skip(f"{' '.join(command)}: {done.stderr.strip()}")
@@ -86,10 +106,21 @@ def read_only(tmp_path):
 def test_a_relaunch_whose_task_fails_on_a_read_only_member_is_failed_everywhere(demo_root, tmp_path, read_only):
     """The finished member is relaunched for more epochs; its folder is read-only, so its task dies."""
     member_args = tiny_member_args(demo_root, tmp_path / "unused", "--trainer.max_epochs", "2")
-    member_args = member_args[member_args.index("--seed"):]  # the run chooses the folders
+    member_args = member_args[member_args.index("--seed") :]  # the run chooses the folders
     run = RunFolder(tmp_path / "run")
-    launch = ["--config", str(REPO / "configs" / "demo.yaml"), "--array", "1", "--cluster", "local",
-              "--run_dir", str(run.root), "--data.root", str(demo_root), *member_args]
+    launch = [
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--array",
+        "1",
+        "--cluster",
+        "local",
+        "--run_dir",
+        str(run.root),
+        "--data.root",
+        str(demo_root),
+        *member_args,
+    ]
     first = run_module("jobs.launch", launch)
     assert first.returncode == 0, first.stdout + first.stderr
     member = run.member(SEED)

@@ -18,10 +18,10 @@ from tests.support.member_files import (
 from tests.test_resume import wait_for_step
 from videns.config import parse_member_config
 from videns.errors import ConfigError
+from videns.models.class_path import build_model
 from videns.models.fcn import FCNClassifier
 from videns.models.inception import InceptionTimeClassifier, branch_kernel_sizes
 from videns.models.masked import MaskedBatchNorm1d
-from videns.models.class_path import build_model
 from videns.models.standardize import InputStandardizer
 
 # small settings so that every in-process test runs in about a second on one CPU thread
@@ -245,9 +245,15 @@ def test_every_hparam_has_a_docstring_entry(cls):
 def model_args(name: str) -> list[str]:
     """Command-line model options for a tiny ``name``; every init arg given, as the default model's would carry over."""
     init_args = SMALL[name][1] | {"dropout": 0.1, "standardize": True}
-    return ["--model.class_path", CLASS_PATHS[name],
-            *(arg for key, value in init_args.items()
-              for arg in (f"--model.init_args.{key}", json.dumps(list(value) if isinstance(value, tuple) else value)))]
+    return [
+        "--model.class_path",
+        CLASS_PATHS[name],
+        *(
+            arg
+            for key, value in init_args.items()
+            for arg in (f"--model.init_args.{key}", json.dumps(list(value) if isinstance(value, tuple) else value))
+        ),
+    ]
 
 
 @pytest.mark.parametrize("name", SMALL)
@@ -270,9 +276,26 @@ def test_the_checkpointed_spec_rebuilds_the_model(name, demo_root, tmp_path):
 
 def fcn_member_args(root, out, *extra: str) -> list[str]:
     # 144 train items in batches of 8: 18 batches per epoch, so a signal lands mid-epoch
-    return ["--data.root", str(root), "--out_dir", str(out), "--seed", "7", *model_args("fcn"),
-            "--trainer.batch_size", "8", "--trainer.max_epochs", "2", "--trainer.progress", "off",
-            "--optimizer.lr", "3e-3", "--schedule.t0_epochs", "2", *extra]
+    return [
+        "--data.root",
+        str(root),
+        "--out_dir",
+        str(out),
+        "--seed",
+        "7",
+        *model_args("fcn"),
+        "--trainer.batch_size",
+        "8",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.progress",
+        "off",
+        "--optimizer.lr",
+        "3e-3",
+        "--schedule.t0_epochs",
+        "2",
+        *extra,
+    ]
 
 
 @pytest.mark.slow  # three short members in subprocesses: about 25 s

@@ -16,8 +16,9 @@ from videns.training.optim import LRSchedule, ScheduleConfig, cosine_restarts_lr
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_logits_do_not_depend_on_padding_or_batch_mates(bidirectional):
     torch.manual_seed(0)
-    model = TemporalAttentionClassifier(12, 4, hidden_dim=16, num_lstm_layers=2, num_attention_heads=4,
-                                        bidirectional=bidirectional).eval()
+    model = TemporalAttentionClassifier(
+        12, 4, hidden_dim=16, num_lstm_layers=2, num_attention_heads=4, bidirectional=bidirectional
+    ).eval()
     lengths = torch.tensor([30, 5, 17, 9])
     x = torch.randn(4, 30, 12)
     for i, n in enumerate(lengths):
@@ -25,20 +26,21 @@ def test_logits_do_not_depend_on_padding_or_batch_mates(bidirectional):
     with torch.no_grad():
         batched = model(x, lengths)
         for i, n in enumerate(lengths):
-            alone = model(x[i:i + 1, :n], lengths[i:i + 1])
+            alone = model(x[i : i + 1, :n], lengths[i : i + 1])
             assert torch.allclose(alone[0], batched[i], atol=1e-5)
             # garbage in the padded frames changes nothing either
-            noisy = x[i:i + 1].clone()
+            noisy = x[i : i + 1].clone()
             noisy[0, n:] = 100.0
-            assert torch.allclose(model(noisy, lengths[i:i + 1])[0], batched[i], atol=1e-5)
+            assert torch.allclose(model(noisy, lengths[i : i + 1])[0], batched[i], atol=1e-5)
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_our_lstm_paths_equal_torch_packing_at_real_frames_with_gradients(bidirectional):
     """Both of our paths give what torch's packing gives, outputs and weight gradients alike."""
     torch.manual_seed(0)
-    model = TemporalAttentionClassifier(12, 4, hidden_dim=16, num_lstm_layers=3, num_attention_heads=4,
-                                        dropout=0.0, bidirectional=bidirectional).train()
+    model = TemporalAttentionClassifier(
+        12, 4, hidden_dim=16, num_lstm_layers=3, num_attention_heads=4, dropout=0.0, bidirectional=bidirectional
+    ).train()
     lengths = torch.tensor([30, 5, 17, 30, 1])
     h = torch.randn(5, 30, 16)
     real = torch.arange(30)[None, :] < lengths[:, None]
@@ -105,13 +107,16 @@ def test_focal_loss_matches_direct_computation():
     assert got.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("epoch, expected", [
-    (0.0, 1e-3),
-    (10.0, 1e-6 + (1e-3 - 1e-6) / 2),  # middle of the first 20-epoch cycle
-    (20.0, 1e-3),  # first restart after 20 epochs, not 20 batches
-    (20.0 + 20.0, 1e-6 + (1e-3 - 1e-6) / 2),  # middle of the second, 40-epoch cycle
-    (60.0 + 80.0 * 0.25, 1e-6 + (1e-3 - 1e-6) * (1 + math.cos(math.pi * 0.25)) / 2),
-])
+@pytest.mark.parametrize(
+    "epoch, expected",
+    [
+        (0.0, 1e-3),
+        (10.0, 1e-6 + (1e-3 - 1e-6) / 2),  # middle of the first 20-epoch cycle
+        (20.0, 1e-3),  # first restart after 20 epochs, not 20 batches
+        (20.0 + 20.0, 1e-6 + (1e-3 - 1e-6) / 2),  # middle of the second, 40-epoch cycle
+        (60.0 + 80.0 * 0.25, 1e-6 + (1e-3 - 1e-6) * (1 + math.cos(math.pi * 0.25)) / 2),
+    ],
+)
 def test_cosine_restarts_at_fractional_epochs(epoch, expected):
     assert cosine_restarts_lr(epoch, 1e-3, 20, 2, 1e-6) == pytest.approx(expected, rel=1e-9)
 
@@ -124,8 +129,10 @@ def test_schedule_sets_the_lr_from_the_fractional_epoch_each_step():
     for epoch, batch in [(0, 27), (7, 3), (19, 54), (33, 11)]:
         schedule.before_step(epoch + batch / batches_per_epoch)
         assert schedule.current_lr() == pytest.approx(
-            cosine_restarts_lr(epoch + batch / batches_per_epoch, 1e-3, 20, 2, 1e-6))
+            cosine_restarts_lr(epoch + batch / batches_per_epoch, 1e-3, 20, 2, 1e-6)
+        )
     torch_reference = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3), T_0=20, T_mult=2, eta_min=1e-6)
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3), T_0=20, T_mult=2, eta_min=1e-6
+    )
     torch_reference.step(33 + 11 / batches_per_epoch)
     assert schedule.current_lr() == pytest.approx(torch_reference.get_last_lr()[0], rel=1e-9)

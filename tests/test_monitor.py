@@ -168,9 +168,7 @@ def test_context_that_shadows_a_measured_key_is_rejected_at_build(tmp_path: Path
         ResourceMonitor(tmp_path / "resources.jsonl", context={"rss_gb": 1.0})
 
 
-def test_cuda_device_adds_gpu_fields_and_mig_uuid(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cuda_device_adds_gpu_fields_and_mig_uuid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # No GPU on the test machine: stand in torch.cuda's answers for device 0.
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-4f1c-slice")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

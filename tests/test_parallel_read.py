@@ -97,9 +97,11 @@ NOT_DEFLATE, SHORT = b"not deflate data", zlib.compress(b"\0" * 8)
 
 
 # HDF5 itself reads a chunk that inflates to too few bytes without a word, so that case is ours alone.
-@pytest.mark.parametrize("threads, stored, why", [(1, NOT_DEFLATE, ""), (2, NOT_DEFLATE, "cannot be inflated"),
-                                                  (2, SHORT, "holds 8 bytes, not 32")],
-                         ids=["h5py, not deflate", "ours, not deflate", "ours, too short"])
+@pytest.mark.parametrize(
+    "threads, stored, why",
+    [(1, NOT_DEFLATE, ""), (2, NOT_DEFLATE, "cannot be inflated"), (2, SHORT, "holds 8 bytes, not 32")],
+    ids=["h5py, not deflate", "ours, not deflate", "ours, too short"],
+)
 def test_a_damaged_chunk_is_one_error_naming_file_and_dataset(tmp_path, threads, stored, why):
     with h5py.File(tmp_path / "x.h5", "w") as f:
         x = f.create_dataset("features", shape=(4, 4), dtype=np.float32, chunks=(2, 4), compression="gzip")

@@ -19,8 +19,18 @@ ENTRY_POINTS = sorted(p.stem for p in (REPO / "jobs").glob("*.py") if p.stem != 
 
 
 def dry_run(capsys, demo_root: Path, run_dir: Path, *extra: str) -> str:
-    args = ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(demo_root), "--cluster", "local",
-            "--run_dir", str(run_dir), "--dry_run", *extra]
+    args = [
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--data.root",
+        str(demo_root),
+        "--cluster",
+        "local",
+        "--run_dir",
+        str(run_dir),
+        "--dry_run",
+        *extra,
+    ]
     assert jobs.launch.main(args) == 0
     return capsys.readouterr().out
 
@@ -34,8 +44,8 @@ def test_a_slurm_option_beats_the_site_profile_wherever_it_stands(order, capsys,
     monkeypatch.delenv("VIDENS_SITE", raising=False)
     pair = [["--slurm.time_min", "7"], ["--site", "local"]]
     script = dry_run(capsys, demo_root, tmp_path / "run", *sum(pair if order == "option_first" else pair[::-1], []))
-    assert sbatch(script, "time") == "7"          # given
-    assert sbatch(script, "partition") == "mig"   # from slurm/sites/local.yaml
+    assert sbatch(script, "time") == "7"  # given
+    assert sbatch(script, "partition") == "mig"  # from slurm/sites/local.yaml
     assert not (tmp_path / "run").exists()
 
 
@@ -50,8 +60,20 @@ def test_a_value_that_starts_with_a_dash_reaches_its_option(capsys, demo_root, t
     """A hand split guessed from a leading dash whether a token was a value; argparse knows which options take one."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        jobs.launch.main(["--config", str(REPO / "configs" / "demo.yaml"), "--data.root=-weird-name",
-                          "--site", "local", "--cluster", "local", "--run_dir", str(tmp_path / "run"), "--dry_run"])
+        jobs.launch.main(
+            [
+                "--config",
+                str(REPO / "configs" / "demo.yaml"),
+                "--data.root=-weird-name",
+                "--site",
+                "local",
+                "--cluster",
+                "local",
+                "--run_dir",
+                str(tmp_path / "run"),
+                "--dry_run",
+            ]
+        )
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and f"data.root {tmp_path / '-weird-name'} lacks" in err, err
 
@@ -68,8 +90,16 @@ def write_fcn_run(run_dir: Path) -> None:
     from videns.config import dump_run_config, parse_member_config
     from videns.folders import RunFolder, make_private
 
-    cfg = parse_member_config(["--config", str(REPO / "configs" / "timeseries.yaml"),
-                               "--model.init_args.channels", "[8,16,8]", "--model.init_args.dropout", "0.1"])
+    cfg = parse_member_config(
+        [
+            "--config",
+            str(REPO / "configs" / "timeseries.yaml"),
+            "--model.init_args.channels",
+            "[8,16,8]",
+            "--model.init_args.dropout",
+            "0.1",
+        ]
+    )
     make_private(run_dir)
     RunFolder(run_dir).config.write_text(dump_run_config(cfg))
 
@@ -93,8 +123,17 @@ def test_another_model_class_on_relaunch_takes_its_own_defaults(capsys, tmp_path
     run_dir = tmp_path / "run"
     write_fcn_run(run_dir)
     with pytest.raises(SystemExit):
-        jobs.launch.main(["--run_dir", str(run_dir), "--model.class_path", "videns.models.InceptionTimeClassifier",
-                          "--model.init_args.depth", "3", "--print_config"])
+        jobs.launch.main(
+            [
+                "--run_dir",
+                str(run_dir),
+                "--model.class_path",
+                "videns.models.InceptionTimeClassifier",
+                "--model.init_args.depth",
+                "3",
+                "--print_config",
+            ]
+        )
     model = yaml.safe_load(capsys.readouterr().out)["model"]
     own = model_defaults("videns.models.InceptionTimeClassifier")
     assert model["init_args"]["depth"] == 3
@@ -122,8 +161,20 @@ def test_a_sweep_applies_member_options_to_its_recipe_s_model(tmp_path, capsys):
     from jobs.sweep import PROG, build_parser
     from slurm.sweep_request import parse_request
 
-    request, _ = parse_request(build_parser(), ["--config", str(REPO / "configs" / "sweep_ecg.yaml"), "--search", "cnn1d_gru",
-                                "--run_dir", str(tmp_path / "sweep"), "--model.init_args.dropout", "0.25"], PROG)
+    request, _ = parse_request(
+        build_parser(),
+        [
+            "--config",
+            str(REPO / "configs" / "sweep_ecg.yaml"),
+            "--search",
+            "cnn1d_gru",
+            "--run_dir",
+            str(tmp_path / "sweep"),
+            "--model.init_args.dropout",
+            "0.25",
+        ],
+        PROG,
+    )
     assert request.member.model.class_path.endswith("CNN1DGRUClassifier")
     assert request.member.model.init_args.dropout == 0.25 and request.member_overrides
 
@@ -135,6 +186,11 @@ def test_every_command_has_one_parser_the_reference_can_read(entry_point):
 
 
 def test_no_command_line_is_split_by_hand():
-    hits = [f"{path.relative_to(REPO)}:{n}" for layer in CODE_LAYERS for path in sorted((REPO / layer).rglob("*.py"))
-            for n, line in enumerate(path.read_text().splitlines(), 1) if 'startswith("--")' in line]
+    hits = [
+        f"{path.relative_to(REPO)}:{n}"
+        for layer in CODE_LAYERS
+        for path in sorted((REPO / layer).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if 'startswith("--")' in line
+    ]
     assert hits == []

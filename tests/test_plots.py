@@ -80,7 +80,7 @@ def test_reliability_diagram_writes_a_valid_png_with_empty_bins(tmp_path: Path) 
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(4), size=200)
     labels = rng.integers(0, 4, size=200)
-    sharper = probs ** 2 / (probs ** 2).sum(axis=1, keepdims=True)
+    sharper = probs**2 / (probs**2).sum(axis=1, keepdims=True)
     curves = {"before": reliability_bins(labels, probs), "after": reliability_bins(labels, sharper)}
     path = plot_reliability_diagram({"validation": curves, "test": curves}, tmp_path / "reliability.png")
     assert_valid_png_and_no_leftovers(path)

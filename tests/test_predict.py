@@ -21,7 +21,6 @@ from videns.folders import MemberFolder
 from videns.member.checkpoint import load_best, save_best
 from videns.models.class_path import build_model
 
-
 pytestmark = pytest.mark.usefixtures("module_on_one_thread", "restore_log_handlers")
 
 
@@ -44,8 +43,10 @@ def edited_copy(src: Path, dst: Path, edit) -> Path:
 def test_predict_on_the_test_file_reproduces_ensemble_eval(trust_run: Path, trust_data: Path, tmp_path: Path, capsys):
     out = tmp_path / "test.csv"
     test_file = layout.split_path(trust_data, "test")
-    assert predict.main(["--run_dir", str(trust_run), "--input", str(test_file), "--out", str(out),
-                         "--progress", "bar"]) == 0
+    assert (
+        predict.main(["--run_dir", str(trust_run), "--input", str(test_file), "--out", str(out), "--progress", "bar"])
+        == 0
+    )
     assert "predict" in capsys.readouterr().err  # the progress bar
 
     rep, pred = report(trust_run), npz(trust_run)
@@ -66,8 +67,21 @@ def test_predict_on_the_test_file_reproduces_ensemble_eval(trust_run: Path, trus
 
 def test_another_combination_uses_its_own_weights_and_temperature(trust_run: Path, trust_data: Path, tmp_path: Path):
     out = tmp_path / "greedy.csv"
-    assert predict.main(["--run_dir", str(trust_run), "--input", str(layout.split_path(trust_data, "test")),
-                         "--out", str(out), "--combine", "mean_unflagged"]) == 0
+    assert (
+        predict.main(
+            [
+                "--run_dir",
+                str(trust_run),
+                "--input",
+                str(layout.split_path(trust_data, "test")),
+                "--out",
+                str(out),
+                "--combine",
+                "mean_unflagged",
+            ]
+        )
+        == 0
+    )
     rep, pred = report(trust_run), npz(trust_run)
     entry = rep["combinations"]["mean_unflagged"]
     weights = np.array([entry["weights"][str(s)] for s in pred["seeds"]])
@@ -76,8 +90,9 @@ def test_another_combination_uses_its_own_weights_and_temperature(trust_run: Pat
     assert json.loads(out.with_name("greedy.metrics.json").read_text())["seeds"] == [1, 2]  # the flagged one left out
 
 
-def test_a_file_without_labels_or_class_mapping_gets_the_same_predictions(trust_run: Path, trust_data: Path,
-                                                                         tmp_path: Path):
+def test_a_file_without_labels_or_class_mapping_gets_the_same_predictions(
+    trust_run: Path, trust_data: Path, tmp_path: Path
+):
     def strip(f: h5py.File) -> None:
         del f[layout.LABELS]
         del f.attrs[layout.ATTR_MAPPING]
@@ -88,14 +103,16 @@ def test_a_file_without_labels_or_class_mapping_gets_the_same_predictions(trust_
 
     rows = read_csv(out)
     assert "true_class" not in rows[0]
-    np.testing.assert_allclose(csv_probs(rows, report(trust_run)["class_names"]), npz(trust_run)["calibrated_probs"],
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        csv_probs(rows, report(trust_run)["class_names"]), npz(trust_run)["calibrated_probs"], rtol=0, atol=1e-6
+    )
     assert not (tmp_path / "new.metrics.json").exists()
 
 
 def set_value(key: str, index, value):
     def edit(f: h5py.File) -> None:
         f[key][index] = value
+
     return edit
 
 
@@ -104,6 +121,7 @@ def replace_dataset(key: str, make):
         data = make(f[key][()])
         del f[key]
         f[key] = data
+
     return edit
 
 
@@ -135,8 +153,9 @@ def test_bad_input_is_one_line_and_nothing_is_written(trust_run: Path, trust_dat
 
 def expect_refused(run: Path, input_file: Path, out: Path, fragments: list[str], *extra: str) -> str:
     before = sorted(out.parent.iterdir())
-    done = run_module("jobs.predict", ["--run_dir", str(run), "--input", str(input_file), "--out", str(out), *extra],
-                      timeout=120)
+    done = run_module(
+        "jobs.predict", ["--run_dir", str(run), "--input", str(input_file), "--out", str(out), *extra], timeout=120
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and lines[0].startswith("jobs.predict: error: "), done.stderr
@@ -174,8 +193,20 @@ def test_existing_output_is_kept_without_overwrite(trust_run: Path, trust_data: 
     out.write_text("precious\n")
     expect_refused(trust_run, layout.split_path(trust_data, "test"), out, ["out.csv", "exists", "--overwrite"])
     assert out.read_text() == "precious\n"
-    assert predict.main(["--run_dir", str(trust_run), "--input", str(layout.split_path(trust_data, "test")),
-                         "--out", str(out), "--overwrite"]) == 0
+    assert (
+        predict.main(
+            [
+                "--run_dir",
+                str(trust_run),
+                "--input",
+                str(layout.split_path(trust_data, "test")),
+                "--out",
+                str(out),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert out.read_text().startswith("item,true_class,predicted_class,")
 
 
@@ -184,8 +215,9 @@ def test_run_without_an_ensemble_report_is_refused(trust_run: Path, trust_data: 
     shutil.copytree(trust_run / "members", run / "members", symlinks=True)
     out_dir = tmp_path / "outputs"
     out_dir.mkdir()
-    expect_refused(run, layout.split_path(trust_data, "test"), out_dir / "out.csv",
-                   ["report.json", "jobs.ensemble_eval"])
+    expect_refused(
+        run, layout.split_path(trust_data, "test"), out_dir / "out.csv", ["report.json", "jobs.ensemble_eval"]
+    )
 
 
 def test_a_member_with_a_new_best_since_the_report_is_refused(trust_run: Path, trust_data: Path, tmp_path: Path):
@@ -200,5 +232,9 @@ def test_a_member_with_a_new_best_since_the_report_is_refused(trust_run: Path, t
     save_best(folder, model, {**meta, "epoch": meta["epoch"] + 1})  # as the member loop writes a later best
     out_dir = tmp_path / "outputs"
     out_dir.mkdir()
-    expect_refused(run, layout.split_path(trust_data, "test"), out_dir / "out.csv",
-                   [f"member seed {seed}", folder.best_version(meta["epoch"] + 1).name, "jobs.ensemble_eval"])
+    expect_refused(
+        run,
+        layout.split_path(trust_data, "test"),
+        out_dir / "out.csv",
+        [f"member seed {seed}", folder.best_version(meta["epoch"] + 1).name, "jobs.ensemble_eval"],
+    )

@@ -23,8 +23,19 @@ OTHER_USER = "videns-other"
 
 
 def launch_args(demo_root: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(demo_root),
-            "--data.generate_demo", "false", "--run_dir", str(run_dir), "--cluster", "local", *extra]
+    return [
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--data.root",
+        str(demo_root),
+        "--data.generate_demo",
+        "false",
+        "--run_dir",
+        str(run_dir),
+        "--cluster",
+        "local",
+        *extra,
+    ]
 
 
 def mode(path: Path) -> int:

@@ -1,9 +1,9 @@
 """Class rebalancing: exact per-class counts, determinism by seed, SMOTE's contract."""
 
+import logging
+
 import numpy as np
 import pytest
-
-import logging
 
 from videns.data.config import DataConfig
 from videns.data.rebalance import oversample_indices, smote_resample

@@ -29,8 +29,15 @@ def member_logs(tmp_path: Path) -> dict[str, Path]:
     killed_then_requeued = [
         line("start", 1000.0, host="n2", cpu_percent=999.0, rss_gb=1.0, restart_count=0, **gpu(0.0, 0.0, 0.0)),
         line("sample", 1060.0, host="n2", cpu_percent=100.0, rss_gb=2.0, restart_count=0, **gpu(3.0, 6.0, 4.0)),
-        line("sample", 1100.0, host="n2", cpu_percent=200.0, rss_gb=2.5, restart_count=0,
-             **gpu(3.5, 7.0, 5.0, device_used_gb=7.6)),
+        line(
+            "sample",
+            1100.0,
+            host="n2",
+            cpu_percent=200.0,
+            rss_gb=2.5,
+            restart_count=0,
+            **gpu(3.5, 7.0, 5.0, device_used_gb=7.6),
+        ),
         '{"event": "sample", "time": 11',
         line("start", 5000.0, host="n1", cpu_percent=999.0, rss_gb=1.0, restart_count=1, **gpu(0.0, 0.0, 0.0)),
         line("sample", 5030.0, host="n1", cpu_percent=300.0, rss_gb=1.5, restart_count=1, **gpu(2.0, 8.0, 4.5)),
@@ -49,9 +56,7 @@ def member_logs(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def test_truncated_last_line_is_skipped_quietly(
-    member_logs: dict[str, Path], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_truncated_last_line_is_skipped_quietly(member_logs: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, logger="videns.ensemble.resources"):
         lines = read_monitor_log(member_logs["seed_2"])
     assert [entry["event"] for entry in lines] == ["start", "sample", "stop"]
@@ -87,9 +92,7 @@ def test_restarts_fall_back_to_run_count_without_restart_count() -> None:
     assert summarize_member(lines)["restarts"] == 1
 
 
-def test_merge_totals_and_missing_member_is_listed_not_fatal(
-    member_logs: dict[str, Path], tmp_path: Path
-) -> None:
+def test_merge_totals_and_missing_member_is_listed_not_fatal(member_logs: dict[str, Path], tmp_path: Path) -> None:
     report = merge_resource_logs({**member_logs, "seed_3": tmp_path / "never_written.jsonl"})
 
     assert set(report["members"]) == {"seed_1", "seed_2"}

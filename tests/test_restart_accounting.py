@@ -26,9 +26,20 @@ def member_args(root: Path, out: Path) -> list[str]:
     # 18 batches of 8 per epoch, 3 epochs: 54 steps; a save every EVERY_STEPS steps and at each epoch end.
     # Saves are written inline: with the background commit a kill may also cost a save that had not
     # reached the disk, and the steps replayed would have no bound the test can know.
-    return tiny_member_args(root, out, "--trainer.batch_size", "8", "--trainer.max_epochs", "3",
-                            "--checkpoint.every_steps", str(EVERY_STEPS), "--checkpoint.every_minutes", "0",
-                            "--checkpoint.background", "false")
+    return tiny_member_args(
+        root,
+        out,
+        "--trainer.batch_size",
+        "8",
+        "--trainer.max_epochs",
+        "3",
+        "--checkpoint.every_steps",
+        str(EVERY_STEPS),
+        "--checkpoint.every_minutes",
+        "0",
+        "--checkpoint.background",
+        "false",
+    )
 
 
 def wait_for(predicate, timeout_s: float = 120.0, poll_s: float = 0.01):
@@ -60,6 +71,7 @@ def freeze_between_saves(proc, folder: MemberFolder) -> tuple[dict, tuple[int, f
     step that saves) is let go with SIGCONT and another one is taken. Returns progress.json
     and the step mark as the kill finds them.
     """
+
     def qualifies(progress: dict, reached: int) -> bool:
         saved = progress.get("global_step", 0)
         # The save at `reached` (every EVERY_STEPS steps, and at each epoch's end) may be under way.
@@ -68,7 +80,8 @@ def freeze_between_saves(proc, folder: MemberFolder) -> tuple[dict, tuple[int, f
 
     seen = 0
     while True:
-        wait_for(lambda: proc.poll() is not None or (read_mark(folder.reached_step) or (0, 0))[0] > seen, poll_s=0.001)
+        # the lambda is called only within this iteration, so it sees this iteration's ``seen``
+        wait_for(lambda: proc.poll() is not None or (read_mark(folder.reached_step) or (0, 0))[0] > seen, poll_s=0.001)  # noqa: B023
         assert proc.poll() is None, "the member ended without a moment between saves"
         os.kill(proc.pid, signal.SIGSTOP)
         wait_for(lambda: all_threads_stopped(proc.pid), poll_s=0.001)
@@ -131,8 +144,7 @@ def test_usr2_is_the_time_limit_near_the_limit_and_a_preemption_before_it():
 
 
 def test_sigterm_then_the_same_job_again_is_a_preemption_and_another_job_a_user_stop():
-    stopped = {"status": "interrupted", "stop_cause": "signal", "signal": "SIGTERM", "job_id": "17_3",
-               "updated": 100.0}
+    stopped = {"status": "interrupted", "stop_cause": "signal", "signal": "SIGTERM", "job_id": "17_3", "updated": 100.0}
     requeued = restart_record(stopped, (40, 99.0), {}, 40, {"job_id": "17_3"}, now=160.0)
     relaunched = restart_record(stopped, (40, 99.0), {}, 40, {"job_id": "18_0"}, now=160.0)
     assert (requeued["cause"], requeued["queued_s"], requeued["replayed_steps"]) == ("preempted", 60.0, 0)
@@ -144,11 +156,18 @@ def test_resources_and_status_show_slice_hours_restarts_by_cause_and_lost_steps(
     member = run.member(7)
     member.root.mkdir(parents=True)
     alloc = {"gres": {"gpu:1g.10gb": 1}, "job_id": "5_0"}
-    lines = [{"event": "start", "time": 0.0, **alloc}, {"time": 1800.0, **alloc}, {"event": "stop", "time": 3600.0, **alloc},
-             {"event": "start", "time": 4000.0, **alloc}, {"event": "stop", "time": 5800.0, **alloc}]
+    lines = [
+        {"event": "start", "time": 0.0, **alloc},
+        {"time": 1800.0, **alloc},
+        {"event": "stop", "time": 3600.0, **alloc},
+        {"event": "start", "time": 4000.0, **alloc},
+        {"event": "stop", "time": 5800.0, **alloc},
+    ]
     member.resources.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    records = [{"cause": "preempted", "replayed_steps": 0, "queued_s": 400.0},
-               {"cause": "killed", "replayed_steps": 9, "queued_s": 30.0}]
+    records = [
+        {"cause": "preempted", "replayed_steps": 0, "queued_s": 400.0},
+        {"cause": "killed", "replayed_steps": 9, "queued_s": 30.0},
+    ]
     member.restarts.write_text("".join(json.dumps(r) + "\n" for r in records))
     merged = merge_resource_logs({"seed_7": member.resources}, restarts={"seed_7": read_restarts(member)})
     summary, totals = merged["members"]["seed_7"], merged["totals"]

@@ -19,8 +19,8 @@ from tests.support.member_files import assert_members_identical, checkpoint_stat
 from videns.config import parse_member_config
 from videns.folders import MemberFolder
 from videns.member.ledger import read_mark
-from videns.training.interrupt import StopSignals
 from videns.member.train import train_member
+from videns.training.interrupt import StopSignals
 
 pytestmark = pytest.mark.slow  # every test trains a member at least twice: 25-90 s each
 
@@ -94,8 +94,7 @@ def test_sigterm_mid_epoch_then_restart_is_bit_identical(demo_root, tmp_path, re
     assert_members_identical(out, reference)
 
 
-def test_a_sigterm_right_after_an_epochs_save_is_recorded_and_resumed_bit_identically(demo_root, tmp_path,
-                                                                                       reference):
+def test_a_sigterm_right_after_an_epochs_save_is_recorded_and_resumed_bit_identically(demo_root, tmp_path, reference):
     """The signal lands after the epoch's checkpoint (saved as "running") and before the loop looks for a stop.
 
     Sent from the epoch-end hook, in this process: a real SIGTERM at the one moment a subprocess hits by chance.
@@ -107,8 +106,11 @@ def test_a_sigterm_right_after_an_epochs_save_is_recorded_and_resumed_bit_identi
             os.kill(os.getpid(), signal.SIGTERM)
 
     with StopSignals() as stop:
-        outcome = train_member(parse_member_config(member_args(demo_root, out, "--checkpoint.every_minutes", "0")),
-                               stop, on_epoch_end=sigterm_after_the_first_epoch)
+        outcome = train_member(
+            parse_member_config(member_args(demo_root, out, "--checkpoint.every_minutes", "0")),
+            stop,
+            on_epoch_end=sigterm_after_the_first_epoch,
+        )
     assert outcome.status == "interrupted" and outcome.signum == signal.SIGTERM
     progress = json.loads((out / "progress.json").read_text())
     assert progress["status"] == "interrupted" and progress["epoch"] == 1 and progress["batches_done"] == 0
@@ -181,8 +183,9 @@ def test_changed_config_is_refused_unless_forced(demo_root, tmp_path):
     refused = run_module("jobs.train", member_args(demo_root, out, "--optimizer.lr", "1e-2"))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "config hash" in refused.stderr and "--checkpoint.force true" in refused.stderr
-    forced = run_module("jobs.train", member_args(demo_root, out, "--optimizer.lr", "1e-2",
-                                                  "--checkpoint.force", "true"))
+    forced = run_module(
+        "jobs.train", member_args(demo_root, out, "--optimizer.lr", "1e-2", "--checkpoint.force", "true")
+    )
     assert forced.returncode == 0, forced.stderr
 
 
@@ -191,11 +194,24 @@ def test_checkpoint_holds_everything_needed_and_no_pickle(demo_root, tmp_path):
     interrupt_with_sigterm(demo_root, out)
     folder = latest_checkpoint(out)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "manifest.json", "model.safetensors", "optimizer.safetensors", "state.json"]
+        "manifest.json",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+    ]
     state = checkpoint_state(folder)
     training = state["training"]
-    for key in ("epoch", "batches_done", "global_step", "best_val_accuracy", "bad_epochs", "history", "seed",
-                "config_hash", "loss_sum"):
+    for key in (
+        "epoch",
+        "batches_done",
+        "global_step",
+        "best_val_accuracy",
+        "bad_epochs",
+        "history",
+        "seed",
+        "config_hash",
+        "loss_sum",
+    ):
         assert key in training
     assert training["seed"] == 7 and len(training["config_hash"]) == 16
     assert {"param_groups", "scalars"} <= set(state["optimizer"]) and {"numpy", "python"} <= set(state["rng"])

@@ -65,7 +65,8 @@ def test_aurc_by_hand_and_ties_in_item_order() -> None:
 def test_accuracy_at_coverage_matches_a_loop(scored_items, coverage: float) -> None:
     confidence, correct = scored_items
     assert accuracy_at_coverage(confidence, correct, coverage) == pytest.approx(
-        loop_accuracy_at(confidence, correct, coverage))
+        loop_accuracy_at(confidence, correct, coverage)
+    )
 
 
 def test_accuracy_at_coverage_keeps_ceil_of_the_share() -> None:

@@ -39,8 +39,10 @@ def _write(path: Path, features: np.ndarray, labels: np.ndarray, lengths: np.nda
 def sawtooth_files(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("sawtooth")
     rng = np.random.default_rng(1)
-    return (_write(layout.split_path(root, "train"), *_sawtooths(rng, 80)),
-            _write(layout.split_path(root, "test"), *_sawtooths(rng, 60)))
+    return (
+        _write(layout.split_path(root, "train"), *_sawtooths(rng, 80)),
+        _write(layout.split_path(root, "test"), *_sawtooths(rng, 60)),
+    )
 
 
 def test_shape_baseline_reads_order_that_mean_and_std_cannot(sawtooth_files):

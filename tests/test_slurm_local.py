@@ -198,9 +198,7 @@ def sigterm_preemption(tmp_path_factory: pytest.TempPathFactory) -> SigtermPreem
     after = folder / "after.sbatch"
     after.write_text(f"#!/bin/bash\ndate +%s.%N > {folder}/after_start\n")
     outlives_grace_id = submitted["outlives_grace"][0]
-    dependent = sbatch(
-        f"--dependency=afterany:{outlives_grace_id}", f"--output={folder}/after.out", script=after
-    )
+    dependent = sbatch(f"--dependency=afterany:{outlives_grace_id}", f"--output={folder}/after.out", script=after)
     for _, log in submitted.values():
         _wait_for_line(log, "ready", timeout_s=30)
 

@@ -1,4 +1,5 @@
-"""Inputs the models can see: per-feature standardisation saved with the weights, and a projection that keeps magnitude."""
+"""Inputs the models can see: per-feature standardisation saved with the weights, and a projection that keeps
+magnitude."""
 
 from pathlib import Path
 
@@ -62,8 +63,9 @@ def test_standardizer_zeroes_padding_and_leaves_flat_features_alone():
 
 def test_a_member_saves_its_statistics_and_the_ensemble_applies_them(demo_root, tmp_path):
     out = tmp_path / "run" / "members" / "seed_7"
-    cfg = parse_member_config(tiny_member_args(demo_root, out, "--trainer.max_epochs", "1",
-                                               "--model.init_args.standardize", "true"))
+    cfg = parse_member_config(
+        tiny_member_args(demo_root, out, "--trainer.max_epochs", "1", "--model.init_args.standardize", "true")
+    )
     assert train_member(cfg).status == "finished"
     mean, std = feature_statistics(FeatureSplit(layout.split_path(demo_root, "train")))
     tensors, _, _ = load_best(MemberFolder(out))
@@ -112,8 +114,9 @@ def held_out_accuracy(model: torch.nn.Module, steps: int = 100) -> float:
 
 def small_temporal(**kwargs) -> TemporalAttentionClassifier:
     torch.manual_seed(0)
-    return TemporalAttentionClassifier(1, 3, hidden_dim=16, num_lstm_layers=1, num_attention_heads=2,
-                                       dropout=0.0, head_dims=(16,), **kwargs)
+    return TemporalAttentionClassifier(
+        1, 3, hidden_dim=16, num_lstm_layers=1, num_attention_heads=2, dropout=0.0, head_dims=(16,), **kwargs
+    )
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -6,8 +6,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import submitit
-from packaging.specifiers import SpecifierSet
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from submitit.slurm.slurm import _make_sbatch_string
 
 from slurm.cluster import ClusterConfig, slurm_parameters
@@ -26,13 +26,23 @@ def test_the_installed_submitit_is_in_the_pinned_range():
 
 
 def test_the_sbatch_renderer_takes_every_parameter_we_pass(tmp_path):
-    params = slurm_parameters(ClusterConfig(partition="mig", account="lab", qos="normal"), "videns-run",
-                              dependency="afterany:12", guard=tmp_path)
+    params = slurm_parameters(
+        ClusterConfig(partition="mig", account="lab", qos="normal"),
+        "videns-run",
+        dependency="afterany:12",
+        guard=tmp_path,
+    )
     accepted = inspect.signature(_make_sbatch_string).parameters
     assert set(params) | {"command", "folder", "map_count"} <= set(accepted)
     script = sbatch_script("python -m task", tmp_path / "%j", 4, params)
-    for line in ("#SBATCH --gres=gpu:1g.10gb:1", "#SBATCH --partition=mig", "#SBATCH --array=0-3%4",
-                 "#SBATCH --signal=USR2@120", "#SBATCH --requeue", "#SBATCH --dependency=afterany:12"):
+    for line in (
+        "#SBATCH --gres=gpu:1g.10gb:1",
+        "#SBATCH --partition=mig",
+        "#SBATCH --array=0-3%4",
+        "#SBATCH --signal=USR2@120",
+        "#SBATCH --requeue",
+        "#SBATCH --dependency=afterany:12",
+    ):
         assert line in script
 
 

@@ -17,17 +17,17 @@ from optuna.trial import TrialState
 
 import jobs.sweep
 from tests.support.ecg_data import tiny
-from videns.errors import ConfigError
-from videns.logs import setup_logging
 from videns.config import parse_member_config
+from videns.errors import ConfigError
+from videns.folders import MemberFolder
+from videns.io import read_json
+from videns.logs import setup_logging
 from videns.sweep import SweepFolder, WorkerIdentity, load_study, prepare_sweep, run_worker
 from videns.sweep.claims import TrialClaims
 from videns.sweep.space import apply_params
 from videns.sweep.spec import load_sweep_file
 from videns.sweep.study import build_pruner
 from videns.sweep.worker import Scheduler
-from videns.folders import MemberFolder
-from videns.io import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs" / "ecg_cnn1d_gru.yaml"
@@ -45,8 +45,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def sweep_file(tmp_path: Path, **changes) -> Path:
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({"recipe": str(RECIPE), "sampler": "random", "pruner": "none",
-                                    "space": SPACE, **changes}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {"recipe": str(RECIPE), "sampler": "random", "pruner": "none", "space": SPACE, **changes}, sort_keys=False
+        )
+    )
     return path
 
 
@@ -61,20 +64,38 @@ def rows(run: Path) -> list[dict]:
 
 # ---------------------------------------------------------------- space files
 
-@pytest.mark.parametrize("space, words", [
-    ({"model.init_args.gru_hidden": {"type": "uniform", "low": 1, "high": 2}},
-     ["space.model.init_args.gru_hidden", "type must be one of"]),
-    ({"schedule.plateau_factor": {"type": "float", "low": 0.4, "high": 0.1}},
-     ["space.schedule.plateau_factor", "must not exceed"]),
-    ({"trainer.batch_size": {"type": "categorical", "choices": []}}, ["space.trainer.batch_size", "choices"]),
-    ({"model.init_args.num_blocks": {"type": "int", "low": 1, "high": 5, "scale": 2}},
-     ["space.model.init_args.num_blocks", "unknown field(s) scale"]),
-    ({"model.init_args.gru_hiden": {"type": "categorical", "choices": [8]}},
-     ["space.model.init_args.gru_hiden = 8", "does not make a valid member config", "gru_hiden' is not accepted"]),
-    ({"model.init_args.dropout": {"type": "float", "low": 0.2, "high": 1.5}},
-     ["space.model.init_args.dropout = 1.5", "dropout"]),
-    ("gru_hidden: 8", ["space: must be a non-empty mapping"]),
-])
+
+@pytest.mark.parametrize(
+    "space, words",
+    [
+        (
+            {"model.init_args.gru_hidden": {"type": "uniform", "low": 1, "high": 2}},
+            ["space.model.init_args.gru_hidden", "type must be one of"],
+        ),
+        (
+            {"schedule.plateau_factor": {"type": "float", "low": 0.4, "high": 0.1}},
+            ["space.schedule.plateau_factor", "must not exceed"],
+        ),
+        ({"trainer.batch_size": {"type": "categorical", "choices": []}}, ["space.trainer.batch_size", "choices"]),
+        (
+            {"model.init_args.num_blocks": {"type": "int", "low": 1, "high": 5, "scale": 2}},
+            ["space.model.init_args.num_blocks", "unknown field(s) scale"],
+        ),
+        (
+            {"model.init_args.gru_hiden": {"type": "categorical", "choices": [8]}},
+            [
+                "space.model.init_args.gru_hiden = 8",
+                "does not make a valid member config",
+                "gru_hiden' is not accepted",
+            ],
+        ),
+        (
+            {"model.init_args.dropout": {"type": "float", "low": 0.2, "high": 1.5}},
+            ["space.model.init_args.dropout = 1.5", "dropout"],
+        ),
+        ("gru_hidden: 8", ["space: must be a non-empty mapping"]),
+    ],
+)
 def test_bad_space_is_one_line_naming_file_and_key(space, words, tmp_path, ecg_root, capsys):
     sweep = sweep_file(tmp_path, space=space)
     with pytest.raises(SystemExit) as stop:
@@ -121,15 +142,33 @@ def test_print_config_writes_the_search_as_a_sweep_file_that_reads_back_as_it(sw
     """With the command line's overrides applied, and nothing written to the sweep folder."""
     search_args = ["--search", search] if search else []
     run_dir = tmp_path / "sweep"
-    assert jobs.sweep.main(["--config", str(REPO / "configs" / sweep_file), *search_args, "--pruner", "halving",
-                            "--sampler", "random", "--print_config", "--run_dir", str(run_dir)]) == 0
+    assert (
+        jobs.sweep.main(
+            [
+                "--config",
+                str(REPO / "configs" / sweep_file),
+                *search_args,
+                "--pruner",
+                "halving",
+                "--sampler",
+                "random",
+                "--print_config",
+                "--run_dir",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     printed = tmp_path / "printed.yaml"
     printed.write_text(capsys.readouterr().out)
     original = load_sweep_file(REPO / "configs" / sweep_file, search)
     again = load_sweep_file(printed)
     assert (again.pruner, again.sampler) == ("halving", "random") and not run_dir.exists()
-    assert {**again.to_json(), "search": original.search} == {**original.to_json(), "pruner": "halving",
-                                                              "sampler": "random"}
+    assert {**again.to_json(), "search": original.search} == {
+        **original.to_json(),
+        "pruner": "halving",
+        "sampler": "random",
+    }
 
 
 def test_pruners_are_median_and_successive_halving(tmp_path):
@@ -143,6 +182,7 @@ def test_pruners_are_median_and_successive_halving(tmp_path):
 
 
 # ---------------------------------------------------------------- claims
+
 
 def test_claims_respect_live_workers_and_free_dead_or_released_ones(tmp_path):
     folder = SweepFolder(tmp_path)
@@ -185,18 +225,36 @@ def test_idle_worker_waits_for_a_remote_heartbeat_then_exits_or_takes_the_stale_
 
 # ---------------------------------------------------------------- whole sweeps
 
+
 @pytest.mark.slow
 def test_two_local_workers_finish_the_study_and_best_config_trains(tmp_path, ecg_root):
     run = tmp_path / "run"
-    args = sweep_args(sweep_file(tmp_path), run, ecg_root, 4, "--array", "2", "--cluster", "local",
-                      "--slurm.cpus_per_task", "1", "--slurm.time_min", "10", "--slurm.signal_delay_s", "30")
-    done = subprocess.run([sys.executable, "-m", "jobs.sweep", *args], cwd=REPO, env=ENV, capture_output=True,
-                          text=True, timeout=300)
+    args = sweep_args(
+        sweep_file(tmp_path),
+        run,
+        ecg_root,
+        4,
+        "--array",
+        "2",
+        "--cluster",
+        "local",
+        "--slurm.cpus_per_task",
+        "1",
+        "--slurm.time_min",
+        "10",
+        "--slurm.signal_delay_s",
+        "30",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.sweep", *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     table = rows(run)
     assert [int(r["number"]) for r in table] == [0, 1, 2, 3] and {r["state"] for r in table} <= FINISHED
-    assert all(r["model.init_args.gru_hidden"] in ("8", "16") and 0.1 <= float(r["schedule.plateau_factor"]) <= 0.4
-               for r in table)
+    assert all(
+        r["model.init_args.gru_hidden"] in ("8", "16") and 0.1 <= float(r["schedule.plateau_factor"]) <= 0.4
+        for r in table
+    )
     assert len(list((run / "logs").glob("*/*_result.pkl"))) == 2  # two submitit tasks ran
     private = [run, run / "trials", run / "trials" / "trial_0", run / "logs", *(run / "logs").iterdir()]
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in private} == {p.name: "0o700" for p in private}
@@ -206,17 +264,34 @@ def test_two_local_workers_finish_the_study_and_best_config_trains(tmp_path, ecg
     assert best["model"]["init_args"]["gru_hidden"] == int(best_row["model.init_args.gru_hidden"])
     from jobs.train import main as train_main
 
-    assert train_main(["--config", str(run / "best_config.yaml"), "--out_dir", str(tmp_path / "retrain"),
-                       "--trainer.max_epochs", "1"]) == 0
+    assert (
+        train_main(
+            [
+                "--config",
+                str(run / "best_config.yaml"),
+                "--out_dir",
+                str(tmp_path / "retrain"),
+                "--trainer.max_epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert MemberFolder(tmp_path / "retrain").best_meta.exists()
 
 
 def test_killed_worker_trial_is_resumed_from_its_checkpoint_by_the_next_worker(tmp_path, ecg_root):
     run = tmp_path / "run"
-    args = sweep_args(sweep_file(tmp_path), run, ecg_root, 2, "--worker", "--trainer.max_epochs", "3",
-                      "--checkpoint.every_steps", "1")
-    first = subprocess.Popen([sys.executable, "-m", "jobs.sweep", *args], cwd=REPO, env=ENV,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = sweep_args(
+        sweep_file(tmp_path), run, ecg_root, 2, "--worker", "--trainer.max_epochs", "3", "--checkpoint.every_steps", "1"
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-m", "jobs.sweep", *args],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     progress_file = SweepFolder(run).trial(0).progress_file
     deadline = time.monotonic() + 120
     while (read_json(progress_file) or {}).get("global_step", 0) < 2:
@@ -249,8 +324,14 @@ def test_killed_worker_trial_is_resumed_from_its_checkpoint_by_the_next_worker(t
 def test_sigterm_saves_and_releases_the_trial(tmp_path, ecg_root):
     run = tmp_path / "run"
     args = sweep_args(sweep_file(tmp_path), run, ecg_root, 1, "--worker", "--trainer.max_epochs", "8")
-    worker = subprocess.Popen([sys.executable, "-m", "jobs.sweep", *args], cwd=REPO, env=ENV,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "jobs.sweep", *args],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     claim = run / "trials" / "trial_0" / "claim.json"
     progress_file = SweepFolder(run).trial(0).progress_file
     deadline = time.monotonic() + 120
@@ -272,8 +353,10 @@ def test_pruned_trials_stop_early_and_count_toward_n(tmp_path, ecg_root, monkeyp
     assert jobs.sweep.main(sweep_args(sweep_file(tmp_path), run, ecg_root, 2, "--dry_run")) == 0
     assert not run.exists()
     monkeypatch.setattr("videns.sweep.study.build_pruner", lambda spec: optuna.pruners.ThresholdPruner(lower=2.0))
-    assert jobs.sweep.main(sweep_args(sweep_file(tmp_path), run, ecg_root, 2, "--worker",
-                                      "--trainer.max_epochs", "3")) == 0
+    assert (
+        jobs.sweep.main(sweep_args(sweep_file(tmp_path), run, ecg_root, 2, "--worker", "--trainer.max_epochs", "3"))
+        == 0
+    )
     table = rows(run)
     assert [r["state"] for r in table] == ["PRUNED", "PRUNED"] and [r["epochs"] for r in table] == ["1", "1"]
     assert not (run / "best_config.yaml").exists()  # no COMPLETE trial to recommend

@@ -7,12 +7,11 @@ import optuna
 import pytest
 import yaml
 
-from videns.config import build_parser, member_config_from_namespace, model_defaults
+from videns.config import build_parser, member_config_from_namespace, model_defaults, parse_member_config
 from videns.errors import ConfigError
 from videns.sweep.prepare import base_resolved
 from videns.sweep.space import apply_params, suggest_all
 from videns.sweep.spec import SweepSpec, load_sweep_file
-from videns.config import parse_member_config
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = REPO / "configs" / "sweep_timeseries.yaml"
@@ -77,19 +76,36 @@ INCEPTION = "videns.models.InceptionTimeClassifier"
 TEMPORAL = "videns.models.TemporalAttentionClassifier"
 
 
-@pytest.mark.parametrize("conditional, words", [
-    ({"optimizer.lr": {0.001: {"model.init_args.depth": {"type": "int", "low": 1, "high": 2}}}},
-     "conditional.optimizer.lr: must be a categorical key of space"),
-    ({FAMILY: {"videns.models.Nope": {"model.init_args.depth": {"type": "int", "low": 1, "high": 2}}}},
-     "'videns.models.Nope' is not one of its choices"),
-    ({FAMILY: {INCEPTION: {"model.init_args.dropout": {"type": "float", "low": 0.0, "high": 0.1}}}},
-     "is drawn for every trial already"),
-    ({FAMILY: {INCEPTION: {"model.init_args.filters": {"type": "categorical", "choices": [8, 16]}},
-               TEMPORAL: {"model.init_args.filters": {"type": "categorical", "choices": [8, 32]}}}},
-     "needs one distribution"),
-    ({FAMILY: {INCEPTION: {"model.init_args.depth": {"type": "int", "low": 5, "high": 2}}}},
-     "low (5) must not exceed high (2)"),
-])
+@pytest.mark.parametrize(
+    "conditional, words",
+    [
+        (
+            {"optimizer.lr": {0.001: {"model.init_args.depth": {"type": "int", "low": 1, "high": 2}}}},
+            "conditional.optimizer.lr: must be a categorical key of space",
+        ),
+        (
+            {FAMILY: {"videns.models.Nope": {"model.init_args.depth": {"type": "int", "low": 1, "high": 2}}}},
+            "'videns.models.Nope' is not one of its choices",
+        ),
+        (
+            {FAMILY: {INCEPTION: {"model.init_args.dropout": {"type": "float", "low": 0.0, "high": 0.1}}}},
+            "is drawn for every trial already",
+        ),
+        (
+            {
+                FAMILY: {
+                    INCEPTION: {"model.init_args.filters": {"type": "categorical", "choices": [8, 16]}},
+                    TEMPORAL: {"model.init_args.filters": {"type": "categorical", "choices": [8, 32]}},
+                }
+            },
+            "needs one distribution",
+        ),
+        (
+            {FAMILY: {INCEPTION: {"model.init_args.depth": {"type": "int", "low": 5, "high": 2}}}},
+            "low (5) must not exceed high (2)",
+        ),
+    ],
+)
 def test_a_bad_conditional_space_is_one_line_naming_file_and_key(tmp_path, conditional, words):
     path = write_sweep(tmp_path, conditional)
     with pytest.raises(ConfigError) as err:
@@ -101,9 +117,14 @@ def test_a_bad_conditional_space_is_one_line_naming_file_and_key(tmp_path, condi
 def test_a_conditional_value_no_member_can_take_is_refused_before_any_trial(tmp_path):
     from videns.sweep.prepare import check_space
 
-    conditional = {FAMILY: {TEMPORAL: {"model.init_args.hidden_dim": {"type": "categorical", "choices": [30]},
-                                       "model.init_args.num_attention_heads": {"type": "categorical",
-                                                                               "choices": [8]}}}}
+    conditional = {
+        FAMILY: {
+            TEMPORAL: {
+                "model.init_args.hidden_dim": {"type": "categorical", "choices": [30]},
+                "model.init_args.num_attention_heads": {"type": "categorical", "choices": [8]},
+            }
+        }
+    }
     spec = load_sweep_file(write_sweep(tmp_path, conditional))
     base = base_resolved(parse_member_config(["--config", str(spec.recipe), "--data.root", str(tmp_path)]))
     with pytest.raises(ConfigError, match="num_attention_heads=8 must divide the attention width 60"):

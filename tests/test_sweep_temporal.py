@@ -13,14 +13,22 @@ import yaml
 import jobs.sweep
 from videns.config import parse_member_config
 from videns.data.demo import write_demo_data
+from videns.folders import MemberFolder
 from videns.sweep.space import apply_params
 from videns.sweep.spec import load_sweep_file
-from videns.folders import MemberFolder
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = REPO / "configs" / "sweep_temporal.yaml"
-SEARCHED = {"model.init_args.hidden_dim", "model.init_args.num_lstm_layers", "model.init_args.num_attention_heads",
-            "model.init_args.dropout", "optimizer.lr", "optimizer.weight_decay", "data.augment", "data.balance"}
+SEARCHED = {
+    "model.init_args.hidden_dim",
+    "model.init_args.num_lstm_layers",
+    "model.init_args.num_attention_heads",
+    "model.init_args.dropout",
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "data.augment",
+    "data.balance",
+}
 # The shipped space's structure at a size that trains in seconds: heads still divide every width (2 x 8, 2 x 16).
 TINY_SPACE = {
     "model.init_args.hidden_dim": {"type": "categorical", "choices": [8, 16]},
@@ -46,14 +54,30 @@ def demo_root(tmp_path_factory) -> Path:
 
 def demo_args(root: Path) -> list[str]:
     """Member overrides that shrink the reference recipe to seconds on the small demo data."""
-    return ["--data.root", str(root), "--model.init_args.head_dims", "[16]", "--trainer.batch_size", "16",
-            "--trainer.max_epochs", "2", "--trainer.eval_batch_size", "64", "--trainer.progress", "off"]
+    return [
+        "--data.root",
+        str(root),
+        "--model.init_args.head_dims",
+        "[16]",
+        "--trainer.batch_size",
+        "16",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.eval_batch_size",
+        "64",
+        "--trainer.progress",
+        "off",
+    ]
 
 
 def sweep_file(tmp_path: Path, space: dict) -> Path:
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({"recipe": str(REPO / "configs" / "demo.yaml"), "sampler": "random",
-                                    "pruner": "none", "space": space}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {"recipe": str(REPO / "configs" / "demo.yaml"), "sampler": "random", "pruner": "none", "space": space},
+            sort_keys=False,
+        )
+    )
     return path
 
 
@@ -72,12 +96,15 @@ def test_shipped_space_searches_the_temporal_model_and_every_draw_is_a_valid_mem
 
 
 def test_heads_that_do_not_divide_some_width_are_refused_before_anything_is_written(tmp_path, demo_root, capsys):
-    space = {"model.init_args.hidden_dim": {"type": "categorical", "choices": [12, 10]},
-             "model.init_args.num_attention_heads": {"type": "categorical", "choices": [2, 8]}}
+    space = {
+        "model.init_args.hidden_dim": {"type": "categorical", "choices": [12, 10]},
+        "model.init_args.num_attention_heads": {"type": "categorical", "choices": [2, 8]},
+    }
     sweep = sweep_file(tmp_path, space)  # alone, each value suits the recipe (4 heads, hidden 32)
     with pytest.raises(SystemExit) as stop:
-        jobs.sweep.main(["--config", str(sweep), "--trials", "2", "--run_dir", str(tmp_path / "run"),
-                         *demo_args(demo_root)])
+        jobs.sweep.main(
+            ["--config", str(sweep), "--trials", "2", "--run_dir", str(tmp_path / "run"), *demo_args(demo_root)]
+        )
     err = capsys.readouterr().err
     assert stop.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert "space.model.init_args.hidden_dim = 10 with space.model.init_args.num_attention_heads = 8" in err, err
@@ -88,11 +115,28 @@ def test_heads_that_do_not_divide_some_width_are_refused_before_anything_is_writ
 @pytest.mark.slow
 def test_two_local_workers_run_tiny_temporal_trials_and_the_best_config_trains(tmp_path, demo_root):
     run = tmp_path / "run"
-    args = ["--config", str(sweep_file(tmp_path, TINY_SPACE)), "--trials", "3", "--run_dir", str(run),
-            *demo_args(demo_root), "--array", "2", "--cluster", "local", "--slurm.cpus_per_task", "1",
-            "--slurm.time_min", "10", "--slurm.signal_delay_s", "30"]
-    done = subprocess.run([sys.executable, "-m", "jobs.sweep", *args], cwd=REPO, env=ENV, capture_output=True,
-                          text=True, timeout=300)
+    args = [
+        "--config",
+        str(sweep_file(tmp_path, TINY_SPACE)),
+        "--trials",
+        "3",
+        "--run_dir",
+        str(run),
+        *demo_args(demo_root),
+        "--array",
+        "2",
+        "--cluster",
+        "local",
+        "--slurm.cpus_per_task",
+        "1",
+        "--slurm.time_min",
+        "10",
+        "--slurm.signal_delay_s",
+        "30",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.sweep", *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     with (run / "trials.csv").open() as f:
         table = list(csv.DictReader(f))
@@ -103,6 +147,17 @@ def test_two_local_workers_run_tiny_temporal_trials_and_the_best_config_trains(t
     assert best["model"]["class_path"].endswith("TemporalAttentionClassifier")
     from jobs.train import main as train_main
 
-    assert train_main(["--config", str(run / "best_config.yaml"), "--out_dir", str(tmp_path / "retrain"),
-                       "--trainer.max_epochs", "1"]) == 0
+    assert (
+        train_main(
+            [
+                "--config",
+                str(run / "best_config.yaml"),
+                "--out_dir",
+                str(tmp_path / "retrain"),
+                "--trainer.max_epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert MemberFolder(tmp_path / "retrain").best_meta.exists()

@@ -39,8 +39,10 @@ def test_an_overconfident_combination_is_scaled_and_new_items_gain():
     choice = choose_temperature(val_probs, np.ones(1), val_labels)
     assert choice.applied and choice.temperature == pytest.approx(3.0, rel=0.1)
     assert choice.out_of_fold_nll["scaled"] < (1 - MIN_NLL_GAIN) * choice.out_of_fold_nll["raw"]
-    assert nll(test_labels, combine(test_probs, np.ones(1), choice.temperature)) < \
-        nll(test_labels, combine(test_probs, np.ones(1))) - 0.1
+    assert (
+        nll(test_labels, combine(test_probs, np.ones(1), choice.temperature))
+        < nll(test_labels, combine(test_probs, np.ones(1))) - 0.1
+    )
 
 
 def test_a_calibrated_combination_keeps_its_raw_probabilities():
@@ -70,8 +72,13 @@ def test_on_separable_validation_the_report_uses_raw_probabilities_and_says_why(
     rep, pred = report(run), npz(run)
     assert rep["conformal"]["coverage_requested"] == 0.8 and rep["conformal"]["mondrian"]
     weights = np.array([rep["combinations"]["greedy"]["weights"][str(s)] for s in pred["seeds"]])
-    sets = prediction_sets(combine(pred["val_member_probs"], weights), pred["val_labels"],
-                           combine(pred["member_probs"], weights), 0.8, mondrian=True)
+    sets = prediction_sets(
+        combine(pred["val_member_probs"], weights),
+        pred["val_labels"],
+        combine(pred["member_probs"], weights),
+        0.8,
+        mondrian=True,
+    )
     assert rep["conformal"]["test"] == set_metrics(sets, pred["labels"], rep["class_names"])
     calibration = rep["calibration"]
     assert not calibration["applied"] and calibration["temperature"] == 1.0 and calibration["fitted"] < 0.06

@@ -23,8 +23,9 @@ TIMED_TAGS = {"epoch_seconds"}  # wall time: only its steps can match
 
 
 def member_args(root: Path, out: Path, *extra: str) -> list[str]:
-    return tiny_member_args(root, out, "--trainer.batch_size", "8", "--trainer.max_epochs", "3",
-                            "--trainer.tensorboard", "true", *extra)
+    return tiny_member_args(
+        root, out, "--trainer.batch_size", "8", "--trainer.max_epochs", "3", "--trainer.tensorboard", "true", *extra
+    )
 
 
 def scalars(member: Path) -> dict[str, list[tuple[int, float]]]:
@@ -84,8 +85,9 @@ def test_sigkill_between_periodic_saves_then_resume_replays_without_duplicates(d
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     saved = max(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*"))
-    assert BATCHES_PER_EPOCH < saved < EPOCH_END_STEPS[-1] and not (out / "result.json").exists(), \
+    assert BATCHES_PER_EPOCH < saved < EPOCH_END_STEPS[-1] and not (out / "result.json").exists(), (
         "the kill must land after a checkpoint and before the run ended"
+    )
     finish(demo_root, out, "--checkpoint.every_steps", "5")
     assert_same_scalars(out, reference)
 

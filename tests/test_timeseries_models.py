@@ -18,8 +18,10 @@ from videns.models.cnn2d_resnet import CNN2DResNetClassifier
 SMALL = {
     "gru": (CNN1DGRUClassifier, dict(hidden_dim=8, gru_hidden=8, gru_layers=2, num_blocks=2, dropout=0.1)),
     "cnn2d": (CNN2DResNetClassifier, dict(hidden_dim=16, channels=4, num_blocks=1, dropout=0.1)),
-    "cnn2d_image": (CNN2DResNetClassifier, dict(hidden_dim=16, channels=4, num_blocks=1, dropout=0.1,
-                                                image_shape=(16, 12))),
+    "cnn2d_image": (
+        CNN2DResNetClassifier,
+        dict(hidden_dim=16, channels=4, num_blocks=1, dropout=0.1, image_shape=(16, 12)),
+    ),
 }
 VARIABLE_LENGTH = ["gru", "cnn2d"]
 
@@ -48,8 +50,11 @@ def beats(tmp_path_factory):
     csv_path = write_beats_csv(tmp, "beats.csv", 80)
     convert_tables(csv_path, csv_path, tmp / "out")
     with h5py.File(layout.split_path(tmp / "out", "train"), "r") as f:
-        return (torch.from_numpy(f[layout.FEATURES][()]), torch.from_numpy(f[layout.NUM_FRAMES][()]).long(),
-                torch.from_numpy(f[layout.LABELS][()]))
+        return (
+            torch.from_numpy(f[layout.FEATURES][()]),
+            torch.from_numpy(f[layout.NUM_FRAMES][()]).long(),
+            torch.from_numpy(f[layout.LABELS][()]),
+        )
 
 
 @pytest.mark.parametrize("name", SMALL)

@@ -16,8 +16,17 @@ from jobs.train import main as train_main
 from tests.conftest import REPO, run_module, tiny_member_args
 from tests.support.member_files import assert_members_identical
 
-HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "val_accuracy", "val_f1_weighted", "val_f1_macro",
-                "val_f1_per_class", "lr", "seconds"}
+HISTORY_KEYS = {
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "val_f1_weighted",
+    "val_f1_macro",
+    "val_f1_per_class",
+    "lr",
+    "seconds",
+}
 
 
 def test_same_seed_gives_identical_members(demo_root, tmp_path):
@@ -37,7 +46,10 @@ def test_outputs_history_best_and_log_lines(demo_root, tmp_path):
     assert best["epoch"] == best_history["epoch"]
     assert best["val_metrics"]["accuracy"] == best_history["val_accuracy"]
     assert best["model"]["class_path"] == "videns.models.TemporalAttentionClassifier"
-    assert best["data"] == {"feature_dim": 16, "class_names": ["Animation", "Flat_Content", "Gaming", "Natural_Content"]}
+    assert best["data"] == {
+        "feature_dim": 16,
+        "class_names": ["Animation", "Flat_Content", "Gaming", "Natural_Content"],
+    }
     assert (out / "best" / "model.safetensors").is_file()
     log = (out / "train.log").read_text()
     assert sum("epoch " in line and "val_acc" in line for line in log.splitlines()) == 3
@@ -56,8 +68,23 @@ def test_finished_member_returns_at_once_with_its_result(demo_root, tmp_path):
 def test_demo_config_learns_well_above_chance(tmp_path):
     out = tmp_path / "demo_member"
     data = tmp_path / "data"
-    assert train_main(["--config", str(REPO / "configs/demo.yaml"), "--data.root", str(data),
-                       "--data.generate_demo", "true", "--out_dir", str(out), "--trainer.progress", "off"]) == 0
+    assert (
+        train_main(
+            [
+                "--config",
+                str(REPO / "configs/demo.yaml"),
+                "--data.root",
+                str(data),
+                "--data.generate_demo",
+                "true",
+                "--out_dir",
+                str(out),
+                "--trainer.progress",
+                "off",
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "result.json").read_text())
     assert result["best_val_accuracy"] >= 0.8  # chance is about 0.4 (majority class)
 
@@ -70,8 +97,21 @@ def test_print_config_round_trips_into_a_run(demo_root, tmp_path):
     config_file = tmp_path / "my.yaml"
     config_file.write_text(printed.stdout)
     out = tmp_path / "m"
-    assert train_main(["--config", str(config_file), "--data.root", str(demo_root), "--out_dir", str(out),
-                       "--trainer.max_epochs", "1"]) == 0
+    assert (
+        train_main(
+            [
+                "--config",
+                str(config_file),
+                "--data.root",
+                str(demo_root),
+                "--out_dir",
+                str(out),
+                "--trainer.max_epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert (out / "best" / "model.safetensors").is_file()
 
 
@@ -81,8 +121,9 @@ def test_progress_bar_only_on_a_terminal(demo_root, tmp_path):
     primary, secondary = pty.openpty()
     # A fresh pty reports 0 columns, and tqdm draws nothing that narrow.
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.train", *args], cwd=REPO, stdin=secondary,
-                            stdout=secondary, stderr=secondary)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.train", *args], cwd=REPO, stdin=secondary, stdout=secondary, stderr=secondary
+    )
     os.close(secondary)
     output = b""
     while True:
@@ -95,6 +136,8 @@ def test_progress_bar_only_on_a_terminal(demo_root, tmp_path):
         output += chunk
     assert proc.wait(timeout=120) == 0
     assert b"epoch 1:" in output and (b"it/s" in output or b"s/it" in output)
-    piped = run_module("jobs.train", tiny_member_args(demo_root, tmp_path / "pipe", "--trainer.max_epochs", "1",
-                                                      "--trainer.progress", "auto"))
+    piped = run_module(
+        "jobs.train",
+        tiny_member_args(demo_root, tmp_path / "pipe", "--trainer.max_epochs", "1", "--trainer.progress", "auto"),
+    )
     assert piped.returncode == 0 and "it/s" not in piped.stderr and "s/it" not in piped.stderr

@@ -11,7 +11,8 @@ import argparse
 import difflib
 import re
 from argparse import ArgumentError
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from jsonargparse import ActionYesNo, ArgumentParser, Namespace
 
@@ -38,8 +39,9 @@ def parse_strictly(parser: ArgumentParser, args: Sequence[str], **kwargs: Any) -
 DefaultsResolver = Callable[[argparse.Namespace, Namespace], None]
 
 
-def parse_with_resolved_defaults(parser: ArgumentParser, args: Sequence[str], deciding: Sequence[str] = (),
-                                 resolve: DefaultsResolver | None = None) -> Namespace:
+def parse_with_resolved_defaults(
+    parser: ArgumentParser, args: Sequence[str], deciding: Sequence[str] = (), resolve: DefaultsResolver | None = None
+) -> Namespace:
     """``args`` parsed on top of defaults that depend on what ``args`` say, such as a site profile named by
     ``--site`` or a run folder's own config named by ``--run_dir``.
 
@@ -72,8 +74,13 @@ def read_deciding_options(parser: ArgumentParser, args: Sequence[str], dests: Se
                 reader.add_argument(*no, dest=action.dest, action="store_const", const="false")
         else:
             repeated = action.dest == "config"
-            reader.add_argument(*action.option_strings, dest=action.dest, nargs=action.nargs,
-                                action="append" if repeated else "store", default=None)
+            reader.add_argument(
+                *action.option_strings,
+                dest=action.dest,
+                nargs=action.nargs,
+                action="append" if repeated else "store",
+                default=None,
+            )
     decided, _ = reader.parse_known_args(list(args))
     return decided
 
@@ -92,7 +99,9 @@ def explain_parse_error(parser: ArgumentParser, args: list[str], err: ArgumentEr
     message = " ".join(str(err).split())
     unrecognized = _UNRECOGNIZED.match(message)
     if unrecognized:
-        return f"command line: unrecognized argument(s) {unrecognized.group(1)}{_closest(parser, unrecognized.group(1))}"
+        return (
+            f"command line: unrecognized argument(s) {unrecognized.group(1)}{_closest(parser, unrecognized.group(1))}"
+        )
     faulty = [path for path in config_files(args) if not _parses(parser, [CONFIG_FLAG, path])]
     return f"{', '.join(faulty)}: {message}" if faulty else f"command line: {message}"
 
@@ -113,8 +122,11 @@ def _parses(parser: ArgumentParser, args: list[str]) -> bool:
 
 def _closest(parser: ArgumentParser, unrecognized: str) -> str:
     known = [flag for flag in parser._option_string_actions if flag.startswith("--")]  # argparse's own index
-    pairs = [(flag, match[0]) for flag in (t.split("=", 1)[0] for t in unrecognized.split() if t.startswith("-"))
-             if (match := difflib.get_close_matches(flag, known, n=1, cutoff=0.6))]
+    pairs = [
+        (flag, match[0])
+        for flag in (t.split("=", 1)[0] for t in unrecognized.split() if t.startswith("-"))
+        if (match := difflib.get_close_matches(flag, known, n=1, cutoff=0.6))
+    ]
     if not pairs:
         return ""
     if len(pairs) == 1:

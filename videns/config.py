@@ -7,11 +7,12 @@ fields are checked when the component configs are built, before any work.
 
 import hashlib
 import inspect
-import sys
 import json
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from jsonargparse import ActionYesNo, ArgumentParser, Namespace
 
@@ -28,9 +29,25 @@ from videns.training.optim import OptimizerConfig, ScheduleConfig
 DEFAULT_MODEL = {"class_path": "videns.models.TemporalAttentionClassifier", "init_args": {}}
 # Keys that change where or how fast a member runs, not what it computes: a
 # checkpoint stays valid when only these differ.
-HASH_EXCLUDED = ("config", "print_config", "out_dir", "allow_shared_group", "checkpoint", "data.root", "data.generate_demo", "data.num_workers",
-                 "data.preload_gb", "data.check_finite", "trainer.max_epochs", "trainer.progress",
-                 "trainer.monitor_minutes", "trainer.tensorboard", "trainer.device", "trainer.gpu_memory_gb", "trainer.eval_batch_size")
+HASH_EXCLUDED = (
+    "config",
+    "print_config",
+    "out_dir",
+    "allow_shared_group",
+    "checkpoint",
+    "data.root",
+    "data.generate_demo",
+    "data.num_workers",
+    "data.preload_gb",
+    "data.check_finite",
+    "trainer.max_epochs",
+    "trainer.progress",
+    "trainer.monitor_minutes",
+    "trainer.tensorboard",
+    "trainer.device",
+    "trainer.gpu_memory_gb",
+    "trainer.eval_batch_size",
+)
 
 DEFAULT_OUT_DIR = Path("results/member")
 
@@ -69,24 +86,39 @@ def build_parser(**kwargs) -> ArgumentParser:
     return parser
 
 
-def add_member_arguments(parser: ArgumentParser, *, config: bool = True, out_dir: bool = True,
-                         title: str | None = None) -> None:
+def add_member_arguments(
+    parser: ArgumentParser, *, config: bool = True, out_dir: bool = True, title: str | None = None
+) -> None:
     """A member's options on ``parser``: its own ``--config``/``--print_config`` (unless ``config`` is False, for
     a command whose ``--config`` is another file), ``--seed``, ``--out_dir`` (unless the command places members
     itself), ``--model`` and the component groups. With ``title``, the top-level ones go under that heading."""
     group = parser.add_argument_group(title) if title else parser
     if config:
         group.add_argument("--config", action="config", help="YAML config file (start one with --print_config).")
-        group.add_argument("--print_config", action=ActionYesNo, default=False,
-                           help="Print the complete config as YAML (loadable with --config) and exit.")
-    group.add_argument("--seed", type=int, default=42, help="Member seed: model init, data order, augmentation, dropout.")
+        group.add_argument(
+            "--print_config",
+            action=ActionYesNo,
+            default=False,
+            help="Print the complete config as YAML (loadable with --config) and exit.",
+        )
+    group.add_argument(
+        "--seed", type=int, default=42, help="Member seed: model init, data order, augmentation, dropout."
+    )
     if out_dir:
         group.add_argument("--out_dir", type=Path, default=DEFAULT_OUT_DIR, help="Member folder.")
-    group.add_argument("--allow_shared_group", type=bool, default=False,
-                       help="Use an existing member or run folder that its group may write into (with a warning); "
-                            "never one that is another user's or world-writable.")
-    group.add_argument("--model", type=ModelFactory, default=Namespace(**DEFAULT_MODEL),
-                       help="Model class (class_path) and its init_args; feature_dim and num_classes come from the data.")
+    group.add_argument(
+        "--allow_shared_group",
+        type=bool,
+        default=False,
+        help="Use an existing member or run folder that its group may write into (with a warning); "
+        "never one that is another user's or world-writable.",
+    )
+    group.add_argument(
+        "--model",
+        type=ModelFactory,
+        default=Namespace(**DEFAULT_MODEL),
+        help="Model class (class_path) and its init_args; feature_dim and num_classes come from the data.",
+    )
     parser.add_class_arguments(DataConfig, "data")
     parser.add_class_arguments(LossConfig, "loss")
     parser.add_class_arguments(OptimizerConfig, "optimizer")
@@ -95,8 +127,18 @@ def add_member_arguments(parser: ArgumentParser, *, config: bool = True, out_dir
     parser.add_class_arguments(CheckpointConfig, "checkpoint")
 
 
-MEMBER_KEYS = ("seed", "out_dir", "allow_shared_group", "model", "data", "loss", "optimizer", "schedule", "trainer",
-               "checkpoint")
+MEMBER_KEYS = (
+    "seed",
+    "out_dir",
+    "allow_shared_group",
+    "model",
+    "data",
+    "loss",
+    "optimizer",
+    "schedule",
+    "trainer",
+    "checkpoint",
+)
 
 
 def member_namespace(ns: Namespace) -> Namespace:
@@ -123,8 +165,9 @@ def parse_member_config(args: Sequence[str] | None = None, parser: ArgumentParse
     return cfg
 
 
-def give_the_model_its_own_defaults(parser: ArgumentParser, ns: Namespace, args: Sequence[str],
-                                    beneath: str = DEFAULT_MODEL["class_path"]) -> None:
+def give_the_model_its_own_defaults(
+    parser: ArgumentParser, ns: Namespace, args: Sequence[str], beneath: str = DEFAULT_MODEL["class_path"]
+) -> None:
     """A model class other than the one ``beneath`` (the default model's, or that of the config the command
     line was parsed on top of) takes the arguments given for it and its own defaults for the rest.
 
@@ -166,9 +209,18 @@ def member_config_from_namespace(parser: ArgumentParser, ns: Namespace) -> Membe
     built = _instantiate(parser, ns)
     check_model_args(built.model)
     return MemberConfig(
-        seed=built.seed, out_dir=Path(built.out_dir), allow_shared_group=built.allow_shared_group, data=built.data, model=built.model,
-        model_spec=resolved_dict["model"], loss=built.loss, optimizer=built.optimizer,
-        schedule=built.schedule, trainer=built.trainer, checkpoint=built.checkpoint, resolved=resolved_dict,
+        seed=built.seed,
+        out_dir=Path(built.out_dir),
+        allow_shared_group=built.allow_shared_group,
+        data=built.data,
+        model=built.model,
+        model_spec=resolved_dict["model"],
+        loss=built.loss,
+        optimizer=built.optimizer,
+        schedule=built.schedule,
+        trainer=built.trainer,
+        checkpoint=built.checkpoint,
+        resolved=resolved_dict,
     )
 
 

@@ -24,17 +24,39 @@ class ExitCode(enum.IntEnum):
         return member
 
     OK = 0, "Done: everything asked for finished."
-    FAILED = 1, ("Something ran and failed: a member or the ensemble job (jobs.launch, jobs.status), a submitted "
-                 "job, a sweep worker or a sweep short of its finished trials (jobs.sweep), a part of jobs.gpu_check.")
-    USER_ERROR = 2, ("A problem the user can fix, in one line naming file, key and problem, without a traceback: "
-                     "bad input, flag or config, a folder others can write, a held lock, a full disk.")
-    NOT_FINISHED = 3, ("jobs.status, and jobs.launch --wait which ends with its table: nothing failed, but not "
-                       "everything is done: a job is queued or running, a local member stopped (relaunch to resume "
-                       "it), or SLURM did not answer.")
-    CTRL_C = 128 + signal.SIGINT, ("Ctrl-C (130, as a shell reports it): running members and trials saved a "
-                                   "checkpoint; the same command resumes.")
-    STOPPED = 128 + signal.SIGTERM, ("Stopped by SIGTERM or SIGUSR2 (143) after saving a checkpoint; the same "
-                                     "command resumes.")
+    FAILED = (
+        1,
+        (
+            "Something ran and failed: a member or the ensemble job (jobs.launch, jobs.status), a submitted "
+            "job, a sweep worker or a sweep short of its finished trials (jobs.sweep), a part of jobs.gpu_check."
+        ),
+    )
+    USER_ERROR = (
+        2,
+        (
+            "A problem the user can fix, in one line naming file, key and problem, without a traceback: "
+            "bad input, flag or config, a folder others can write, a held lock, a full disk."
+        ),
+    )
+    NOT_FINISHED = (
+        3,
+        (
+            "jobs.status, and jobs.launch --wait which ends with its table: nothing failed, but not "
+            "everything is done: a job is queued or running, a local member stopped (relaunch to resume "
+            "it), or SLURM did not answer."
+        ),
+    )
+    CTRL_C = (
+        128 + signal.SIGINT,
+        (
+            "Ctrl-C (130, as a shell reports it): running members and trials saved a "
+            "checkpoint; the same command resumes."
+        ),
+    )
+    STOPPED = (
+        128 + signal.SIGTERM,
+        ("Stopped by SIGTERM or SIGUSR2 (143) after saving a checkpoint; the same command resumes."),
+    )
 
 
 # Older names for three of the codes; some entry points still return them.

@@ -149,8 +149,17 @@ class EnsembleFolder:
     RISK_COVERAGE_PNG = "risk_coverage.png"
     RESOURCES_JSON = "resources.json"
     # Every output of the evaluation; report.json last, so that it always describes a complete set.
-    OUTPUTS = (PREDICTIONS, PREDICTIONS_CSV, RELIABILITY_PNG, RISK_COVERAGE_PNG, CONFUSION_PNG, CURVES_PNG,
-               RESOURCES_JSON, REPORT_MD, REPORT_JSON)
+    OUTPUTS = (
+        PREDICTIONS,
+        PREDICTIONS_CSV,
+        RELIABILITY_PNG,
+        RISK_COVERAGE_PNG,
+        CONFUSION_PNG,
+        CURVES_PNG,
+        RESOURCES_JSON,
+        REPORT_MD,
+        REPORT_JSON,
+    )
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -214,13 +223,15 @@ class RunFolder:
         if self.launch_file.exists():
             seeds = self.launch().get(self.LAUNCH_SEEDS_KEY)
             if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-                raise ConfigError(f"{self.launch_file}: expected a JSON object with a list of int "
-                                 f"{self.LAUNCH_SEEDS_KEY!r}")
+                raise ConfigError(
+                    f"{self.launch_file}: expected a JSON object with a list of int {self.LAUNCH_SEEDS_KEY!r}"
+                )
             return list(dict.fromkeys(seeds))
         if not self.members_dir.is_dir():
             return None
-        return sorted(int(m.group(1)) for p in self.members_dir.iterdir()
-                      if p.is_dir() and (m := _SEED_FOLDER.match(p.name)))
+        return sorted(
+            int(m.group(1)) for p in self.members_dir.iterdir() if p.is_dir() and (m := _SEED_FOLDER.match(p.name))
+        )
 
     def task_files(self, job_id: str) -> Path:
         return self.logs / job_id
@@ -272,8 +283,9 @@ class SweepFolder:
         """The numbers of the trials that have a folder, ascending."""
         if not self.trials_dir.is_dir():
             return []
-        return sorted(int(m.group(1)) for p in self.trials_dir.iterdir()
-                      if p.is_dir() and (m := _TRIAL_FOLDER.match(p.name)))
+        return sorted(
+            int(m.group(1)) for p in self.trials_dir.iterdir() if p.is_dir() and (m := _TRIAL_FOLDER.match(p.name))
+        )
 
     def exists(self) -> bool:
         return self.settings_file.is_file()
@@ -362,14 +374,27 @@ def check_private(root: Path, allow_shared_group: bool = False) -> None:
             continue
         problem = _sharing_problem(info, allow_shared_group)
         if problem:
-            fix = ("choose another folder (or have its owner hand it over)" if "owned by" in problem else
-                   f"chmod -R go-w {root}" + ("" if allow_shared_group or info.st_mode & stat.S_IWOTH
-                                              else ", or pass --allow_shared_group if you trust the group"))
-            raise SharedFolderError(f"{path}: {problem}; whoever can write there can run code as you through the "
-                                    f"job files of {root}; fix: {fix}")
+            fix = (
+                "choose another folder (or have its owner hand it over)"
+                if "owned by" in problem
+                else f"chmod -R go-w {root}"
+                + (
+                    ""
+                    if allow_shared_group or info.st_mode & stat.S_IWOTH
+                    else ", or pass --allow_shared_group if you trust the group"
+                )
+            )
+            raise SharedFolderError(
+                f"{path}: {problem}; whoever can write there can run code as you through the "
+                f"job files of {root}; fix: {fix}"
+            )
         if allow_shared_group and info.st_mode & stat.S_IWGRP and not warned:
-            log.warning("%s is group-writable; trusted because of --allow_shared_group: members of group %d can "
-                        "run code as you through its job files", path, info.st_gid)
+            log.warning(
+                "%s is group-writable; trusted because of --allow_shared_group: members of group %d can "
+                "run code as you through its job files",
+                path,
+                info.st_gid,
+            )
             warned = True
 
 

@@ -23,18 +23,35 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 
 from videns.errors import StorageError
 
-__all__ = ["replacing", "write_bytes_atomically", "write_text_atomically", "write_text_if_changed",
-           "write_json_atomically", "write_json_even_when_full", "read_json", "read_jsonl", "append_jsonl",
-           "WriteFailed", "writing_into", "write_failure", "free_bytes", "format_size", "fsync_folder",
-           "move_into_place", "process_start", "process_alive"]
+__all__ = [
+    "replacing",
+    "write_bytes_atomically",
+    "write_text_atomically",
+    "write_text_if_changed",
+    "write_json_atomically",
+    "write_json_even_when_full",
+    "read_json",
+    "read_jsonl",
+    "append_jsonl",
+    "WriteFailed",
+    "writing_into",
+    "write_failure",
+    "free_bytes",
+    "format_size",
+    "fsync_folder",
+    "move_into_place",
+    "process_start",
+    "process_alive",
+]
 
 log = logging.getLogger(__name__)
 

@@ -82,8 +82,10 @@ class FolderLock:
         except OSError as err:
             os.close(fd)
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise LockHeld(f"{self.path.parent}: {self.what} is in use by {describe_holder(self.path)}; "
-                               "wait for it to end, or stop it first") from None
+                raise LockHeld(
+                    f"{self.path.parent}: {self.what} is in use by {describe_holder(self.path)}; "
+                    "wait for it to end, or stop it first"
+                ) from None
             if err.errno not in _UNSUPPORTED:
                 raise StorageError(f"{self.path}: cannot lock the {self.what}: {os.strerror(err.errno)}") from None
             _unsupported(self.path, self.what, err)
@@ -139,8 +141,12 @@ def this_process() -> dict[str, Any]:
     job = os.environ.get("SLURM_JOB_ID")
     if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return {"host": socket.gethostname(), "pid": os.getpid(), "job_id": job,
-            "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "job_id": job,
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def _open(path: Path, what: str) -> int:
@@ -169,8 +175,10 @@ def _recorded_holder(path: Path) -> dict[str, Any] | None:
 
 
 def _unsupported(path: Path, what: str, err: OSError) -> None:
-    message = (f"{path.parent}: its filesystem refuses file locks ({os.strerror(err.errno)}), so nothing stops a "
-               f"second process from writing the {what} at the same time (on Lustre, mount with -o flock)")
+    message = (
+        f"{path.parent}: its filesystem refuses file locks ({os.strerror(err.errno)}), so nothing stops a "
+        f"second process from writing the {what} at the same time (on Lustre, mount with -o flock)"
+    )
     if os.environ.get(ALLOW_UNLOCKED_ENV) != "1":
         raise StorageError(message + f"; set {ALLOW_UNLOCKED_ENV}=1 to run without the lock")
     log.warning("%s; running without it, as %s=1 asks", message, ALLOW_UNLOCKED_ENV)

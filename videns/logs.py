@@ -62,8 +62,11 @@ class _LazyFileHandler(logging.FileHandler):
         if not self._said_it_fails:
             self._said_it_fails = True
             # Not through logging: that is what fails.
-            print(f"{self.baseFilename}: cannot write this log ({err.strerror or err}); until it can, "
-                  "its lines go to stderr only", file=sys.stderr)
+            print(
+                f"{self.baseFilename}: cannot write this log ({err.strerror or err}); until it can, "
+                "its lines go to stderr only",
+                file=sys.stderr,
+            )
 
     def _drop_stream(self) -> None:
         stream, self.stream = self.stream, None

@@ -1,6 +1,6 @@
 """Classification metrics from probabilities, all computed by scikit-learn on the whole set."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn import metrics as skm
@@ -12,16 +12,19 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, class_names: S
     """Accuracy, balanced accuracy, F1s, per-class P/R/F1, confusion matrix, NLL and ECE."""
     classes = list(range(len(class_names)))
     preds = probs.argmax(axis=1)
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        labels, preds, labels=classes, zero_division=0)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(labels, preds, labels=classes, zero_division=0)
     return {
         "accuracy": float(skm.accuracy_score(labels, preds)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(labels, preds)),
         "f1_weighted": float(skm.f1_score(labels, preds, labels=classes, average="weighted", zero_division=0)),
         "f1_macro": float(skm.f1_score(labels, preds, labels=classes, average="macro", zero_division=0)),
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                   "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(class_names)
         },
         "confusion_matrix": skm.confusion_matrix(labels, preds, labels=classes).tolist(),
@@ -51,5 +54,8 @@ def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS
     bin_of = np.clip(np.digitize(confidence, np.linspace(0.0, 1.0, bins + 1)[1:-1], right=True), 0, bins - 1)
     count = np.bincount(bin_of, minlength=bins).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {"confidence": np.bincount(bin_of, confidence, bins) / count,
-                "accuracy": np.bincount(bin_of, correct, bins) / count, "count": count}
+        return {
+            "confidence": np.bincount(bin_of, confidence, bins) / count,
+            "accuracy": np.bincount(bin_of, correct, bins) / count,
+            "count": count,
+        }

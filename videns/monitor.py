@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -206,7 +206,7 @@ class ResourceMonitor:
         record: dict[str, object] = {
             "event": event,
             "time": now,
-            "iso_time": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+            "iso_time": datetime.fromtimestamp(now, UTC).isoformat(),
             "pid": os.getpid(),
             "host": self._host,
             "device": self._device_label,

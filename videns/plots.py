@@ -44,9 +44,7 @@ def plot_confusion_matrix(
     counts = np.asarray(matrix)
     num_classes = len(class_names)
     if counts.shape != (num_classes, num_classes):
-        raise ValueError(
-            f"confusion matrix shape {counts.shape} does not match {num_classes} class names"
-        )
+        raise ValueError(f"confusion matrix shape {counts.shape} does not match {num_classes} class names")
     row_sums = counts.sum(axis=1, keepdims=True)
     fractions = np.divide(counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0)
 
@@ -92,8 +90,9 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping]], path: Path)
     return _save_atomically(figure, Path(path))
 
 
-def plot_reliability_diagram(panels: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], path: Path,
-                             title: str = "Reliability") -> Path:
+def plot_reliability_diagram(
+    panels: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], path: Path, title: str = "Reliability"
+) -> Path:
     """One panel per split: a bar per non-empty confidence bin and curve, its gap to confidence shaded.
 
     Each bar's height is the bin's accuracy; the hatched red segment runs from
@@ -114,14 +113,20 @@ def plot_reliability_diagram(panels: Mapping[str, Mapping[str, Mapping[str, np.n
     axes_row = np.atleast_1d(figure.subplots(1, len(panels)))
     for axes, (split, curves) in zip(axes_row, panels.items()):
         _reliability_panel(axes, curves)
-        axes.set(title=f"{title}: {split}", xlabel="confidence (max probability)", ylabel="accuracy",
-                 xlim=(0.0, 1.0), ylim=(0.0, 1.12))
+        axes.set(
+            title=f"{title}: {split}",
+            xlabel="confidence (max probability)",
+            ylabel="accuracy",
+            xlim=(0.0, 1.0),
+            ylim=(0.0, 1.12),
+        )
         axes.legend(fontsize="small", loc="upper left")
     return _save_atomically(figure, Path(path))
 
 
-def plot_risk_coverage(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path,
-                       title: str = "Risk-coverage") -> Path:
+def plot_risk_coverage(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "Risk-coverage"
+) -> Path:
     """One line per ranking: error rate among the kept items against the share of items kept.
 
     Args:
@@ -140,10 +145,22 @@ def plot_risk_coverage(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path
     for mark in COVERAGES:
         # The coverages the report quotes accuracy at, so the figure and the numbers can be read together.
         axes.axvline(mark, color="grey", linestyle=":", linewidth=1.0)
-        axes.text(mark, 1.0, f"{mark:g}", transform=axes.get_xaxis_transform(), ha="center", va="bottom",
-                  fontsize="x-small", color="grey")
-    axes.set(title=title, xlabel="coverage (share of items answered, most confident first)",
-             ylabel="risk (error rate among answered)", xlim=(0.0, 1.0))
+        axes.text(
+            mark,
+            1.0,
+            f"{mark:g}",
+            transform=axes.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize="x-small",
+            color="grey",
+        )
+    axes.set(
+        title=title,
+        xlabel="coverage (share of items answered, most confident first)",
+        ylabel="risk (error rate among answered)",
+        xlim=(0.0, 1.0),
+    )
     axes.set_ylim(bottom=0.0)
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small", loc="upper left")
@@ -162,9 +179,17 @@ def _reliability_panel(axes, curves: Mapping[str, Mapping[str, np.ndarray]]) -> 
         accuracy = np.asarray(bins["accuracy"], dtype=np.float64)[filled]
         confidence = np.asarray(bins["confidence"], dtype=np.float64)[filled]
         axes.bar(centres, accuracy, width=bar_width, color=colour, edgecolor="black", linewidth=0.4, label=label)
-        axes.bar(centres, confidence - accuracy, bottom=accuracy, width=bar_width, color=(0.85, 0.1, 0.1, 0.25),
-                 edgecolor=(0.7, 0.0, 0.0, 0.8), hatch="///", linewidth=0.4,
-                 label="gap to mean confidence" if number == len(curves) - 1 else None)  # listed after the curves
+        axes.bar(
+            centres,
+            confidence - accuracy,
+            bottom=accuracy,
+            width=bar_width,
+            color=(0.85, 0.1, 0.1, 0.25),
+            edgecolor=(0.7, 0.0, 0.0, 0.8),
+            hatch="///",
+            linewidth=0.4,
+            label="gap to mean confidence" if number == len(curves) - 1 else None,
+        )  # listed after the curves
         _write_counts(axes, centres, np.maximum(accuracy, confidence), count[filled], rotate=len(curves) > 1)
     axes.grid(alpha=0.3, axis="y")
 
@@ -172,8 +197,9 @@ def _reliability_panel(axes, curves: Mapping[str, Mapping[str, np.ndarray]]) -> 
 def _write_counts(axes, centres: np.ndarray, tops: np.ndarray, counts: np.ndarray, rotate: bool) -> None:
     # Narrow side-by-side bars leave no room for horizontal text; rotated counts stay inside their bar's column.
     for centre, top, value in zip(centres, tops, counts):
-        axes.text(centre, top + 0.01, f"{int(value)}", ha="center", va="bottom", fontsize=6.5,
-                  rotation=90 if rotate else 0)
+        axes.text(
+            centre, top + 0.01, f"{int(value)}", ha="center", va="bottom", fontsize=6.5, rotation=90 if rotate else 0
+        )
 
 
 def _bin_count(curves: Mapping[str, Mapping[str, np.ndarray]]) -> int:

@@ -15,8 +15,14 @@ from pathlib import Path
 from typing import Any
 
 # tag -> key of the epoch's history record
-SCALARS = {"loss/train": "train_loss", "loss/val": "val_loss", "val/accuracy": "val_accuracy",
-           "val/f1_macro": "val_f1_macro", "lr": "lr", "epoch_seconds": "seconds"}
+SCALARS = {
+    "loss/train": "train_loss",
+    "loss/val": "val_loss",
+    "val/accuracy": "val_accuracy",
+    "val/f1_macro": "val_f1_macro",
+    "lr": "lr",
+    "epoch_seconds": "seconds",
+}
 _EVENT_FILE_TIME = re.compile(r"^events\.out\.tfevents\.(\d+)\.")
 
 

@@ -29,8 +29,19 @@ import textwrap
 import tokenize
 from pathlib import Path
 
-COMMANDS = ("launch", "train", "status", "ensemble_eval", "predict", "sweep", "bench", "make_data", "convert",
-            "check_folder", "gpu_check")
+COMMANDS = (
+    "launch",
+    "train",
+    "status",
+    "ensemble_eval",
+    "predict",
+    "sweep",
+    "bench",
+    "make_data",
+    "convert",
+    "check_folder",
+    "gpu_check",
+)
 HELP_COLUMNS = 100
 PAGE_DIR = "cli"
 COMMANDS_MARKER = "<!-- cli:commands -->"
@@ -44,6 +55,7 @@ _collected: dict | None = None
 
 
 # ---------------------------------------------------------------- MkDocs events (in the mkdocs process)
+
 
 def on_config(config):
     global _collected
@@ -82,8 +94,12 @@ def _fail(message: str):
 
 def _collect_in_child() -> dict:
     env = {key: value for key, value in os.environ.items() if key not in UNSET_ENV}
-    env.update(COLUMNS=str(HELP_COLUMNS), LINES="50", PYTHONPATH=os.pathsep.join(
-        filter(None, [str(REPO), env.get("PYTHONPATH")])), PYTHONDONTWRITEBYTECODE="1")
+    env.update(
+        COLUMNS=str(HELP_COLUMNS),
+        LINES="50",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     done = subprocess.run([sys.executable, __file__], cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -93,14 +109,26 @@ def _collect_in_child() -> dict:
 
 # ---------------------------------------------------------------- rendering
 
+
 def command_page(name: str, command: dict) -> str:
-    parts = [f"# `python -m jobs.{name}`", "", docstring_markdown(command["doc"]), "",
-             "## Options", "",
-             f"The output of `python -m jobs.{name} --help`:", "",
-             "```text", command["help"].rstrip(), "```", "",
-             "## Exit codes", "",
-             "Every command exits with one of the codes listed in "
-             "[the CLI reference](index.md#exit-codes).", ""]
+    parts = [
+        f"# `python -m jobs.{name}`",
+        "",
+        docstring_markdown(command["doc"]),
+        "",
+        "## Options",
+        "",
+        f"The output of `python -m jobs.{name} --help`:",
+        "",
+        "```text",
+        command["help"].rstrip(),
+        "```",
+        "",
+        "## Exit codes",
+        "",
+        "Every command exits with one of the codes listed in [the CLI reference](index.md#exit-codes).",
+        "",
+    ]
     return "\n".join(parts)
 
 
@@ -130,7 +158,7 @@ def _inline_markdown(text: str) -> str:
     """reST-ish docstring text as Markdown: ``code`` becomes `code`; everything else is shown literally."""
     out, last = [], 0
     for match in _CODE_SPAN.finditer(text):
-        out.append(_literal(text[last:match.start()]))
+        out.append(_literal(text[last : match.start()]))
         code = match.group(1) or match.group(2)
         fence = "``" if "`" in code else "`"
         out.append(f"{fence}{code}{fence}")
@@ -159,6 +187,7 @@ def docstring_markdown(doc: str) -> str:
 
 # ---------------------------------------------------------------- collecting (in the child process)
 
+
 def collect() -> dict:
     import importlib
 
@@ -171,8 +200,10 @@ def collect() -> dict:
             raise SystemExit(f"cannot import {module_name}: {type(err).__name__}: {err}") from None
         build_parser = getattr(module, "build_parser", None)
         if not callable(build_parser):
-            raise SystemExit(f"{module_name} has no module-level build_parser(); every entry point in jobs/ must "
-                             "define one (no arguments, returning its ArgumentParser) for the CLI reference")
+            raise SystemExit(
+                f"{module_name} has no module-level build_parser(); every entry point in jobs/ must "
+                "define one (no arguments, returning its ArgumentParser) for the CLI reference"
+            )
         try:
             parser = build_parser()
             text = parser.format_help()
@@ -199,16 +230,28 @@ def exit_codes() -> list[dict]:
         notes = _assignment_notes(source, "ExitCode")
         codes = []
         for member in exit_code:
-            doc = next((text for text in (getattr(member, "description", None), getattr(member, "doc", None),
-                                          notes.get(member.name)) if isinstance(text, str) and text.strip()), "")
+            doc = next(
+                (
+                    text
+                    for text in (
+                        getattr(member, "description", None),
+                        getattr(member, "doc", None),
+                        notes.get(member.name),
+                    )
+                    if isinstance(text, str) and text.strip()
+                ),
+                "",
+            )
             if not doc and member.__doc__ and member.__doc__ != exit_code.__doc__:
                 doc = member.__doc__
             codes.append({"name": member.name, "value": int(member), "doc": doc.strip()})
     else:
         notes = _assignment_notes(source, None)
-        codes = [{"name": name, "value": int(value), "doc": notes.get(name, "")}
-                 for name, value in vars(errors).items()
-                 if name.startswith("EXIT_") and isinstance(value, int)]
+        codes = [
+            {"name": name, "value": int(value), "doc": notes.get(name, "")}
+            for name, value in vars(errors).items()
+            if name.startswith("EXIT_") and isinstance(value, int)
+        ]
     if not codes:
         raise SystemExit(f"{ERRORS_FILE}: neither an ExitCode enum nor EXIT_* constants found")
     return sorted(codes, key=lambda code: code["value"])
@@ -226,13 +269,18 @@ def _assignment_notes(source: str, class_name: str | None) -> dict[str, str]:
             comments[token.start[0]] = token.string.lstrip("#").strip()
     notes = {}
     for node, following in zip(body, [*body[1:], None]):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         names = [target.id for target in targets if isinstance(target, ast.Name)]
         if not names:
             continue
         note = ""
-        if (isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-                and isinstance(following.value.value, str)):
+        if (
+            isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
             note = inspect.cleandoc(following.value.value)
         elif node.end_lineno in comments:
             note = comments[node.end_lineno]

@@ -19,7 +19,7 @@ def damage_superblock(path: Path) -> str:
 
 def truncate(path: Path) -> str:
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
     return ""
 
 
@@ -31,7 +31,7 @@ def damage_chunk(path: Path, item: int | None = None) -> str:
         info = features.id.get_chunk_info_by_coord((item, 0, 0))
     data = bytearray(path.read_bytes())
     start = info.byte_offset + info.size // 2
-    data[start:start + 16] = bytes(b ^ 0xFF for b in data[start:start + 16])
+    data[start : start + 16] = bytes(b ^ 0xFF for b in data[start : start + 16])
     path.write_bytes(bytes(data))
     return layout.FEATURES
 

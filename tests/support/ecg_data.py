@@ -23,6 +23,22 @@ def write_ecg_data(root: Path) -> Path:
 
 def tiny(data_root: Path, *extra: str) -> list[str]:
     """Member overrides that shrink either ECG recipe to seconds on a CPU, keeping its structure."""
-    return ["--data.root", str(data_root), "--model.init_args.hidden_dim", "8", "--model.init_args.num_blocks", "1",
-            "--data.oversample_target", "16", "--trainer.batch_size", "16", "--trainer.max_epochs", "2",
-            "--trainer.eval_batch_size", "64", "--trainer.progress", "off", *extra]
+    return [
+        "--data.root",
+        str(data_root),
+        "--model.init_args.hidden_dim",
+        "8",
+        "--model.init_args.num_blocks",
+        "1",
+        "--data.oversample_target",
+        "16",
+        "--trainer.batch_size",
+        "16",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.eval_batch_size",
+        "64",
+        "--trainer.progress",
+        "off",
+        *extra,
+    ]

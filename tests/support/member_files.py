@@ -34,8 +34,10 @@ def assert_members_identical(a: Path, b: Path) -> None:
     assert_same_tensors(last_a / "model.safetensors", last_b / "model.safetensors")
     assert_same_tensors(last_a / "optimizer.safetensors", last_b / "optimizer.safetensors")
     assert_same_tensors(a / "best" / "model.safetensors", b / "best" / "model.safetensors")
-    assert json.loads((a / "best" / "best.json").read_text())["epoch"] == \
-        json.loads((b / "best" / "best.json").read_text())["epoch"]
+    assert (
+        json.loads((a / "best" / "best.json").read_text())["epoch"]
+        == json.loads((b / "best" / "best.json").read_text())["epoch"]
+    )
     assert history_without_times(a) == history_without_times(b)
     state_a, state_b = checkpoint_state(last_a), checkpoint_state(last_b)
     assert state_a["optimizer"] == state_b["optimizer"] and state_a["schedule"] == state_b["schedule"]

@@ -184,14 +184,10 @@ def _describe(job_id: str) -> str:
     if not recs:
         return f"job {job_id} is gone"
     keys = ("JobState", "Reason", "Restarts", "ExitCode", "EligibleTime", "StdOut")
-    return "; ".join(
-        f"{_element_id(r)}: " + " ".join(f"{k}={r.get(k)}" for k in keys) for r in recs
-    )
+    return "; ".join(f"{_element_id(r)}: " + " ".join(f"{k}={r.get(k)}" for k in keys) for r in recs)
 
 
-def wait_for_state(
-    job_id: str, states: str | Iterable[str], timeout_s: float = 60, poll_s: float = 0.5
-) -> str:
+def wait_for_state(job_id: str, states: str | Iterable[str], timeout_s: float = 60, poll_s: float = 0.5) -> str:
     """Wait until a job or element is in one of ``states``; return that state.
 
     Fails at once when the job ends (or is gone) in a state not asked for,
@@ -210,9 +206,7 @@ def wait_for_state(
         time.sleep(poll_s)
 
 
-def wait_for_requeue(
-    job_id: str, min_restarts: int = 1, timeout_s: float = 120, poll_s: float = 0.5
-) -> dict[str, str]:
+def wait_for_requeue(job_id: str, min_restarts: int = 1, timeout_s: float = 120, poll_s: float = 0.5) -> dict[str, str]:
     """Wait until the job is PENDING again with Restarts >= ``min_restarts``;
     return its record. A requeued job waits ~120 s (BeginTime): see release_now."""
     deadline = time.monotonic() + timeout_s

@@ -37,6 +37,7 @@ def permute_labels(seed: int):
     def edit(f: h5py.File) -> None:
         labels = f[layout.LABELS][()]
         f[layout.LABELS][...] = np.random.default_rng(seed).permutation(labels)
+
     return edit
 
 
@@ -51,9 +52,23 @@ def trust_run(trust_data: Path, tmp_path_factory) -> Path:
     from tests.conftest import tiny_member_args
 
     for seed, root in roots.items():
-        assert train.main(tiny_member_args(root, run / "members" / f"seed_{seed}", "--seed", str(seed),
-                                           "--trainer.max_epochs", "8", "--optimizer.lr", "1e-2",
-                                           "--schedule.t0_epochs", "8")) == 0
+        assert (
+            train.main(
+                tiny_member_args(
+                    root,
+                    run / "members" / f"seed_{seed}",
+                    "--seed",
+                    str(seed),
+                    "--trainer.max_epochs",
+                    "8",
+                    "--optimizer.lr",
+                    "1e-2",
+                    "--schedule.t0_epochs",
+                    "8",
+                )
+            )
+            == 0
+        )
     assert ensemble_eval.main(["--run_dir", str(run), "--data_root", str(trust_data)]) == 0
     return run
 

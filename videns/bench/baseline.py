@@ -106,11 +106,24 @@ def _reopen_in_worker(_worker_id: int) -> None:
     info.dataset._open()
 
 
-def build_reference_loader(dataset: ReferenceDataset, batch_size: int, num_workers: int,
-                      sampler=None, shuffle: bool = False, generator: torch.Generator | None = None) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle and sampler is None,
-                      collate_fn=reference_collate, num_workers=num_workers, generator=generator,
-                      worker_init_fn=_reopen_in_worker if num_workers else None)
+def build_reference_loader(
+    dataset: ReferenceDataset,
+    batch_size: int,
+    num_workers: int,
+    sampler=None,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=shuffle and sampler is None,
+        collate_fn=reference_collate,
+        num_workers=num_workers,
+        generator=generator,
+        worker_init_fn=_reopen_in_worker if num_workers else None,
+    )
 
 
 class ReferenceTemporalModel(TemporalAttentionClassifier):
@@ -131,8 +144,18 @@ class ReferenceTemporalModel(TemporalAttentionClassifier):
 class ReferenceTrainer:
     """The reference loop, one epoch per call: train, validate, ``torch.save`` the best model."""
 
-    def __init__(self, data_root: Path, model_args: dict[str, Any], *, seed: int, batch_size: int, lr: float,
-                 num_workers: int, device: torch.device, out_dir: Path):
+    def __init__(
+        self,
+        data_root: Path,
+        model_args: dict[str, Any],
+        *,
+        seed: int,
+        batch_size: int,
+        lr: float,
+        num_workers: int,
+        device: torch.device,
+        out_dir: Path,
+    ):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -140,17 +163,23 @@ class ReferenceTrainer:
         val = ReferenceDataset(layout.split_path(data_root, "val"))
         labels = train.all_labels()
         class_weights = inverse_frequency_weights(np.bincount(labels, minlength=len(layout.VIDEO_CLASS_NAMES)))
-        sampler = WeightedRandomSampler(torch.as_tensor(class_weights[labels], dtype=torch.double), len(labels),
-                                        replacement=True, generator=torch.Generator().manual_seed(seed))
+        sampler = WeightedRandomSampler(
+            torch.as_tensor(class_weights[labels], dtype=torch.double),
+            len(labels),
+            replacement=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
         self.train_loader = build_reference_loader(train, batch_size, num_workers, sampler=sampler)
         self.val_loader = build_reference_loader(val, batch_size, num_workers)
         self.device = device
         self.model = ReferenceTemporalModel(train.features.shape[2], len(class_weights), **model_args).to(device)
-        self.criterion = FocalLoss(torch.as_tensor(class_weights, dtype=torch.float32, device=device),
-                                   REFERENCE_GAMMA, REFERENCE_SMOOTHING)
+        self.criterion = FocalLoss(
+            torch.as_tensor(class_weights, dtype=torch.float32, device=device), REFERENCE_GAMMA, REFERENCE_SMOOTHING
+        )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=REFERENCE_WEIGHT_DECAY)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            self.optimizer, T_0=REFERENCE_T0, T_mult=REFERENCE_T_MULT, eta_min=REFERENCE_ETA_MIN)
+            self.optimizer, T_0=REFERENCE_T0, T_mult=REFERENCE_T_MULT, eta_min=REFERENCE_ETA_MIN
+        )
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.epoch, self.best = 0, -1.0
@@ -159,8 +188,9 @@ class ReferenceTrainer:
         """One epoch; its wall, train and val seconds, train loss and val accuracy."""
         wall = Stopwatch(self.device)
         with wall:
-            train_s, train_loss = _reference_train_epoch(self.model, self.train_loader, self.criterion, self.optimizer,
-                                                    self.scheduler, self.device)
+            train_s, train_loss = _reference_train_epoch(
+                self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler, self.device
+            )
             val_start = time.perf_counter()
             val_accuracy = _reference_validate(self.model, self.val_loader, self.device)
             if val_accuracy > self.best:
@@ -168,9 +198,15 @@ class ReferenceTrainer:
                 torch.save(self.model.state_dict(), self.out_dir / "best_model.pth")
         self.epoch += 1
         log.info("reference epoch %d: %.2fs, val acc %.4f", self.epoch, wall.seconds, val_accuracy)
-        return {"epoch": self.epoch, "wall_s": wall.seconds, "train_s": train_s,
-                "val_s": time.perf_counter() - val_start, "train_loss": train_loss, "val_accuracy": val_accuracy,
-                "steps": len(self.train_loader)}
+        return {
+            "epoch": self.epoch,
+            "wall_s": wall.seconds,
+            "train_s": train_s,
+            "val_s": time.perf_counter() - val_start,
+            "train_loss": train_loss,
+            "val_accuracy": val_accuracy,
+            "steps": len(self.train_loader),
+        }
 
 
 def _reference_train_epoch(model, loader, criterion, optimizer, scheduler, device) -> tuple[float, float]:

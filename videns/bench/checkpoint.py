@@ -41,8 +41,9 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -51,16 +52,20 @@ from videns.bench.measure import ratio, summarize, time_interleaved
 from videns.bench.profiles import Profile, describe_model
 from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.store import CheckpointStore
-from videns.models.temporal import TemporalAttentionClassifier
 from videns.member import checkpoint as member_checkpoint
+from videns.models.temporal import TemporalAttentionClassifier
 from videns.training.optim import LRSchedule, OptimizerConfig, ScheduleConfig, build_optimizer
 from videns.training.state import TrainingState
 
 NUM_CLASSES = 4
 
 
-def measure_checkpoint(profile: Profile, work_dir: Path, training_step: Callable[[], None] | None = None,
-                       device: torch.device = torch.device("cpu")) -> dict[str, Any]:
+def measure_checkpoint(
+    profile: Profile,
+    work_dir: Path,
+    training_step: Callable[[], None] | None = None,
+    device: torch.device = torch.device("cpu"),
+) -> dict[str, Any]:
     """Median save/load seconds of ours and torch's, and the stall our save causes to ongoing training.
 
     ``training_step`` is one step of the training the stall is measured against (default: none, no stall).
@@ -70,37 +75,57 @@ def measure_checkpoint(profile: Profile, work_dir: Path, training_step: Callable
     shutil.rmtree(root, ignore_errors=True)
     m = _Methods(profile, root, device)
     try:
-        results = time_interleaved({"ours_save_durable": m.ours_background,
-                                    "torch_save": lambda: m.torch_save(fsync=False),
-                                    "torch_save_fsync": lambda: m.torch_save(fsync=True)}, profile.checkpoint_repeats)
-        results["ours_save"] = summarize(m.blocking_s[-profile.checkpoint_repeats:], warmup=1)
+        results = time_interleaved(
+            {
+                "ours_save_durable": m.ours_background,
+                "torch_save": lambda: m.torch_save(fsync=False),
+                "torch_save_fsync": lambda: m.torch_save(fsync=True),
+            },
+            profile.checkpoint_repeats,
+        )
+        results["ours_save"] = summarize(m.blocking_s[-profile.checkpoint_repeats :], warmup=1)
         # No warm-up round for loads: the files were just written, so every method reads the page cache.
-        results.update(time_interleaved({"ours_load": m.ours_load, "plain_load": m.plain_load},
-                                        profile.checkpoint_repeats, warmup=0))
+        results.update(
+            time_interleaved(
+                {"ours_load": m.ours_load, "plain_load": m.plain_load}, profile.checkpoint_repeats, warmup=0
+            )
+        )
         stall = measure_stall(m, training_step, profile.checkpoint_repeats) if training_step else None
     finally:
         m.close()
     num_params = sum(p.numel() for p in m.model.parameters())
     torch_fsync = results["torch_save_fsync"]["median_s"]
     out = {
-        "workload": {"model": describe_model(profile.full_model, num_params), "batch": "n/a", "workers": 0,
-                     "device": str(device), "state": "model + AdamW moments (fp32)", "disk": str(root),
-                     "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
+        "workload": {
+            "model": describe_model(profile.full_model, num_params),
+            "batch": "n/a",
+            "workers": 0,
+            "device": str(device),
+            "state": "model + AdamW moments (fp32)",
+            "disk": str(root),
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+        },
         **results,
-        "bytes": {"ours": sum(f.stat().st_size for f in m.store.step_folders()[0].iterdir()),
-                  "torch": m.latest_torch_file().stat().st_size},
+        "bytes": {
+            "ours": sum(f.stat().st_size for f in m.store.step_folders()[0].iterdir()),
+            "torch": m.latest_torch_file().stat().st_size,
+        },
         "checkpoint_save_returns_ratio": ratio(results["ours_save"]["median_s"], torch_fsync),
         "checkpoint_save_durable_ratio": ratio(results["ours_save_durable"]["median_s"], torch_fsync),
-        "checkpoint_save_ratio_vs_plain_torch_save": ratio(results["ours_save"]["median_s"],
-                                                           results["torch_save"]["median_s"]),
+        "checkpoint_save_ratio_vs_plain_torch_save": ratio(
+            results["ours_save"]["median_s"], results["torch_save"]["median_s"]
+        ),
         "checkpoint_load_ratio": ratio(results["ours_load"]["median_s"], results["plain_load"]["median_s"]),
     }
     if stall is not None:
         out["stall"] = stall
         out["checkpoint_save_ratio"] = ratio(stall["ours_median_s"], torch_fsync)
-        out["headline"] = ("checkpoint_save_ratio = extra seconds ongoing training takes with our background save "
-                           "/ torch.save + fsync seconds, which block it (equal durability: both on disk when the "
-                           "work ends)")
+        out["headline"] = (
+            "checkpoint_save_ratio = extra seconds ongoing training takes with our background save "
+            "/ torch.save + fsync seconds, which block it (equal durability: both on disk when the "
+            "work ends)"
+        )
     else:
         out["checkpoint_save_ratio"] = out["checkpoint_save_returns_ratio"]
         out["headline"] = "checkpoint_save_ratio = seconds until our save returns / torch.save + fsync"
@@ -129,8 +154,12 @@ def measure_stall(m: "_Methods", step: Callable[[], None], repeats: int, max_ste
         rounds.append({"steps": steps, "with_save_s": with_save, "alone_s": alone, "stall_s": with_save - alone})
     stall = [r["stall_s"] for r in rounds]
     per_step = [r["alone_s"] / r["steps"] for r in rounds if r["steps"]]
-    return {"rounds": rounds, "ours_s": stall, "ours_median_s": statistics.median(stall),
-            "step_alone_s": statistics.median(per_step) if per_step else float("nan")}
+    return {
+        "rounds": rounds,
+        "ours_s": stall,
+        "ours_median_s": statistics.median(stall),
+        "step_alone_s": statistics.median(per_step) if per_step else float("nan"),
+    }
 
 
 class _Methods:
@@ -172,8 +201,9 @@ class _Methods:
         return max(self.torch_dir.iterdir())
 
     def plain_load(self) -> None:
-        member_checkpoint.restore_checkpoint(_UnverifiedFiles(self.store.step_folders()[0]), self.model, self.optimizer,
-                                   self.schedule)
+        member_checkpoint.restore_checkpoint(
+            _UnverifiedFiles(self.store.step_folders()[0]), self.model, self.optimizer, self.schedule
+        )
 
     def close(self) -> None:
         self.store.commits.close()

@@ -30,8 +30,9 @@ MIN_TIMED_STEPS = 5
 GPU_TRAINING_LR = 1e-3  # the reference recipe's learning rate; the full-size model is not the small CPU one
 
 
-def measure_cuda(profile: Profile, data: BenchData, *, num_workers: int, work_dir: Path,
-                 bucket_window: int) -> dict[str, Any]:
+def measure_cuda(
+    profile: Profile, data: BenchData, *, num_workers: int, work_dir: Path, bucket_window: int
+) -> dict[str, Any]:
     """Everything the CUDA section reports; ``{"available": False, ...}`` without a device."""
     if not torch.cuda.is_available():
         return {"available": False, "note": "not measured here: no CUDA device visible"}
@@ -39,41 +40,72 @@ def measure_cuda(profile: Profile, data: BenchData, *, num_workers: int, work_di
     props = torch.cuda.get_device_properties(device)
     batch = random_batch(profile.batch_size, profile.max_frames, profile.feature_dim)
     steps = {precision: _steps_and_memory(profile, batch, device, precision) for precision in ("fp32", "bf16")}
-    num_params = sum(p.numel() for p in TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES,
-                                                                    **profile.full_model).parameters())
-    workload = {"model": describe_model(profile.full_model, num_params), "batch": profile.batch_size, "workers": 0,
-                "device": f"cuda ({props.name})", "data": f"random, all lengths {profile.max_frames}",
-                "feature_dim": profile.feature_dim}
+    num_params = sum(
+        p.numel()
+        for p in TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.full_model).parameters()
+    )
+    workload = {
+        "model": describe_model(profile.full_model, num_params),
+        "batch": profile.batch_size,
+        "workers": 0,
+        "device": f"cuda ({props.name})",
+        "data": f"random, all lengths {profile.max_frames}",
+        "feature_dim": profile.feature_dim,
+    }
     gpu_profile = replace(profile, lr=GPU_TRAINING_LR)
     return {
         "available": True,
         "device_name": props.name,
         "total_memory_bytes": props.total_memory,
         "torch_cuda": torch.version.cuda,
-        "cudnn": {"enabled": torch.backends.cudnn.enabled, "benchmark": torch.backends.cudnn.benchmark,
-                  "version": torch.backends.cudnn.version()},
-        "full_model_steps": {"workload": workload, **steps,
-                             "bf16_step_ratio": ratio(steps["bf16"]["median_s"], steps["fp32"]["median_s"])},
+        "cudnn": {
+            "enabled": torch.backends.cudnn.enabled,
+            "benchmark": torch.backends.cudnn.benchmark,
+            "version": torch.backends.cudnn.version(),
+        },
+        "full_model_steps": {
+            "workload": workload,
+            **steps,
+            "bf16_step_ratio": ratio(steps["bf16"]["median_s"], steps["fp32"]["median_s"]),
+        },
         "mig_fit": {"workload": workload, **_fits_in_slice(profile, batch, device)},
-        "training": compare_training(data, gpu_profile, model_args=profile.full_model, num_workers=num_workers,
-                                     device=device, work_dir=Path(work_dir) / "cuda", bucket_window=bucket_window,
-                                     precision="bf16"),
+        "training": compare_training(
+            data,
+            gpu_profile,
+            model_args=profile.full_model,
+            num_workers=num_workers,
+            device=device,
+            work_dir=Path(work_dir) / "cuda",
+            bucket_window=bucket_window,
+            precision="bf16",
+        ),
     }
 
 
-def _steps_and_memory(profile: Profile, batch, device: torch.device, precision: str,
-                      steps: int | None = None) -> dict[str, Any]:
+def _steps_and_memory(
+    profile: Profile, batch, device: torch.device, precision: str, steps: int | None = None
+) -> dict[str, Any]:
     """Our training step (masked, unpacked at equal lengths, fused AdamW) and its peak memory."""
     release_cached_gpu_memory()
     torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     model = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.full_model).to(device)
-    timing = time_train_steps(model, batch, device=device, steps=steps or max(profile.full_steps, MIN_TIMED_STEPS),
-                              warmup=2, autocast_dtype=torch.bfloat16 if precision == "bf16" else None, fused=True)
+    timing = time_train_steps(
+        model,
+        batch,
+        device=device,
+        steps=steps or max(profile.full_steps, MIN_TIMED_STEPS),
+        warmup=2,
+        autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
+        fused=True,
+    )
     del model
-    result = {"precision": precision, **timing,
-              "peak_allocated_bytes": torch.cuda.max_memory_allocated(device),
-              "peak_reserved_bytes": torch.cuda.max_memory_reserved(device)}
+    result = {
+        "precision": precision,
+        **timing,
+        "peak_allocated_bytes": torch.cuda.max_memory_allocated(device),
+        "peak_reserved_bytes": torch.cuda.max_memory_reserved(device),
+    }
     release_cached_gpu_memory()
     return result
 
@@ -96,17 +128,25 @@ def _fits_in_slice(profile: Profile, batch, device: torch.device) -> dict[str, A
                     raise
                 error = " ".join(str(err).split())[:300]
             if error is None:
-                checks[precision] = {"fits": True, "peak_reserved_bytes": measured["peak_reserved_bytes"],
-                                     "median_s": measured["median_s"]}
+                checks[precision] = {
+                    "fits": True,
+                    "peak_reserved_bytes": measured["peak_reserved_bytes"],
+                    "median_s": measured["median_s"],
+                }
             else:
                 checks[precision] = {"fits": False, "error": error}
             release_cached_gpu_memory()
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, cuda_index(device))
-    return {"slice_bytes": MIG_SLICE_BYTES, "outside_allocator_bytes": outside_allocator,
-            "allocator_limit_bytes": allocator_limit, "memory_fraction": fraction, **checks,
-            "fits": bool(checks.get("bf16", {}).get("fits")),
-            "note": "fits = bf16 steps at this batch run under the cap (fp32 reported too)"}
+    return {
+        "slice_bytes": MIG_SLICE_BYTES,
+        "outside_allocator_bytes": outside_allocator,
+        "allocator_limit_bytes": allocator_limit,
+        "memory_fraction": fraction,
+        **checks,
+        "fits": bool(checks.get("bf16", {}).get("fits")),
+        "note": "fits = bf16 steps at this batch run under the cap (fp32 reported too)",
+    }
 
 
 def _out_of_memory(err: RuntimeError) -> bool:

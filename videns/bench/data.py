@@ -41,24 +41,35 @@ class BenchData:
         sizes = {split: os.path.getsize(self.path(split)) for split in layout.SPLITS}
         counts = {split: self.num_items(split) for split in layout.SPLITS}
         lengths = self.train_lengths
-        return {"root": str(self.root), "items": counts, "feature_dim": self.feature_dim,
-                "max_frames": self.max_frames,
-                "train_lengths": {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
-                "file_mb": {k: v / 1e6 for k, v in sizes.items()},
-                "layout": "features float32 [N, max_frames, D] zero-padded, gzip level 4, "
-                          "one item per chunk; labels int64; num_frames int32"}
+        return {
+            "root": str(self.root),
+            "items": counts,
+            "feature_dim": self.feature_dim,
+            "max_frames": self.max_frames,
+            "train_lengths": {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
+            "file_mb": {k: v / 1e6 for k, v in sizes.items()},
+            "layout": "features float32 [N, max_frames, D] zero-padded, gzip level 4, "
+            "one item per chunk; labels int64; num_frames int32",
+        }
 
 
 def prepare_data(profile: Profile, work_dir: Path) -> dict[str, BenchData]:
     """Generate (or reuse, when the same profile wrote it before) both datasets under ``work_dir/data``."""
     specs = {FIXED: profile.max_frames, MIXED: profile.mixed_min_frames}
-    return {name: _dataset(profile, Path(work_dir) / "data" / f"{profile.name}-{name}", name, min_frames)
-            for name, min_frames in specs.items()}
+    return {
+        name: _dataset(profile, Path(work_dir) / "data" / f"{profile.name}-{name}", name, min_frames)
+        for name, min_frames in specs.items()
+    }
 
 
 def _dataset(profile: Profile, root: Path, name: str, min_frames: int) -> BenchData:
-    params = {"num_videos": profile.num_videos, "feature_dim": profile.feature_dim, "min_frames": min_frames,
-              "max_frames": profile.max_frames, "seed": 0}
+    params = {
+        "num_videos": profile.num_videos,
+        "feature_dim": profile.feature_dim,
+        "min_frames": min_frames,
+        "max_frames": profile.max_frames,
+        "seed": 0,
+    }
     marker = root / MARKER
     if read_json(marker) != params:
         log.info("writing %s bench data into %s", name, root)

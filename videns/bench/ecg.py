@@ -31,14 +31,13 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from videns.bench.baseline import ReferenceDataset, build_reference_loader
 from videns.bench.measure import Stopwatch, ratio, time_interleaved
-from videns.bench.training import (_fresh, _global_rng_state, _set_global_rng_state, _summarize,
-                                   equal_quality_tolerance)
+from videns.bench.training import _fresh, _global_rng_state, _set_global_rng_state, _summarize, equal_quality_tolerance
 from videns.config import parse_member_config
 from videns.data import layout
 from videns.data.tabular import convert_tables
+from videns.member.train import train_member
 from videns.models.base import recurrent_precision
 from videns.models.cnn1d_gru import CNN1DGRUClassifier
-from videns.member.train import train_member
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RECIPES = {"cnn1d_gru": CONFIGS / "ecg_cnn1d_gru.yaml", "cnn2d": CONFIGS / "ecg_cnn2d.yaml"}
@@ -60,11 +59,15 @@ class EcgShape:
         return f"ECG-shaped, {self.steps} steps{padding}, D=1, {self.classes} classes"
 
 
-SHAPES = {"ecg": EcgShape(187, 192, 5, ("cnn1d_gru", "cnn2d"), "ecg_epoch_time_ratio"),
-          "ecg_long": EcgShape(427, 427, 6, ("cnn1d_gru",), "ecg_long_step_time_ratio", steps_only=True)}
+SHAPES = {
+    "ecg": EcgShape(187, 192, 5, ("cnn1d_gru", "cnn2d"), "ecg_epoch_time_ratio"),
+    "ecg_long": EcgShape(427, 427, 6, ("cnn1d_gru",), "ecg_long_step_time_ratio", steps_only=True),
+}
 # Test-only sizes: the recipe's models would take minutes per epoch there.
-TINY_MODELS = {"cnn1d_gru": {"hidden_dim": 8, "gru_hidden": 8, "num_blocks": 1},
-               "cnn2d": {"hidden_dim": 8, "channels": 8}}
+TINY_MODELS = {
+    "cnn1d_gru": {"hidden_dim": 8, "gru_hidden": 8, "num_blocks": 1},
+    "cnn2d": {"hidden_dim": 8, "channels": 8},
+}
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,11 @@ class EcgSize:
     model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-SIZES = {"tiny": EcgSize(train_items=50, long_train_items=30, epochs=2, step_repeats=1, model_overrides=TINY_MODELS),
-         "quick": EcgSize(train_items=800, long_train_items=40, epochs=5, step_repeats=3),
-         "full": EcgSize(train_items=1500, long_train_items=40, epochs=8, step_repeats=5)}
+SIZES = {
+    "tiny": EcgSize(train_items=50, long_train_items=30, epochs=2, step_repeats=1, model_overrides=TINY_MODELS),
+    "quick": EcgSize(train_items=800, long_train_items=40, epochs=5, step_repeats=3),
+    "full": EcgSize(train_items=1500, long_train_items=40, epochs=8, step_repeats=5),
+}
 
 
 class AlwaysPackedCNN1DGRU(CNN1DGRUClassifier):
@@ -100,14 +105,23 @@ class AlwaysPackedCNN1DGRU(CNN1DGRUClassifier):
             return self.gru(packed)[1][-1]  # (B, gru_hidden); h_n comes back in the batch's order
 
 
-def measure_ecg(shape_name: str, profile_name: str, work_dir: Path, device: torch.device,
-                num_workers: int) -> dict[str, Any]:
+def measure_ecg(
+    shape_name: str, profile_name: str, work_dir: Path, device: torch.device, num_workers: int
+) -> dict[str, Any]:
     """The shape's models, steps and epochs; ``{model: {...}}`` plus the data's description."""
     size, shape = SIZES[profile_name], SHAPES[shape_name]
     train_items = size.long_train_items if shape.steps_only else size.train_items
     root = write_ecg_tables(work_dir / f"{shape_name}-data", train_items, shape)
-    result: dict[str, Any] = {"data": {"root": str(root), "train_items": train_items, "steps": shape.steps,
-                                       "real_steps": shape.samples, "feature_dim": 1, "classes": shape.classes}}
+    result: dict[str, Any] = {
+        "data": {
+            "root": str(root),
+            "train_items": train_items,
+            "steps": shape.steps,
+            "real_steps": shape.samples,
+            "feature_dim": 1,
+            "classes": shape.classes,
+        }
+    }
     for name in shape.models:
         result[name] = compare_model(name, size, shape, root, work_dir / f"{shape_name}-runs", device, num_workers)
     return result
@@ -134,15 +148,22 @@ def write_ecg_tables(folder: Path, train_items: int, shape: EcgShape, seed: int 
     return folder / "h5"
 
 
-def compare_model(name: str, size: EcgSize, shape: EcgShape, root: Path, work_dir: Path, device: torch.device,
-                  num_workers: int) -> dict[str, Any]:
+def compare_model(
+    name: str, size: EcgSize, shape: EcgShape, root: Path, work_dir: Path, device: torch.device, num_workers: int
+) -> dict[str, Any]:
     """One model: step times on a fixed batch, then (unless ``shape.steps_only``) epochs of both loops taking turns."""
     cfg = parse_member_config(member_args(name, size, root, work_dir / f"ours-{name}", device, num_workers))
     steps = compare_steps(cfg, name, shape, root, size.step_repeats, device)
     init_args = cfg.resolved["model"]["init_args"]
-    workload = {"model": f"{name}({', '.join(f'{k}={v}' for k, v in init_args.items())})",
-                "batch": cfg.trainer.batch_size, "workers": num_workers, "device": str(device),
-                "data": shape.describe(), "threads": torch.get_num_threads(), "recipe": RECIPES[name].name}
+    workload = {
+        "model": f"{name}({', '.join(f'{k}={v}' for k, v in init_args.items())})",
+        "batch": cfg.trainer.batch_size,
+        "workers": num_workers,
+        "device": str(device),
+        "data": shape.describe(),
+        "threads": torch.get_num_threads(),
+        "recipe": RECIPES[name].name,
+    }
     if shape.steps_only:
         return {"workload": workload, "steps": steps, shape.ratio_key: steps["step_time_ratio"]}
     reference = ReferenceLoop(cfg, name, shape.classes, root, device, num_workers)
@@ -161,25 +182,49 @@ def compare_model(name: str, size: EcgSize, shape: EcgShape, root: Path, work_di
     reference_summary = _summarize(reference_run)
     gap = ours["best_val_accuracy"] - reference_summary["best_val_accuracy"]
     val_items = len(reference.val_loader.dataset)
-    tolerance = equal_quality_tolerance((ours["best_val_accuracy"] + reference_summary["best_val_accuracy"]) / 2,
-                                        val_items)
+    tolerance = equal_quality_tolerance(
+        (ours["best_val_accuracy"] + reference_summary["best_val_accuracy"]) / 2, val_items
+    )
     return {
         "workload": {**workload, "epochs": size.epochs},
         "steps": steps,
         "ours": ours,
         "reference": reference_summary,
         shape.ratio_key: ratio(ours["steady_epoch_s"], reference_summary["steady_epoch_s"]),
-        "equal_quality": {"best_val_accuracy_gap": gap, "tolerance": tolerance, "val_items": val_items,
-                          "not_worse": gap >= -tolerance},
+        "equal_quality": {
+            "best_val_accuracy_gap": gap,
+            "tolerance": tolerance,
+            "val_items": val_items,
+            "not_worse": gap >= -tolerance,
+        },
     }
 
 
-def member_args(name: str, size: EcgSize, root: Path, out_dir: Path, device: torch.device,
-                num_workers: int) -> list[str]:
-    args = ["--config", str(RECIPES[name]), "--data.root", str(root), "--data.balance", "none",
-            "--data.num_workers", str(num_workers), "--out_dir", str(_fresh(out_dir)),
-            "--trainer.max_epochs", str(size.epochs), "--trainer.patience", "0", "--trainer.progress", "off",
-            "--trainer.device", device.type, "--checkpoint.resume", "never"]
+def member_args(
+    name: str, size: EcgSize, root: Path, out_dir: Path, device: torch.device, num_workers: int
+) -> list[str]:
+    args = [
+        "--config",
+        str(RECIPES[name]),
+        "--data.root",
+        str(root),
+        "--data.balance",
+        "none",
+        "--data.num_workers",
+        str(num_workers),
+        "--out_dir",
+        str(_fresh(out_dir)),
+        "--trainer.max_epochs",
+        str(size.epochs),
+        "--trainer.patience",
+        "0",
+        "--trainer.progress",
+        "off",
+        "--trainer.device",
+        device.type,
+        "--checkpoint.resume",
+        "never",
+    ]
     for key, value in size.model_overrides.get(name, {}).items():
         args += [f"--model.init_args.{key}", str(value)]
     return args
@@ -190,8 +235,14 @@ def run_member(cfg, device: torch.device, between_epochs) -> dict[str, Any]:
     clock = {"resumed": time.perf_counter()}
 
     def on_epoch_end(record: dict[str, Any]) -> None:
-        records.append({"epoch": record["epoch"], "wall_s": time.perf_counter() - clock["resumed"],
-                        "train_s": record["seconds"], "val_accuracy": record["val_accuracy"]})
+        records.append(
+            {
+                "epoch": record["epoch"],
+                "wall_s": time.perf_counter() - clock["resumed"],
+                "train_s": record["seconds"],
+                "val_accuracy": record["val_accuracy"],
+            }
+        )
         between_epochs()
         clock["resumed"] = time.perf_counter()
 
@@ -242,15 +293,21 @@ class ReferenceLoop:
     def __init__(self, cfg, name: str, classes: int, root: Path, device: torch.device, num_workers: int):
         with Stopwatch(device) as setup:
             generator = torch.Generator().manual_seed(cfg.seed)
-            self.train_loader = build_reference_loader(ReferenceDataset(layout.split_path(root, "train")),
-                                                  cfg.trainer.batch_size, num_workers, shuffle=True,
-                                                  generator=generator)
-            self.val_loader = build_reference_loader(ReferenceDataset(layout.split_path(root, "val")),
-                                                cfg.trainer.eval_batch_size, num_workers)
+            self.train_loader = build_reference_loader(
+                ReferenceDataset(layout.split_path(root, "train")),
+                cfg.trainer.batch_size,
+                num_workers,
+                shuffle=True,
+                generator=generator,
+            )
+            self.val_loader = build_reference_loader(
+                ReferenceDataset(layout.split_path(root, "val")), cfg.trainer.eval_batch_size, num_workers
+            )
             self.model = build_models(cfg, name, classes)[1].to(device)
             # the recipe's optimizer, as ours: the comparison is about the loop and the packing, not the recipe
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optimizer.lr,
-                                              weight_decay=cfg.optimizer.weight_decay)
+            self.optimizer = torch.optim.Adam(
+                self.model.parameters(), lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay
+            )
         self.grad_clip = cfg.optimizer.grad_clip
         self.setup_s, self.device, self.epoch = setup.seconds, device, 0
 

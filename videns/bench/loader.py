@@ -9,7 +9,8 @@ into a single epoch, where it costs about one reference epoch.
 """
 
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -24,15 +25,17 @@ log = logging.getLogger(__name__)
 PRELOAD_ALL = 1 << 62
 
 
-def measure_loader(data: BenchData, batch_size: int, num_workers: int, bucket_window: int, repeats: int,
-                   seed: int = 0) -> dict[str, Any]:
+def measure_loader(
+    data: BenchData, batch_size: int, num_workers: int, bucket_window: int, repeats: int, seed: int = 0
+) -> dict[str, Any]:
     """Reference, ours without preload and ours with preload, taking turns; speedups of ours over reference."""
     with Stopwatch() as preload:
         split = FeatureSplit(data.path("train"), preload_bytes=PRELOAD_ALL)
     epochs = {
         "reference": _counted(_reference_epoch(data, batch_size, num_workers, seed)),
-        "ours_no_preload": _counted(_ours_epoch(FeatureSplit(data.path("train")), batch_size, num_workers,
-                                                bucket_window, seed)),
+        "ours_no_preload": _counted(
+            _ours_epoch(FeatureSplit(data.path("train")), batch_size, num_workers, bucket_window, seed)
+        ),
         "ours": _counted(_ours_epoch(split, batch_size, num_workers, bucket_window, seed)),
     }
     timings = time_interleaved({name: run for name, (run, _) in epochs.items()}, repeats=repeats)
@@ -40,8 +43,15 @@ def measure_loader(data: BenchData, batch_size: int, num_workers: int, bucket_wi
     results["ours"]["preload_s"] = preload.seconds
     reference_s, ours_s = results["reference"]["epoch"]["median_s"], results["ours"]["epoch"]["median_s"]
     return {
-        "workload": {"model": "none (reading only)", "batch": batch_size, "workers": num_workers, "device": "cpu",
-                     "data": data.name, "items": len(data.train_lengths), "bucket_window": bucket_window},
+        "workload": {
+            "model": "none (reading only)",
+            "batch": batch_size,
+            "workers": num_workers,
+            "device": "cpu",
+            "data": data.name,
+            "items": len(data.train_lengths),
+            "bucket_window": bucket_window,
+        },
         **results,
         "loader_speedup": ratio(reference_s, ours_s),
         "loader_speedup_no_preload": ratio(reference_s, results["ours_no_preload"]["epoch"]["median_s"]),
@@ -51,8 +61,9 @@ def measure_loader(data: BenchData, batch_size: int, num_workers: int, bucket_wi
 
 def _reference_epoch(data: BenchData, batch_size: int, num_workers: int, seed: int):
     dataset = ReferenceDataset(data.path("train"))
-    loader = build_reference_loader(dataset, batch_size, num_workers, shuffle=True,
-                               generator=torch.Generator().manual_seed(seed))
+    loader = build_reference_loader(
+        dataset, batch_size, num_workers, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
     return lambda: _drain(loader)
 
 
@@ -87,5 +98,9 @@ def _counted(run_epoch) -> tuple:
 def _throughput(timing: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
     seconds = timing["median_s"]
     payload_mb = counts["frames"] * counts["feature_dim"] * 4 / 1e6
-    return {"epoch": timing, "sequences_per_s": counts["items"] / seconds, "mb_per_s": payload_mb / seconds,
-            "padding_overhead": counts["padded_frames"] / counts["frames"] - 1.0}
+    return {
+        "epoch": timing,
+        "sequences_per_s": counts["items"] / seconds,
+        "mb_per_s": payload_mb / seconds,
+        "padding_overhead": counts["padded_frames"] / counts["frames"] - 1.0,
+    }

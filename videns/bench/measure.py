@@ -2,7 +2,8 @@
 
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -13,8 +14,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_repeats(fn: Callable[[], Any], repeats: int, warmup: int = 1,
-                 device: torch.device | None = None) -> dict[str, Any]:
+def time_repeats(
+    fn: Callable[[], Any], repeats: int, warmup: int = 1, device: torch.device | None = None
+) -> dict[str, Any]:
     """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed; seconds as median/min/max/all."""
     device = device or torch.device("cpu")
     for _ in range(warmup):
@@ -31,8 +33,14 @@ def time_repeats(fn: Callable[[], Any], repeats: int, warmup: int = 1,
 
 def summarize(seconds: list[float], warmup: int = 0) -> dict[str, Any]:
     """Median, min and max of timed runs, with the raw values."""
-    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds),
-            "repeats": len(seconds), "warmup": warmup, "all_s": [round(s, 6) for s in seconds]}
+    return {
+        "median_s": statistics.median(seconds),
+        "min_s": min(seconds),
+        "max_s": max(seconds),
+        "repeats": len(seconds),
+        "warmup": warmup,
+        "all_s": [round(s, 6) for s in seconds],
+    }
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -57,8 +65,9 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self._start
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
-                     device: torch.device | None = None) -> dict[str, dict[str, Any]]:
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, device: torch.device | None = None
+) -> dict[str, dict[str, Any]]:
     """Like :func:`time_repeats` for several functions, taken in turns (A B C A B C ...).
 
     On a shared machine the load drifts; taking turns spreads that drift over

@@ -9,10 +9,20 @@ ProfileName = Literal["tiny", "quick", "full"]
 FULL_SIZE_MODEL: dict[str, Any] = {}
 # Small enough that input and per-step overheads show on 2 CPU cores.
 # It learns the demo task to ~0.95 val accuracy in 6-8 epochs of 240 items at lr 2e-3.
-SMALL_MODEL: dict[str, Any] = {"hidden_dim": 128, "num_lstm_layers": 1, "num_attention_heads": 4,
-                               "head_dims": (64,), "dropout": 0.1}
-TINY_MODEL: dict[str, Any] = {"hidden_dim": 8, "num_lstm_layers": 1, "num_attention_heads": 2,
-                              "head_dims": (8,), "dropout": 0.1}
+SMALL_MODEL: dict[str, Any] = {
+    "hidden_dim": 128,
+    "num_lstm_layers": 1,
+    "num_attention_heads": 4,
+    "head_dims": (64,),
+    "dropout": 0.1,
+}
+TINY_MODEL: dict[str, Any] = {
+    "hidden_dim": 8,
+    "num_lstm_layers": 1,
+    "num_attention_heads": 2,
+    "head_dims": (8,),
+    "dropout": 0.1,
+}
 
 
 @dataclass(frozen=True)
@@ -60,15 +70,54 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "tiny": Profile("tiny", num_videos=40, feature_dim=32, max_frames=12, mixed_min_frames=4, batch_size=8,
-                    epochs=3, lr=3e-3, train_model=TINY_MODEL, full_model=TINY_MODEL, full_steps=1,
-                    loader_repeats=1, checkpoint_repeats=1, eval_batch_size=16),
-    "quick": Profile("quick", num_videos=400, feature_dim=1280, max_frames=73, mixed_min_frames=16, batch_size=48,
-                     epochs=6, lr=2e-3, train_model=SMALL_MODEL, full_model=FULL_SIZE_MODEL, full_steps=1,
-                     full_reference=False, full_warmup=0, loader_repeats=2, checkpoint_repeats=3),
-    "full": Profile("full", num_videos=1200, feature_dim=1280, max_frames=73, mixed_min_frames=16, batch_size=48,
-                    epochs=10, lr=2e-3, train_model=SMALL_MODEL, full_model=FULL_SIZE_MODEL, full_steps=5,
-                    loader_repeats=5, checkpoint_repeats=3),
+    "tiny": Profile(
+        "tiny",
+        num_videos=40,
+        feature_dim=32,
+        max_frames=12,
+        mixed_min_frames=4,
+        batch_size=8,
+        epochs=3,
+        lr=3e-3,
+        train_model=TINY_MODEL,
+        full_model=TINY_MODEL,
+        full_steps=1,
+        loader_repeats=1,
+        checkpoint_repeats=1,
+        eval_batch_size=16,
+    ),
+    "quick": Profile(
+        "quick",
+        num_videos=400,
+        feature_dim=1280,
+        max_frames=73,
+        mixed_min_frames=16,
+        batch_size=48,
+        epochs=6,
+        lr=2e-3,
+        train_model=SMALL_MODEL,
+        full_model=FULL_SIZE_MODEL,
+        full_steps=1,
+        full_reference=False,
+        full_warmup=0,
+        loader_repeats=2,
+        checkpoint_repeats=3,
+    ),
+    "full": Profile(
+        "full",
+        num_videos=1200,
+        feature_dim=1280,
+        max_frames=73,
+        mixed_min_frames=16,
+        batch_size=48,
+        epochs=10,
+        lr=2e-3,
+        train_model=SMALL_MODEL,
+        full_model=FULL_SIZE_MODEL,
+        full_steps=5,
+        loader_repeats=5,
+        checkpoint_repeats=3,
+    ),
 }
 
 

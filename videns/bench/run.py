@@ -85,9 +85,13 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     work_dir = Path(tempfile.mkdtemp(prefix="videns-bench-")) if temporary else Path(cfg.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    result: dict[str, Any] = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                              "config": {**asdict(cfg), "out": str(cfg.out), "work_dir": str(cfg.work_dir)},
-                              "profile": asdict(cfg.profile), "host": host_info(device)}
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": {**asdict(cfg), "out": str(cfg.out), "work_dir": str(cfg.work_dir)},
+        "profile": asdict(cfg.profile),
+        "host": host_info(device),
+    }
     try:
         _run_sections(cfg, device, work_dir, result)
     finally:
@@ -109,18 +113,29 @@ def _run_sections(cfg: BenchConfig, device: torch.device, work_dir: Path, result
     result["data"] = {name: d.describe() for name, d in data.items()}
     seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()
     if "loader" in wanted:
-        result["loader"] = {name: measure_loader(d, profile.batch_size, cfg.workers, cfg.bucket_window,
-                                                 profile.loader_repeats) for name, d in data.items()}
+        result["loader"] = {
+            name: measure_loader(d, profile.batch_size, cfg.workers, cfg.bucket_window, profile.loader_repeats)
+            for name, d in data.items()
+        }
         seconds["loader"], clock = time.perf_counter() - clock, time.perf_counter()
     if "training" in wanted:
-        result["training"] = {name: compare_training(d, profile, model_args=profile.train_model,
-                                                     num_workers=cfg.workers, device=device,
-                                                     work_dir=work_dir / "training", bucket_window=cfg.bucket_window)
-                              for name, d in data.items()}
+        result["training"] = {
+            name: compare_training(
+                d,
+                profile,
+                model_args=profile.train_model,
+                num_workers=cfg.workers,
+                device=device,
+                work_dir=work_dir / "training",
+                bucket_window=cfg.bucket_window,
+            )
+            for name, d in data.items()
+        }
         if "loader" in result:
             for name in data:
-                result["training"][name]["input_bound"] = input_bound(result["loader"][name], result["training"][name],
-                                                                      data[name].num_items("val"))
+                result["training"][name]["input_bound"] = input_bound(
+                    result["loader"][name], result["training"][name], data[name].num_items("val")
+                )
         result["training"]["unpacked_lstm"] = unpacked_lstm_steps(profile, device)
         result["training"]["full_model_steps"] = full_model_steps(profile, device)
         seconds["training"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -129,8 +144,14 @@ def _run_sections(cfg: BenchConfig, device: torch.device, work_dir: Path, result
         seconds["checkpoint"], clock = time.perf_counter() - clock, time.perf_counter()
     if "ensemble" in wanted:
         model_args = profile.full_model if device.type == "cuda" else profile.train_model
-        result["ensemble"] = measure_ensemble(data[MIXED], model_args, batch_size=profile.eval_batch_size,
-                                              num_workers=cfg.workers, device=device, work_dir=work_dir)
+        result["ensemble"] = measure_ensemble(
+            data[MIXED],
+            model_args,
+            batch_size=profile.eval_batch_size,
+            num_workers=cfg.workers,
+            device=device,
+            work_dir=work_dir,
+        )
         seconds["ensemble"], clock = time.perf_counter() - clock, time.perf_counter()
     if "ecg" in wanted:
         for shape in SHAPES:  # "ecg" (MIT-BIH's beats), "ecg_long" (a public set's 427-step series)
@@ -139,12 +160,14 @@ def _run_sections(cfg: BenchConfig, device: torch.device, work_dir: Path, result
     if "cuda" not in wanted:
         result["cuda"] = {"available": torch.cuda.is_available(), "note": "section not selected"}
     elif device.type != "cuda":
-        result["cuda"] = {"available": torch.cuda.is_available(),
-                          "note": "not measured here: " + ("--device cpu" if torch.cuda.is_available()
-                                                           else "no CUDA device visible")}
+        result["cuda"] = {
+            "available": torch.cuda.is_available(),
+            "note": "not measured here: " + ("--device cpu" if torch.cuda.is_available() else "no CUDA device visible"),
+        }
     else:
-        result["cuda"] = measure_cuda(profile, data[FIXED], num_workers=cfg.workers, work_dir=work_dir,
-                                      bucket_window=cfg.bucket_window)
+        result["cuda"] = measure_cuda(
+            profile, data[FIXED], num_workers=cfg.workers, work_dir=work_dir, bucket_window=cfg.bucket_window
+        )
         seconds["cuda"] = time.perf_counter() - clock
 
 
@@ -160,14 +183,24 @@ def input_bound(loader: dict[str, Any], training: dict[str, Any], val_items: int
     reference_read = loader["reference"]["epoch"]["median_s"] * scale
     ours_read = loader["ours"]["epoch"]["median_s"] * scale
     reference_epoch = training["reference"]["steady_epoch_s"]
-    return {"reference_read_s_per_epoch": reference_read, "ours_read_s_per_epoch": ours_read,
-            "reference_read_share": reference_read / reference_epoch,
-            "best_epoch_time_ratio_from_input_alone": (reference_epoch - reference_read + ours_read) / reference_epoch}
+    return {
+        "reference_read_s_per_epoch": reference_read,
+        "ours_read_s_per_epoch": ours_read,
+        "reference_read_share": reference_read / reference_epoch,
+        "best_epoch_time_ratio_from_input_alone": (reference_epoch - reference_read + ours_read) / reference_epoch,
+    }
 
 
 def host_info(device: torch.device) -> dict[str, Any]:
-    return {"hostname": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
-            "cuda_available": torch.cuda.is_available(), "load_average_start": os.getloadavg(),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-
+    return {
+        "hostname": platform.node(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "cuda_available": torch.cuda.is_available(),
+        "load_average_start": os.getloadavg(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }

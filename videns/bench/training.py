@@ -15,8 +15,9 @@ import random
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,18 +29,27 @@ from videns.bench.measure import Stopwatch, ratio, synchronize, time_interleaved
 from videns.bench.profiles import Profile, describe_model
 from videns.config import parse_member_config
 from videns.data.augment import augmented_lengths
+from videns.member.train import train_member
 from videns.models.temporal import TemporalAttentionClassifier
 from videns.training.loss import FocalLoss
-from videns.member.train import train_member
 from videns.training.step import train_step
 
 log = logging.getLogger(__name__)
 NUM_CLASSES = 4
 
 
-def compare_training(data: BenchData, profile: Profile, *, model_args: dict[str, Any], num_workers: int,
-                     device: torch.device, work_dir: Path, bucket_window: int, seed: int = 0,
-                     precision: str = "fp32") -> dict[str, Any]:
+def compare_training(
+    data: BenchData,
+    profile: Profile,
+    *,
+    model_args: dict[str, Any],
+    num_workers: int,
+    device: torch.device,
+    work_dir: Path,
+    bucket_window: int,
+    seed: int = 0,
+    precision: str = "fp32",
+) -> dict[str, Any]:
     """Train with both loops for ``profile.epochs`` epochs; ``epoch_time_ratio`` = ours / reference.
 
     The loops take turns epoch by epoch (a reference epoch runs inside our
@@ -57,41 +67,79 @@ def compare_training(data: BenchData, profile: Profile, *, model_args: dict[str,
             _set_global_rng_state(reference_rng.pop())
         if not trainer:
             with Stopwatch(device) as setup:
-                trainer.append(ReferenceTrainer(data.root, model_args, seed=seed, batch_size=profile.batch_size,
-                                                lr=profile.lr, num_workers=num_workers, device=device,
-                                                out_dir=_fresh(work_dir / f"reference-{data.name}")))
+                trainer.append(
+                    ReferenceTrainer(
+                        data.root,
+                        model_args,
+                        seed=seed,
+                        batch_size=profile.batch_size,
+                        lr=profile.lr,
+                        num_workers=num_workers,
+                        device=device,
+                        out_dir=_fresh(work_dir / f"reference-{data.name}"),
+                    )
+                )
             reference["setup_s"] = setup.seconds
         reference["epochs"].append(trainer[0].run_epoch())
         reference_rng.append(_global_rng_state())
         _set_global_rng_state(ours_rng)
 
-    ours = _summarize(run_ours(data, model_args, seed=seed, epochs=profile.epochs, batch_size=profile.batch_size,
-                               lr=profile.lr, num_workers=num_workers, device=device,
-                               out_dir=_fresh(work_dir / f"ours-{data.name}"), bucket_window=bucket_window,
-                               precision=precision, between_epochs=reference_epoch))
+    ours = _summarize(
+        run_ours(
+            data,
+            model_args,
+            seed=seed,
+            epochs=profile.epochs,
+            batch_size=profile.batch_size,
+            lr=profile.lr,
+            num_workers=num_workers,
+            device=device,
+            out_dir=_fresh(work_dir / f"ours-{data.name}"),
+            bucket_window=bucket_window,
+            precision=precision,
+            between_epochs=reference_epoch,
+        )
+    )
     reference = _summarize(reference)
-    num_params = sum(p.numel() for p in TemporalAttentionClassifier(data.feature_dim, NUM_CLASSES,
-                                                                    **model_args).parameters())
+    num_params = sum(
+        p.numel() for p in TemporalAttentionClassifier(data.feature_dim, NUM_CLASSES, **model_args).parameters()
+    )
     gap = ours["best_val_accuracy"] - reference["best_val_accuracy"]
-    tolerance = equal_quality_tolerance((ours["best_val_accuracy"] + reference["best_val_accuracy"]) / 2,
-                                        data.num_items("val"))
+    tolerance = equal_quality_tolerance(
+        (ours["best_val_accuracy"] + reference["best_val_accuracy"]) / 2, data.num_items("val")
+    )
     return {
-        "workload": {"model": describe_model(model_args, num_params), "batch": profile.batch_size,
-                     "workers": num_workers, "device": str(device), "data": data.name,
-                     "epochs": profile.epochs, "lr": profile.lr, "threads": torch.get_num_threads(),
-                     "ours_settings": {"bucket_window": bucket_window, "preload": True, "precision": precision},
-                     "reference_settings": {"precision": "fp32", "sampler": "WeightedRandomSampler",
-                                       "scheduler": "CosineAnnealingWarmRestarts(T_0=20, T_mult=2) per batch"}},
+        "workload": {
+            "model": describe_model(model_args, num_params),
+            "batch": profile.batch_size,
+            "workers": num_workers,
+            "device": str(device),
+            "data": data.name,
+            "epochs": profile.epochs,
+            "lr": profile.lr,
+            "threads": torch.get_num_threads(),
+            "ours_settings": {"bucket_window": bucket_window, "preload": True, "precision": precision},
+            "reference_settings": {
+                "precision": "fp32",
+                "sampler": "WeightedRandomSampler",
+                "scheduler": "CosineAnnealingWarmRestarts(T_0=20, T_mult=2) per batch",
+            },
+        },
         "ours": ours,
         "reference": reference,
         "epoch_time_ratio": ratio(ours["steady_epoch_s"], reference["steady_epoch_s"]),
         "train_phase_ratio": ratio(ours["steady_train_s"], reference["steady_train_s"]),
         "total_time_ratio": ratio(ours["total_s"], reference["total_s"]),
-        "equal_quality": {"best_val_accuracy_gap": gap, "tolerance": tolerance, "val_items": data.num_items("val"),
-                          "equal": abs(gap) <= tolerance, "not_worse": gap >= -tolerance,
-                          "rule": "tolerance = two binomial standard errors of the val accuracy; equal: "
-                                  "|ours - reference| <= tolerance; not_worse (what the target needs): "
-                                  "ours >= reference - tolerance"},
+        "equal_quality": {
+            "best_val_accuracy_gap": gap,
+            "tolerance": tolerance,
+            "val_items": data.num_items("val"),
+            "equal": abs(gap) <= tolerance,
+            "not_worse": gap >= -tolerance,
+            "rule": "tolerance = two binomial standard errors of the val accuracy; equal: "
+            "|ours - reference| <= tolerance; not_worse (what the target needs): "
+            "ours >= reference - tolerance",
+        },
     }
 
 
@@ -100,18 +148,53 @@ def equal_quality_tolerance(accuracy: float, val_items: int) -> float:
     return max(2.0 * math.sqrt(accuracy * (1.0 - accuracy) / val_items), 1.0 / val_items)
 
 
-def run_ours(data: BenchData, model_args: dict[str, Any], *, seed: int, epochs: int, batch_size: int, lr: float,
-             num_workers: int, device: torch.device, out_dir: Path, bucket_window: int, precision: str,
-             between_epochs: Callable[[], None] | None = None) -> dict[str, Any]:
+def run_ours(
+    data: BenchData,
+    model_args: dict[str, Any],
+    *,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    num_workers: int,
+    device: torch.device,
+    out_dir: Path,
+    bucket_window: int,
+    precision: str,
+    between_epochs: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """``train_member`` with our speed settings; per-epoch records as the reference trainer gives.
 
     ``between_epochs`` runs after each epoch's end (checkpoint committed) and is kept off our clock.
     """
-    args = ["--data.root", str(data.root), "--out_dir", str(out_dir), "--seed", str(seed),
-            "--data.num_workers", str(num_workers), "--data.bucket_window", str(bucket_window),
-            "--trainer.batch_size", str(batch_size), "--trainer.max_epochs", str(epochs), "--trainer.patience", "0",
-            "--trainer.device", device.type, "--trainer.precision", precision, "--trainer.progress", "off",
-            "--optimizer.lr", str(lr), "--checkpoint.resume", "never"]
+    args = [
+        "--data.root",
+        str(data.root),
+        "--out_dir",
+        str(out_dir),
+        "--seed",
+        str(seed),
+        "--data.num_workers",
+        str(num_workers),
+        "--data.bucket_window",
+        str(bucket_window),
+        "--trainer.batch_size",
+        str(batch_size),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.patience",
+        "0",
+        "--trainer.device",
+        device.type,
+        "--trainer.precision",
+        precision,
+        "--trainer.progress",
+        "off",
+        "--optimizer.lr",
+        str(lr),
+        "--checkpoint.resume",
+        "never",
+    ]
     for key, value in model_args.items():
         args += [f"--model.init_args.{key}", str(list(value) if isinstance(value, tuple) else value)]
     cfg = parse_member_config(args)
@@ -120,9 +203,15 @@ def run_ours(data: BenchData, model_args: dict[str, Any], *, seed: int, epochs: 
 
     def on_epoch_end(record: dict[str, Any]) -> None:
         synchronize(device)
-        records.append({"epoch": record["epoch"], "wall_s": time.perf_counter() - clock["resumed"],
-                        "train_s": record["seconds"], "train_loss": record["train_loss"],
-                        "val_accuracy": record["val_accuracy"]})
+        records.append(
+            {
+                "epoch": record["epoch"],
+                "wall_s": time.perf_counter() - clock["resumed"],
+                "train_s": record["seconds"],
+                "train_loss": record["train_loss"],
+                "val_accuracy": record["val_accuracy"],
+            }
+        )
         if between_epochs is not None:
             between_epochs()
         clock["resumed"] = time.perf_counter()
@@ -164,9 +253,15 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
-def make_train_step(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *,
-                    device: torch.device, autocast_dtype: torch.dtype | None = None, fused: bool = False,
-                    host_sync: bool = False) -> Callable[[], None]:
+def make_train_step(
+    model: torch.nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    *,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    fused: bool = False,
+    host_sync: bool = False,
+) -> Callable[[], None]:
     """Our optimizer step (AdamW, focal loss, clipping; :func:`train_step`) on a fixed batch, as a callable to time."""
     features, lengths, labels = batch
     on_device = (features.to(device), lengths, labels.to(device))
@@ -182,15 +277,24 @@ def make_train_step(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Ten
     return step
 
 
-def time_train_steps(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *,
-                     device: torch.device, steps: int, warmup: int = 1, **step_options) -> dict[str, Any]:
+def time_train_steps(
+    model: torch.nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    *,
+    device: torch.device,
+    steps: int,
+    warmup: int = 1,
+    **step_options,
+) -> dict[str, Any]:
     """Seconds per optimizer step on one fixed batch (see :func:`make_train_step`)."""
-    return time_repeats(make_train_step(model, batch, device=device, **step_options), repeats=steps, warmup=warmup,
-                        device=device)
+    return time_repeats(
+        make_train_step(model, batch, device=device, **step_options), repeats=steps, warmup=warmup, device=device
+    )
 
 
-def random_batch(batch_size: int, max_frames: int, feature_dim: int, seed: int = 0,
-                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def random_batch(
+    batch_size: int, max_frames: int, feature_dim: int, seed: int = 0, lengths: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A (B, T, D) batch with the given lengths (default: all T), zero after each length."""
     gen = torch.Generator().manual_seed(seed)
     features = torch.randn(batch_size, max_frames, feature_dim, generator=gen)  # (B, T, D)
@@ -203,8 +307,9 @@ def training_step(profile: Profile, device: torch.device) -> Callable[[], None]:
     """One optimizer step of the training-comparison model on a fixed random batch, finished on the device."""
     torch.manual_seed(0)
     model = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.train_model).to(device)
-    step = make_train_step(model, random_batch(profile.batch_size, profile.max_frames, profile.feature_dim),
-                           device=device)
+    step = make_train_step(
+        model, random_batch(profile.batch_size, profile.max_frames, profile.feature_dim), device=device
+    )
 
     def step_and_sync() -> None:
         step()
@@ -231,9 +336,16 @@ def full_model_steps(profile: Profile, device: torch.device) -> dict[str, Any]:
         steps["reference"] = make_train_step(reference_model, batch, device=device, host_sync=True)
     timings = time_interleaved(steps, repeats=profile.full_steps, warmup=profile.full_warmup, device=device)
     result = {
-        "workload": {"model": describe_model(profile.full_model, num_params), "batch": profile.batch_size,
-                     "workers": 0, "device": str(device), "data": f"random, all lengths {profile.max_frames}",
-                     "feature_dim": profile.feature_dim, "precision": "fp32", "threads": torch.get_num_threads()},
+        "workload": {
+            "model": describe_model(profile.full_model, num_params),
+            "batch": profile.batch_size,
+            "workers": 0,
+            "device": str(device),
+            "data": f"random, all lengths {profile.max_frames}",
+            "feature_dim": profile.feature_dim,
+            "precision": "fp32",
+            "threads": torch.get_num_threads(),
+        },
         "ours_step": timings["ours"],
     }
     if "reference" in timings:
@@ -274,11 +386,22 @@ def unpacked_lstm_steps(profile: Profile, device: torch.device, repeats: int = 3
     for name, cls in variants.items():
         models[name] = cls(profile.feature_dim, NUM_CLASSES, **profile.train_model).to(device)
         models[name].load_state_dict(ours.state_dict())
-    timings = time_interleaved({name: make_train_step(model, batch, device=device) for name, model in models.items()},
-                               repeats=repeats, device=device)
+    timings = time_interleaved(
+        {name: make_train_step(model, batch, device=device) for name, model in models.items()},
+        repeats=repeats,
+        device=device,
+    )
     unpacked = timings.get("unpacked", timings["ours"])
-    return {"workload": {"model": describe_model(profile.train_model, sum(p.numel() for p in ours.parameters())),
-                         "batch": profile.batch_size, "workers": 0, "device": str(device),
-                         "data": f"random, lengths {int(lengths.min())}-{T}", "threads": torch.get_num_threads()},
-            **timings, "unpacked_lstm_step_ratio": ratio(unpacked["median_s"], timings["packed"]["median_s"]),
-            "ours_step_ratio_vs_packed": ratio(timings["ours"]["median_s"], timings["packed"]["median_s"])}
+    return {
+        "workload": {
+            "model": describe_model(profile.train_model, sum(p.numel() for p in ours.parameters())),
+            "batch": profile.batch_size,
+            "workers": 0,
+            "device": str(device),
+            "data": f"random, lengths {int(lengths.min())}-{T}",
+            "threads": torch.get_num_threads(),
+        },
+        **timings,
+        "unpacked_lstm_step_ratio": ratio(unpacked["median_s"], timings["packed"]["median_s"]),
+        "ours_step_ratio_vs_packed": ratio(timings["ours"]["median_s"], timings["packed"]["median_s"]),
+    }

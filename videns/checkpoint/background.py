@@ -18,8 +18,9 @@ An error in a background commit (disk full, permissions) is raised by the next
 call to :meth:`commit` or :meth:`wait`, in the training thread.
 """
 
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -36,8 +37,9 @@ class CommitQueue:
         self._buffers: dict[tuple[str, str, str], torch.Tensor] = {}
         self._buffer_users: dict[tuple[str, str], Future] = {}
 
-    def commit(self, kind: str, files: Mapping[str, FileContents],
-               write: Callable[[dict[str, FileContents]], Any]) -> None:
+    def commit(
+        self, kind: str, files: Mapping[str, FileContents], write: Callable[[dict[str, FileContents]], Any]
+    ) -> None:
         """Snapshot ``files`` now and run ``write(snapshot)`` after every earlier commit.
 
         ``kind`` names the buffers this commit reuses ("checkpoint", "best", ...).
@@ -45,12 +47,18 @@ class CommitQueue:
         self._raise_failures()
         if self._pool is None:
             # Written before returning: nothing changes the tensors meanwhile, so no copy is needed.
-            write({name: data if isinstance(data, bytes) else {k: t.detach().cpu().contiguous()
-                                                               for k, t in data.items()}
-                   for name, data in files.items()})
+            write(
+                {
+                    name: data
+                    if isinstance(data, bytes)
+                    else {k: t.detach().cpu().contiguous() for k, t in data.items()}
+                    for name, data in files.items()
+                }
+            )
             return
-        snapshot = {name: data if isinstance(data, bytes) else self._copy(kind, name, data)
-                    for name, data in files.items()}
+        snapshot = {
+            name: data if isinstance(data, bytes) else self._copy(kind, name, data) for name, data in files.items()
+        }
         future = self._pool.submit(write, snapshot)
         self._pending.append(future)
         for name, data in files.items():
@@ -81,10 +89,14 @@ class CommitQueue:
         user = self._buffer_users.pop((kind, file_name), None)
         if user is not None:
             user.exception()  # the commit still reading these buffers must finish first
-        copies = {name: self._buffer(kind, file_name, name, t).copy_(t.detach(), non_blocking=True)
-                  for name, t in tensors.items()}
+        copies = {
+            name: self._buffer(kind, file_name, name, t).copy_(t.detach(), non_blocking=True)
+            for name, t in tensors.items()
+        }
         for device in {t.device for t in tensors.values() if t.device.type == "cuda"}:
-            torch.cuda.synchronize(device)  # non-blocking copies into pinned memory must land before the writer reads them
+            torch.cuda.synchronize(
+                device
+            )  # non-blocking copies into pinned memory must land before the writer reads them
         return copies
 
     def _buffer(self, kind: str, file_name: str, name: str, like: torch.Tensor) -> torch.Tensor:

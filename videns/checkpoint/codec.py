@@ -33,15 +33,19 @@ def optimizer_to_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_parts(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def optimizer_from_parts(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         _, param_id, key = name.split(".", 2)
         state.setdefault(int(param_id), {})[key] = value
     for param_id, values in meta["scalars"].items():
         state.setdefault(int(param_id), {}).update(values)
-    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
-              for group in meta["param_groups"]]
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+        for group in meta["param_groups"]
+    ]
     # Before loading: torch places each "step" tensor by these flags (on the device for fused kernels).
     for group, live in zip(groups, optimizer.param_groups):
         group.update({k: live[k] for k in _IMPLEMENTATION_FLAGS if k in live})
@@ -57,8 +61,7 @@ def rng_to_parts() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     tensors[RNG_NUMPY] = torch.from_numpy(keys.astype(np.int64))
     version, py_state, gauss_next = random.getstate()
-    meta = {"numpy": [kind, int(pos), int(has_gauss), float(cached)],
-            "python": [version, list(py_state), gauss_next]}
+    meta = {"numpy": [kind, int(pos), int(has_gauss), float(cached)], "python": [version, list(py_state), gauss_next]}
     return tensors, meta
 
 

@@ -33,7 +33,9 @@ class CheckpointConfig:
 
     def __post_init__(self):
         if self.every_steps < 0 or self.every_minutes < 0:
-            raise ConfigError(f"checkpoint.every_steps and every_minutes must be >= 0, got {self.every_steps}, {self.every_minutes}")
+            raise ConfigError(
+                f"checkpoint.every_steps and every_minutes must be >= 0, got {self.every_steps}, {self.every_minutes}"
+            )
         if self.keep < 1:
             raise ConfigError(f"checkpoint.keep must be >= 1, got {self.keep}")
 

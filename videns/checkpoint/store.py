@@ -21,9 +21,10 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Mapping, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -75,8 +76,10 @@ def planned_size(files: Mapping[str, FileContents]) -> int:
 
 def _write_with_manifest(folder: Path, files: Mapping[str, FileContents]) -> None:
     folder.mkdir(parents=True)
-    written = {name: write_chunks(folder / name, [data]) if isinstance(data, bytes)
-               else write_tensor_file(folder / name, data) for name, data in files.items()}
+    written = {
+        name: write_chunks(folder / name, [data]) if isinstance(data, bytes) else write_tensor_file(folder / name, data)
+        for name, data in files.items()
+    }
     write_chunks(folder / MANIFEST_FILE, [_manifest_bytes(written)])
     fsync_folder(folder)
 
@@ -234,8 +237,9 @@ class CheckpointStore:
         self.keep = keep
         self.commits = commits if commits is not None else CommitQueue(background=False)
 
-    def save(self, step: int, files: Mapping[str, FileContents],
-             after_commit: Callable[[Path], None] | None = None) -> Path:
+    def save(
+        self, step: int, files: Mapping[str, FileContents], after_commit: Callable[[Path], None] | None = None
+    ) -> Path:
         """Commit a checkpoint for ``step``, point ``latest`` at it, drop the oldest beyond ``keep``.
 
         ``after_commit(folder)`` runs once the folder is on disk (in the commit thread).
@@ -248,8 +252,9 @@ class CheckpointStore:
         """Block until every save so far is committed (raising a failed commit's error)."""
         self.commits.wait()
 
-    def _commit(self, folder: Path, files: Mapping[str, FileContents],
-                after_commit: Callable[[Path], None] | None) -> None:
+    def _commit(
+        self, folder: Path, files: Mapping[str, FileContents], after_commit: Callable[[Path], None] | None
+    ) -> None:
         write_folder_atomically(folder, files)  # creates the root too
         point_link(self.root / LATEST_LINK, folder.name)
         self.purge()
@@ -275,7 +280,7 @@ class CheckpointStore:
 
     def purge(self) -> None:
         """Delete all but the newest ``keep`` checkpoints, and leftovers of interrupted writes."""
-        for folder in self.step_folders()[self.keep:]:
+        for folder in self.step_folders()[self.keep :]:
             shutil.rmtree(folder, ignore_errors=True)
         self.restore_moved_aside()
         for leftover in self.root.glob(f"{_TMP_PREFIX}*"):

@@ -33,8 +33,11 @@ class FeatureSplit:
             # A file to predict on may carry no labels; training and evaluation require them (inspect.py).
             self.has_labels = layout.LABELS in f
             self.lengths = self._read(f, layout.NUM_FRAMES).astype(np.int64)
-            self.labels = (self._read(f, layout.LABELS).astype(np.int64) if self.has_labels
-                           else np.full(self.lengths.shape[0], UNKNOWN_LABEL, dtype=np.int64))
+            self.labels = (
+                self._read(f, layout.LABELS).astype(np.int64)
+                if self.has_labels
+                else np.full(self.lengths.shape[0], UNKNOWN_LABEL, dtype=np.int64)
+            )
             with reading(self.path, layout.FEATURES):
                 self.shape = f[layout.FEATURES].shape  # (N, max_frames, D)
             self.preloaded = self.nbytes() <= preload_bytes

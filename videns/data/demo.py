@@ -22,12 +22,20 @@ EVENT_FRAMES = 3  # long enough to survive temporal subsampling
 NOISE_STD = 0.5
 
 
-def write_demo_data(out_dir: Path, num_videos: int = 800, feature_dim: int = 32,
-                    min_frames: int = 16, max_frames: int = 73, seed: int = 0) -> dict[str, Path]:
+def write_demo_data(
+    out_dir: Path,
+    num_videos: int = 800,
+    feature_dim: int = 32,
+    min_frames: int = 16,
+    max_frames: int = 73,
+    seed: int = 0,
+) -> dict[str, Path]:
     """Write ``{train,val,test}_features_multiscale.h5`` into ``out_dir``; return their paths."""
     rng = np.random.default_rng(seed)
-    events = {"a": rng.standard_normal(feature_dim).astype(np.float32),
-              "b": rng.standard_normal(feature_dim).astype(np.float32)}
+    events = {
+        "a": rng.standard_normal(feature_dim).astype(np.float32),
+        "b": rng.standard_normal(feature_dim).astype(np.float32),
+    }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -51,18 +59,24 @@ def _video(rng, events, order, length, feature_dim) -> np.ndarray:
     first = rng.integers(margin, max(margin + 1, half - EVENT_FRAMES))
     second = rng.integers(half, max(half + 1, length - EVENT_FRAMES - margin))
     for start, name in ((first, order[0]), (second, order[1])):
-        frames[start:start + EVENT_FRAMES] += 2.0 * events[name]
+        frames[start : start + EVENT_FRAMES] += 2.0 * events[name]
     return frames
 
 
-def write_split(path: Path, features: np.ndarray, labels: np.ndarray, lengths: np.ndarray,
-                class_names: tuple[str, ...] = layout.VIDEO_CLASS_NAMES) -> Path:
+def write_split(
+    path: Path,
+    features: np.ndarray,
+    labels: np.ndarray,
+    lengths: np.ndarray,
+    class_names: tuple[str, ...] = layout.VIDEO_CLASS_NAMES,
+) -> Path:
     """One split file in the layout, from padded ``features`` (N, T, D), ``labels`` and ``lengths``."""
     count, max_frames, feature_dim = features.shape
     # A half-written demo file must never look like data to a later run.
     with replacing(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset(layout.FEATURES, data=features, compression="gzip", compression_opts=4,
-                         chunks=(1, max_frames, feature_dim))
+        f.create_dataset(
+            layout.FEATURES, data=features, compression="gzip", compression_opts=4, chunks=(1, max_frames, feature_dim)
+        )
         f.create_dataset(layout.LABELS, data=labels.astype(np.int64))
         f.create_dataset(layout.NUM_FRAMES, data=lengths.astype(np.int32))
         f.attrs[layout.ATTR_MAPPING] = json.dumps({name: i for i, name in enumerate(class_names)})

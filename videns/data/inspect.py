@@ -18,8 +18,11 @@ from videns.errors import DataError
 # Items scanned at once for non-finite values: bounds memory on large splits.
 _FINITE_CHECK_ITEMS = 256
 # numpy dtype kinds each dataset may hold: real numbers for features, integers for the rest.
-_DTYPE_KINDS = {layout.FEATURES: ("fiu", "numbers"), layout.LABELS: ("iu", "integer class ids"),
-                layout.NUM_FRAMES: ("iu", "integer lengths")}
+_DTYPE_KINDS = {
+    layout.FEATURES: ("fiu", "numbers"),
+    layout.LABELS: ("iu", "integer class ids"),
+    layout.NUM_FRAMES: ("iu", "integer lengths"),
+}
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def inspect_dataset(root: Path, splits=layout.SPLITS, check_finite: bool = True)
     found = {split: _inspect_split(layout.split_path(root, split), check_finite) for split in splits}
     first_split = splits[0]
     feature_dim, mapping, _ = found[first_split]
-    for split, (dim, other_mapping, info) in found.items():
+    for _split, (dim, other_mapping, info) in found.items():
         if dim != feature_dim:
             raise DataError(
                 f"{info.path}: {layout.FEATURES}: feature dim {dim} disagrees with "
@@ -76,8 +79,9 @@ def inspect_dataset(root: Path, splits=layout.SPLITS, check_finite: bool = True)
 
 def _inspect_split(path: Path, check_finite: bool) -> tuple[int, dict[str, int], SplitInfo]:
     with open_split_file(path) as f:
-        features, labels, num_frames = (require_dataset(f, path, key) for key in
-                                        (layout.FEATURES, layout.LABELS, layout.NUM_FRAMES))
+        features, labels, num_frames = (
+            require_dataset(f, path, key) for key in (layout.FEATURES, layout.LABELS, layout.NUM_FRAMES)
+        )
         mapping = read_mapping(f, path)
         n, max_frames, feature_dim = features_shape(path, features)
         if n == 0:
@@ -142,7 +146,10 @@ def read_mapping(f: h5py.File, path: Path) -> dict[str, int]:
     if not isinstance(mapping, dict) or not mapping:
         raise DataError(f"{path}: attribute {layout.ATTR_MAPPING}: expected a non-empty JSON object name -> index")
     if sorted(mapping.values()) != list(range(len(mapping))):
-        raise DataError(f"{path}: attribute {layout.ATTR_MAPPING}: indices must be 0..{len(mapping) - 1}, got {sorted(mapping.values())}")
+        raise DataError(
+            f"{path}: attribute {layout.ATTR_MAPPING}: indices must be 0..{len(mapping) - 1}, "
+            f"got {sorted(mapping.values())}"
+        )
     return mapping
 
 
@@ -174,7 +181,7 @@ def check_finite_features(path: Path, features: h5py.Dataset | np.ndarray) -> No
     """Raise DataError naming the first item with NaN or inf; scans in blocks to bound memory."""
     for start in range(0, features.shape[0], _FINITE_CHECK_ITEMS):
         with reading(path, layout.FEATURES):
-            block = features[start:start + _FINITE_CHECK_ITEMS]
+            block = features[start : start + _FINITE_CHECK_ITEMS]
         if not np.isfinite(block).all():
             item = start + int(np.flatnonzero(~np.isfinite(block).reshape(len(block), -1).all(axis=1))[0])
             raise DataError(f"{path}: {layout.FEATURES}: non-finite values (NaN or inf) in item {item}")

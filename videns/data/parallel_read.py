@@ -12,8 +12,8 @@ least ``min_chunk_bytes``. Anything else is read by h5py itself.
 import math
 import os
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Iterator
 
 import h5py
 import numpy as np
@@ -54,18 +54,25 @@ def _filters_undone_here(dataset: h5py.Dataset, min_chunk_bytes: int) -> list[in
         return None  # h5py's C loop beats handing small chunks to threads
     plist = dataset.id.get_create_plist()
     pipeline = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
-    inflatable = (h5z.FILTER_DEFLATE in pipeline and set(pipeline) <= _FILTERS_UNDONE_HERE
-                  # h5py converts types stored otherwise (variable-length, N-bit, custom floats) as it reads
-                  and dataset.id.get_type().equal(h5t.py_create(dataset.dtype))
-                  and plist.get_fill_time() != h5d.FILL_TIME_NEVER)
+    inflatable = (
+        h5z.FILTER_DEFLATE in pipeline
+        and set(pipeline) <= _FILTERS_UNDONE_HERE
+        # h5py converts types stored otherwise (variable-length, N-bit, custom floats) as it reads
+        and dataset.id.get_type().equal(h5t.py_create(dataset.dtype))
+        and plist.get_fill_time() != h5d.FILL_TIME_NEVER
+    )
     return pipeline if inflatable else None
 
 
-def _read_chunks_in_parallel(dataset: h5py.Dataset, pipeline: list[int], offsets: list[tuple[int, ...]],
-                             threads: int) -> np.ndarray:
+def _read_chunks_in_parallel(
+    dataset: h5py.Dataset, pipeline: list[int], offsets: list[tuple[int, ...]], threads: int
+) -> np.ndarray:
     every_chunk_stored = len(offsets) == math.prod(-(-n // c) for n, c in zip(dataset.shape, dataset.chunks))
-    out = (np.empty(dataset.shape, dataset.dtype) if every_chunk_stored
-           else np.full(dataset.shape, dataset.fillvalue, dtype=dataset.dtype))  # unwritten chunks: the fill value
+    out = (
+        np.empty(dataset.shape, dataset.dtype)
+        if every_chunk_stored
+        else np.full(dataset.shape, dataset.fillvalue, dtype=dataset.dtype)
+    )  # unwritten chunks: the fill value
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="videns-inflate") as pool:
         in_flight: set[Future] = set()
         try:
@@ -122,8 +129,9 @@ def _place_chunks(out: np.ndarray, chunk_shape: tuple[int, ...], batch: list[Sto
             raise _UnreadableChunk(f"the chunk at {offset} holds {len(data)} bytes, not {nbytes}")
         chunk = np.frombuffer(data, dtype=out.dtype).reshape(chunk_shape)
         # Edge chunks are stored whole; only the part inside the dataset is kept.
-        inside = tuple(slice(start, min(start + size, total))
-                       for start, size, total in zip(offset, chunk_shape, out.shape))
+        inside = tuple(
+            slice(start, min(start + size, total)) for start, size, total in zip(offset, chunk_shape, out.shape)
+        )
         out[inside] = chunk[tuple(slice(0, s.stop - s.start) for s in inside)]
 
 
@@ -154,7 +162,7 @@ def _unshuffle(data: bytes, itemsize: int) -> bytes:
     if itemsize == 1 or count == 0:
         return data
     planes = np.frombuffer(data, dtype=np.uint8, count=count * itemsize).reshape(itemsize, count)
-    return planes.T.tobytes() + data[count * itemsize:]
+    return planes.T.tobytes() + data[count * itemsize :]
 
 
 def _usable_cpus() -> int:

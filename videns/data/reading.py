@@ -10,21 +10,28 @@ else (a bug in our code) keeps its type and its traceback.
 
 import csv
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from videns.errors import DataError
 
 # What readers raise for a damaged or unreadable file (UnicodeDecodeError is a ValueError).
 READ_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, KeyError, IndexError, RuntimeError, ValueError, TypeError, EOFError, csv.Error, zlib.error,
+    OSError,
+    KeyError,
+    IndexError,
+    RuntimeError,
+    ValueError,
+    TypeError,
+    EOFError,
+    csv.Error,
+    zlib.error,
 )
 
 
 @contextmanager
-def reading(path: Path | str, key: str | None = None,
-            also: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+def reading(path: Path | str, key: str | None = None, also: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Raise a read failure inside the block as ``DataError("<path>: <key>: cannot read (<why>)")``.
 
     Without ``key`` the block opens the file: ``"<path>: cannot open (<why>)"``.

@@ -32,8 +32,9 @@ def check_target_spec(spec: TargetSpec | None, key: str = "data.oversample_targe
         return
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool) and spec >= 1:
         return
-    raise ConfigError(f"{key} must be an item count >= 1, '{MAJORITY}' or '<k>x {MAJORITY}' "
-                      f"(e.g. '2x {MAJORITY}'), got {spec!r}")
+    raise ConfigError(
+        f"{key} must be an item count >= 1, '{MAJORITY}' or '<k>x {MAJORITY}' (e.g. '2x {MAJORITY}'), got {spec!r}"
+    )
 
 
 def resolve_target(spec: TargetSpec | None, majority_count: int) -> int:
@@ -57,8 +58,9 @@ def _majority_multiple(spec: TargetSpec) -> float | None:
 def log_growth(how: str, before: int, after: int) -> None:
     """One line when rebalancing multiplied the training split by more than GROWTH_WARNING."""
     if after > GROWTH_WARNING * before:
-        log.warning("%s makes the training split %.0fx larger: %d -> %d items per epoch", how, after / before,
-                    before, after)
+        log.warning(
+            "%s makes the training split %.0fx larger: %d -> %d items per epoch", how, after / before, before, after
+        )
 
 
 def oversample_indices(labels: np.ndarray, target_count: TargetSpec | None = None, seed: int = 0) -> np.ndarray:
@@ -90,8 +92,10 @@ def require_fixed_length(lengths: np.ndarray) -> None:
     """SMOTE interpolates whole items, so every item must have the same real length."""
     distinct = np.unique(lengths)
     if len(distinct) > 1:
-        raise DataError(f"smote needs fixed-length items; {len(distinct)} distinct lengths found "
-                        f"({distinct.min()}..{distinct.max()}); use oversampling for variable-length data")
+        raise DataError(
+            f"smote needs fixed-length items; {len(distinct)} distinct lengths found "
+            f"({distinct.min()}..{distinct.max()}); use oversampling for variable-length data"
+        )
 
 
 def smote_resample(
@@ -110,8 +114,10 @@ def smote_resample(
     """
     features, lengths, labels = np.asarray(features), np.asarray(lengths), np.asarray(labels)
     if features.ndim != 3 or not len(features) == len(lengths) == len(labels):
-        raise DataError(f"smote needs features (N, T, D) with N lengths and labels; got {features.shape}, "
-                        f"{lengths.shape}, {labels.shape}")
+        raise DataError(
+            f"smote needs features (N, T, D) with N lengths and labels; got {features.shape}, "
+            f"{lengths.shape}, {labels.shape}"
+        )
     require_fixed_length(lengths)
     classes, counts = np.unique(labels, return_counts=True)
     if len(classes) < 2 or counts.min() == counts.max():
@@ -120,8 +126,10 @@ def smote_resample(
 
     smote = SMOTE(random_state=seed)
     if counts.min() <= smote.k_neighbors:
-        raise DataError(f"smote needs more than {smote.k_neighbors} items per class (its neighbours); "
-                        f"class {classes[counts.argmin()]} has {counts.min()}")
+        raise DataError(
+            f"smote needs more than {smote.k_neighbors} items per class (its neighbours); "
+            f"class {classes[counts.argmin()]} has {counts.min()}"
+        )
     n, t, d = features.shape
     flat, new_labels = smote.fit_resample(features.reshape(n, t * d), labels)  # (M, T*D)
     new_features = flat.reshape(-1, t, d).astype(features.dtype, copy=False)  # (M, T, D)

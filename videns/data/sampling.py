@@ -4,7 +4,8 @@ Everything here is a pure function of (seed, epoch): there is no sampler state
 to save beyond the epoch number and how many batches were already consumed.
 """
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 
@@ -62,8 +63,14 @@ class EpochBatches:
     to the full length.
     """
 
-    def __init__(self, order: EpochOrder, lengths: np.ndarray, batch_size: int, bucket_window: int = 0,
-                 augment_seed: int | None = None):
+    def __init__(
+        self,
+        order: EpochOrder,
+        lengths: np.ndarray,
+        batch_size: int,
+        bucket_window: int = 0,
+        augment_seed: int | None = None,
+    ):
         self.order = order
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
@@ -83,7 +90,7 @@ class EpochBatches:
         """The epoch's batches as arrays of slots (positions in the epoch's order)."""
         slots = np.arange(len(self.order))
         if self.bucket_window <= 0:
-            return [slots[i:i + self.batch_size] for i in range(0, len(slots), self.batch_size)]
+            return [slots[i : i + self.batch_size] for i in range(0, len(slots), self.batch_size)]
         lengths = self.lengths[self.order.indices(epoch)]  # by slot
         if self.augment_seed is not None:
             lengths = augmented_lengths(lengths, self.augment_seed, epoch)
@@ -91,9 +98,9 @@ class EpochBatches:
         window = self.bucket_window * self.batch_size
         batches = []
         for start in range(0, len(slots), window):
-            chunk = slots[start:start + window]
+            chunk = slots[start : start + window]
             chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-            window_batches = [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            window_batches = [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
             batches.extend(window_batches[i] for i in rng.permutation(len(window_batches)))
         return batches
 
@@ -103,5 +110,5 @@ class EpochBatches:
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         epoch = self.epoch
         indices = self.order.indices(epoch)
-        for slots in self.slot_batches(epoch)[self.start_batch:]:
+        for slots in self.slot_batches(epoch)[self.start_batch :]:
             yield [(int(indices[s]), epoch, int(s)) for s in slots]

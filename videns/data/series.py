@@ -17,8 +17,9 @@ OFFSET, SCALE, NOISE = 120.0, 40.0, 0.25
 SPLIT_SHARES = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 
-def write_series_data(out_dir: Path, num_series: int = 500, min_length: int = 48, max_length: int = 128,
-                      seed: int = 0) -> dict[str, Path]:
+def write_series_data(
+    out_dir: Path, num_series: int = 500, min_length: int = 48, max_length: int = 128, seed: int = 0
+) -> dict[str, Path]:
     """Write train/val/test splits (60/20/20) of ``num_series`` series into ``out_dir``."""
     rng = np.random.default_rng(seed)
     counts = _split_counts(num_series)

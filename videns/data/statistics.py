@@ -37,5 +37,5 @@ def _real_frame_blocks(split: FeatureSplit):
         return
     steps = np.arange(padded.shape[1])
     for start in range(0, len(split), CHUNK_ITEMS):
-        lengths = split.lengths[start:start + CHUNK_ITEMS]
-        yield padded[start:start + CHUNK_ITEMS][steps[None, :] < lengths[:, None]]  # (frames, D)
+        lengths = split.lengths[start : start + CHUNK_ITEMS]
+        yield padded[start : start + CHUNK_ITEMS][steps[None, :] < lengths[:, None]]  # (frames, D)

@@ -16,10 +16,10 @@ import csv
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
@@ -72,8 +72,9 @@ def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
     try:
         with warnings.catch_warnings():  # numpy warns on a header-only file; we raise below
             warnings.simplefilter("ignore", UserWarning)
-            values = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, comments=None,
-                                quotechar='"', dtype=np.float64)
+            values = np.loadtxt(
+                path, delimiter=",", skiprows=1, ndmin=2, comments=None, quotechar='"', dtype=np.float64
+            )
     except ValueError:
         with reading(path, "CSV text"):  # text that is not UTF-8 fails here too
             raise _first_bad_csv_cell(path, header) from None
@@ -108,8 +109,9 @@ def _read_parquet(path: Path) -> tuple[list[str], np.ndarray]:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise DataError(f"{path}: reading parquet needs pyarrow (pip install 'videns[tabular]'), "
-                        "or convert the table to CSV") from None
+        raise DataError(
+            f"{path}: reading parquet needs pyarrow (pip install 'videns[tabular]'), or convert the table to CSV"
+        ) from None
     with reading(path, also=(pa.ArrowException,)):
         table = pq.read_table(path)
     header = [str(name) for name in table.column_names]
@@ -135,8 +137,9 @@ def _parquet_column(path: Path, name: str, column) -> np.ndarray:
         try:
             float(cell)
         except (TypeError, ValueError):
-            raise DataError(f"{path}: row {row}, column {name!r}: non-numeric value {cell!r} "
-                            f"(type {column.type})") from None
+            raise DataError(
+                f"{path}: row {row}, column {name!r}: non-numeric value {cell!r} (type {column.type})"
+            ) from None
     return np.array(cells, dtype=np.float64)
 
 
@@ -179,13 +182,14 @@ def check_compatible(train: Table, test: Table) -> None:
         for i, (a, b) in enumerate(zip(train.columns, test.columns)):
             if a != b:
                 raise DataError(f"{test.path}: signal column {i + 1} is {b!r} but {train.path} has {a!r}")
-        raise DataError(f"{test.path}: {len(test.columns)} signal columns but {train.path} has "
-                        f"{len(train.columns)}")
+        raise DataError(f"{test.path}: {len(test.columns)} signal columns but {train.path} has {len(train.columns)}")
     unseen = np.setdiff1d(np.unique(test.targets), np.unique(train.targets))
     if len(unseen):
         row = int(np.flatnonzero(np.isin(test.targets, unseen))[0]) + 1
-        raise DataError(f"{test.path}: row {row}, column {TARGET_COLUMN!r}: class ids {unseen.tolist()} "
-                        f"never occur in the train table {train.path}")
+        raise DataError(
+            f"{test.path}: row {row}, column {TARGET_COLUMN!r}: class ids {unseen.tolist()} "
+            f"never occur in the train table {train.path}"
+        )
 
 
 def class_mapping(targets: np.ndarray, class_names: Sequence[str] | None) -> dict[str, int]:
@@ -196,8 +200,10 @@ def class_mapping(targets: np.ndarray, class_names: Sequence[str] | None) -> dic
     else:
         names = [name.strip() for name in class_names]
         if len(names) < num_classes:
-            raise ConfigError(f"class_names gives {len(names)} names but the targets go up to "
-                              f"{num_classes - 1} ({num_classes} classes)")
+            raise ConfigError(
+                f"class_names gives {len(names)} names but the targets go up to "
+                f"{num_classes - 1} ({num_classes} classes)"
+            )
         if "" in names or len(set(names)) != len(names):
             raise ConfigError(f"class_names must be distinct and non-empty, got {','.join(names)}")
     return {name: i for i, name in enumerate(names)}
@@ -209,8 +215,10 @@ def stratified_val_split(table: Table, val_fraction: float, seed: int) -> tuple[
 
     classes, counts = np.unique(table.targets, return_counts=True)
     if counts.min() < 2:
-        raise DataError(f"{table.path}: column {TARGET_COLUMN!r}: class {classes[counts.argmin()]} has "
-                        "1 row; a stratified validation split needs at least 2 per class")
+        raise DataError(
+            f"{table.path}: column {TARGET_COLUMN!r}: class {classes[counts.argmin()]} has "
+            "1 row; a stratified validation split needs at least 2 per class"
+        )
     try:
         train_rows, val_rows = train_test_split(
             np.arange(len(table.targets)), test_size=val_fraction, stratify=table.targets, random_state=seed
@@ -226,8 +234,9 @@ def write_split(path: Path, signal: np.ndarray, labels: np.ndarray, mapping: dic
     features = np.zeros((num_items, pad_to, 1), dtype=np.float32)  # (N, pad_to, 1)
     features[:, :length, 0] = signal
     with h5py.File(path, "w") as f:
-        f.create_dataset(layout.FEATURES, data=features, compression="gzip", compression_opts=4,
-                         chunks=(1, pad_to, 1))  # one chunk per item: readers fetch items singly
+        f.create_dataset(
+            layout.FEATURES, data=features, compression="gzip", compression_opts=4, chunks=(1, pad_to, 1)
+        )  # one chunk per item: readers fetch items singly
         f.create_dataset(layout.LABELS, data=labels.astype(np.int64))
         f.create_dataset(layout.NUM_FRAMES, data=np.full(num_items, length, dtype=np.int32))
         f.attrs[layout.ATTR_MAPPING] = json.dumps(mapping)
@@ -262,8 +271,7 @@ def convert_tables(
     check_compatible(train, test)
     pad_to = len(train.columns) if pad_to is None else pad_to
     if pad_to < len(train.columns):
-        raise ConfigError(f"pad_to {pad_to} is smaller than the {len(train.columns)} signal columns "
-                          f"of {train.path}")
+        raise ConfigError(f"pad_to {pad_to} is smaller than the {len(train.columns)} signal columns of {train.path}")
     mapping = class_mapping(train.targets, class_names)
     train_rows, val_rows = stratified_val_split(train, val_fraction, seed)
     splits = {

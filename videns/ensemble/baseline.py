@@ -6,8 +6,9 @@ seeded draw), scored on test.
 """
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -34,8 +35,8 @@ def summary_features(path: Path, indices: np.ndarray | None = None) -> tuple[np.
         wanted = np.arange(len(lengths)) if indices is None else np.sort(indices)
         rows = []
         for start in range(0, len(wanted), _BLOCK_ITEMS):
-            chunk = wanted[start:start + _BLOCK_ITEMS]
-            block = features[chunk[0]:chunk[-1] + 1][chunk - chunk[0]].astype(np.float64)  # (B, T, D)
+            chunk = wanted[start : start + _BLOCK_ITEMS]
+            block = features[chunk[0] : chunk[-1] + 1][chunk - chunk[0]].astype(np.float64)  # (B, T, D)
             rows.append(_masked_mean_std(block, lengths[chunk]))
     return np.concatenate(rows), labels[wanted].astype(np.int64)
 
@@ -55,8 +56,9 @@ def train_indices(num_items: int, cap: int = MAX_TRAIN_ITEMS, seed: int = SEED) 
     return np.sort(np.random.default_rng(seed).choice(num_items, size=cap, replace=False))
 
 
-def fit_and_score(train_file: Path, test_file: Path, class_names: Sequence[str],
-                  cap: int = MAX_TRAIN_ITEMS) -> dict[str, Any]:
+def fit_and_score(
+    train_file: Path, test_file: Path, class_names: Sequence[str], cap: int = MAX_TRAIN_ITEMS
+) -> dict[str, Any]:
     """Fit on train, score on test; the report's ``baseline`` entry."""
     with h5py.File(train_file, "r") as f:
         num_train = len(f[layout.LABELS])
@@ -67,6 +69,10 @@ def fit_and_score(train_file: Path, test_file: Path, class_names: Sequence[str],
     probs = np.zeros((len(y_test), len(class_names)))
     probs[:, model.classes_] = model.predict_proba(x_test)  # a class absent from train keeps probability 0
     log.info("baseline: logistic regression on %d train items, %d features", len(y_train), x_train.shape[1])
-    return {"model": MODEL_NAME,
-            "train_file": str(train_file), "train_items": int(len(y_train)), "train_items_in_file": int(num_train),
-            **classification_metrics(y_test, probs, class_names)}
+    return {
+        "model": MODEL_NAME,
+        "train_file": str(train_file),
+        "train_items": int(len(y_train)),
+        "train_items_in_file": int(num_train),
+        **classification_metrics(y_test, probs, class_names),
+    }

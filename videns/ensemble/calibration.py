@@ -49,8 +49,12 @@ class TemperatureChoice:
 
 def fit_temperature(member_probs: np.ndarray, weights: np.ndarray, labels: np.ndarray) -> float:
     """The temperature that minimises the combination's NLL on these (validation) items."""
-    result = minimize_scalar(lambda log_t: nll(labels, combine(member_probs, weights, float(np.exp(log_t)))),
-                             bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-6})
+    result = minimize_scalar(
+        lambda log_t: nll(labels, combine(member_probs, weights, float(np.exp(log_t)))),
+        bounds=LOG_T_BOUNDS,
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
     return float(np.exp(result.x))
 
 
@@ -59,27 +63,46 @@ def choose_temperature(member_probs: np.ndarray, weights: np.ndarray, labels: np
     fitted = fit_temperature(member_probs, weights, labels)
     bound = which_bound(fitted)
     if bound == "lower":
-        return _raw(fitted, f"the fit stopped at the lower bound of its search (T = {fitted:.3f}): validation "
-                            "is (nearly) separable, so its NLL keeps falling as T shrinks and every probability "
-                            "would become 0 or 1", None)
+        return _raw(
+            fitted,
+            f"the fit stopped at the lower bound of its search (T = {fitted:.3f}): validation "
+            "is (nearly) separable, so its NLL keeps falling as T shrinks and every probability "
+            "would become 0 or 1",
+            None,
+        )
     if bound == "upper":
-        return _raw(fitted, f"the fit stopped at the upper bound of its search (T = {fitted:.3f}): the "
-                            "combination's validation probabilities carry (almost) no signal, so its NLL keeps "
-                            "falling as every probability flattens toward uniform", None)
+        return _raw(
+            fitted,
+            f"the fit stopped at the upper bound of its search (T = {fitted:.3f}): the "
+            "combination's validation probabilities carry (almost) no signal, so its NLL keeps "
+            "falling as every probability flattens toward uniform",
+            None,
+        )
     scores = out_of_fold_nll(member_probs, weights, labels)
     if scores is None:
         return _raw(fitted, f"validation has too few items ({len(labels)}) to check the fit out of fold", None)
     gain = (scores["raw"] - scores["scaled"]) / max(scores["raw"], 1e-12)
     if gain < MIN_NLL_GAIN:
-        return _raw(fitted, f"out of fold, T = {fitted:.3f} changes validation NLL from {scores['raw']:.4f} to "
-                            f"{scores['scaled']:.4f} ({100 * gain:+.1f}%), less than the "
-                            f"{100 * MIN_NLL_GAIN:.0f}% gain asked for", scores)
-    return TemperatureChoice(fitted, fitted, True, f"out of fold, T = {fitted:.3f} lowers validation NLL from "
-                             f"{scores['raw']:.4f} to {scores['scaled']:.4f} ({100 * gain:.1f}% lower)", scores)
+        return _raw(
+            fitted,
+            f"out of fold, T = {fitted:.3f} changes validation NLL from {scores['raw']:.4f} to "
+            f"{scores['scaled']:.4f} ({100 * gain:+.1f}%), less than the "
+            f"{100 * MIN_NLL_GAIN:.0f}% gain asked for",
+            scores,
+        )
+    return TemperatureChoice(
+        fitted,
+        fitted,
+        True,
+        f"out of fold, T = {fitted:.3f} lowers validation NLL from "
+        f"{scores['raw']:.4f} to {scores['scaled']:.4f} ({100 * gain:.1f}% lower)",
+        scores,
+    )
 
 
-def out_of_fold_nll(member_probs: np.ndarray, weights: np.ndarray, labels: np.ndarray,
-                    folds: int = FOLDS) -> dict[str, float] | None:
+def out_of_fold_nll(
+    member_probs: np.ndarray, weights: np.ndarray, labels: np.ndarray, folds: int = FOLDS
+) -> dict[str, float] | None:
     """Mean NLL of each fold's items at T = 1 and at the T fitted on the other folds; None if too few items."""
     if len(labels) < 2 * folds:
         return None
@@ -95,7 +118,7 @@ def out_of_fold_nll(member_probs: np.ndarray, weights: np.ndarray, labels: np.nd
 
 
 def which_bound(temperature: float) -> str | None:
-    """"lower" or "upper" when the fit stopped at that bound of its search, else None."""
+    """ "lower" or "upper" when the fit stopped at that bound of its search, else None."""
     distance = np.abs(np.log(temperature) - np.array(LOG_T_BOUNDS))
     if distance.min() >= BOUND_TOLERANCE:
         return None
@@ -115,5 +138,8 @@ def brier_score(labels: np.ndarray, probs: np.ndarray) -> float:
 
 def calibration_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """NLL, ECE and Brier score of one set of probabilities."""
-    return {"nll": nll(labels, probs), "ece": expected_calibration_error(labels, probs),
-            "brier": brier_score(labels, probs)}
+    return {
+        "nll": nll(labels, probs),
+        "ece": expected_calibration_error(labels, probs),
+        "brier": brier_score(labels, probs),
+    }

@@ -81,8 +81,10 @@ def _source_kind(root: Path) -> SourceKind:
         return "sweep"
     if RunFolder(root).seeds() is not None:
         return "run"
-    raise ConfigError(f"library {root}: neither a run folder (launch.json or members/) nor a sweep folder "
-                      f"({SweepFolder(root).settings_file.name})")
+    raise ConfigError(
+        f"library {root}: neither a run folder (launch.json or members/) nor a sweep folder "
+        f"({SweepFolder(root).settings_file.name})"
+    )
 
 
 def _prefixes(roots: list[Path]) -> list[str]:
@@ -99,11 +101,15 @@ def _locations(source: Source) -> list[dict[str, Any]]:
     """What identifies each candidate of ``source`` on disk, as the report records it."""
     if source.kind == "run":
         run = RunFolder(source.root)
-        return [{"kind": "member", "source": str(source.root), "seed": seed, "folder": str(run.member(seed).root)}
-                for seed in run.seeds()]
+        return [
+            {"kind": "member", "source": str(source.root), "seed": seed, "folder": str(run.member(seed).root)}
+            for seed in run.seeds()
+        ]
     sweep = SweepFolder(source.root)
-    return [{"kind": "trial", "source": str(source.root), "trial": n, "folder": str(sweep.trial(n).root)}
-            for n in sweep.trial_numbers()]
+    return [
+        {"kind": "trial", "source": str(source.root), "trial": n, "folder": str(sweep.trial(n).root)}
+        for n in sweep.trial_numbers()
+    ]
 
 
 def load_candidate(where: dict[str, Any], name: str) -> found.Member:

@@ -45,10 +45,14 @@ def flag_members(seeds: list[int | str], val_member_probs: np.ndarray, val_label
     for seed, accuracy in zip(seeds, accuracies.tolist()):
         reasons = []
         if accuracy < threshold:
-            reasons.append(f"validation accuracy {accuracy:.4f} is below the members' median minus "
-                           f"max({MIN_MARGIN}, {MAD_FACTOR:g} x MAD) = {threshold:.4f}")
+            reasons.append(
+                f"validation accuracy {accuracy:.4f} is below the members' median minus "
+                f"max({MIN_MARGIN}, {MAD_FACTOR:g} x MAD) = {threshold:.4f}"
+            )
         if accuracy <= majority:
-            reasons.append(f"validation accuracy {accuracy:.4f} is no better than always predicting the "
-                           f"majority class ({majority:.4f})")
+            reasons.append(
+                f"validation accuracy {accuracy:.4f} is no better than always predicting the "
+                f"majority class ({majority:.4f})"
+            )
         flags.append(Flag(seed, accuracy, bool(reasons), "; ".join(reasons) or None))
     return flags

@@ -7,7 +7,8 @@ decomposition of :mod:`videns.ensemble.uncertainty` holds exactly at any
 temperature; at T = 1 it is the plain weighted softmax average.
 """
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -45,8 +46,9 @@ def mean_weights(num_members: int, include: Sequence[bool] | None = None) -> np.
     return mask / mask.sum()
 
 
-def greedy_picks(member_probs: np.ndarray, labels: np.ndarray, rounds: int | None = None,
-                 max_members: int | None = None) -> list[int]:
+def greedy_picks(
+    member_probs: np.ndarray, labels: np.ndarray, rounds: int | None = None, max_members: int | None = None
+) -> list[int]:
     """Caruana forward selection with replacement on validation NLL: the members picked, in order.
 
     Each round adds the member (possibly again) whose addition gives the lowest
@@ -61,8 +63,7 @@ def greedy_picks(member_probs: np.ndarray, labels: np.ndarray, rounds: int | Non
     best_length, best_loss = 0, np.inf
     for step in range(1, rounds + 1):
         allowed = _allowed(num_members, picks, max_members)
-        losses = [nll(labels, (running + member_probs[m]) / step) if allowed[m] else np.inf
-                  for m in range(num_members)]
+        losses = [nll(labels, (running + member_probs[m]) / step) if allowed[m] else np.inf for m in range(num_members)]
         pick = int(np.argmin(losses))
         picks.append(pick)
         running += member_probs[pick]
@@ -78,15 +79,21 @@ def _allowed(num_members: int, picks: list[int], max_members: int | None) -> np.
     return np.isin(np.arange(num_members), picks)
 
 
-def greedy_weights(member_probs: np.ndarray, labels: np.ndarray, rounds: int | None = None,
-                   max_members: int | None = None) -> np.ndarray:
+def greedy_weights(
+    member_probs: np.ndarray, labels: np.ndarray, rounds: int | None = None, max_members: int | None = None
+) -> np.ndarray:
     """The pick counts of :func:`greedy_picks` as weights summing to 1: (M,)."""
     counts = np.bincount(greedy_picks(member_probs, labels, rounds, max_members), minlength=len(member_probs))
     return counts / counts.sum()
 
 
-def combination_weights(kind: Combination, val_member_probs: np.ndarray, val_labels: np.ndarray,
-                        flagged: Sequence[bool], max_members: int | None = None) -> np.ndarray:
+def combination_weights(
+    kind: Combination,
+    val_member_probs: np.ndarray,
+    val_labels: np.ndarray,
+    flagged: Sequence[bool],
+    max_members: int | None = None,
+) -> np.ndarray:
     """The weights of one combination, from validation only. ``mean_unflagged`` of all-flagged members is ``mean``;
     ``max_members`` caps the distinct members ``greedy`` may pick."""
     num_members = len(val_member_probs)

@@ -53,8 +53,13 @@ def check_coverage(coverage: float) -> None:
         raise ConfigError(problem)
 
 
-def prediction_sets(val_probs: np.ndarray, val_labels: np.ndarray, probs: np.ndarray,
-                    coverage: float = DEFAULT_COVERAGE, mondrian: bool = False) -> np.ndarray:
+def prediction_sets(
+    val_probs: np.ndarray,
+    val_labels: np.ndarray,
+    probs: np.ndarray,
+    coverage: float = DEFAULT_COVERAGE,
+    mondrian: bool = False,
+) -> np.ndarray:
     """``(N, C)`` booleans: class ``k`` is in item ``i``'s set; calibrated on validation only.
 
     Args:
@@ -83,8 +88,9 @@ def set_metrics(sets: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
     sets = np.asarray(sets, dtype=bool)
     labels = np.asarray(labels)
     if sets.ndim != 2 or sets.shape != (len(labels), len(class_names)):
-        raise ValueError(f"sets of shape {sets.shape} do not match {len(labels)} labels "
-                         f"and {len(class_names)} class names")
+        raise ValueError(
+            f"sets of shape {sets.shape} do not match {len(labels)} labels and {len(class_names)} class names"
+        )
     covered = sets[np.arange(len(labels)), labels]
     sizes = sets.sum(axis=1)
     return {
@@ -93,8 +99,11 @@ def set_metrics(sets: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
         "empty": _mean_or_none(sizes == 0),
         "singleton": _mean_or_none(sizes == 1),
         "per_class": {
-            name: {"coverage": _mean_or_none(covered[labels == k]), "mean_size": _mean_or_none(sizes[labels == k]),
-                   "support": int(np.sum(labels == k))}
+            name: {
+                "coverage": _mean_or_none(covered[labels == k]),
+                "mean_size": _mean_or_none(sizes[labels == k]),
+                "support": int(np.sum(labels == k)),
+            }
             for k, name in enumerate(class_names)
         },
     }
@@ -124,8 +133,10 @@ def _checked(val_probs, val_labels, probs) -> tuple[np.ndarray, np.ndarray, np.n
     val_labels = np.asarray(val_labels)
     probs = np.asarray(probs, dtype=np.float64)
     if val_probs.ndim != 2 or probs.ndim != 2 or val_probs.shape[1] != probs.shape[1]:
-        raise ValueError(f"validation probabilities {val_probs.shape} and probabilities {probs.shape} "
-                         "must both be (items, classes) with the same classes")
+        raise ValueError(
+            f"validation probabilities {val_probs.shape} and probabilities {probs.shape} "
+            "must both be (items, classes) with the same classes"
+        )
     if val_labels.shape != (len(val_probs),):
         raise ValueError(f"{val_labels.shape} validation labels for {len(val_probs)} validation items")
     if len(val_labels) and (val_labels.min() < 0 or val_labels.max() >= probs.shape[1]):

@@ -71,24 +71,32 @@ class EnsembleEvalConfig:
     def _source_problems(self) -> list[str]:
         """Exactly one of run_dir and library, and what only a library (or only a run) takes."""
         if (self.run_dir is None) == (self.library is None):
-            return ["give exactly one of --run_dir RUN (one run's members) or --library DIR [DIR ...] (select from "
-                    "runs and sweeps)" + (", not both" if self.run_dir is not None else "")]
+            return [
+                "give exactly one of --run_dir RUN (one run's members) or --library DIR [DIR ...] (select from "
+                "runs and sweeps)" + (", not both" if self.run_dir is not None else "")
+            ]
         if self.run_dir is not None:
             problems = [] if self.run_dir.is_dir() else [f"run_dir {self.run_dir}: folder does not exist"]
-            library_only = (("--out_dir", self.out_dir is not None,
-                             ": a run's ensemble is RUN/ensemble/, where jobs.predict --run_dir finds it"),
-                            ("--max_members", self.max_members is not None, "; for a run, --members picks seeds"))
+            library_only = (
+                (
+                    "--out_dir",
+                    self.out_dir is not None,
+                    ": a run's ensemble is RUN/ensemble/, where jobs.predict --run_dir finds it",
+                ),
+                ("--max_members", self.max_members is not None, "; for a run, --members picks seeds"),
+            )
             problems += [f"{flag} is for --library only{why}" for flag, given, why in library_only if given]
             return problems
         problems = [f"library {p}: folder does not exist" for p in self.library if not p.is_dir()]
         if not self.library:
             problems.append("library must name at least one run or sweep folder")
         if self.members is not None:
-            problems.append("--members is for --run_dir only; a library's pool is every finished model of its "
-                            "folders")
+            problems.append("--members is for --run_dir only; a library's pool is every finished model of its folders")
         if self.combine not in (None, LIBRARY_COMBINATION):
-            problems.append(f"combine {self.combine!r}: a library ensemble is selected greedily (combine greedy); "
-                            "the plain averages of the pool are reported beside it")
+            problems.append(
+                f"combine {self.combine!r}: a library ensemble is selected greedily (combine greedy); "
+                "the plain averages of the pool are reported beside it"
+            )
         if self.max_members is not None and self.max_members < 1:
             problems.append(f"max_members must be >= 1, got {self.max_members}")
         return problems

@@ -50,14 +50,22 @@ def _evaluate_run(cfg: EnsembleEvalConfig) -> dict[str, Any]:
     seeds = found.select_seeds(found.expected_seeds(cfg.run_dir), cfg.members, cfg.run_dir)
     member_set = found.load_members(cfg.run_dir, seeds)
     run = RunFolder(cfg.run_dir)
-    resources = merge_resource_logs({f"seed_{s}": run.member(s).resources for s in seeds},
-                                    restarts={f"seed_{s}": read_restarts(run.member(s)) for s in seeds})
-    context = {"run_dir": str(cfg.run_dir), "tta": cfg.tta, "tta_modes": tta_modes(cfg),
-               "expected_seeds": seeds, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "cost": run_cost(resources)}
+    resources = merge_resource_logs(
+        {f"seed_{s}": run.member(s).resources for s in seeds},
+        restarts={f"seed_{s}": read_restarts(run.member(s)) for s in seeds},
+    )
+    context = {
+        "run_dir": str(cfg.run_dir),
+        "tta": cfg.tta,
+        "tta_modes": tta_modes(cfg),
+        "expected_seeds": seeds,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cost": run_cost(resources),
+    }
     if not member_set.members:
-        error = (f"no usable member in {cfg.run_dir} (seeds {seeds}): "
-                 + "; ".join(f"seed {s.seed} {s.reason}" for s in member_set.skipped))
+        error = f"no usable member in {cfg.run_dir} (seeds {seeds}): " + "; ".join(
+            f"seed {s.seed} {s.reason}" for s in member_set.skipped
+        )
         failure = rep.failure_report(error=error, skipped=member_set.skipped, context=context)
         publish(cfg.out_dir, failure, {EnsembleFolder.RESOURCES_JSON: json_writer(resources)})
         raise CheckpointError(f"{error}; see {cfg.out_dir / EnsembleFolder.REPORT_JSON}")
@@ -67,23 +75,42 @@ def _evaluate_run(cfg: EnsembleEvalConfig) -> dict[str, Any]:
     files, info = check_data(members, data_root)
     passes = predict_splits(cfg, members, files, info)
     val, test = passes.val, passes.test
-    trust, chosen = choose_on_validation([m.seed for m in members], val, test, info.class_names, cfg.combine,
-                                         cfg.coverage, cfg.mondrian)
+    trust, chosen = choose_on_validation(
+        [m.seed for m in members], val, test, info.class_names, cfg.combine, cfg.coverage, cfg.mondrian
+    )
     flags = {f["seed"]: f for f in trust["flags"]}
-    entries = [{**rep.member_entry(m, test.member_probs[i], test.labels, info.class_names),
-                "val_accuracy": flags[m.seed]["val_accuracy"], "flagged": flags[m.seed]["flagged"]}
-               for i, m in enumerate(members)]
-    context.update(data_root=str(data_root), test_file=str(files["test"]), val_file=str(files["val"]),
-                   evaluation=passes.evaluation(cfg.batch_size))
-    report = rep.build_report(members=entries, ensemble_probs=chosen.probs, labels=test.labels,
-                              class_names=info.class_names, skipped=member_set.skipped, context=context)
+    entries = [
+        {
+            **rep.member_entry(m, test.member_probs[i], test.labels, info.class_names),
+            "val_accuracy": flags[m.seed]["val_accuracy"],
+            "flagged": flags[m.seed]["flagged"],
+        }
+        for i, m in enumerate(members)
+    ]
+    context.update(
+        data_root=str(data_root),
+        test_file=str(files["test"]),
+        val_file=str(files["val"]),
+        evaluation=passes.evaluation(cfg.batch_size),
+    )
+    report = rep.build_report(
+        members=entries,
+        ensemble_probs=chosen.probs,
+        labels=test.labels,
+        class_names=info.class_names,
+        skipped=member_set.skipped,
+        context=context,
+    )
     report["ensemble"]["combination"] = cfg.combine
     fitted = baselines(files, info)
     report.update(trust, num_val_items=len(val.labels), baselines=fitted, baseline=strongest(fitted))
-    title = (f"Ensemble of {len(members)}{' with TTA' if report['tta'] else ''} ({chosen.name}): "
-             f"accuracy {report['ensemble']['accuracy']:.4f}")
-    publish(cfg.out_dir, report,
-            ensemble_writers(report, members, val, test, chosen, info.class_names, resources, title))
+    title = (
+        f"Ensemble of {len(members)}{' with TTA' if report['tta'] else ''} ({chosen.name}): "
+        f"accuracy {report['ensemble']['accuracy']:.4f}"
+    )
+    publish(
+        cfg.out_dir, report, ensemble_writers(report, members, val, test, chosen, info.class_names, resources, title)
+    )
     return report
 
 
@@ -110,6 +137,10 @@ def _saved_data_root(members: list[found.Member]) -> Path:
         raise ConfigError(f"member seed {members[0].seed}: its checkpoint records no data.root; pass --data_root")
     others = {str(r) for r in roots[1:] if r is not None and r != roots[0]}
     if others:
-        log.warning("members were trained on different data.root values (%s and %s); testing on %s",
-                    roots[0], ", ".join(sorted(others)), roots[0])
+        log.warning(
+            "members were trained on different data.root values (%s and %s); testing on %s",
+            roots[0],
+            ", ".join(sorted(others)),
+            roots[0],
+        )
     return roots[0]

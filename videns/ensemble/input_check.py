@@ -5,13 +5,21 @@ attribute may be absent. Every problem is one DataError naming file, key and pro
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from videns.data import layout
-from videns.data.inspect import (check_finite_features, check_labels, check_num_frames, features_shape, open_split_file,
-                                 read_mapping, read_per_item, require_dataset)
+from videns.data.inspect import (
+    check_finite_features,
+    check_labels,
+    check_num_frames,
+    features_shape,
+    open_split_file,
+    read_mapping,
+    read_per_item,
+    require_dataset,
+)
 from videns.errors import DataError
 
 
@@ -39,8 +47,10 @@ def check_input_file(path: Path, class_names: Sequence[str], feature_dim: int) -
         has_mapping = layout.ATTR_MAPPING in f.attrs
         mapping = read_mapping(f, path) if has_mapping else expected
         if mapping != expected:
-            raise DataError(f"{path}: attribute {layout.ATTR_MAPPING}: class mapping {json.dumps(mapping)} "
-                            f"disagrees with the members' {json.dumps(expected)}")
+            raise DataError(
+                f"{path}: attribute {layout.ATTR_MAPPING}: class mapping {json.dumps(mapping)} "
+                f"disagrees with the members' {json.dumps(expected)}"
+            )
         has_labels = layout.LABELS in f
         if has_labels:
             labels = require_dataset(f, path, layout.LABELS)

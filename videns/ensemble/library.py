@@ -76,29 +76,46 @@ def evaluate_library(cfg: EnsembleEvalConfig, prepared: PreparedLibrary) -> dict
     _warn_if_evaluated_elsewhere(prepared)
     passes = predict_splits(cfg, members, prepared.files, info)
     val, test = passes.val, passes.test
-    trust, chosen = choose_on_validation([m.name for m in members], val, test, info.class_names, cfg.combine,
-                                         cfg.coverage, cfg.mondrian, cfg.max_members)
+    trust, chosen = choose_on_validation(
+        [m.name for m in members], val, test, info.class_names, cfg.combine, cfg.coverage, cfg.mondrian, cfg.max_members
+    )
     section = library_section(prepared, passes, chosen, cfg.max_members)
-    resources = merge_resource_logs({m.name: m.folder.resources for m in members},
-                                    restarts={m.name: read_restarts(m.folder) for m in members})
-    report = rep.build_report(members=_entries(prepared, passes, trust, section), ensemble_probs=chosen.probs,
-                              labels=test.labels, class_names=info.class_names, skipped=[],
-                              context=_context(cfg, prepared, passes, resources))
+    resources = merge_resource_logs(
+        {m.name: m.folder.resources for m in members}, restarts={m.name: read_restarts(m.folder) for m in members}
+    )
+    report = rep.build_report(
+        members=_entries(prepared, passes, trust, section),
+        ensemble_probs=chosen.probs,
+        labels=test.labels,
+        class_names=info.class_names,
+        skipped=[],
+        context=_context(cfg, prepared, passes, resources),
+    )
     picked = [p["name"] for p in section["selection"]["picks"]]
     report["ensemble"].update(combination=cfg.combine, names=picked, num_members=len(picked))
     report["ensemble"].pop("seeds")
     fitted = baselines(prepared.files, info)
-    report.update(trust, num_val_items=len(val.labels), baselines=fitted, baseline=strongest(fitted),
-                  library=section, skipped=[vars(s) for s in prepared.pool.skipped])
-    title = (f"Library ensemble of {len(picked)} of {len(members)} candidates{' with TTA' if cfg.tta else ''}: "
-             f"accuracy {report['ensemble']['accuracy']:.4f}")
-    publish(cfg.out_dir, report,
-            ensemble_writers(report, members, val, test, chosen, info.class_names, resources, title))
+    report.update(
+        trust,
+        num_val_items=len(val.labels),
+        baselines=fitted,
+        baseline=strongest(fitted),
+        library=section,
+        skipped=[vars(s) for s in prepared.pool.skipped],
+    )
+    title = (
+        f"Library ensemble of {len(picked)} of {len(members)} candidates{' with TTA' if cfg.tta else ''}: "
+        f"accuracy {report['ensemble']['accuracy']:.4f}"
+    )
+    publish(
+        cfg.out_dir, report, ensemble_writers(report, members, val, test, chosen, info.class_names, resources, title)
+    )
     return report
 
 
-def library_section(prepared: PreparedLibrary, passes: SplitPredictions, chosen: Chosen,
-                    max_members: int | None) -> dict[str, Any]:
+def library_section(
+    prepared: PreparedLibrary, passes: SplitPredictions, chosen: Chosen, max_members: int | None
+) -> dict[str, Any]:
     """The report's ``library``: the pool by validation, the picks and the comparisons on test."""
     members, val = prepared.pool.members, passes.val
     names = [m.name for m in members]
@@ -110,21 +127,29 @@ def library_section(prepared: PreparedLibrary, passes: SplitPredictions, chosen:
         "sources": [{"folder": str(s.root), "kind": s.kind, "prefix": s.prefix} for s in prepared.pool.sources],
         "selection": {
             "rule": "Caruana forward selection with replacement on validation NLL; the weights are the pick counts "
-                    "of the best prefix",
-            "max_members": max_members, "num_candidates": len(members), "num_picks": len(picks),
+            "of the best prefix",
+            "max_members": max_members,
+            "num_candidates": len(members),
+            "num_picks": len(picks),
             "pick_order": [names[i] for i in picks],
             "validation_nll": nll(val.labels, combine(val.member_probs, chosen.weights)),
-            "picks": [{"name": names[i], "times": int(counts[i]), "weight": float(chosen.weights[i])}
-                      for i in np.flatnonzero(chosen.weights)]},
+            "picks": [
+                {"name": names[i], "times": int(counts[i]), "weight": float(chosen.weights[i])}
+                for i in np.flatnonzero(chosen.weights)
+            ],
+        },
         "comparisons": comparisons(members, passes, chosen, prepared.info.class_names)
         | {"run_ensembles": run_ensembles(members, prepared.pool.where, passes, chosen, prepared.info.class_names)},
-        "data": {"trained_on": {s: f.as_dict() for s, f in prepared.trained_on.items()},
-                 "evaluated_on": {s: f.as_dict() for s, f in prepared.evaluated_on.items()}},
+        "data": {
+            "trained_on": {s: f.as_dict() for s, f in prepared.trained_on.items()},
+            "evaluated_on": {s: f.as_dict() for s, f in prepared.evaluated_on.items()},
+        },
     }
 
 
-def comparisons(members: list[found.Member], passes: SplitPredictions, chosen: Chosen,
-                class_names: tuple[str, ...]) -> dict[str, Any]:
+def comparisons(
+    members: list[found.Member], passes: SplitPredictions, chosen: Chosen, class_names: tuple[str, ...]
+) -> dict[str, Any]:
     """On test, all before temperature: the library ensemble, the best single candidate by validation NLL, and the
     equal-weight seed ensemble of that candidate's config (every candidate sharing it apart from the seed)."""
     val, test = passes.val, passes.test
@@ -137,21 +162,37 @@ def comparisons(members: list[found.Member], passes: SplitPredictions, chosen: C
     seeds = _scores(test.labels, test.member_probs[group].mean(axis=0), class_names)
     names = [members[i].name for i in group]
     best_name = members[best].name
-    note = (f"only {best_name} has this config, so the seed ensemble is that 1 model" if len(group) == 1
-            else f"{len(group)} candidates share this config apart from the seed")
+    note = (
+        f"only {best_name} has this config, so the seed ensemble is that 1 model"
+        if len(group) == 1
+        else f"{len(group)} candidates share this config apart from the seed"
+    )
     return {
         "probabilities": "raw (T = 1) for all three, so the comparison is between the models, not the calibration",
         "library_ensemble": ours,
-        "best_single": {"name": best_name, "val_nll": val_nll[best], "test": single,
-                        "statement": comparison_statement(ours, single, f"the best single model ({best_name})")},
-        "seed_ensemble": {"names": names, "num_members": len(group), "note": note, "test": seeds,
-                          "statement": comparison_statement(
-                              ours, seeds, f"a {len(group)}-member seed ensemble of the best config")},
+        "best_single": {
+            "name": best_name,
+            "val_nll": val_nll[best],
+            "test": single,
+            "statement": comparison_statement(ours, single, f"the best single model ({best_name})"),
+        },
+        "seed_ensemble": {
+            "names": names,
+            "num_members": len(group),
+            "note": note,
+            "test": seeds,
+            "statement": comparison_statement(ours, seeds, f"a {len(group)}-member seed ensemble of the best config"),
+        },
     }
 
 
-def run_ensembles(members: list[found.Member], where: dict[str, dict[str, Any]], passes: SplitPredictions,
-                  chosen: Chosen, class_names: tuple[str, ...]) -> list[dict[str, Any]]:
+def run_ensembles(
+    members: list[found.Member],
+    where: dict[str, dict[str, Any]],
+    passes: SplitPredictions,
+    chosen: Chosen,
+    class_names: tuple[str, ...],
+) -> list[dict[str, Any]]:
     """On test, before temperature: each run folder of the library as it stands alone, the plain average of its
     members, so a user who launched a recipe learns by how much the selection beats it."""
     test, ours = passes.test, _scores(passes.test.labels, chosen.probs, class_names)
@@ -163,8 +204,14 @@ def run_ensembles(members: list[found.Member], where: dict[str, dict[str, Any]],
     for run, indices in runs.items():
         theirs = _scores(test.labels, test.member_probs[indices].mean(axis=0), class_names)
         label = f"the plain {len(indices)}-member ensemble of run {Path(run).name}"
-        entries.append({"run": run, "names": [members[i].name for i in indices], "test": theirs,
-                        "statement": comparison_statement(ours, theirs, label)})
+        entries.append(
+            {
+                "run": run,
+                "names": [members[i].name for i in indices],
+                "test": theirs,
+                "statement": comparison_statement(ours, theirs, label),
+            }
+        )
     return entries
 
 
@@ -173,31 +220,55 @@ def _scores(labels: np.ndarray, probs: np.ndarray, class_names: tuple[str, ...])
     return {key: metrics[key] for key in COMPARED_METRICS}
 
 
-def _entries(prepared: PreparedLibrary, passes: SplitPredictions, trust: dict[str, Any],
-             section: dict[str, Any]) -> list[dict[str, Any]]:
+def _entries(
+    prepared: PreparedLibrary, passes: SplitPredictions, trust: dict[str, Any], section: dict[str, Any]
+) -> list[dict[str, Any]]:
     members, val, test = prepared.pool.members, passes.val, passes.test
     flags = {f["seed"]: f for f in trust["flags"]}
     picks = {p["name"]: p for p in section["selection"]["picks"]}
     settings = varying_settings(members)
-    return [{"name": m.name, **prepared.pool.where[m.name],
-             **rep.member_entry(m, test.member_probs[i], test.labels, prepared.info.class_names),
-             "family": family(m), "settings": settings[i], "val_accuracy": flags[m.name]["val_accuracy"],
-             "val_nll": nll(val.labels, val.member_probs[i]), "flagged": flags[m.name]["flagged"],
-             "weight": picks.get(m.name, {}).get("weight", 0.0), "times_picked": picks.get(m.name, {}).get("times", 0)}
-            for i, m in enumerate(members)]
+    return [
+        {
+            "name": m.name,
+            **prepared.pool.where[m.name],
+            **rep.member_entry(m, test.member_probs[i], test.labels, prepared.info.class_names),
+            "family": family(m),
+            "settings": settings[i],
+            "val_accuracy": flags[m.name]["val_accuracy"],
+            "val_nll": nll(val.labels, val.member_probs[i]),
+            "flagged": flags[m.name]["flagged"],
+            "weight": picks.get(m.name, {}).get("weight", 0.0),
+            "times_picked": picks.get(m.name, {}).get("times", 0),
+        }
+        for i, m in enumerate(members)
+    ]
 
 
-def _context(cfg: EnsembleEvalConfig, prepared: PreparedLibrary, passes: SplitPredictions,
-             resources: dict[str, Any]) -> dict[str, Any]:
-    return {"library_dirs": [str(s.root) for s in prepared.pool.sources], "out_dir": str(cfg.out_dir),
-            "tta": cfg.tta, "tta_modes": tta_modes(cfg), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "cost": run_cost(resources), "data_root": str(prepared.data_root), "test_file": str(prepared.files["test"]),
-            "val_file": str(prepared.files["val"]), "evaluation": passes.evaluation(cfg.batch_size)}
+def _context(
+    cfg: EnsembleEvalConfig, prepared: PreparedLibrary, passes: SplitPredictions, resources: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "library_dirs": [str(s.root) for s in prepared.pool.sources],
+        "out_dir": str(cfg.out_dir),
+        "tta": cfg.tta,
+        "tta_modes": tta_modes(cfg),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cost": run_cost(resources),
+        "data_root": str(prepared.data_root),
+        "test_file": str(prepared.files["test"]),
+        "val_file": str(prepared.files["val"]),
+        "evaluation": passes.evaluation(cfg.batch_size),
+    }
 
 
 def _warn_if_evaluated_elsewhere(prepared: PreparedLibrary) -> None:
     for split in ("val", "test"):
         evaluated, trained = prepared.evaluated_on[split], prepared.trained_on[split]
         if evaluated.content != trained.content:
-            log.warning("library: evaluating on %s (%s), not the %s file the candidates were trained with (%s)",
-                        evaluated.path, evaluated.describe(), split, trained.describe())
+            log.warning(
+                "library: evaluating on %s (%s), not the %s file the candidates were trained with (%s)",
+                evaluated.path,
+                evaluated.describe(),
+                split,
+                trained.describe(),
+            )

@@ -2,8 +2,8 @@
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -46,9 +46,16 @@ def multi_view_collate(items: list[tuple[list[np.ndarray], int]]) -> tuple[list[
 
 
 def build_multi_view_loader(items: MultiViewItems, batch_size: int, num_workers: int, pin_memory: bool) -> DataLoader:
-    return DataLoader(items, batch_size=batch_size, shuffle=False, collate_fn=multi_view_collate,
-                      num_workers=num_workers, worker_init_fn=ignore_job_signals if num_workers else None,
-                      pin_memory=pin_memory, generator=torch.Generator())
+    return DataLoader(
+        items,
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=multi_view_collate,
+        num_workers=num_workers,
+        worker_init_fn=ignore_job_signals if num_workers else None,
+        pin_memory=pin_memory,
+        generator=torch.Generator(),
+    )
 
 
 @dataclass
@@ -66,8 +73,14 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict_members(models: Sequence[nn.Module], loader: DataLoader, num_items: int, num_classes: int,
-                    device: torch.device, on_batch: Callable[[int], None] | None = None) -> Predictions:
+def predict_members(
+    models: Sequence[nn.Module],
+    loader: DataLoader,
+    num_items: int,
+    num_classes: int,
+    device: torch.device,
+    on_batch: Callable[[int], None] | None = None,
+) -> Predictions:
     """Run the loader once; every batch goes through every view of every model.
 
     Each member's probabilities are the mean of its softmax over the views; the
@@ -88,16 +101,22 @@ def predict_members(models: Sequence[nn.Module], loader: DataLoader, num_items: 
             probs = torch.zeros((size, num_classes), dtype=torch.float64, device=device)  # (B, C)
             for features, lengths in on_device:
                 probs += torch.softmax(model(features, lengths).double(), dim=1)
-            member_probs[m, offset:offset + size] = (probs / len(on_device)).cpu().numpy()
-        labels[offset:offset + size] = batch_labels.numpy()
+            member_probs[m, offset : offset + size] = (probs / len(on_device)).cpu().numpy()
+        labels[offset : offset + size] = batch_labels.numpy()
         offset += size
         if on_batch is not None:
             on_batch(size)  # e.g. a progress bar's update
     if offset != num_items:
         raise RuntimeError(f"the loader yielded {offset} items, expected {num_items}")
     seconds = time.perf_counter() - start
-    log.info("evaluated %d members x %d views on %d items in %.1fs (%.0f items/s)",
-             len(models), len(views), num_items, seconds, num_items / max(seconds, 1e-9))
+    log.info(
+        "evaluated %d members x %d views on %d items in %.1fs (%.0f items/s)",
+        len(models),
+        len(views),
+        num_items,
+        seconds,
+        num_items / max(seconds, 1e-9),
+    )
     return Predictions(member_probs, labels, seconds)
 
 

@@ -9,9 +9,10 @@ that cannot be averaged with the others (class mapping, feature dim) are a
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -139,8 +140,15 @@ def load_best_model(folder: MemberFolder, name: str = "") -> Member:
     except CheckpointError as err:
         raise SkipMember(f"no usable best checkpoint: {err}") from None
     seed = meta.get("seed")
-    return Member(seed=seed if isinstance(seed, int) else -1, folder=folder, model=_rebuild(meta, tensors), meta=meta,
-                  restarts=int(folder.progress().get("restarts", 0)), weights_sha256=weights_sha256, name=name)
+    return Member(
+        seed=seed if isinstance(seed, int) else -1,
+        folder=folder,
+        model=_rebuild(meta, tensors),
+        meta=meta,
+        restarts=int(folder.progress().get("restarts", 0)),
+        weights_sha256=weights_sha256,
+        name=name,
+    )
 
 
 def _rebuild(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SequenceClassifier:
@@ -168,24 +176,29 @@ def check_members_agree(members: Sequence[Member]) -> None:
         if other.class_names != first.class_names:
             raise CheckpointError(
                 f"{other.label} was trained with classes {list(other.class_names)}, {first.label} "
-                f"with {list(first.class_names)}; members of one ensemble must share the class mapping")
+                f"with {list(first.class_names)}; members of one ensemble must share the class mapping"
+            )
         if other.feature_dim != first.feature_dim:
             raise CheckpointError(
                 f"{other.label} was trained on feature dim {other.feature_dim}, {first.label} "
-                f"on {first.feature_dim}; members of one ensemble must share the feature dim")
+                f"on {first.feature_dim}; members of one ensemble must share the feature dim"
+            )
 
 
-def check_test_data_agrees(members: Sequence[Member], class_names: Sequence[str], feature_dim: int,
-                           test_file: Path) -> None:
+def check_test_data_agrees(
+    members: Sequence[Member], class_names: Sequence[str], feature_dim: int, test_file: Path
+) -> None:
     """The test file must have the members' classes (same names, same indices) and feature dim."""
     first = members[0]
     if tuple(class_names) != first.class_names:
         raise DataError(
             f"{test_file}: class mapping {_mapping(class_names)} disagrees with the members' "
-            f"{_mapping(first.class_names)} ({first.label})")
+            f"{_mapping(first.class_names)} ({first.label})"
+        )
     if feature_dim != first.feature_dim:
-        raise DataError(f"{test_file}: feature dim {feature_dim} disagrees with the members' {first.feature_dim} "
-                        f"({first.label})")
+        raise DataError(
+            f"{test_file}: feature dim {feature_dim} disagrees with the members' {first.feature_dim} ({first.label})"
+        )
 
 
 def _mapping(class_names: Sequence[str]) -> str:

@@ -34,40 +34,61 @@ OUTPUT_FILES = EnsembleFolder.OUTPUTS
 Writer = Callable[[Path], Any]
 
 
-def ensemble_writers(report: dict[str, Any], members: list[found.Member], val: Predictions, test: Predictions,
-                     chosen: Chosen, class_names: tuple[str, ...], resources: Any, title: str) -> dict[str, Writer]:
+def ensemble_writers(
+    report: dict[str, Any],
+    members: list[found.Member],
+    val: Predictions,
+    test: Predictions,
+    chosen: Chosen,
+    class_names: tuple[str, ...],
+    resources: Any,
+    title: str,
+) -> dict[str, Writer]:
     """Every file beside the report, by name; ``title`` heads the confusion matrix."""
     return {
         EnsembleFolder.PREDICTIONS: lambda path: save_predictions(path, val, test, chosen, members),
         EnsembleFolder.PREDICTIONS_CSV: lambda path: write_predictions_csv(
-            path, chosen.calibrated, chosen.uncertainty, class_names, test.labels, chosen.probabilities, chosen.sets),
+            path, chosen.calibrated, chosen.uncertainty, class_names, test.labels, chosen.probabilities, chosen.sets
+        ),
         EnsembleFolder.RELIABILITY_PNG: lambda path: _plot_reliability(val, test, chosen, path),
         EnsembleFolder.RISK_COVERAGE_PNG: lambda path: _plot_risk_coverage(test, chosen, path),
         EnsembleFolder.CONFUSION_PNG: lambda path: plot_confusion_matrix(
-            np.asarray(report["ensemble"]["confusion_matrix"]), class_names, path, title=title),
+            np.asarray(report["ensemble"]["confusion_matrix"]), class_names, path, title=title
+        ),
         EnsembleFolder.CURVES_PNG: lambda path: _plot_curves(members, path),
         EnsembleFolder.RESOURCES_JSON: json_writer(resources),
     }
 
 
-def save_predictions(path: Path, val: Predictions, test: Predictions, chosen: Chosen,
-                     members: list[found.Member]) -> None:
+def save_predictions(
+    path: Path, val: Predictions, test: Predictions, chosen: Chosen, members: list[found.Member]
+) -> None:
     """Members' own probabilities untouched; ``ensemble_probs`` is the combination before, ``calibrated_probs`` after T.
 
     A library's candidates are named (``names``, in the members' order); seeds alone would not tell them apart.
     """
     named = {"names": np.asarray([m.name for m in members], dtype=np.str_)} if any(m.name for m in members) else {}
     with replacing(path) as tmp, open(tmp, "wb") as f:  # an open file keeps numpy from appending another .npz
-        np.savez(f, member_probs=test.member_probs, ensemble_probs=chosen.probs, calibrated_probs=chosen.calibrated,
-                 labels=test.labels, seeds=np.asarray([m.seed for m in members], dtype=np.int64),
-                 weights=chosen.weights, temperature=np.float64(chosen.temperature),
-                 val_member_probs=val.member_probs, val_labels=val.labels, **named)
+        np.savez(
+            f,
+            member_probs=test.member_probs,
+            ensemble_probs=chosen.probs,
+            calibrated_probs=chosen.calibrated,
+            labels=test.labels,
+            seeds=np.asarray([m.seed for m in members], dtype=np.int64),
+            weights=chosen.weights,
+            temperature=np.float64(chosen.temperature),
+            val_member_probs=val.member_probs,
+            val_labels=val.labels,
+            **named,
+        )
 
 
 def _plot_reliability(val: Predictions, test: Predictions, chosen: Chosen, path: Path) -> None:
     panels = {}
-    scales = [("raw", 1.0)] + ([(f"T = {chosen.temperature:.2f}", chosen.temperature)]
-                               if chosen.temperature != 1.0 else [])
+    scales = [("raw", 1.0)] + (
+        [(f"T = {chosen.temperature:.2f}", chosen.temperature)] if chosen.temperature != 1.0 else []
+    )
     for split, pred in (("validation", val), ("test", test)):
         curves = {}
         for when, temperature in scales:
@@ -81,8 +102,10 @@ def _plot_reliability(val: Predictions, test: Predictions, chosen: Chosen, path:
 def _plot_risk_coverage(test: Predictions, chosen: Chosen, path: Path) -> None:
     correct = chosen.calibrated.argmax(axis=1) == test.labels
     curves = {}
-    for label, confidence in (("max probability", chosen.calibrated.max(axis=1)),
-                              ("mutual information (low first)", -chosen.uncertainty["mutual_information"])):
+    for label, confidence in (
+        ("max probability", chosen.calibrated.max(axis=1)),
+        ("mutual information (low first)", -chosen.uncertainty["mutual_information"]),
+    ):
         coverage, risk = risk_coverage(confidence, correct)
         curves[f"{label}, AURC {aurc(confidence, correct):.4f}"] = (coverage, risk)
     plot_risk_coverage(curves, path, title=f"Risk-coverage of {chosen.name} on test")

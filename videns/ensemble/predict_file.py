@@ -26,8 +26,8 @@ from videns.data.config import GIB
 from videns.data.dataset import FeatureSplit
 from videns.device import resolve_device
 from videns.ensemble import members as found
-from videns.ensemble.candidates import load_candidate
 from videns.ensemble.calibration import calibration_metrics
+from videns.ensemble.candidates import load_candidate
 from videns.ensemble.combine import COMBINATIONS, Combination, combine
 from videns.ensemble.conformal import coverage_problem, prediction_sets, set_metrics
 from videns.ensemble.input_check import check_input_file
@@ -35,10 +35,10 @@ from videns.ensemble.member_probs import MultiViewItems, build_multi_view_loader
 from videns.ensemble.trust import probabilities_label
 from videns.ensemble.uncertainty import item_uncertainty, write_predictions_csv
 from videns.errors import CheckpointError, ConfigError
-from videns.metrics import classification_metrics
 from videns.folders import EnsembleFolder, RunFolder
-from videns.logs import Progress, shows_progress_bar
 from videns.io import read_json, write_json_atomically
+from videns.logs import Progress, shows_progress_bar
+from videns.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,10 @@ class PredictConfig:
         self.ensemble_dir = Path(self.ensemble_dir) if self.ensemble_dir is not None else None
         problems = []
         if (self.run_dir is None) == (self.ensemble_dir is None):
-            problems.append("give exactly one of --run_dir RUN or --ensemble_dir DIR (an ensemble folder, e.g. a "
-                            "library ensemble's)" + (", not both" if self.run_dir is not None else ""))
+            problems.append(
+                "give exactly one of --run_dir RUN or --ensemble_dir DIR (an ensemble folder, e.g. a "
+                "library ensemble's)" + (", not both" if self.run_dir is not None else "")
+            )
         for flag, folder in (("run_dir", self.run_dir), ("ensemble_dir", self.ensemble_dir)):
             if folder is not None and not folder.is_dir():
                 problems.append(f"{flag} {folder}: folder does not exist")
@@ -151,8 +153,14 @@ class EnsemblePlan:
         return [int(key) for key in self.keys]
 
 
-def read_plan(ensemble_dir: Path, combination: Combination | None, tta: bool | None, coverage: float | None = None,
-              mondrian: bool | None = None, run_dir: Path | None = None) -> EnsemblePlan:
+def read_plan(
+    ensemble_dir: Path,
+    combination: Combination | None,
+    tta: bool | None,
+    coverage: float | None = None,
+    mondrian: bool | None = None,
+    run_dir: Path | None = None,
+) -> EnsemblePlan:
     """The members with weight > 0, their weights and the temperature from the folder's ``report.json``, and the
     validation predictions that calibrate the sets, from ``predictions.npz``."""
     folder = EnsembleFolder(ensemble_dir)
@@ -171,15 +179,22 @@ def read_plan(ensemble_dir: Path, combination: Combination | None, tta: bool | N
     used = {key: w for key, w in weights.items() if w > 0}
     conformal = report["conformal"]
     library = "library" in report
-    return EnsemblePlan(keys=list(used), weights=np.array(list(used.values()), dtype=np.float64),
-                        temperature=float(entry["temperature"]), combination=name,
-                        tta=bool(report.get("tta")) if tta is None else tta, class_names=tuple(report["class_names"]),
-                        weights_sha256={_key(m, library): m["weights_sha256"] for m in report["members"]},
-                        report_path=path, coverage=conformal["coverage_requested"] if coverage is None else coverage,
-                        mondrian=conformal["mondrian"] if mondrian is None else mondrian,
-                        val_probs=val_probs, val_labels=val_labels,
-                        run_dir=None if library else Path(run_dir or report["run_dir"]),
-                        recorded={m["name"]: m for m in report["members"]} if library else {})
+    return EnsemblePlan(
+        keys=list(used),
+        weights=np.array(list(used.values()), dtype=np.float64),
+        temperature=float(entry["temperature"]),
+        combination=name,
+        tta=bool(report.get("tta")) if tta is None else tta,
+        class_names=tuple(report["class_names"]),
+        weights_sha256={_key(m, library): m["weights_sha256"] for m in report["members"]},
+        report_path=path,
+        coverage=conformal["coverage_requested"] if coverage is None else coverage,
+        mondrian=conformal["mondrian"] if mondrian is None else mondrian,
+        val_probs=val_probs,
+        val_labels=val_labels,
+        run_dir=None if library else Path(run_dir or report["run_dir"]),
+        recorded={m["name"]: m for m in report["members"]} if library else {},
+    )
 
 
 def _key(member_entry: dict[str, Any], library: bool) -> str:
@@ -193,11 +208,15 @@ def _validation_combination(path: Path, weights: dict[str, float]) -> tuple[np.n
             keys = saved["names"].tolist() if "names" in saved.files else [str(s) for s in saved["seeds"].tolist()]
             member_probs, labels = saved["val_member_probs"], saved["val_labels"]
     except (OSError, KeyError, ValueError) as err:
-        raise CheckpointError(f"{path}: cannot read the validation predictions that calibrate the prediction "
-                              f"sets ({err}); rerun python -m jobs.ensemble_eval") from None
+        raise CheckpointError(
+            f"{path}: cannot read the validation predictions that calibrate the prediction "
+            f"sets ({err}); rerun python -m jobs.ensemble_eval"
+        ) from None
     if set(weights) - set(keys):
-        raise CheckpointError(f"{path}: holds members {keys}, not every member of the combination "
-                              f"({sorted(weights)}); rerun python -m jobs.ensemble_eval")
+        raise CheckpointError(
+            f"{path}: holds members {keys}, not every member of the combination "
+            f"({sorted(weights)}); rerun python -m jobs.ensemble_eval"
+        )
     return combine(member_probs, np.array([weights.get(k, 0.0) for k in keys])), labels
 
 
@@ -205,9 +224,11 @@ def check_members_unchanged(plan: EnsemblePlan, members: list[found.Member]) -> 
     """Each member's best model is still the one the report fitted; a later best would void its weights."""
     for key, member in zip(plan.keys, members):
         if member.weights_sha256 != plan.weights_sha256.get(key):
-            raise CheckpointError(f"{member.label}: its best model ({member.folder.best.resolve().name}) "
-                                  f"is not the one {plan.report_path} was fitted on; rerun python -m "
-                                  f"jobs.ensemble_eval so the combination and temperature fit the members")
+            raise CheckpointError(
+                f"{member.label}: its best model ({member.folder.best.resolve().name}) "
+                f"is not the one {plan.report_path} was fitted on; rerun python -m "
+                f"jobs.ensemble_eval so the combination and temperature fit the members"
+            )
 
 
 def apply_ensemble(cfg: PredictConfig) -> dict[str, Any]:
@@ -216,16 +237,34 @@ def apply_ensemble(cfg: PredictConfig) -> dict[str, Any]:
     member_probs, labels = _predict(cfg, members, plan)
     probs = combine(member_probs, plan.weights, plan.temperature)
     uncertainty = item_uncertainty(member_probs, plan.weights, plan.temperature)
-    sets = prediction_sets(plan.val_probs, plan.val_labels, combine(member_probs, plan.weights), plan.coverage,
-                           plan.mondrian)
-    write_predictions_csv(cfg.out, probs, uncertainty, plan.class_names, labels if facts.has_labels else None,
-                          probabilities_label(plan.temperature), sets)
+    sets = prediction_sets(
+        plan.val_probs, plan.val_labels, combine(member_probs, plan.weights), plan.coverage, plan.mondrian
+    )
+    write_predictions_csv(
+        cfg.out,
+        probs,
+        uncertainty,
+        plan.class_names,
+        labels if facts.has_labels else None,
+        probabilities_label(plan.temperature),
+        sets,
+    )
     members_used = {"candidates": plan.keys} if plan.is_library else {"seeds": plan.seeds}
-    summary = {"input": str(cfg.input), "out": str(cfg.out), "num_items": facts.num_items,
-               "combination": plan.combination, **members_used, "weights": plan.weights.tolist(),
-               "temperature": plan.temperature, "probabilities": probabilities_label(plan.temperature),
-               "tta": plan.tta, "has_labels": facts.has_labels, "coverage_requested": plan.coverage,
-               "mondrian": plan.mondrian, "mean_set_size": float(sets.sum(axis=1).mean())}
+    summary = {
+        "input": str(cfg.input),
+        "out": str(cfg.out),
+        "num_items": facts.num_items,
+        "combination": plan.combination,
+        **members_used,
+        "weights": plan.weights.tolist(),
+        "temperature": plan.temperature,
+        "probabilities": probabilities_label(plan.temperature),
+        "tta": plan.tta,
+        "has_labels": facts.has_labels,
+        "coverage_requested": plan.coverage,
+        "mondrian": plan.mondrian,
+        "mean_set_size": float(sets.sum(axis=1).mean()),
+    }
     if facts.has_labels:
         metrics = {**classification_metrics(labels, probs, plan.class_names), **calibration_metrics(labels, probs)}
         summary["metrics"] = metrics
@@ -240,16 +279,19 @@ def check_prediction(cfg: PredictConfig) -> tuple[EnsemblePlan, list[found.Membe
     members = _library_members(plan) if plan.is_library else _run_members(plan)
     check_members_unchanged(plan, members)
     if members[0].class_names != plan.class_names:
-        raise CheckpointError(f"{members[0].label}: classes {list(members[0].class_names)} disagree "
-                              f"with the ensemble report's {list(plan.class_names)}")
+        raise CheckpointError(
+            f"{members[0].label}: classes {list(members[0].class_names)} disagree "
+            f"with the ensemble report's {list(plan.class_names)}"
+        )
     return plan, members, check_input_file(cfg.input, plan.class_names, members[0].feature_dim)
 
 
 def _run_members(plan: EnsemblePlan) -> list[found.Member]:
     member_set = found.load_members(plan.run_dir, plan.seeds)
     if member_set.skipped:
-        raise CheckpointError("; ".join(f"member seed {s.seed} of the ensemble is not usable: {s.reason}"
-                                        for s in member_set.skipped))
+        raise CheckpointError(
+            "; ".join(f"member seed {s.seed} of the ensemble is not usable: {s.reason}" for s in member_set.skipped)
+        )
     return member_set.members
 
 
@@ -260,8 +302,9 @@ def _library_members(plan: EnsemblePlan) -> list[found.Member]:
         try:
             members.append(load_candidate(plan.recorded[name], name))
         except found.SkipMember as skip:
-            raise CheckpointError(f"candidate {name} of the library ensemble ({plan.recorded[name]['folder']}) is "
-                                  f"not usable: {skip}") from None
+            raise CheckpointError(
+                f"candidate {name} of the library ensemble ({plan.recorded[name]['folder']}) is not usable: {skip}"
+            ) from None
     found.check_members_agree(members)
     return members
 
@@ -270,25 +313,34 @@ def _predict(cfg: PredictConfig, members: list[found.Member], plan: EnsemblePlan
     split = FeatureSplit(cfg.input, preload_bytes=int(cfg.preload_gb * GIB))
     device = resolve_device(cfg.device)
     modes = list(TTA_MODES) if plan.tta else ["none"]
-    loader = build_multi_view_loader(MultiViewItems(split, modes), cfg.batch_size, cfg.num_workers,
-                                     pin_memory=device.type == "cuda")
+    loader = build_multi_view_loader(
+        MultiViewItems(split, modes), cfg.batch_size, cfg.num_workers, pin_memory=device.type == "cuda"
+    )
     with tqdm(total=len(split), disable=not shows_progress_bar(cfg.progress), unit="item", desc="predict") as bar:
-        predictions = predict_members([m.model.to(device) for m in members], loader, len(split),
-                                      len(plan.class_names), device, on_batch=bar.update)
+        predictions = predict_members(
+            [m.model.to(device) for m in members],
+            loader,
+            len(split),
+            len(plan.class_names),
+            device,
+            on_batch=bar.update,
+        )
     return predictions.member_probs, predictions.labels
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """Lines for the terminal."""
     who = f"candidates {summary['candidates']}" if "candidates" in summary else f"seeds {summary['seeds']}"
-    lines = [f"{summary['num_items']} items -> {summary['out']} (combination {summary['combination']}, "
-             f"probabilities {summary['probabilities']}, {who}{', TTA' if summary['tta'] else ''})",
-             f"prediction sets for {summary['coverage_requested']:.0%} coverage"
-             f"{' per class' if summary['mondrian'] else ''}: mean size {summary['mean_set_size']:.2f}"]
+    lines = [
+        f"{summary['num_items']} items -> {summary['out']} (combination {summary['combination']}, "
+        f"probabilities {summary['probabilities']}, {who}{', TTA' if summary['tta'] else ''})",
+        f"prediction sets for {summary['coverage_requested']:.0%} coverage"
+        f"{' per class' if summary['mondrian'] else ''}: mean size {summary['mean_set_size']:.2f}",
+    ]
     if "metrics" in summary:
         m, sets = summary["metrics"], summary["prediction_sets"]
-        lines.append(f"accuracy {m['accuracy']:.4f}, F1 weighted {m['f1_weighted']:.4f}, NLL {m['nll']:.4f}, "
-                     f"ECE {m['ece']:.4f}, Brier {m['brier']:.4f}, set coverage {sets['coverage']:.4f}")
+        lines.append(
+            f"accuracy {m['accuracy']:.4f}, F1 weighted {m['f1_weighted']:.4f}, NLL {m['nll']:.4f}, "
+            f"ECE {m['ece']:.4f}, Brier {m['brier']:.4f}, set coverage {sets['coverage']:.4f}"
+        )
     return "".join(line + "\n" for line in lines)
-
-

@@ -1,6 +1,7 @@
 """The ensemble report: its JSON structure, the Markdown tables and the printed summary."""
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -12,8 +13,13 @@ from videns.metrics import classification_metrics
 
 REPORT_VERSION = 1
 # Metrics shown in the tables, with column titles; the report holds every metric.
-SUMMARY_METRICS = {"accuracy": "accuracy", "f1_weighted": "F1 weighted", "balanced_accuracy": "balanced acc",
-                   "nll": "NLL", "ece": "ECE"}
+SUMMARY_METRICS = {
+    "accuracy": "accuracy",
+    "f1_weighted": "F1 weighted",
+    "balanced_accuracy": "balanced acc",
+    "nll": "NLL",
+    "ece": "ECE",
+}
 MEAN_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "nll", "ece")
 # Higher is better for these, so "ensemble minus member" is a gain.
 GAIN_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro")
@@ -34,11 +40,21 @@ def member_entry(member: Member, probs: np.ndarray, labels: np.ndarray, class_na
     }
 
 
-def build_report(*, members: list[dict[str, Any]], ensemble_probs: np.ndarray, labels: np.ndarray,
-                 class_names: Sequence[str], skipped: Sequence[Skipped], context: dict[str, Any]) -> dict[str, Any]:
+def build_report(
+    *,
+    members: list[dict[str, Any]],
+    ensemble_probs: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    skipped: Sequence[Skipped],
+    context: dict[str, Any],
+) -> dict[str, Any]:
     """The whole report.json: members, ensemble, mean member, gains, skipped members, run context."""
-    ensemble = {"seeds": [m["seed"] for m in members], "num_members": len(members),
-                **classification_metrics(labels, ensemble_probs, class_names)}
+    ensemble = {
+        "seeds": [m["seed"] for m in members],
+        "num_members": len(members),
+        **classification_metrics(labels, ensemble_probs, class_names),
+    }
     mean_member = {key: float(np.mean([m[key] for m in members])) for key in MEAN_METRICS}
     std_member = {key: float(np.std([m[key] for m in members])) for key in MEAN_METRICS}
     best = max(members, key=lambda m: m["accuracy"])
@@ -61,8 +77,15 @@ def build_report(*, members: list[dict[str, Any]], ensemble_probs: np.ndarray, l
 
 def failure_report(*, error: str, skipped: Sequence[Skipped], context: dict[str, Any]) -> dict[str, Any]:
     """report.json when no member could be evaluated."""
-    return {"version": REPORT_VERSION, "status": "failed", "error": error, **context,
-            "ensemble": None, "members": [], "skipped": skipped_entries(skipped)}
+    return {
+        "version": REPORT_VERSION,
+        "status": "failed",
+        "error": error,
+        **context,
+        "ensemble": None,
+        "members": [],
+        "skipped": skipped_entries(skipped),
+    }
 
 
 def skipped_entries(skipped: Sequence[Skipped]) -> list[dict[str, Any]]:
@@ -78,8 +101,9 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     """Member rows, then mean member and ensemble, with the summary metrics as strings."""
     rows = [[member_label(m), *(_fmt(m[key]) for key in SUMMARY_METRICS)] for m in report["members"]]
     rows.append([f"mean {_member_word(report)}", *(_fmt(report["mean_member"][key]) for key in SUMMARY_METRICS)])
-    rows.append([f"ensemble ({report['ensemble']['num_members']})",
-                 *(_fmt(report["ensemble"][key]) for key in SUMMARY_METRICS)])
+    rows.append(
+        [f"ensemble ({report['ensemble']['num_members']})", *(_fmt(report["ensemble"][key]) for key in SUMMARY_METRICS)]
+    )
     return rows
 
 
@@ -90,12 +114,15 @@ def format_summary(report: dict[str, Any]) -> str:
     header = ["", *SUMMARY_METRICS.values()]
     rows = [header, *summary_rows(report)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
+    lines = [
+        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows
+    ]
     lines.insert(len(lines) - 1, "-" * len(lines[0]))
     gain = report["gain_over_mean_member"]
-    lines.append(f"gain over mean {_member_word(report)}: accuracy {gain['accuracy']:+.4f}, F1 weighted "
-                 f"{gain['f1_weighted']:+.4f}{' (TTA)' if report.get('tta') else ''}")
+    lines.append(
+        f"gain over mean {_member_word(report)}: accuracy {gain['accuracy']:+.4f}, F1 weighted "
+        f"{gain['f1_weighted']:+.4f}{' (TTA)' if report.get('tta') else ''}"
+    )
     library = library_summary(report) if "library" in report else ""
     return "\n".join(lines) + "\n" + library + trust_summary(report) + _skipped_lines(report)
 
@@ -103,8 +130,11 @@ def format_summary(report: dict[str, Any]) -> str:
 def format_markdown(report: dict[str, Any]) -> str:
     """report.md: the same content as report.json, as tables."""
     modes = ", ".join(report.get("tta_modes", []))
-    title = (f"Library ensemble report: {', '.join(report['library_dirs'])}" if "library_dirs" in report
-             else f"Ensemble report: {report.get('run_dir')}")
+    title = (
+        f"Library ensemble report: {', '.join(report['library_dirs'])}"
+        if "library_dirs" in report
+        else f"Ensemble report: {report.get('run_dir')}"
+    )
     out = [f"# {title}", ""]
     if report.get("test_file"):
         out.append(f"- test file: `{report['test_file']}`")
@@ -116,13 +146,17 @@ def format_markdown(report: dict[str, Any]) -> str:
     who = f"candidates {ens['names']}" if "names" in ens else f"seeds {ens['seeds']}"
     out += [f"- items: {report['num_items']}, members: {ens['num_members']} ({who})", ""]
     names = report["class_names"]
-    confusion = _table(["true \\ predicted", *names],
-                       [[name, *map(str, row)] for name, row in zip(names, ens["confusion_matrix"])])
+    confusion = _table(
+        ["true \\ predicted", *names], [[name, *map(str, row)] for name, row in zip(names, ens["confusion_matrix"])]
+    )
     gain = [] if "library" in report else [("Ensemble gain", _gain_table(report))]
-    for title, lines in (("Summary", _summary_table(report)), *gain,
-                         ("Ensemble per class", _per_class_table(ens, names)),
-                         ("Per-class F1 by member", _member_f1_table(report)),
-                         ("Ensemble confusion matrix (rows: true, columns: predicted)", confusion)):
+    for title, lines in (
+        ("Summary", _summary_table(report)),
+        *gain,
+        ("Ensemble per class", _per_class_table(ens, names)),
+        ("Per-class F1 by member", _member_f1_table(report)),
+        ("Ensemble confusion matrix (rows: true, columns: predicted)", confusion),
+    ):
         out += [f"## {title}", "", *lines, ""]
         if title == "Summary" and "library" in report:
             out += library_markdown(report)
@@ -131,8 +165,11 @@ def format_markdown(report: dict[str, Any]) -> str:
     out += _skipped_table(report)
     evaluation = report.get("evaluation") or {}
     if evaluation:
-        out += ["", f"Evaluated on {evaluation['device']} in {evaluation['seconds']:.1f} s "
-                f"({evaluation['sequences_per_second']:.0f} sequences/s, {evaluation['num_views']} view(s))."]
+        out += [
+            "",
+            f"Evaluated on {evaluation['device']} in {evaluation['seconds']:.1f} s "
+            f"({evaluation['sequences_per_second']:.0f} sequences/s, {evaluation['num_views']} view(s)).",
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -140,13 +177,28 @@ def _cost_table(cost: dict[str, Any] | None) -> list[str]:
     """Per member and in total: hours, slice-hours by GRES type, restarts by cause, steps replayed, time queued."""
     if not cost:
         return ["No resource log was found."]
-    rows = [*((label if "/" in label else "seed " + label.removeprefix("seed_"), c)
-              for label, c in cost["members"].items()),
-            ("total", cost["totals"])]
+    rows = [
+        *(
+            (label if "/" in label else "seed " + label.removeprefix("seed_"), c)
+            for label, c in cost["members"].items()
+        ),
+        ("total", cost["totals"]),
+    ]
     header = ["member", "run hours", "slice-hours", "restarts", "steps replayed", "queued (min)"]
-    return _table(header, [[name, f"{c.get('wall_seconds', 0) / 3600:.3f}", _slice_hours(c.get("slice_hours", {})),
-                            _causes(c), str(c.get("replayed_steps", "-")), f"{c.get('queued_seconds', 0) / 60:.1f}"]
-                           for name, c in rows])
+    return _table(
+        header,
+        [
+            [
+                name,
+                f"{c.get('wall_seconds', 0) / 3600:.3f}",
+                _slice_hours(c.get("slice_hours", {})),
+                _causes(c),
+                str(c.get("replayed_steps", "-")),
+                f"{c.get('queued_seconds', 0) / 60:.1f}",
+            ]
+            for name, c in rows
+        ],
+    )
 
 
 def _slice_hours(hours: dict[str, float]) -> str:
@@ -158,20 +210,37 @@ def _causes(cost: dict[str, Any]) -> str:
 
 
 def _summary_table(report: dict[str, Any]) -> list[str]:
-    header = [_member_word(report), "best epoch", "restarts", "accuracy", "balanced acc", "F1 weighted", "F1 macro",
-              "NLL", "ECE"]
+    header = [
+        _member_word(report),
+        "best epoch",
+        "restarts",
+        "accuracy",
+        "balanced acc",
+        "F1 weighted",
+        "F1 macro",
+        "NLL",
+        "ECE",
+    ]
     return _table(header, _markdown_rows(report))
 
 
 def _gain_table(report: dict[str, Any]) -> list[str]:
     mean, best = report["gain_over_mean_member"], report["gain_over_best_member"]
-    return _table(["metric", "over mean member", f"over best member (seed {report['best_member_seed']})"],
-                  [[key, f"{mean[key]:+.4f}", f"{best[key]:+.4f}"] for key in GAIN_METRICS])
+    return _table(
+        ["metric", "over mean member", f"over best member (seed {report['best_member_seed']})"],
+        [[key, f"{mean[key]:+.4f}", f"{best[key]:+.4f}"] for key in GAIN_METRICS],
+    )
 
 
 def _per_class_table(entry: dict[str, Any], names: Sequence[str]) -> list[str]:
-    rows = [[name, *(_fmt(entry["per_class"][name][key]) for key in ("precision", "recall", "f1")),
-             str(entry["per_class"][name]["support"])] for name in names]
+    rows = [
+        [
+            name,
+            *(_fmt(entry["per_class"][name][key]) for key in ("precision", "recall", "f1")),
+            str(entry["per_class"][name]["support"]),
+        ]
+        for name in names
+    ]
     return _table(["class", "precision", "recall", "F1", "support"], rows)
 
 
@@ -184,8 +253,10 @@ def _member_f1_table(report: dict[str, Any]) -> list[str]:
 
 def _markdown_rows(report: dict[str, Any]) -> list[list[str]]:
     keys = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "nll", "ece")
-    rows = [[member_label(m), str(m["best_epoch"]), str(m["restarts"]), *(_fmt(m[k]) for k in keys)]
-            for m in report["members"]]
+    rows = [
+        [member_label(m), str(m["best_epoch"]), str(m["restarts"]), *(_fmt(m[k]) for k in keys)]
+        for m in report["members"]
+    ]
     rows.append([f"mean {_member_word(report)}", "", "", *(_fmt(report["mean_member"][k]) for k in keys)])
     rows.append(["**ensemble**", "", "", *(f"**{_fmt(report['ensemble'][k])}**" for k in keys)])
     return rows
@@ -200,8 +271,10 @@ def _skipped_table(report: dict[str, Any]) -> list[str]:
 
 
 def _skipped_lines(report: dict[str, Any]) -> str:
-    return "".join(f"skipped {s['name'] if 'name' in s else 'seed ' + str(s['seed'])}: {s['reason']}\n"
-                   for s in report.get("skipped", []))
+    return "".join(
+        f"skipped {s['name'] if 'name' in s else 'seed ' + str(s['seed'])}: {s['reason']}\n"
+        for s in report.get("skipped", [])
+    )
 
 
 def _member_word(report: dict[str, Any]) -> str:

@@ -89,9 +89,7 @@ def summarize_member(lines: Sequence[Mapping], restarts: Sequence[Mapping] | Non
             slice_hours[name] = slice_hours.get(name, 0.0) + count * _run_seconds(run) / 3600.0
     wall_seconds = sum(_run_seconds(run) for run in runs)
     gpu_seconds = sum(_run_seconds(run) for run in runs if _run_had_gpu(run))
-    summary: dict = {
-        name: _max_of(_numbers(lines, fields)) for name, fields in _PEAK_FIELDS.items()
-    }
+    summary: dict = {name: _max_of(_numbers(lines, fields)) for name, fields in _PEAK_FIELDS.items()}
     summary.update(
         mean_cpu_percent=_mean_cpu_percent(lines),
         wall_seconds=wall_seconds,
@@ -105,9 +103,12 @@ def summarize_member(lines: Sequence[Mapping], restarts: Sequence[Mapping] | Non
     if restarts is not None:
         costs = summarize_restarts(list(restarts))
         # A relaunch by hand is a new job, which SLURM's restart count does not see; the records do.
-        summary.update(restarts=max(summary["restarts"], costs["restarts"]),
-                       restarts_by_cause=costs["restarts_by_cause"], replayed_steps=costs["replayed_steps"],
-                       queued_seconds=costs["queued_seconds"])
+        summary.update(
+            restarts=max(summary["restarts"], costs["restarts"]),
+            restarts_by_cause=costs["restarts_by_cause"],
+            replayed_steps=costs["replayed_steps"],
+            queued_seconds=costs["queued_seconds"],
+        )
     return summary
 
 
@@ -127,8 +128,9 @@ def merge_resource_logs(logs: Mapping[str, Path], restarts: Mapping[str, Sequenc
     missing: list[str] = []
     for label, path in logs.items():
         try:
-            members[label] = summarize_member(read_monitor_log(path),
-                                              None if restarts is None else restarts.get(label, []))
+            members[label] = summarize_member(
+                read_monitor_log(path), None if restarts is None else restarts.get(label, [])
+            )
         except OSError as err:
             logger.warning("no resource log for member %s: %s", label, err)
             missing.append(label)
@@ -138,8 +140,10 @@ def merge_resource_logs(logs: Mapping[str, Path], restarts: Mapping[str, Sequenc
 def run_cost(merged: dict) -> dict:
     """What the run cost, per member and in total: the part of resources.json that report.md shows."""
     keys = ("wall_seconds", "slice_hours", "restarts", "restarts_by_cause", "replayed_steps", "queued_seconds")
-    return {"members": {label: {k: s[k] for k in keys if k in s} for label, s in merged["members"].items()},
-            "totals": {k: merged["totals"][k] for k in keys if k in merged["totals"]}}
+    return {
+        "members": {label: {k: s[k] for k in keys if k in s} for label, s in merged["members"].items()},
+        "totals": {k: merged["totals"][k] for k in keys if k in merged["totals"]},
+    }
 
 
 def _totals(summaries: Iterable[dict], missing: list[str]) -> dict:
@@ -157,8 +161,9 @@ def _totals(summaries: Iterable[dict], missing: list[str]) -> dict:
         for name, hours in s["slice_hours"].items():
             totals["slice_hours"][name] = totals["slice_hours"].get(name, 0.0) + hours
     if any("restarts_by_cause" in s for s in summaries):
-        totals["restarts_by_cause"] = {cause: sum(s.get("restarts_by_cause", {}).get(cause, 0) for s in summaries)
-                                       for cause in CAUSES}
+        totals["restarts_by_cause"] = {
+            cause: sum(s.get("restarts_by_cause", {}).get(cause, 0) for s in summaries) for cause in CAUSES
+        }
         totals["replayed_steps"] = sum(s.get("replayed_steps", 0) for s in summaries)
         totals["queued_seconds"] = sum(s.get("queued_seconds", 0.0) for s in summaries)
     totals["missing_members"] = sorted(missing)

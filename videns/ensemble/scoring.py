@@ -36,9 +36,13 @@ class SplitPredictions:
     def evaluation(self, batch_size: int) -> dict[str, Any]:
         """The report's ``evaluation`` entry: device, views and speed."""
         seconds = self.val.seconds + self.test.seconds
-        return {"device": str(self.device), "batch_size": batch_size, "num_views": len(self.modes),
-                "seconds": seconds,
-                "sequences_per_second": (len(self.val.labels) + len(self.test.labels)) / max(seconds, 1e-9)}
+        return {
+            "device": str(self.device),
+            "batch_size": batch_size,
+            "num_views": len(self.modes),
+            "seconds": seconds,
+            "sequences_per_second": (len(self.val.labels) + len(self.test.labels)) / max(seconds, 1e-9),
+        }
 
 
 def check_data(members: list[found.Member], data_root: Path) -> tuple[dict[str, Path], DatasetInfo]:
@@ -56,26 +60,41 @@ def tta_modes(cfg: EnsembleEvalConfig) -> list[str]:
     return list(TTA_MODES) if cfg.tta else ["none"]
 
 
-def predict_splits(cfg: EnsembleEvalConfig, members: list[found.Member], files: dict[str, Path],
-                   info: DatasetInfo) -> SplitPredictions:
+def predict_splits(
+    cfg: EnsembleEvalConfig, members: list[found.Member], files: dict[str, Path], info: DatasetInfo
+) -> SplitPredictions:
     """One pass per split, each feeding every batch (and view) to every member."""
     modes = tta_modes(cfg)
     device = resolve_device(cfg.device)
     # Both splits are opened (and, within preload_gb, read) before either is predicted: a damaged
     # chunk in test is then one line before any work, not after the validation pass.
     opened = {split: FeatureSplit(files[split], preload_bytes=int(cfg.preload_gb * GIB)) for split in ("val", "test")}
-    val, test = (_predict(cfg, members, opened[split], len(info.class_names), modes, device)
-                 for split in ("val", "test"))
+    val, test = (
+        _predict(cfg, members, opened[split], len(info.class_names), modes, device) for split in ("val", "test")
+    )
     return SplitPredictions(val, test, device, modes)
 
 
-def _predict(cfg: EnsembleEvalConfig, members: list[found.Member], split: FeatureSplit, num_classes: int,
-             modes: list[str], device: torch.device) -> Predictions:
-    loader = build_multi_view_loader(MultiViewItems(split, modes), cfg.batch_size, cfg.num_workers,
-                                     pin_memory=device.type == "cuda")
+def _predict(
+    cfg: EnsembleEvalConfig,
+    members: list[found.Member],
+    split: FeatureSplit,
+    num_classes: int,
+    modes: list[str],
+    device: torch.device,
+) -> Predictions:
+    loader = build_multi_view_loader(
+        MultiViewItems(split, modes), cfg.batch_size, cfg.num_workers, pin_memory=device.type == "cuda"
+    )
     models = [m.model.to(device) for m in members]
-    log.info("evaluating %s on %s (%d items, views %s, device %s)",
-             [m.short_label for m in members], split.path, len(split), modes, device)
+    log.info(
+        "evaluating %s on %s (%d items, views %s, device %s)",
+        [m.short_label for m in members],
+        split.path,
+        len(split),
+        modes,
+        device,
+    )
     return predict_members(models, loader, len(split), num_classes, device)
 
 
@@ -91,13 +110,19 @@ def baselines(files: dict[str, Path], info: DatasetInfo) -> list[dict[str, Any]]
         entries.append(_fit_baseline(shape.MODEL_NAME, shape.fit_and_score, files, info.class_names))
     else:
         estimate = shape.estimated_seconds(items, frames, info.feature_dim)
-        entries.append({"model": shape.MODEL_NAME, "skipped": f"estimated {estimate:.0f} s for {items} items of up "
-                        f"to {frames} frames x {info.feature_dim} features, over its budget"})
+        entries.append(
+            {
+                "model": shape.MODEL_NAME,
+                "skipped": f"estimated {estimate:.0f} s for {items} items of up "
+                f"to {frames} frames x {info.feature_dim} features, over its budget",
+            }
+        )
     return entries
 
 
-def _fit_baseline(name: str, fit: Callable[..., dict[str, Any]], files: dict[str, Path],
-                  class_names: tuple[str, ...]) -> dict[str, Any]:
+def _fit_baseline(
+    name: str, fit: Callable[..., dict[str, Any]], files: dict[str, Path], class_names: tuple[str, ...]
+) -> dict[str, Any]:
     try:
         return fit(files["train"], files["test"], class_names)
     except ValueError as err:  # e.g. a train split with one class; the ensemble's report still stands

@@ -130,7 +130,7 @@ def _read_items(features: h5py.Dataset, chunk: np.ndarray) -> np.ndarray:
     # A contiguous run is one slice read; otherwise read just the wanted items,
     # so a sparse draw from a huge file never loads the span between them.
     if chunk[-1] - chunk[0] + 1 == len(chunk):
-        return features[chunk[0]:chunk[-1] + 1]
+        return features[chunk[0] : chunk[-1] + 1]
     return features[chunk]
 
 
@@ -146,7 +146,7 @@ def _blocks(path: Path, indices: np.ndarray | None):
         wanted = np.arange(len(lengths)) if indices is None else np.sort(indices)
         step = _block_size(features.shape[1], features.shape[2])
         for start in range(0, len(wanted), step):
-            chunk = wanted[start:start + step]
+            chunk = wanted[start : start + step]
             block = torch.from_numpy(np.asarray(_read_items(features, chunk), dtype=np.float32))
             block_lengths = lengths[chunk].astype(np.int64)
             real = torch.from_numpy(np.arange(block.shape[1])[None, :] < block_lengths[:, None])  # (B, T)
@@ -166,8 +166,7 @@ def _ppv(out: np.ndarray, lengths: np.ndarray, biases: np.ndarray) -> np.ndarray
     # Padding set to -inf is above no bias, so the counts cover real frames only.
     # numpy, not torch: its compare-and-count runs several times faster on CPU.
     out = np.where(real, out, np.float32(-np.inf))
-    above = np.stack([np.count_nonzero(out > biases[None, :, q, None], axis=2)
-                      for q in range(biases.shape[1])], axis=2)
+    above = np.stack([np.count_nonzero(out > biases[None, :, q, None], axis=2) for q in range(biases.shape[1])], axis=2)
     return (above / np.maximum(lengths, 1)[:, None, None]).reshape(len(out), -1).astype(np.float32)
 
 
@@ -191,8 +190,9 @@ def fit_transform(path: Path, indices: np.ndarray, seed: int = SEED) -> ShapeTra
         longest = int(f[layout.NUM_FRAMES][()][indices].max())
     dilations, counts = dilations_and_quantile_counts(longest)
     kernels = torch.from_numpy(base_kernels())
-    weights = tuple(kernels[:, None, :] * torch.from_numpy(_channel_mask(rng, feature_dim))[:, :, None]
-                    for _ in dilations)
+    weights = tuple(
+        kernels[:, None, :] * torch.from_numpy(_channel_mask(rng, feature_dim))[:, :, None] for _ in dilations
+    )
     bias_items = np.sort(rng.choice(indices, size=min(BIAS_ITEMS, len(indices)), replace=False))
     blocks = list(_blocks(path, bias_items))
     block, lengths = torch.cat([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
@@ -202,27 +202,37 @@ def fit_transform(path: Path, indices: np.ndarray, seed: int = SEED) -> ShapeTra
         for dilation, weight, count in zip(dilations, weights, counts, strict=True):
             out = _convolve(block, weight, int(dilation)).numpy()
             picks = rng.integers(len(bias_items), size=NUM_KERNELS)  # one train item per kernel, as MiniRocket
-            q = quantiles[used:used + NUM_KERNELS * count].reshape(NUM_KERNELS, count)
+            q = quantiles[used : used + NUM_KERNELS * count].reshape(NUM_KERNELS, count)
             used += NUM_KERNELS * count
             biases.append(_real_frame_quantiles(out[picks, np.arange(NUM_KERNELS)], lengths[picks], q))
     return ShapeTransform(tuple(int(d) for d in dilations), weights, tuple(biases))
 
 
-def shape_features(path: Path, transform: ShapeTransform,
-                   indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def shape_features(
+    path: Path, transform: ShapeTransform, indices: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(N, num_features) float32 PPV features of the items ``indices`` (all when None), and their (N,) labels."""
     rows, labels = [], []
     with torch.no_grad():
         for block, lengths, block_labels in _blocks(path, indices):
-            rows.append(np.concatenate([_ppv(_convolve(block, weight, dilation).numpy(), lengths, bias)
-                                        for dilation, weight, bias in zip(transform.dilations, transform.weights,
-                                                                          transform.biases, strict=True)], axis=1))
+            rows.append(
+                np.concatenate(
+                    [
+                        _ppv(_convolve(block, weight, dilation).numpy(), lengths, bias)
+                        for dilation, weight, bias in zip(
+                            transform.dilations, transform.weights, transform.biases, strict=True
+                        )
+                    ],
+                    axis=1,
+                )
+            )
             labels.append(block_labels)
     return np.concatenate(rows), np.concatenate(labels)
 
 
-def fit_and_predict(train_file: Path, test_file: Path,
-                    cap: int = MAX_TRAIN_ITEMS) -> tuple[np.ndarray, np.ndarray, Pipeline, dict[str, int]]:
+def fit_and_predict(
+    train_file: Path, test_file: Path, cap: int = MAX_TRAIN_ITEMS
+) -> tuple[np.ndarray, np.ndarray, Pipeline, dict[str, int]]:
     """Test labels, test predictions (class indices), the fitted model, and train/feature counts."""
     with h5py.File(train_file, "r") as f:
         num_train = len(f[layout.LABELS])
@@ -235,13 +245,17 @@ def fit_and_predict(train_file: Path, test_file: Path,
         preds = np.full(len(y_test), y_train[0])  # ridge needs two classes; one class can only predict itself
     else:
         preds = model.fit(x_train, y_train).predict(x_test)  # predicts label values: already full-list indices
-    counts = {"train_items": len(y_train), "train_items_in_file": int(num_train),
-              "num_features": transform.num_features}
+    counts = {
+        "train_items": len(y_train),
+        "train_items_in_file": int(num_train),
+        "num_features": transform.num_features,
+    }
     return y_test, preds.astype(np.int64), model, counts
 
 
-def fit_and_score(train_file: Path, test_file: Path, class_names: Sequence[str],
-                  cap: int = MAX_TRAIN_ITEMS) -> dict[str, Any]:
+def fit_and_score(
+    train_file: Path, test_file: Path, class_names: Sequence[str], cap: int = MAX_TRAIN_ITEMS
+) -> dict[str, Any]:
     """Fit on train, score on test; the report's shape baseline entry, shaped like ``baseline.fit_and_score``."""
     started = time.perf_counter()
     y_test, preds, _, counts = fit_and_predict(train_file, test_file, cap)
@@ -252,8 +266,12 @@ def fit_and_score(train_file: Path, test_file: Path, class_names: Sequence[str],
     # votes would measure nothing, so they are reported as absent.
     metrics.update(nll=None, ece=None)
     seconds = time.perf_counter() - started
-    log.info("shape baseline: ridge on %d train items, %d features, %.1f s",
-             counts["train_items"], counts["num_features"], seconds)
+    log.info(
+        "shape baseline: ridge on %d train items, %d features, %.1f s",
+        counts["train_items"],
+        counts["num_features"],
+        seconds,
+    )
     return {"model": MODEL_NAME, "train_file": str(train_file), **counts, "seconds": seconds, **metrics}
 
 
@@ -275,8 +293,9 @@ def estimated_seconds(num_items: int, max_frames: int, feature_dim: int) -> floa
         ridge = 2 * n * n * p + 10 * n**3 + alphas * 2 * n**3
     else:  # or the (p, p) covariance, then per alpha forms its inverse and the diagonal of X H X'
         ridge = 2 * n * p * p + 10 * p**3 + alphas * (2 * p**3 + 2 * n * p * p)
-    return float((num_items * conv + ridge) / ASSUMED_FLOPS_PER_SECOND
-                 + num_items * passes / ASSUMED_ELEMENTWISE_PER_SECOND)
+    return float(
+        (num_items * conv + ridge) / ASSUMED_FLOPS_PER_SECOND + num_items * passes / ASSUMED_ELEMENTWISE_PER_SECOND
+    )
 
 
 def fits_budget(num_items: int, max_frames: int, feature_dim: int, budget_s: float = 60.0) -> bool:

@@ -86,17 +86,25 @@ def check_same_split_files(members: list[Member], hasher: FileHasher | None = No
 
 def _data_root(member: Member) -> Path:
     if member.data_root is None:
-        raise ConfigError(f"{member.label}: its best checkpoint records no data.root, so the split files it was "
-                          f"trained on cannot be checked against the pool's; leave it out of the library")
+        raise ConfigError(
+            f"{member.label}: its best checkpoint records no data.root, so the split files it was "
+            f"trained on cannot be checked against the pool's; leave it out of the library"
+        )
     return member.data_root
 
 
-def _odd_one_out(member: Member, its: dict[str, SplitFile], usual: dict[str, SplitFile], holders: list[str],
-                 num_candidates: int) -> str:
+def _odd_one_out(
+    member: Member, its: dict[str, SplitFile], usual: dict[str, SplitFile], holders: list[str], num_candidates: int
+) -> str:
     split = next(s for s in COMPARED_SPLITS if its[s].content != usual[s].content)
-    who = (f"the first candidate, {holders[0]}, was" if len(holders) * 2 <= num_candidates
-           else f"{len(holders)} of the {num_candidates} candidates (e.g. {holders[0]}) were")
-    return (f"library: {member.label} was trained on other data than the rest of the pool: its {split} file "
-            f"{its[split].path} ({its[split].describe()}) differs from {usual[split].path} "
-            f"({usual[split].describe()}), which {who} trained on; a library ensemble needs every candidate "
-            f"trained on the same train, val and test files")
+    who = (
+        f"the first candidate, {holders[0]}, was"
+        if len(holders) * 2 <= num_candidates
+        else f"{len(holders)} of the {num_candidates} candidates (e.g. {holders[0]}) were"
+    )
+    return (
+        f"library: {member.label} was trained on other data than the rest of the pool: its {split} file "
+        f"{its[split].path} ({its[split].describe()}) differs from {usual[split].path} "
+        f"({usual[split].describe()}), which {who} trained on; a library ensemble needs every candidate "
+        f"trained on the same train, val and test files"
+    )

@@ -11,8 +11,8 @@ For the combined probabilities p = sum_m w_m p_m (members tempered as in
 """
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -20,8 +20,13 @@ from videns.ensemble.combine import LOG_FLOOR, tempered
 from videns.ensemble.conformal import set_names
 from videns.io import replacing
 
-UNCERTAINTY_COLUMNS = ("max_probability", "predictive_entropy", "expected_member_entropy", "mutual_information",
-                       "member_agreement")
+UNCERTAINTY_COLUMNS = (
+    "max_probability",
+    "predictive_entropy",
+    "expected_member_entropy",
+    "mutual_information",
+    "member_agreement",
+)
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
@@ -38,27 +43,54 @@ def item_uncertainty(member_probs: np.ndarray, weights: np.ndarray, temperature:
     total = entropy(probs)
     expected = np.tensordot(weights, entropy(members), axes=1)  # (N,)
     votes = member_probs.argmax(axis=2) == predicted[None, :]  # (M, N); T does not move a member's top class
-    return {"max_probability": probs.max(axis=1), "predictive_entropy": total,
-            "expected_member_entropy": expected, "mutual_information": np.maximum(total - expected, 0.0),
-            "member_agreement": np.tensordot(weights, votes.astype(np.float64), axes=1)}
+    return {
+        "max_probability": probs.max(axis=1),
+        "predictive_entropy": total,
+        "expected_member_entropy": expected,
+        "mutual_information": np.maximum(total - expected, 0.0),
+        "member_agreement": np.tensordot(weights, votes.astype(np.float64), axes=1),
+    }
 
 
-def write_predictions_csv(path: Path, probs: np.ndarray, uncertainty: dict[str, np.ndarray],
-                          class_names: Sequence[str], labels: np.ndarray | None, probabilities: str,
-                          sets: np.ndarray) -> Path:
+def write_predictions_csv(
+    path: Path,
+    probs: np.ndarray,
+    uncertainty: dict[str, np.ndarray],
+    class_names: Sequence[str],
+    labels: np.ndarray | None,
+    probabilities: str,
+    sets: np.ndarray,
+) -> Path:
     """One row per item: index, true class (when known), predicted class, its conformal prediction set and
     the set's size, what the probabilities are (``probabilities``: raw or temperature-scaled), each class's
     probability, and the uncertainty columns."""
     path = Path(path)
-    header = ["item", *(["true_class"] if labels is not None else []), "predicted_class", "prediction_set",
-              "set_size", "probabilities", *(f"prob_{name}" for name in class_names), *UNCERTAINTY_COLUMNS]
+    header = [
+        "item",
+        *(["true_class"] if labels is not None else []),
+        "predicted_class",
+        "prediction_set",
+        "set_size",
+        "probabilities",
+        *(f"prob_{name}" for name in class_names),
+        *UNCERTAINTY_COLUMNS,
+    ]
     predicted, names, sizes = probs.argmax(axis=1), set_names(sets, class_names), sets.sum(axis=1)
     with replacing(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for i in range(len(probs)):
             truth = [class_names[labels[i]]] if labels is not None else []
-            writer.writerow([i, *truth, class_names[predicted[i]], names[i], int(sizes[i]), probabilities,
-                             *(repr(float(p)) for p in probs[i]),
-                             *(repr(float(uncertainty[key][i])) for key in UNCERTAINTY_COLUMNS)])
+            writer.writerow(
+                [
+                    i,
+                    *truth,
+                    class_names[predicted[i]],
+                    names[i],
+                    int(sizes[i]),
+                    probabilities,
+                    *(repr(float(p)) for p in probs[i]),
+                    *(repr(float(uncertainty[key][i])) for key in UNCERTAINTY_COLUMNS),
+                ]
+            )
     return path

@@ -31,8 +31,14 @@ from videns.logs import setup_logging
 log = logging.getLogger(__name__)
 
 SCHEMA = "videns.gpu_check/1"
-PARTS = {"cuda_tests": cuda_tests, "sync_free_step": sync_free_step, "bench": bench, "demo_bf16": demo_bf16,
-         "resume": resume, "four_members": four_members}
+PARTS = {
+    "cuda_tests": cuda_tests,
+    "sync_free_step": sync_free_step,
+    "bench": bench,
+    "demo_bf16": demo_bf16,
+    "resume": resume,
+    "four_members": four_members,
+}
 PartName = Literal["cuda_tests", "sync_free_step", "bench", "demo_bf16", "resume", "four_members"]
 
 
@@ -76,8 +82,14 @@ def run_gpu_check(cfg: GpuCheckConfig, commands: Commands) -> dict[str, Any]:
     finally:
         if cfg.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    record = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "environment": environment(),
-              "budget_s": cfg.budget_s, "total_s": round(time.monotonic() - started, 1), "parts": results}
+    record = {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "environment": environment(),
+        "budget_s": cfg.budget_s,
+        "total_s": round(time.monotonic() - started, 1),
+        "parts": results,
+    }
     write_json_atomically(folder.result, record)
     write_text_atomically(folder.summary, format_summary(record))
     return record
@@ -86,13 +98,22 @@ def run_gpu_check(cfg: GpuCheckConfig, commands: Commands) -> dict[str, Any]:
 def environment() -> dict[str, Any]:
     """The machine the figures belong to."""
     cuda = torch.cuda.is_available()
-    env: dict[str, Any] = {"host": platform.node(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                           "torch_cuda": torch.version.cuda, "cuda_available": cuda,
-                           "device": torch.cuda.get_device_name(0) if cuda else "cpu (no CUDA device visible)"}
+    env: dict[str, Any] = {
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": cuda,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu (no CUDA device visible)",
+    }
     if cuda:
         props = torch.cuda.get_device_properties(0)
-        env.update(capability=f"{props.major}.{props.minor}", total_memory_gb=props.total_memory / 1e9,
-                   cudnn=torch.backends.cudnn.version(), **nvidia_smi())
+        env.update(
+            capability=f"{props.major}.{props.minor}",
+            total_memory_gb=props.total_memory / 1e9,
+            cudnn=torch.backends.cudnn.version(),
+            **nvidia_smi(),
+        )
     return env
 
 
@@ -101,8 +122,12 @@ def nvidia_smi() -> dict[str, str]:
     if shutil.which("nvidia-smi") is None:
         return {}
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,mig.mode.current", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version,mig.mode.current", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {}
     fields = [f.strip() for f in out.splitlines()[0].split(",")] if out.strip() else []

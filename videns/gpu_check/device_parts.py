@@ -19,15 +19,23 @@ SYNC_FREE_CHECKED_STEPS = 3
 def cuda_tests(ctx: CheckContext) -> dict[str, Any]:
     """``pytest -m cuda`` with its junit XML; on a machine without CUDA every test skips, which is reported."""
     xml = ctx.folder.cuda_tests
-    result = ctx.run([*ctx.commands.pytest, "-m", "cuda", "-p", "no:cacheprovider", f"--junitxml={xml}"],
-                     limit_s=240, what="pytest -m cuda")
+    result = ctx.run(
+        [*ctx.commands.pytest, "-m", "cuda", "-p", "no:cacheprovider", f"--junitxml={xml}"],
+        limit_s=240,
+        what="pytest -m cuda",
+    )
     counts = junit_counts(xml) if xml.exists() else {}
     if result.returncode not in (0, 5) or counts.get("failures") or counts.get("errors"):
-        raise PartFailed(f"pytest -m cuda exited {result.returncode}: {counts.get('failed', [])}",
-                         {**counts, "output_tail": result.stdout[-3000:]})
+        raise PartFailed(
+            f"pytest -m cuda exited {result.returncode}: {counts.get('failed', [])}",
+            {**counts, "output_tail": result.stdout[-3000:]},
+        )
     if not counts.get("tests") or counts["skipped"] == counts["tests"]:
-        raise Skip(f"all {counts.get('tests', 0)} CUDA tests skipped: {NO_CUDA}" if not ctx.cuda
-                   else f"all {counts.get('tests', 0)} CUDA tests skipped on a CUDA machine")
+        raise Skip(
+            f"all {counts.get('tests', 0)} CUDA tests skipped: {NO_CUDA}"
+            if not ctx.cuda
+            else f"all {counts.get('tests', 0)} CUDA tests skipped on a CUDA machine"
+        )
     return counts
 
 
@@ -42,8 +50,11 @@ def junit_counts(path) -> dict[str, Any]:
         if problem is not None:
             first_line = (problem.get("message") or "").splitlines()[:1]
             failed.append(f"{case.get('name')}: {first_line[0][:200] if first_line else ''}")
-    return {**counts, "passed": counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"],
-            "failed": failed}
+    return {
+        **counts,
+        "passed": counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"],
+        "failed": failed,
+    }
 
 
 def sync_free_step(ctx: CheckContext) -> dict[str, Any]:
@@ -57,8 +68,11 @@ def sync_free_step(ctx: CheckContext) -> dict[str, Any]:
         for lengths_name, lengths in (("equal", None), ("variable", variable)):
             found[f"{precision}_{lengths_name}"] = _sync_free(profile, device, precision, lengths)
     if any(v != "no host sync" for v in found.values()):
-        raise PartFailed("a training step waits for the GPU: " +
-                         "; ".join(f"{k}: {v}" for k, v in found.items() if v != "no host sync"), found)
+        raise PartFailed(
+            "a training step waits for the GPU: "
+            + "; ".join(f"{k}: {v}" for k, v in found.items() if v != "no host sync"),
+            found,
+        )
     return {"steps_checked_each": SYNC_FREE_CHECKED_STEPS, **found}
 
 
@@ -67,8 +81,9 @@ def _sync_free(profile, device: torch.device, precision: str, lengths: torch.Ten
     model = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.full_model).to(device)
     batch = random_batch(SYNC_FREE_BATCH, profile.max_frames, profile.feature_dim, lengths=lengths)
     batch = (batch[0].pin_memory(), batch[1], batch[2].pin_memory())
-    step = make_train_step(model, batch, device=device, fused=True,
-                           autocast_dtype=torch.bfloat16 if precision == "bf16" else None)
+    step = make_train_step(
+        model, batch, device=device, fused=True, autocast_dtype=torch.bfloat16 if precision == "bf16" else None
+    )
     step()  # the first step creates cuDNN handles, workspaces and the optimizer's state
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
@@ -96,16 +111,21 @@ def bench_figures(cuda: dict[str, Any]) -> dict[str, Any]:
     steps, fit, training = cuda["full_model_steps"], cuda["mig_fit"], cuda["training"]
     figures: dict[str, Any] = {"device_name": cuda["device_name"], "workload": steps["workload"]}
     for precision in ("fp32", "bf16"):
-        figures[precision] = {"step_s": steps[precision]["median_s"],
-                              "peak_allocated_gb": steps[precision]["peak_allocated_bytes"] / 1e9,
-                              "peak_reserved_gb": steps[precision]["peak_reserved_bytes"] / 1e9,
-                              "fits_9_8_gb_slice": fit.get(precision, {}).get("fits")}
+        figures[precision] = {
+            "step_s": steps[precision]["median_s"],
+            "peak_allocated_gb": steps[precision]["peak_allocated_bytes"] / 1e9,
+            "peak_reserved_gb": steps[precision]["peak_reserved_bytes"] / 1e9,
+            "fits_9_8_gb_slice": fit.get(precision, {}).get("fits"),
+        }
     figures["bf16_step_ratio"] = steps["bf16_step_ratio"]
     figures["slice_memory_fraction"] = fit["memory_fraction"]
     figures["epoch_time_ratio_bf16"] = training["epoch_time_ratio"]
-    figures["best_val_accuracy"] = {"ours_bf16": training["ours"]["best_val_accuracy"],
-                                    "reference_fp32": training["reference"]["best_val_accuracy"]}
+    figures["best_val_accuracy"] = {
+        "ours_bf16": training["ours"]["best_val_accuracy"],
+        "reference_fp32": training["reference"]["best_val_accuracy"],
+    }
     if not fit["fits"]:
-        raise PartFailed(f"the full-size model at batch {steps['workload']['batch']} does not fit a 9.8 GB slice "
-                         "in bf16", figures)
+        raise PartFailed(
+            f"the full-size model at batch {steps['workload']['batch']} does not fit a 9.8 GB slice in bf16", figures
+        )
     return figures

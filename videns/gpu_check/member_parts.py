@@ -51,8 +51,9 @@ def resume(ctx: CheckContext) -> dict[str, Any]:
     figures["replayed_steps"] = sum(r.get("replayed_steps", 0) for r in read_restarts(resumed))
     figures["restart_causes"] = [r.get("cause") for r in read_restarts(resumed)]
     if ctx.cuda:  # is the GPU itself run-to-run reproducible? Tells resume differences from kernel ones.
-        figures["run_to_run_max_abs_diff"] = compare_members(demo_member(ctx, "fp32-again"),
-                                                             reference)["weights_max_abs_diff"]
+        figures["run_to_run_max_abs_diff"] = compare_members(demo_member(ctx, "fp32-again"), reference)[
+            "weights_max_abs_diff"
+        ]
     problems = resume_problems(figures)
     if problems:
         raise PartFailed("; ".join(problems), figures)
@@ -66,15 +67,18 @@ def resume_problems(figures: dict[str, Any]) -> list[str]:
     if not figures["history_continues"]:
         problems.append("the loss curve has a gap or a repeat: epochs " + str(figures["epochs"]))
     if figures["weights_max_abs_diff"] > 0 and not figures.get("run_to_run_max_abs_diff"):
-        problems.append(f"final weights differ by up to {figures['weights_max_abs_diff']:.3g} from an uninterrupted "
-                        "member, and uninterrupted members do not differ from each other")
+        problems.append(
+            f"final weights differ by up to {figures['weights_max_abs_diff']:.3g} from an uninterrupted "
+            "member, and uninterrupted members do not differ from each other"
+        )
     return problems
 
 
 def stop_with_sigterm(ctx: CheckContext, member: MemberFolder) -> dict[str, Any]:
     """Start the member, SIGTERM it once it reached 1.5 epochs of steps, and check it saved and exited 143."""
-    process = subprocess.Popen(demo_args(ctx, member.root), cwd=ctx.commands.cwd, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        demo_args(ctx, member.root), cwd=ctx.commands.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     target = int(STOP_AFTER_EPOCHS * demo_batches_per_epoch(ctx))
     deadline = time.monotonic() + min(180.0, ctx.time_left())
     while process.poll() is None and time.monotonic() < deadline and reached(member) < target:
@@ -87,11 +91,17 @@ def stop_with_sigterm(ctx: CheckContext, member: MemberFolder) -> dict[str, Any]
         process.kill()
         raise PartFailed("the member did not stop within 120 s of SIGTERM") from None
     if process.returncode != ExitCode.STOPPED:
-        raise PartFailed(f"the member exited {process.returncode} after SIGTERM at step {signalled_at}, "
-                         f"not {ExitCode.STOPPED:d}", {"output_tail": stderr[-3000:]})
+        raise PartFailed(
+            f"the member exited {process.returncode} after SIGTERM at step {signalled_at}, not {ExitCode.STOPPED:d}",
+            {"output_tail": stderr[-3000:]},
+        )
     progress = member.progress()
-    return {"sigterm_at_step": signalled_at, "stopped_at_step": progress.get("global_step"),
-            "stopped_in_epoch": progress.get("epoch", 0) + 1, "stopped_status": progress.get("status")}
+    return {
+        "sigterm_at_step": signalled_at,
+        "stopped_at_step": progress.get("global_step"),
+        "stopped_in_epoch": progress.get("epoch", 0) + 1,
+        "stopped_status": progress.get("status"),
+    }
 
 
 def reached(member: MemberFolder) -> int:
@@ -109,12 +119,14 @@ def compare_members(member: MemberFolder, reference: MemberFolder) -> dict[str, 
     epochs = [h["epoch"] for h in history]
     return {
         "weights_max_abs_diff": max_abs_diff(latest_tensors(member, MODEL_FILE), latest_tensors(reference, MODEL_FILE)),
-        "optimizer_max_abs_diff": max_abs_diff(latest_tensors(member, OPTIMIZER_FILE),
-                                               latest_tensors(reference, OPTIMIZER_FILE)),
+        "optimizer_max_abs_diff": max_abs_diff(
+            latest_tensors(member, OPTIMIZER_FILE), latest_tensors(reference, OPTIMIZER_FILE)
+        ),
         "epochs": epochs,
         "history_continues": epochs == list(range(1, len(reference_history) + 1)),
-        "train_loss_max_abs_diff": max((abs(a["train_loss"] - b["train_loss"])
-                                        for a, b in zip(history, reference_history)), default=float("nan")),
+        "train_loss_max_abs_diff": max(
+            (abs(a["train_loss"] - b["train_loss"]) for a, b in zip(history, reference_history)), default=float("nan")
+        ),
         "same_best_epoch": member.result().get("best_epoch") == reference.result().get("best_epoch"),
     }
 
@@ -135,15 +147,37 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 def four_members(ctx: CheckContext) -> dict[str, Any]:
     """``jobs.launch --array 4 --cluster local``: four members at once, each capped at a 9.8 GB slice's memory."""
     run = RunFolder(ctx.work / "four")
-    launched = ctx.run([*ctx.commands.launch, "--array", str(FOUR), "--cluster", "local",
-                        "--config", str(ctx.commands.demo_config), "--run_dir", str(run.root),
-                        "--data.root", str(ctx.data_root), "--trainer.progress", "off",
-                        "--trainer.max_epochs", "4" if ctx.cuda else "2", "--trainer.monitor_minutes", "0.02",
-                        "--trainer.gpu_memory_gb", str(SLICE_GB), "--slurm.cpus_per_task", "2"],
-                       limit_s=300, what="jobs.launch --array 4 --cluster local")
+    launched = ctx.run(
+        [
+            *ctx.commands.launch,
+            "--array",
+            str(FOUR),
+            "--cluster",
+            "local",
+            "--config",
+            str(ctx.commands.demo_config),
+            "--run_dir",
+            str(run.root),
+            "--data.root",
+            str(ctx.data_root),
+            "--trainer.progress",
+            "off",
+            "--trainer.max_epochs",
+            "4" if ctx.cuda else "2",
+            "--trainer.monitor_minutes",
+            "0.02",
+            "--trainer.gpu_memory_gb",
+            str(SLICE_GB),
+            "--slurm.cpus_per_task",
+            "2",
+        ],
+        limit_s=300,
+        what="jobs.launch --array 4 --cluster local",
+    )
     ctx.expect_success(launched, "jobs.launch")
-    members = {seed: {**member_figures(run.member(seed)), **resource_figures(run.member(seed))}
-               for seed in run.seeds() or []}
+    members = {
+        seed: {**member_figures(run.member(seed)), **resource_figures(run.member(seed))} for seed in run.seeds() or []
+    }
     figures = {"members": members, "most_at_once": most_at_once([m["ran"] for m in members.values()])}
     problems = four_member_problems(ctx, members, figures["most_at_once"])
     if problems:
@@ -158,10 +192,16 @@ def four_member_problems(ctx: CheckContext, members: dict[int, dict[str, Any]], 
         problems.append("the members never ran at the same time")
     if ctx.cuda:
         cap_gib = SLICE_GB * 1e9 / 2**30
-        problems += [f"seed {seed} allocated {m['gpu_max_allocated_gb']:.2f} GiB, over its {cap_gib:.2f} GiB cap"
-                     for seed, m in members.items() if (m.get("gpu_max_allocated_gb") or 0) > cap_gib]
-        problems += [f"seed {seed}'s resource log has no GPU fields" for seed, m in members.items()
-                     if not m.get("gpu_name") or not m.get("device_total_gb")]
+        problems += [
+            f"seed {seed} allocated {m['gpu_max_allocated_gb']:.2f} GiB, over its {cap_gib:.2f} GiB cap"
+            for seed, m in members.items()
+            if (m.get("gpu_max_allocated_gb") or 0) > cap_gib
+        ]
+        problems += [
+            f"seed {seed}'s resource log has no GPU fields"
+            for seed, m in members.items()
+            if not m.get("gpu_name") or not m.get("device_total_gb")
+        ]
     return problems
 
 
@@ -200,20 +240,37 @@ def demo_member(ctx: CheckContext, name: str, *extra: str) -> MemberFolder:
 
 
 def demo_args(ctx: CheckContext, out: Path, *extra: str) -> list[str]:
-    return [*ctx.commands.train, "--config", str(ctx.commands.demo_config), "--data.root", str(ctx.data_root),
-            "--out_dir", str(out), "--trainer.progress", "off", *extra]
+    return [
+        *ctx.commands.train,
+        "--config",
+        str(ctx.commands.demo_config),
+        "--data.root",
+        str(ctx.data_root),
+        "--out_dir",
+        str(out),
+        "--trainer.progress",
+        "off",
+        *extra,
+    ]
 
 
 def member_figures(member: MemberFolder) -> dict[str, Any]:
     """Accuracy, epochs, seconds per training step (median over epochs) and the member's setup line."""
     result, progress, history = member.result(), member.progress(), read_jsonl(member.history)
     per_epoch = [h["seconds"] for h in history]
-    setup = next((line.split(SETUP_LINE, 1)[-1] for line in _log_lines(member)
-                  if SETUP_LINE in line and ", precision " in line), "")
-    return {"finished": result.get("status") == "finished", "best_val_accuracy": result.get("best_val_accuracy"),
-            "best_epoch": result.get("best_epoch"), "epochs": len(history),
-            "step_s": statistics.median(per_epoch) / progress["batches_per_epoch"] if per_epoch else None,
-            "train_s": sum(per_epoch), "setup": setup}
+    setup = next(
+        (line.split(SETUP_LINE, 1)[-1] for line in _log_lines(member) if SETUP_LINE in line and ", precision " in line),
+        "",
+    )
+    return {
+        "finished": result.get("status") == "finished",
+        "best_val_accuracy": result.get("best_val_accuracy"),
+        "best_epoch": result.get("best_epoch"),
+        "epochs": len(history),
+        "step_s": statistics.median(per_epoch) / progress["batches_per_epoch"] if per_epoch else None,
+        "train_s": sum(per_epoch),
+        "setup": setup,
+    }
 
 
 def _log_lines(member: MemberFolder) -> list[str]:

@@ -11,9 +11,10 @@ import logging
 import subprocess
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from videns.folders import GpuCheckFolder
 
@@ -72,8 +73,9 @@ class CheckContext:
 
     def expect_success(self, result: subprocess.CompletedProcess, what: str) -> None:
         if result.returncode != 0:
-            raise PartFailed(f"{what} exited {result.returncode}",
-                             {"output_tail": _tail(result.stderr) or _tail(result.stdout)})
+            raise PartFailed(
+                f"{what} exited {result.returncode}", {"output_tail": _tail(result.stderr) or _tail(result.stdout)}
+            )
 
 
 Part = Callable[[CheckContext], dict[str, Any]]
@@ -88,8 +90,13 @@ def run_parts(parts: list[tuple[str, Part]], ctx: CheckContext) -> dict[str, dic
         else:
             results[name] = _run_part(name, part, ctx)
         record = results[name]
-        log.info("%s: %s in %.0f s%s", name, record["status"], record["seconds"],
-                 f" ({record['note']})" if record.get("note") else "")
+        log.info(
+            "%s: %s in %.0f s%s",
+            name,
+            record["status"],
+            record["seconds"],
+            f" ({record['note']})" if record.get("note") else "",
+        )
     return results
 
 

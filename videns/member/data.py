@@ -71,16 +71,18 @@ def open_split(cfg: DataConfig, info: DatasetInfo, split: str, preload: bool) ->
     return opened
 
 
-def prepare_member_data(cfg: DataConfig, info: DatasetInfo, seed: int, batch_size: int,
-                        eval_batch_size: int, pin_memory: bool) -> MemberData:
+def prepare_member_data(
+    cfg: DataConfig, info: DatasetInfo, seed: int, batch_size: int, eval_batch_size: int, pin_memory: bool
+) -> MemberData:
     plan = preload_plan(cfg, info)
     train = open_split(cfg, info, "train", plan["train"])
     val = open_split(cfg, info, "val", plan["val"])
     train_file = train
     train, base_indices = _rebalanced(cfg, train, seed)
     order = EpochOrder(train.labels, seed, weighted=cfg.balance == "weighted_sampler", base_indices=base_indices)
-    batches = EpochBatches(order, train.lengths, batch_size, bucket_window=cfg.bucket_window,
-                           augment_seed=seed if cfg.augment else None)
+    batches = EpochBatches(
+        order, train.lengths, batch_size, bucket_window=cfg.bucket_window, augment_seed=seed if cfg.augment else None
+    )
     items = TrainItems(train, seed, augment_items=cfg.augment)
     return MemberData(
         info=info,

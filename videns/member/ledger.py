@@ -28,8 +28,9 @@ import signal
 import socket
 import struct
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from videns.folders import MemberFolder
 from videns.io import WriteFailed, append_jsonl, read_jsonl, write_failure, writing_into
@@ -66,7 +67,7 @@ def read_mark(path: Path) -> tuple[int, float] | None:
         data, when = Path(path).read_bytes(), Path(path).stat().st_mtime
     except OSError:
         return None
-    return (_MARK.unpack(data[:_MARK.size])[0], when) if len(data) >= _MARK.size else None
+    return (_MARK.unpack(data[: _MARK.size])[0], when) if len(data) >= _MARK.size else None
 
 
 def stop_cause(signum: int | None, context: Mapping[str, Any], now: float) -> str:
@@ -87,17 +88,30 @@ def stop_cause(signum: int | None, context: Mapping[str, Any], now: float) -> st
     return "stopped"
 
 
-def restart_record(previous: Mapping[str, Any], mark: tuple[int, float] | None, last_restart: Mapping[str, Any],
-                   resumed_step: int, context: Mapping[str, Any], now: float) -> dict[str, Any]:
+def restart_record(
+    previous: Mapping[str, Any],
+    mark: tuple[int, float] | None,
+    last_restart: Mapping[str, Any],
+    resumed_step: int,
+    context: Mapping[str, Any],
+    now: float,
+) -> dict[str, Any]:
     """One restart, from the previous run's progress.json, the step mark and the checkpoint resumed."""
     reached_step, reached_at = mark if mark else (resumed_step, 0.0)
     cause = _previous_stop_cause(previous, context)
     stopped_at = max(float(previous.get("updated", 0.0)), reached_at, float(last_restart.get("started", 0.0)))
-    return {"cause": cause, "signal": previous.get("signal") if cause != "killed" else None,
-            "stopped": stopped_at, "started": now, "queued_s": max(0.0, now - stopped_at),
-            "resumed_step": resumed_step, "reached_step": max(reached_step, resumed_step),
-            "replayed_steps": max(0, reached_step - resumed_step),
-            "job_id": context.get("job_id"), "previous_job_id": previous.get("job_id")}
+    return {
+        "cause": cause,
+        "signal": previous.get("signal") if cause != "killed" else None,
+        "stopped": stopped_at,
+        "started": now,
+        "queued_s": max(0.0, now - stopped_at),
+        "resumed_step": resumed_step,
+        "reached_step": max(reached_step, resumed_step),
+        "replayed_steps": max(0, reached_step - resumed_step),
+        "job_id": context.get("job_id"),
+        "previous_job_id": previous.get("job_id"),
+    }
 
 
 def _previous_stop_cause(previous: Mapping[str, Any], context: Mapping[str, Any]) -> str:
@@ -118,25 +132,35 @@ def failure_cause(err: WriteFailed) -> str:
     return DISK_FULL if err.disk_full else WRITE_ERROR
 
 
-def failed_progress(last: Mapping[str, Any], reason: str, cause: str, context: Mapping[str, Any],
-                    now: float) -> dict[str, Any]:
+def failed_progress(
+    last: Mapping[str, Any], reason: str, cause: str, context: Mapping[str, Any], now: float
+) -> dict[str, Any]:
     """progress.json once a write failed: the last save's record, marked ``failed`` with the one-line reason.
 
     ``last`` is progress.json as the last committed save left it, so the epoch and
     step it states are still those of the newest checkpoint on disk.
     """
     record = {key: value for key, value in last.items() if key != "signal"}
-    record.update(status="failed", reason=reason, stop_cause=cause, job_id=context.get("job_id"),
-                  host=socket.gethostname(), pid=os.getpid(), updated=now)
+    record.update(
+        status="failed",
+        reason=reason,
+        stop_cause=cause,
+        job_id=context.get("job_id"),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        updated=now,
+    )
     return record
 
 
-def record_restart(folder: MemberFolder, previous: Mapping[str, Any], resumed_step: int,
-                   context: Mapping[str, Any]) -> dict[str, Any]:
+def record_restart(
+    folder: MemberFolder, previous: Mapping[str, Any], resumed_step: int, context: Mapping[str, Any]
+) -> dict[str, Any]:
     """Append this start's restart record to ``restarts.jsonl`` and return it."""
     history = read_restarts(folder)
-    record = restart_record(previous, read_mark(folder.reached_step), history[-1] if history else {},
-                            resumed_step, context, time.time())
+    record = restart_record(
+        previous, read_mark(folder.reached_step), history[-1] if history else {}, resumed_step, context, time.time()
+    )
     append_jsonl(folder.restarts, record)
     return record
 
@@ -154,7 +178,9 @@ def format_restarts(restarts: int, by_cause: Mapping[str, int] | None) -> str:
 
 def summarize_restarts(records: list[Mapping[str, Any]]) -> dict[str, Any]:
     """Restarts by cause, steps replayed and seconds queued, for reports and the status table."""
-    return {"restarts": len(records),
-            "restarts_by_cause": {cause: sum(r.get("cause") == cause for r in records) for cause in CAUSES},
-            "replayed_steps": int(sum(r.get("replayed_steps", 0) for r in records)),
-            "queued_seconds": float(sum(r.get("queued_s", 0.0) for r in records))}
+    return {
+        "restarts": len(records),
+        "restarts_by_cause": {cause: sum(r.get("cause") == cause for r in records) for cause in CAUSES},
+        "replayed_steps": int(sum(r.get("replayed_steps", 0) for r in records)),
+        "queued_seconds": float(sum(r.get("queued_s", 0.0) for r in records)),
+    }

@@ -6,8 +6,9 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 import torch
 from tqdm import tqdm
@@ -22,13 +23,13 @@ from videns.member.checkpoint import save_best, save_checkpoint
 from videns.member.data import MemberData, alpha_tensor
 from videns.member.ledger import StepMark, stop_cause
 from videns.metrics import classification_metrics
+from videns.tensorboard import EpochScalars
 from videns.training.evaluate import predict_probs
 from videns.training.interrupt import StopSignals
 from videns.training.loss import FocalLoss
 from videns.training.optim import LRSchedule
 from videns.training.state import TrainingState
 from videns.training.step import train_step
-from videns.tensorboard import EpochScalars
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,19 @@ EpochHook = Callable[[dict[str, Any]], None]
 class MemberLoop:
     """The epoch/step loop of one member; owns when to validate, save and stop."""
 
-    def __init__(self, cfg: MemberConfig, data: MemberData, model, optimizer, schedule: LRSchedule,
-                 store: CheckpointStore, state: TrainingState, device: torch.device, stop: StopSignals | None,
-                 context: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        cfg: MemberConfig,
+        data: MemberData,
+        model,
+        optimizer,
+        schedule: LRSchedule,
+        store: CheckpointStore,
+        state: TrainingState,
+        device: torch.device,
+        stop: StopSignals | None,
+        context: Mapping[str, Any] | None = None,
+    ):
         self.cfg, self.data, self.model, self.optimizer = cfg, data, model, optimizer
         self.schedule, self.store, self.state, self.device = schedule, store, state, device
         self.stop = stop
@@ -99,7 +110,9 @@ class MemberLoop:
             state.batches_done += 1
             state.global_step += 1
             self.mark.reached(state.global_step)
-            if state.batches_done < self.batches_per_epoch and (self.stop_requested or self.policy.due(state.global_step)):
+            if state.batches_done < self.batches_per_epoch and (
+                self.stop_requested or self.policy.due(state.global_step)
+            ):
                 state.loss_sum, state.epoch_seconds = float(loss_sum), seconds_before + time.monotonic() - started
                 self._save_checkpoint()
                 if self.stop_requested:
@@ -111,15 +124,22 @@ class MemberLoop:
         features, lengths, labels = batch
         on_device = (features.to(self.device, non_blocking=True), lengths, labels.to(self.device, non_blocking=True))
         self.schedule.before_step(fractional_epoch)
-        return train_step(self.model, self.optimizer, self.criterion, on_device,
-                          autocast_dtype=self.autocast_dtype, grad_clip=self.cfg.optimizer.grad_clip)
+        return train_step(
+            self.model,
+            self.optimizer,
+            self.criterion,
+            on_device,
+            autocast_dtype=self.autocast_dtype,
+            grad_clip=self.cfg.optimizer.grad_clip,
+        )
 
     def _end_epoch(self) -> None:
         state, trainer = self.state, self.cfg.trainer
         if self.cfg.data.num_workers:
             self.store.wait()  # validation forks workers: not while the commit thread is writing
-        probs, labels, val_loss = predict_probs(self.model, self.data.val_loader, self.device,
-                                                self.autocast_dtype, self.criterion)
+        probs, labels, val_loss = predict_probs(
+            self.model, self.data.val_loader, self.device, self.autocast_dtype, self.criterion
+        )
         metrics = classification_metrics(labels, probs, self.data.info.class_names)
         record = _history_record(state, metrics, val_loss, self.schedule.current_lr(), self.batches_per_epoch)
         self.schedule.after_epoch(metrics["accuracy"])
@@ -139,16 +159,29 @@ class MemberLoop:
             state.finished, state.stop_reason = True, "max_epochs"
         self._save_checkpoint()
         write_history(self.folder, state.history)
-        log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_acc %.4f val_f1w %.4f lr %.2e %.1fs%s",
-                 record["epoch"], trainer.max_epochs, record["train_loss"], val_loss, metrics["accuracy"],
-                 metrics["f1_weighted"], record["lr"], record["seconds"],
-                 " (best)" if state.best_epoch == record["epoch"] else "")
+        log.info(
+            "epoch %d/%d train_loss %.4f val_loss %.4f val_acc %.4f val_f1w %.4f lr %.2e %.1fs%s",
+            record["epoch"],
+            trainer.max_epochs,
+            record["train_loss"],
+            val_loss,
+            metrics["accuracy"],
+            metrics["f1_weighted"],
+            record["lr"],
+            record["seconds"],
+            " (best)" if state.best_epoch == record["epoch"] else "",
+        )
         if self.on_epoch_end is not None:
             self.store.wait()  # the hook may raise (a pruned sweep trial): the epoch is on disk first
             self.on_epoch_end(record)
         if state.finished:
-            log.info("member seed %d finished (%s): best val accuracy %.4f at epoch %d",
-                     self.cfg.seed, state.stop_reason, state.best_val_accuracy, state.best_epoch)
+            log.info(
+                "member seed %d finished (%s): best val accuracy %.4f at epoch %d",
+                self.cfg.seed,
+                state.stop_reason,
+                state.best_val_accuracy,
+                state.best_epoch,
+            )
 
     def _save_checkpoint(self) -> None:
         """Save; wait for the disk only when training is about to end (finished or stopping)."""
@@ -172,39 +205,68 @@ class MemberLoop:
 
     def _progress_record(self, status: str) -> dict[str, Any]:
         s = self.state
-        return {"status": status, "seed": s.seed, "epoch": s.epoch, "batches_done": s.batches_done,
-                "batches_per_epoch": self.batches_per_epoch, "global_step": s.global_step,
-                "max_epochs": self.cfg.trainer.max_epochs, "best_val_accuracy": s.best_val_accuracy,
-                "best_epoch": s.best_epoch, "restarts": s.restarts, "stop_reason": s.stop_reason,
-                "job_id": self.context.get("job_id"), "host": socket.gethostname(), "pid": os.getpid(),
-                "updated": time.time()}
+        return {
+            "status": status,
+            "seed": s.seed,
+            "epoch": s.epoch,
+            "batches_done": s.batches_done,
+            "batches_per_epoch": self.batches_per_epoch,
+            "global_step": s.global_step,
+            "max_epochs": self.cfg.trainer.max_epochs,
+            "best_val_accuracy": s.best_val_accuracy,
+            "best_epoch": s.best_epoch,
+            "restarts": s.restarts,
+            "stop_reason": s.stop_reason,
+            "job_id": self.context.get("job_id"),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "updated": time.time(),
+        }
 
     def _best_meta(self, record: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-        return {"epoch": record["epoch"], "val_metrics": metrics, "seed": self.cfg.seed,
-                "config_hash": self.cfg.config_hash, "model": self.cfg.model_spec,
-                "data": {"feature_dim": self.data.info.feature_dim, "class_names": list(self.data.info.class_names)},
-                "config": self.cfg.resolved}
+        return {
+            "epoch": record["epoch"],
+            "val_metrics": metrics,
+            "seed": self.cfg.seed,
+            "config_hash": self.cfg.config_hash,
+            "model": self.cfg.model_spec,
+            "data": {"feature_dim": self.data.info.feature_dim, "class_names": list(self.data.info.class_names)},
+            "config": self.cfg.resolved,
+        }
 
     def _progress(self, loader):
-        return tqdm(loader, total=len(self.data.batches), disable=not shows_progress_bar(self.cfg.trainer.progress),
-                    leave=False,
-                    desc=f"epoch {self.state.epoch + 1}", initial=0)
+        return tqdm(
+            loader,
+            total=len(self.data.batches),
+            disable=not shows_progress_bar(self.cfg.trainer.progress),
+            leave=False,
+            desc=f"epoch {self.state.epoch + 1}",
+            initial=0,
+        )
 
     def _interrupted(self) -> MemberOutcome:
         # A signal that lands after an epoch's save finds that save already made, as "running".
         self.store.wait()
         signum = self.stop.received if self.stop else None
         record = self._progress_record("interrupted")
-        record.update(signal=signal.Signals(signum).name if signum else None,
-                      stop_cause=stop_cause(signum, self.context, record["updated"]))
+        record.update(
+            signal=signal.Signals(signum).name if signum else None,
+            stop_cause=stop_cause(signum, self.context, record["updated"]),
+        )
         write_json_atomically(self.folder.progress_file, record)
-        log.warning("member seed %d stopped at epoch %d batch %d/%d; checkpoint saved, will resume from it",
-                    self.cfg.seed, self.state.epoch + 1, self.state.batches_done, self.batches_per_epoch)
+        log.warning(
+            "member seed %d stopped at epoch %d batch %d/%d; checkpoint saved, will resume from it",
+            self.cfg.seed,
+            self.state.epoch + 1,
+            self.state.batches_done,
+            self.batches_per_epoch,
+        )
         return outcome_of(self.state, "interrupted", self.stop.received if self.stop else None)
 
 
-def _history_record(state: TrainingState, metrics: dict[str, Any], val_loss: float, lr: float,
-                    batches_per_epoch: int) -> dict[str, Any]:
+def _history_record(
+    state: TrainingState, metrics: dict[str, Any], val_loss: float, lr: float, batches_per_epoch: int
+) -> dict[str, Any]:
     return {
         "epoch": state.epoch + 1,
         "train_loss": state.loss_sum / batches_per_epoch,
@@ -219,11 +281,12 @@ def _history_record(state: TrainingState, metrics: dict[str, Any], val_loss: flo
     }
 
 
-def outcome_of(state: TrainingState, status: Literal["finished", "interrupted"], signum: int | None = None) -> MemberOutcome:
-    return MemberOutcome(status, state.epoch, state.best_val_accuracy, state.best_epoch, state.stop_reason, signum,
-                         state.config_hash)
-
-
+def outcome_of(
+    state: TrainingState, status: Literal["finished", "interrupted"], signum: int | None = None
+) -> MemberOutcome:
+    return MemberOutcome(
+        status, state.epoch, state.best_val_accuracy, state.best_epoch, state.stop_reason, signum, state.config_hash
+    )
 
 
 def write_history(folder: MemberFolder, history: list[dict[str, Any]]) -> None:

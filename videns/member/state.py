@@ -82,8 +82,9 @@ def member_state(run: RunFolder, seed: int, expected: Expected | None = None) ->
         return _finished_state(result, expected)
     if not progress and not folder.history.exists():
         return MemberState(NOT_STARTED)
-    return MemberState(UNFINISHED, f"{progress.get('status', 'no progress.json')}, "
-                                   f"{progress.get('epoch', 0)} epoch(s) done")
+    return MemberState(
+        UNFINISHED, f"{progress.get('status', 'no progress.json')}, {progress.get('epoch', 0)} epoch(s) done"
+    )
 
 
 def _finished_state(result: dict[str, Any], expected: Expected | None) -> MemberState:
@@ -91,12 +92,14 @@ def _finished_state(result: dict[str, Any], expected: Expected | None) -> Member
         return MemberState(DONE)
     trained_under = result.get("config_hash")
     if trained_under and trained_under != expected.config_hash:
-        return MemberState(STALE, f"finished under config hash {trained_under}, but its last task was launched "
-                                  f"under {expected.config_hash}; train it in a new run folder")
+        return MemberState(
+            STALE,
+            f"finished under config hash {trained_under}, but its last task was launched "
+            f"under {expected.config_hash}; train it in a new run folder",
+        )
     epochs = int(result.get("epoch", 0))
     if max_epochs_raised(result.get("stop_reason"), epochs, expected.max_epochs):
-        return MemberState(UNFINISHED, f"finished {epochs} epochs, and its last launch asked for "
-                                       f"{expected.max_epochs}")
+        return MemberState(UNFINISHED, f"finished {epochs} epochs, and its last launch asked for {expected.max_epochs}")
     return MemberState(DONE)
 
 

@@ -4,9 +4,10 @@ import logging
 import random
 import time
 import traceback
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,6 +15,8 @@ import torch
 from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.store import CheckpointStore
 from videns.config import MemberConfig, dump_config
+from videns.data.inspect import DatasetInfo
+from videns.data.statistics import feature_statistics
 from videns.device import cap_gpu_memory, describe_device, resolve_device
 from videns.errors import CheckpointError
 from videns.folders import MemberFolder, check_private, make_private
@@ -21,15 +24,13 @@ from videns.io import WriteFailed, write_json_even_when_full, write_text_if_chan
 from videns.locks import FolderLock
 from videns.logs import FILE_ONLY, setup_logging
 from videns.member.checkpoint import check_resumable, restore_checkpoint
-from videns.data.inspect import DatasetInfo
-from videns.data.statistics import feature_statistics
 from videns.member.data import MemberData, ensure_data, prepare_member_data
 from videns.member.ledger import failed_progress, failure_cause, read_mark, record_restart
-from videns.member.state import max_epochs_raised
 from videns.member.loop import EpochHook, MemberLoop, MemberOutcome, outcome_of, write_history
-from videns.tensorboard import EpochScalars
+from videns.member.state import max_epochs_raised
 from videns.models.standardize import standardizer_of
 from videns.monitor import ResourceMonitor, release_cached_gpu_memory
+from videns.tensorboard import EpochScalars
 from videns.training.interrupt import StopSignals
 from videns.training.optim import LRSchedule, build_optimizer, describe_optimizer
 from videns.training.state import TrainingState
@@ -41,8 +42,9 @@ __all__ = ["MemberOutcome", "has_finished", "train_member", "train_member_logged
 StopHandler = Callable[[StopSignals, MemberOutcome], None]
 
 
-def train_member_logged(cfg: MemberConfig, context: Mapping[str, Any] | None = None,
-                        on_stop: StopHandler | None = None) -> MemberOutcome:
+def train_member_logged(
+    cfg: MemberConfig, context: Mapping[str, Any] | None = None, on_stop: StopHandler | None = None
+) -> MemberOutcome:
     """Train the member as a process does: logging to its train.log, stop signals caught.
 
     ``on_stop`` runs after a signal stopped (and saved) the member, while the
@@ -88,13 +90,19 @@ def prepare_inputs(cfg: MemberConfig) -> Inputs:
         model = cfg.model(info.feature_dim, info.num_classes)
     for split in info.splits.values():
         model.check_item_length(split.max_frames, str(split.path))
-    data = prepare_member_data(cfg.data, info, cfg.seed, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
-                               pin_memory=device.type == "cuda")
+    data = prepare_member_data(
+        cfg.data, info, cfg.seed, cfg.trainer.batch_size, cfg.trainer.eval_batch_size, pin_memory=device.type == "cuda"
+    )
     return Inputs(info, data, device)
 
 
-def train_member(cfg: MemberConfig, stop: StopSignals | None = None, context: Mapping[str, Any] | None = None,
-                 on_epoch_end: EpochHook | None = None, inputs: Inputs | None = None) -> MemberOutcome:
+def train_member(
+    cfg: MemberConfig,
+    stop: StopSignals | None = None,
+    context: Mapping[str, Any] | None = None,
+    on_epoch_end: EpochHook | None = None,
+    inputs: Inputs | None = None,
+) -> MemberOutcome:
     """Train (or continue) the member in ``cfg.out_dir`` until it finishes or a stop signal arrives.
 
     ``context`` is added to every resource-monitor line (job ids, restart count).
@@ -132,13 +140,19 @@ def write_failures_recorded(folder: MemberFolder, context: Mapping[str, Any]) ->
         log.error("%s", err, extra=FILE_ONLY)  # the entry point prints it on stderr
         record = failed_progress(folder.progress(), str(err), failure_cause(err), context, time.time())
         if not write_json_even_when_full(folder.progress_file, record):
-            log.warning("%s: could not record the failure either; the next start will count it as a kill",
-                        folder.progress_file)
+            log.warning(
+                "%s: could not record the failure either; the next start will count it as a kill", folder.progress_file
+            )
         raise
 
 
-def _train_member(cfg: MemberConfig, inputs: Inputs, stop: StopSignals | None,
-                  context: Mapping[str, Any] | None, on_epoch_end: EpochHook | None) -> MemberOutcome:
+def _train_member(
+    cfg: MemberConfig,
+    inputs: Inputs,
+    stop: StopSignals | None,
+    context: Mapping[str, Any] | None,
+    on_epoch_end: EpochHook | None,
+) -> MemberOutcome:
     info, data, device = inputs.info, inputs.data, inputs.device
     _start_gpu_memory_afresh(device)
     cap_gpu_memory(device, cfg.trainer.gpu_memory_gb)
@@ -146,8 +160,13 @@ def _train_member(cfg: MemberConfig, inputs: Inputs, stop: StopSignals | None,
     model = cfg.model(info.feature_dim, info.num_classes).to(device)
     standardize_inputs(model, data)
     optimizer = build_optimizer(cfg.optimizer, model, fused=device.type == "cuda")
-    log.info("member seed %d on %s, precision %s, %s", cfg.seed, describe_device(device), cfg.trainer.precision,
-             describe_optimizer(optimizer))
+    log.info(
+        "member seed %d on %s, precision %s, %s",
+        cfg.seed,
+        describe_device(device),
+        cfg.trainer.precision,
+        describe_optimizer(optimizer),
+    )
     schedule = LRSchedule(cfg.schedule, optimizer, cfg.optimizer.lr)
     folder = MemberFolder(cfg.out_dir)
     commits = CommitQueue(background=cfg.checkpoint.background)
@@ -157,13 +176,19 @@ def _train_member(cfg: MemberConfig, inputs: Inputs, stop: StopSignals | None,
     write_text_if_changed(folder.config, dump_config(cfg))
     write_history(folder, state.history)
     if state.finished:
-        log.info("member seed %d already finished (%s) at epoch %d; nothing to do", cfg.seed, state.stop_reason, state.epoch)
+        log.info(
+            "member seed %d already finished (%s) at epoch %d; nothing to do", cfg.seed, state.stop_reason, state.epoch
+        )
         return outcome_of(state, "finished")
     context = {"run_started": time.time(), **(context or {})}  # a cluster task may know its job's start
     if _is_restart(folder, previous):
         restart = record_restart(folder, previous, state.global_step, context)
-        log.info("restart after %s: %d step(s) replayed, %.0f s since it stopped",
-                 restart["cause"], restart["replayed_steps"], restart["queued_s"])
+        log.info(
+            "restart after %s: %d step(s) replayed, %.0f s since it stopped",
+            restart["cause"],
+            restart["replayed_steps"],
+            restart["queued_s"],
+        )
     monitor_context = {"seed": cfg.seed, **context}
     with ResourceMonitor(folder.resources, cfg.trainer.monitor_minutes * 60, monitor_context, device):
         loop = MemberLoop(cfg, data, model, optimizer, schedule, store, state, device, stop, context)
@@ -194,8 +219,14 @@ def standardize_inputs(model: torch.nn.Module, data: MemberData) -> None:
         return
     mean, std = feature_statistics(data.train_file)
     standardizer.set_statistics(mean, std)
-    log.info("inputs standardised per feature from %s: mean %.3g..%.3g, std %.3g..%.3g", data.train_file.path.name,
-             mean.min(), mean.max(), std.min(), std.max())
+    log.info(
+        "inputs standardised per feature from %s: mean %.3g..%.3g, std %.3g..%.3g",
+        data.train_file.path.name,
+        mean.min(),
+        mean.max(),
+        std.min(),
+        std.max(),
+    )
 
 
 def has_finished(folder: MemberFolder, cfg: MemberConfig) -> bool:
@@ -214,12 +245,15 @@ def _is_restart(folder: MemberFolder, previous: dict[str, Any]) -> bool:
     return read_mark(folder.reached_step) is not None  # killed before its first save
 
 
-def _restore_or_start(cfg: MemberConfig, store: CheckpointStore, model, optimizer,
-                      schedule: LRSchedule) -> TrainingState:
+def _restore_or_start(
+    cfg: MemberConfig, store: CheckpointStore, model, optimizer, schedule: LRSchedule
+) -> TrainingState:
     if cfg.checkpoint.resume == "never":
         if store.step_folders():
-            raise CheckpointError(f"{store.root}: holds checkpoints and checkpoint.resume=never; "
-                                  "use another --out_dir rather than overwrite them")
+            raise CheckpointError(
+                f"{store.root}: holds checkpoints and checkpoint.resume=never; "
+                "use another --out_dir rather than overwrite them"
+            )
         return TrainingState(seed=cfg.seed, config_hash=cfg.config_hash)
     checkpoint = store.load_latest()
     if checkpoint is None:
@@ -231,8 +265,14 @@ def _restore_or_start(cfg: MemberConfig, store: CheckpointStore, model, optimize
         state.finished, state.stop_reason = False, ""
     if not state.finished:
         state.restarts += 1
-        log.info("resuming seed %d from %s: epoch %d, batch %d (restart %d)",
-                 cfg.seed, folder.name, state.epoch + 1, state.batches_done, state.restarts)
+        log.info(
+            "resuming seed %d from %s: epoch %d, batch %d (restart %d)",
+            cfg.seed,
+            folder.name,
+            state.epoch + 1,
+            state.batches_done,
+            state.restarts,
+        )
     return state
 
 

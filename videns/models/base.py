@@ -1,7 +1,7 @@
 """What every sequence classifier in videns accepts and returns."""
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn

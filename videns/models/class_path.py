@@ -1,7 +1,8 @@
 """Rebuild a model from the spec saved in a checkpoint (``class_path`` + ``init_args``)."""
 
 import importlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from videns.errors import CheckpointError
 from videns.models.base import SequenceClassifier
@@ -26,7 +27,9 @@ def build_model(spec: Mapping[str, Any], feature_dim: int, num_classes: int) -> 
 def model_class_of(class_path: str) -> type[SequenceClassifier]:
     """The model class that ``class_path`` names; only classes under ``videns.models``."""
     if not class_path.startswith(ALLOWED_PREFIX):
-        raise CheckpointError(f"model.class_path {class_path!r} is not a videns model (must start with {ALLOWED_PREFIX})")
+        raise CheckpointError(
+            f"model.class_path {class_path!r} is not a videns model (must start with {ALLOWED_PREFIX})"
+        )
     module_name, _, class_name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, SequenceClassifier)):

@@ -86,8 +86,9 @@ class CNN1DGRUClassifier(SequenceClassifier):
             blocks.append(ResBlock1d(hidden_dim))
         self.blocks = nn.ModuleList(blocks)
         # torch warns about inter-layer dropout on a single layer, so pass it only when stacked
-        self.gru = nn.GRU(hidden_dim, gru_hidden, gru_layers, batch_first=True,
-                          dropout=dropout if gru_layers > 1 else 0.0)
+        self.gru = nn.GRU(
+            hidden_dim, gru_hidden, gru_layers, batch_first=True, dropout=dropout if gru_layers > 1 else 0.0
+        )
         self.head = nn.Sequential(
             nn.Linear(gru_hidden, hidden_dim),
             nn.ReLU(),

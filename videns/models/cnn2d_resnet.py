@@ -83,17 +83,17 @@ class CNN2DResNetClassifier(SequenceClassifier):
         require(num_blocks >= 1, f"model.num_blocks must be >= 1, got {num_blocks}")
         require(0.0 <= dropout < 1.0, f"model.dropout must be in [0, 1), got {dropout}")
         if image_shape is not None:
-            require(len(image_shape) == 2 and min(image_shape) >= 2,
-                    f"model.image_shape must be [H, W] with both >= 2, got {list(image_shape)}")
+            require(
+                len(image_shape) == 2 and min(image_shape) >= 2,
+                f"model.image_shape must be [H, W] with both >= 2, got {list(image_shape)}",
+            )
             image_shape = tuple(image_shape)
             pooled_size = (image_shape[0] // 2) * (image_shape[1] // 2)
         else:
             pooled_size = (feature_dim + 1) // 2  # the feature axis survives the time pooling
         self.image_shape = image_shape
         self.feature_dim = feature_dim
-        self.blocks = nn.ModuleList(
-            [ConvBlock2d(1, channels)] + [ResBlock2d(channels) for _ in range(num_blocks)]
-        )
+        self.blocks = nn.ModuleList([ConvBlock2d(1, channels)] + [ResBlock2d(channels) for _ in range(num_blocks)])
         self.head = nn.Sequential(
             nn.Linear(channels * pooled_size, hidden_dim),
             nn.ReLU(),

@@ -59,11 +59,15 @@ class FCNClassifier(SequenceClassifier):
         """
         super().__init__()
         channels, kernel_sizes = tuple(channels), tuple(kernel_sizes)  # JSON gives lists
-        require(len(channels) >= 1 and min(channels) >= 1,
-                f"model.channels must be one or more positive channel counts, got {list(channels)}")
-        require(len(kernel_sizes) == len(channels) and min(kernel_sizes, default=0) >= 1,
-                f"model.kernel_sizes must be {len(channels)} positive sizes, one per entry of model.channels, "
-                f"got {list(kernel_sizes)}")
+        require(
+            len(channels) >= 1 and min(channels) >= 1,
+            f"model.channels must be one or more positive channel counts, got {list(channels)}",
+        )
+        require(
+            len(kernel_sizes) == len(channels) and min(kernel_sizes, default=0) >= 1,
+            f"model.kernel_sizes must be {len(channels)} positive sizes, one per entry of model.channels, "
+            f"got {list(kernel_sizes)}",
+        )
         require(0.0 <= dropout < 1.0, f"model.dropout must be in [0, 1), got {dropout}")
         self.standardizer = InputStandardizer(feature_dim) if standardize else None
         widths = (feature_dim, *channels)

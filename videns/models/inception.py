@@ -31,8 +31,9 @@ class InceptionModule(nn.Module):
     def __init__(self, in_channels: int, filters: int, kernel_size: int, bottleneck: int):
         super().__init__()
         # The reference skips the bottleneck on a single channel, where it would only widen the input.
-        self.bottleneck = (nn.Conv1d(in_channels, bottleneck, 1, bias=False)
-                           if bottleneck > 0 and in_channels > 1 else None)
+        self.bottleneck = (
+            nn.Conv1d(in_channels, bottleneck, 1, bias=False) if bottleneck > 0 and in_channels > 1 else None
+        )
         width = bottleneck if self.bottleneck is not None else in_channels
         self.convs = nn.ModuleList(
             nn.Conv1d(width, filters, k, padding=k // 2, bias=False) for k in branch_kernel_sizes(kernel_size)
@@ -96,8 +97,9 @@ class InceptionTimeClassifier(SequenceClassifier):
         super().__init__()
         require(filters >= 1, f"model.filters must be >= 1, got {filters}")
         require(depth >= 1, f"model.depth must be >= 1, got {depth}")
-        require(kernel_size >= 4, f"model.kernel_size must be >= 4 (branches use kernel_size, /2 and /4), "
-                                  f"got {kernel_size}")
+        require(
+            kernel_size >= 4, f"model.kernel_size must be >= 4 (branches use kernel_size, /2 and /4), got {kernel_size}"
+        )
         require(bottleneck >= 0, f"model.bottleneck must be >= 0 (0: none), got {bottleneck}")
         require(0.0 <= dropout < 1.0, f"model.dropout must be in [0, 1), got {dropout}")
         self.standardizer = InputStandardizer(feature_dim) if standardize else None

@@ -9,8 +9,8 @@ from videns.models.base import pack_by_length, padding_mask, to_device
 def last_real_states(rnn: nn.GRU | nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Run ``rnn`` (unidirectional, batch_first) over ``x`` (B, T, F) -> (B, hidden) at each item's last real step.
 
-    Equal lengths need no packing anywhere (MIT-BIH: every beat 187 of 192 steps). On CPU a packed sequence leaves oneDNN's
-    fused kernel for a step loop over shrinking batches (a ``cnn1d_gru`` step at
+    Equal lengths need no packing anywhere (MIT-BIH: every beat 187 of 192 steps). On CPU a packed sequence
+    leaves oneDNN's fused kernel for a step loop over shrinking batches (a ``cnn1d_gru`` step at
     B=32, T=427 spent 3.1-3.5 s in the packed GRU and 0.7-0.85 s unpacked), so the
     padded batch runs whole: a unidirectional RNN's output at step t depends only on
     steps <= t, and gathering it at ``length - 1`` gives exactly the packed final

@@ -59,25 +59,42 @@ class TemporalAttentionClassifier(SequenceClassifier):
         width = hidden_dim * (2 if bidirectional else 1)
         require(hidden_dim >= 1, f"model.hidden_dim must be >= 1, got {hidden_dim}")
         require(num_lstm_layers >= 1, f"model.num_lstm_layers must be >= 1, got {num_lstm_layers}")
-        require(num_attention_heads >= 1 and width % num_attention_heads == 0,
-                f"model.num_attention_heads={num_attention_heads} must divide the attention width "
-                f"{width} (hidden_dim x {2 if bidirectional else 1} directions)")
+        require(
+            num_attention_heads >= 1 and width % num_attention_heads == 0,
+            f"model.num_attention_heads={num_attention_heads} must divide the attention width "
+            f"{width} (hidden_dim x {2 if bidirectional else 1} directions)",
+        )
         require(0.0 <= dropout < 1.0, f"model.dropout must be in [0, 1), got {dropout}")
-        require(len(head_dims) >= 1 and min(head_dims) >= 1, f"model.head_dims must be positive widths, got {head_dims}")
-        require(projection_norm in ("auto", "layer", "none"),
-                f"model.projection_norm must be auto, layer or none, got {projection_norm!r}")
+        require(
+            len(head_dims) >= 1 and min(head_dims) >= 1, f"model.head_dims must be positive widths, got {head_dims}"
+        )
+        require(
+            projection_norm in ("auto", "layer", "none"),
+            f"model.projection_norm must be auto, layer or none, got {projection_norm!r}",
+        )
         self.standardizer = InputStandardizer(feature_dim) if standardize else None
         self.input_projection = nn.Sequential(
-            nn.Linear(feature_dim, hidden_dim), _projection_norm(projection_norm, feature_dim, hidden_dim), nn.ReLU(),
-            nn.Dropout(dropout * 0.5)
+            nn.Linear(feature_dim, hidden_dim),
+            _projection_norm(projection_norm, feature_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Dropout(dropout * 0.5),
         )
-        self.lstm = nn.LSTM(hidden_dim, hidden_dim, num_layers=num_lstm_layers, batch_first=True,
-                            dropout=dropout if num_lstm_layers > 1 else 0.0, bidirectional=bidirectional)
+        self.lstm = nn.LSTM(
+            hidden_dim,
+            hidden_dim,
+            num_layers=num_lstm_layers,
+            batch_first=True,
+            dropout=dropout if num_lstm_layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
         self.attention = nn.MultiheadAttention(width, num_attention_heads, dropout=dropout, batch_first=True)
         self.attention_norm = nn.LayerNorm(width)
         self.attention_dropout = nn.Dropout(dropout)
         self.attention_pooling = nn.Sequential(
-            nn.Linear(width, width // 2), nn.LayerNorm(width // 2), nn.Tanh(), nn.Dropout(dropout * 0.5),
+            nn.Linear(width, width // 2),
+            nn.LayerNorm(width // 2),
+            nn.Tanh(),
+            nn.Dropout(dropout * 0.5),
             nn.Linear(width // 2, 1),
         )
         self.classifier = _mlp_head(width, head_dims, num_classes, dropout)
@@ -177,8 +194,12 @@ def _mlp_head(width: int, hidden: tuple[int, ...], num_classes: int, dropout: fl
     layers: list[nn.Module] = []
     for i, out in enumerate(hidden):
         last_hidden = i == len(hidden) - 1
-        layers += [nn.Linear(width, out), nn.LayerNorm(out), nn.ReLU(),
-                   nn.Dropout(dropout * 0.5 if last_hidden else dropout)]
+        layers += [
+            nn.Linear(width, out),
+            nn.LayerNorm(out),
+            nn.ReLU(),
+            nn.Dropout(dropout * 0.5 if last_hidden else dropout),
+        ]
         width = out
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)

@@ -12,5 +12,15 @@ from videns.sweep.spec import SweepSpec, load_sweep_file
 from videns.sweep.study import load_study
 from videns.sweep.worker import WorkerReport, run_worker
 
-__all__ = ["SweepFolder", "SweepSettings", "SweepSpec", "WorkerIdentity", "WorkerReport", "export_results",
-           "load_study", "load_sweep_file", "prepare_sweep", "run_worker"]
+__all__ = [
+    "SweepFolder",
+    "SweepSettings",
+    "SweepSpec",
+    "WorkerIdentity",
+    "WorkerReport",
+    "export_results",
+    "load_study",
+    "load_sweep_file",
+    "prepare_sweep",
+    "run_worker",
+]

@@ -26,10 +26,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from optuna.storages.journal import JournalFileOpenLock
 
@@ -103,8 +104,12 @@ class TrialClaims:
     def take(self, number: int, me: WorkerIdentity, resumed: bool) -> None:
         """Write our claim (call under the schedule lock)."""
         previous = self.read(number)
-        record = {**asdict(me), "claimed": time.time(), "resumed": resumed,
-                  "previous_worker": (previous or {}).get("worker_id")}
+        record = {
+            **asdict(me),
+            "claimed": time.time(),
+            "resumed": resumed,
+            "previous_worker": (previous or {}).get("worker_id"),
+        }
         write_text_atomically(self.path(number), json.dumps(record, indent=1))
 
     def holds(self, number: int, me: WorkerIdentity) -> bool:
@@ -145,8 +150,10 @@ class ClaimHeartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             if not self.claims.holds(self.number, self.me):
-                log.error("trial %d was taken over by another worker (our heartbeat went stale); "
-                          "stopping it here", self.number)
+                log.error(
+                    "trial %d was taken over by another worker (our heartbeat went stale); stopping it here",
+                    self.number,
+                )
                 self.lost = True
                 return
             self.claims.touch(self.number)

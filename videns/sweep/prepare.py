@@ -5,8 +5,9 @@ import itertools
 import json
 import logging
 from argparse import ArgumentError
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 from jsonargparse import Namespace
@@ -23,8 +24,16 @@ from videns.sweep.study import create_study
 log = logging.getLogger(__name__)
 
 
-def open_sweep(folder: SweepFolder, sweep_file: Path | None, search: str | None, choices: dict[str, Any],
-               member: Namespace, member_overrides: bool, trials: int | None, write: bool) -> SweepSettings:
+def open_sweep(
+    folder: SweepFolder,
+    sweep_file: Path | None,
+    search: str | None,
+    choices: dict[str, Any],
+    member: Namespace,
+    member_overrides: bool,
+    trials: int | None,
+    write: bool,
+) -> SweepSettings:
     """The checked sweep of a command line: from a sweep file (a new sweep, or one that must match the
     folder's), or from the folder alone. ``choices`` override the file's sampler/pruner/objective;
     ``member`` holds the member options every trial starts from (the file's recipe, with the command
@@ -32,8 +41,10 @@ def open_sweep(folder: SweepFolder, sweep_file: Path | None, search: str | None,
     if sweep_file is None:
         if member_overrides or not folder.exists():
             why = "with member overrides" if member_overrides else "to start a sweep"
-            raise ConfigError(f"--config SWEEP_FILE is needed {why} ({folder.root} is "
-                              f"{'a' if folder.exists() else 'not a'} sweep folder)")
+            raise ConfigError(
+                f"--config SWEEP_FILE is needed {why} ({folder.root} is "
+                f"{'a' if folder.exists() else 'not a'} sweep folder)"
+            )
         settings = folder.settings()
         if write and trials is not None and trials != settings.trials:
             settings.trials = trials
@@ -63,8 +74,9 @@ def check_space(base: dict[str, Any], spec: SweepSpec, where: str) -> None:
             member_config_from_namespace(parser, parser.parse_object(tree))
         except (ConfigError, ArgumentError, ValueError, TypeError) as err:
             drawn = " with ".join(f"space.{key} = {value!r}" for key, value in params.items())
-            raise ConfigError(f"{where}: {drawn} does not make a valid member config: "
-                              f"{' '.join(str(err).split())}") from None
+            raise ConfigError(
+                f"{where}: {drawn} does not make a valid member config: {' '.join(str(err).split())}"
+            ) from None
 
 
 def _checked_combinations(spec: SweepSpec) -> Iterator[dict[str, Any]]:
@@ -103,8 +115,15 @@ def base_resolved(base: MemberConfig) -> dict[str, Any]:
     return resolved
 
 
-def prepare_sweep(folder: SweepFolder, spec: SweepSpec, base: MemberConfig, trials: int | None,
-                  where: str, heartbeat_s: float = 30.0, stale_after_s: float = 300.0) -> SweepSettings:
+def prepare_sweep(
+    folder: SweepFolder,
+    spec: SweepSpec,
+    base: MemberConfig,
+    trials: int | None,
+    where: str,
+    heartbeat_s: float = 30.0,
+    stale_after_s: float = 300.0,
+) -> SweepSettings:
     """Write sweep.json, base_config.yaml and the study, or check that an existing sweep matches."""
     if trials is not None and trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {trials}")
@@ -127,11 +146,15 @@ def prepare_sweep(folder: SweepFolder, spec: SweepSpec, base: MemberConfig, tria
 def _continue(folder: SweepFolder, spec: SweepSpec, resolved: dict[str, Any], trials: int | None) -> SweepSettings:
     saved = folder.settings()
     if config_hash(folder.base_resolved()) != config_hash(resolved):
-        raise ConfigError(f"{folder.root} was started from another member config; continue it with "
-                          f"--run_dir {folder.root} alone, or choose another --run_dir")
+        raise ConfigError(
+            f"{folder.root} was started from another member config; continue it with "
+            f"--run_dir {folder.root} alone, or choose another --run_dir"
+        )
     if _search_part(saved.spec) != _search_part(spec):
-        raise ConfigError(f"{folder.root} was started with another search (space, objective, sampler or pruner); "
-                          f"continue it with --run_dir {folder.root} alone, or choose another --run_dir")
+        raise ConfigError(
+            f"{folder.root} was started with another search (space, objective, sampler or pruner); "
+            f"continue it with --run_dir {folder.root} alone, or choose another --run_dir"
+        )
     if trials is not None and trials != saved.trials:
         log.info("sweep %s: trials %d -> %d", folder.root, saved.trials, trials)
         saved.trials = trials

@@ -21,11 +21,19 @@ class SweepSettings:
     stale_after_s: float = 300.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"spec": self.spec.to_json(), "trials": self.trials, "heartbeat_s": self.heartbeat_s,
-                "stale_after_s": self.stale_after_s, "study_name": STUDY_NAME}
+        return {
+            "spec": self.spec.to_json(),
+            "trials": self.trials,
+            "heartbeat_s": self.heartbeat_s,
+            "stale_after_s": self.stale_after_s,
+            "study_name": STUDY_NAME,
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "SweepSettings":
-        return cls(spec=SweepSpec.from_json(raw["spec"]), trials=int(raw["trials"]),
-                   heartbeat_s=float(raw.get("heartbeat_s", 30.0)),
-                   stale_after_s=float(raw.get("stale_after_s", 300.0)))
+        return cls(
+            spec=SweepSpec.from_json(raw["spec"]),
+            trials=int(raw["trials"]),
+            heartbeat_s=float(raw.get("heartbeat_s", 30.0)),
+            stale_after_s=float(raw.get("stale_after_s", 300.0)),
+        )

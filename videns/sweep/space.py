@@ -30,8 +30,14 @@ config's starts that model from its own defaults, not from the base model's argu
 import copy
 from typing import Any
 
-from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution,
-                                  distribution_to_json, json_to_distribution)
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    distribution_to_json,
+    json_to_distribution,
+)
 
 from videns.errors import ConfigError
 
@@ -50,8 +56,10 @@ FIELDS = {
 def parse_space(raw: Any, where: str) -> Space:
     """``{dotted key: {type: ..., ...}}`` -> optuna distributions; ``where`` prefixes every error."""
     if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{where}: must be a non-empty mapping of member-config keys "
-                          f"(e.g. model.init_args.gru_hidden) to distributions, got {raw!r}")
+        raise ConfigError(
+            f"{where}: must be a non-empty mapping of member-config keys "
+            f"(e.g. model.init_args.gru_hidden) to distributions, got {raw!r}"
+        )
     space = {}
     for key, spec in raw.items():
         if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
@@ -68,8 +76,10 @@ def parse_distribution(spec: Any, where: str) -> BaseDistribution:
         raise ConfigError(f"{where}: type must be one of {', '.join(FIELDS)}, got {kind!r}")
     unknown = sorted(set(spec) - FIELDS[kind])
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)} for type {kind} "
-                          f"(allowed: {', '.join(sorted(FIELDS[kind]))})")
+        raise ConfigError(
+            f"{where}: unknown field(s) {', '.join(unknown)} for type {kind} "
+            f"(allowed: {', '.join(sorted(FIELDS[kind]))})"
+        )
     if kind == "categorical":
         return _categorical(spec, where)
     return _numeric(spec, kind, where)
@@ -125,8 +135,10 @@ def parse_conditional(raw: Any, space: Space, where: str) -> Conditional:
         conditional[parent] = {}
         for choice, branch in branches.items():
             if choice not in parent_distribution.choices:
-                raise ConfigError(f"{where}.{parent}: {choice!r} is not one of its choices "
-                                  f"({', '.join(map(str, parent_distribution.choices))})")
+                raise ConfigError(
+                    f"{where}.{parent}: {choice!r} is not one of its choices "
+                    f"({', '.join(map(str, parent_distribution.choices))})"
+                )
             branch_space = parse_space(branch, f"{where}.{parent}.{choice}")
             for key, distribution in branch_space.items():
                 _check_branch_key(key, distribution, space, drawn, f"{where}.{parent}.{choice}")
@@ -135,13 +147,16 @@ def parse_conditional(raw: Any, space: Space, where: str) -> Conditional:
     return conditional
 
 
-def _check_branch_key(key: str, distribution: BaseDistribution, space: Space,
-                      drawn: dict[str, tuple[BaseDistribution, str]], where: str) -> None:
+def _check_branch_key(
+    key: str, distribution: BaseDistribution, space: Space, drawn: dict[str, tuple[BaseDistribution, str]], where: str
+) -> None:
     if key in space:
         raise ConfigError(f"{where}.{key}: is drawn for every trial already (in space); drop one of the two")
     if key in drawn and drawn[key][0] != distribution:
-        raise ConfigError(f"{where}.{key}: differs from its distribution under {drawn[key][1]}; a key drawn "
-                          f"under several choices needs one distribution (optuna keeps one per name)")
+        raise ConfigError(
+            f"{where}.{key}: differs from its distribution under {drawn[key][1]}; a key drawn "
+            f"under several choices needs one distribution (optuna keeps one per name)"
+        )
 
 
 def searched_keys(space: Space, conditional: Conditional) -> list[str]:
@@ -170,8 +185,10 @@ def space_as_written(space: Space) -> dict[str, dict[str, Any]]:
 
 
 def conditional_as_written(conditional: Conditional) -> dict[str, dict[Any, dict[str, dict[str, Any]]]]:
-    return {parent: {choice: space_as_written(branch) for choice, branch in branches.items()}
-            for parent, branches in conditional.items()}
+    return {
+        parent: {choice: space_as_written(branch) for choice, branch in branches.items()}
+        for parent, branches in conditional.items()
+    }
 
 
 def suggest_all(trial, space: Space, conditional: Conditional | None = None) -> dict[str, Any]:
@@ -218,15 +235,17 @@ def apply_params(tree: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]
     if MODEL_CLASS_KEY in params and isinstance(model, dict) and model.get("class_path") != params[MODEL_CLASS_KEY]:
         from videns.config import model_defaults
 
-        model["init_args"] = {key: list(value) if isinstance(value, tuple) else value
-                              for key, value in model_defaults(params[MODEL_CLASS_KEY]).items()}
+        model["init_args"] = {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in model_defaults(params[MODEL_CLASS_KEY]).items()
+        }
     for key, value in params.items():
         *parents, leaf = key.split(".")
         node = tree
         for i, part in enumerate(parents):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"{key}: {'.'.join(parents[:i + 1])} is a value, not a group of settings")
+                raise ConfigError(f"{key}: {'.'.join(parents[: i + 1])} is a value, not a group of settings")
         node[leaf] = value
     return tree
 
@@ -241,10 +260,13 @@ def space_from_json(raw: dict[str, str]) -> Space:
 
 def conditional_to_json(conditional: Conditional) -> dict[str, list[list[Any]]]:
     """Choices become list entries, not object keys, so a number or boolean choice keeps its type."""
-    return {parent: [[choice, space_to_json(branch)] for choice, branch in branches.items()]
-            for parent, branches in conditional.items()}
+    return {
+        parent: [[choice, space_to_json(branch)] for choice, branch in branches.items()]
+        for parent, branches in conditional.items()
+    }
 
 
 def conditional_from_json(raw: dict[str, list[list[Any]]]) -> Conditional:
-    return {parent: {choice: space_from_json(branch) for choice, branch in branches}
-            for parent, branches in raw.items()}
+    return {
+        parent: {choice: space_from_json(branch) for choice, branch in branches} for parent, branches in raw.items()
+    }

@@ -27,9 +27,19 @@ from typing import Any, Literal, get_args
 import yaml
 
 from videns.errors import ConfigError
-from videns.sweep.space import (Conditional, Space, conditional_as_written, conditional_from_json, conditional_to_json,
-                                parse_conditional, parse_space, searched_keys, space_as_written, space_from_json,
-                                space_to_json)
+from videns.sweep.space import (
+    Conditional,
+    Space,
+    conditional_as_written,
+    conditional_from_json,
+    conditional_to_json,
+    parse_conditional,
+    parse_space,
+    searched_keys,
+    space_as_written,
+    space_from_json,
+    space_to_json,
+)
 
 Objective = Literal["accuracy", "balanced_accuracy"]
 SamplerName = Literal["tpe", "random"]
@@ -71,22 +81,41 @@ class SweepSpec:
         return searched_keys(self.space, self.conditional)
 
     def to_json(self) -> dict[str, Any]:
-        written = {"recipe": str(self.recipe), "space": space_to_json(self.space), "objective": self.objective,
-                   "sampler": self.sampler, "pruner": self.pruner, "pruner_args": self.pruner_args,
-                   "seed": self.seed, "search": self.search}
+        written = {
+            "recipe": str(self.recipe),
+            "space": space_to_json(self.space),
+            "objective": self.objective,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "pruner_args": self.pruner_args,
+            "seed": self.seed,
+            "search": self.search,
+        }
         return written | ({"conditional": conditional_to_json(self.conditional)} if self.conditional else {})
 
     def as_sweep_file(self) -> dict[str, Any]:
         """This one search as a single-search sweep file, which :func:`load_sweep_file` reads back as it."""
-        written = {"recipe": str(self.recipe), "objective": self.objective, "sampler": self.sampler,
-                   "pruner": self.pruner, "pruner_args": self.pruner_args, "seed": self.seed,
-                   "space": space_as_written(self.space)}
+        written = {
+            "recipe": str(self.recipe),
+            "objective": self.objective,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "pruner_args": self.pruner_args,
+            "seed": self.seed,
+            "space": space_as_written(self.space),
+        }
         return written | ({"conditional": conditional_as_written(self.conditional)} if self.conditional else {})
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "SweepSpec":
-        return cls(**{**raw, "recipe": Path(raw["recipe"]), "space": space_from_json(raw["space"]),
-                      "conditional": conditional_from_json(raw.get("conditional", {}))})
+        return cls(
+            **{
+                **raw,
+                "recipe": Path(raw["recipe"]),
+                "space": space_from_json(raw["space"]),
+                "conditional": conditional_from_json(raw.get("conditional", {})),
+            }
+        )
 
 
 def load_sweep_file(path: Path, search: str | None = None) -> SweepSpec:
@@ -139,18 +168,29 @@ def _build(raw: dict[str, Any], path: Path, where: str, search: str) -> SweepSpe
         if key in raw and raw[key] not in get_args(allowed):
             raise ConfigError(f"{prefix}{key} must be one of {', '.join(get_args(allowed))}, got {raw[key]!r}")
     pruner_args = raw.get("pruner_args", {}) or {}
-    if not isinstance(pruner_args, dict) or any(k not in get_args(PrunerName) or not isinstance(v, dict)
-                                                for k, v in pruner_args.items()):
-        raise ConfigError(f"{prefix}pruner_args must map a pruner name (median, halving) to its keyword "
-                          f"arguments, got {pruner_args!r}")
+    if not isinstance(pruner_args, dict) or any(
+        k not in get_args(PrunerName) or not isinstance(v, dict) for k, v in pruner_args.items()
+    ):
+        raise ConfigError(
+            f"{prefix}pruner_args must map a pruner name (median, halving) to its keyword "
+            f"arguments, got {pruner_args!r}"
+        )
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"{prefix}seed must be an integer, got {seed!r}")
     space = parse_space(raw["space"], f"{prefix}space")
     conditional = parse_conditional(raw.get("conditional"), space, f"{prefix}conditional")
-    return SweepSpec(recipe=recipe_path.resolve(), space=space, objective=raw.get("objective", "accuracy"),
-                     sampler=raw.get("sampler", "tpe"), pruner=raw.get("pruner", "median"),
-                     pruner_args=pruner_args, seed=seed, search=search, conditional=conditional)
+    return SweepSpec(
+        recipe=recipe_path.resolve(),
+        space=space,
+        objective=raw.get("objective", "accuracy"),
+        sampler=raw.get("sampler", "tpe"),
+        pruner=raw.get("pruner", "median"),
+        pruner_args=pruner_args,
+        seed=seed,
+        search=search,
+        conditional=conditional,
+    )
 
 
 def _reject_unknown(raw: dict[str, Any], allowed: set[str], where: str) -> None:

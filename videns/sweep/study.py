@@ -59,10 +59,20 @@ def worker_seed(spec: SweepSpec, worker_key: str) -> int:
 
 def create_study(folder: SweepFolder, spec: SweepSpec) -> optuna.Study:
     """Create the study in the run folder's journal, or load it if it is there."""
-    return optuna.create_study(storage=journal_storage(folder), study_name=STUDY_NAME, direction="maximize",
-                               sampler=build_sampler(spec), pruner=build_pruner(spec), load_if_exists=True)
+    return optuna.create_study(
+        storage=journal_storage(folder),
+        study_name=STUDY_NAME,
+        direction="maximize",
+        sampler=build_sampler(spec),
+        pruner=build_pruner(spec),
+        load_if_exists=True,
+    )
 
 
 def load_study(folder: SweepFolder, spec: SweepSpec, seed: int | None = None) -> optuna.Study:
-    return optuna.load_study(study_name=STUDY_NAME, storage=journal_storage(folder),
-                             sampler=build_sampler(spec, seed), pruner=build_pruner(spec))
+    return optuna.load_study(
+        study_name=STUDY_NAME,
+        storage=journal_storage(folder),
+        sampler=build_sampler(spec, seed),
+        pruner=build_pruner(spec),
+    )

@@ -28,11 +28,15 @@ def best_trials(sweep_dir: Path, count: int) -> list[RankedTrial]:
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     ranked = sorted(complete, key=lambda t: (-t.value, t.number))
     if len(ranked) < count:
-        raise ConfigError(f"--from_sweep {sweep_dir}: --top_k {count} asks for more trials than the "
-                          f"{len(ranked)} complete ones; finish more trials or ask for fewer")
+        raise ConfigError(
+            f"--from_sweep {sweep_dir}: --top_k {count} asks for more trials than the "
+            f"{len(ranked)} complete ones; finish more trials or ask for fewer"
+        )
     trials = [RankedTrial(t.number, float(t.value), folder.trial(t.number).trial_config) for t in ranked[:count]]
     missing = [t for t in trials if not t.config.is_file()]
     if missing:
-        raise ConfigError(f"--from_sweep {sweep_dir}: trial {missing[0].number} is complete but its config "
-                          f"{missing[0].config} is missing")
+        raise ConfigError(
+            f"--from_sweep {sweep_dir}: trial {missing[0].number} is complete but its config "
+            f"{missing[0].config} is missing"
+        )
     return trials

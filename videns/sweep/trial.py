@@ -2,17 +2,18 @@
 
 import json
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
 import yaml
 
 from videns.config import MemberConfig, parse_member_config
-from videns.logs import FORMAT
 from videns.folders import SweepFolder, TrialFolder, make_private
 from videns.io import read_json, read_jsonl, write_text_atomically
+from videns.logs import FORMAT
 from videns.sweep.space import apply_params
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,13 @@ def epoch_value(record: dict[str, Any], objective: str) -> float:
     fallback = EPOCH_FALLBACK[objective]
     if objective not in _warned_fallback:
         _warned_fallback.add(objective)
-        log.warning("history records carry no %s: the pruner sees %s per epoch instead; the trial's "
-                    "value is still %s, read from its best checkpoint", key, fallback, objective)
+        log.warning(
+            "history records carry no %s: the pruner sees %s per epoch instead; the trial's "
+            "value is still %s, read from its best checkpoint",
+            key,
+            fallback,
+            objective,
+        )
     return float(record[fallback])
 
 

@@ -13,14 +13,16 @@ FAIL; a failing trial is recorded and the sweep goes on.
 import logging
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from videns.errors import UserError
 from videns.folders import SweepFolder
+from videns.member.train import train_member
 from videns.sweep.claims import ClaimHeartbeat, TrialClaims, WorkerIdentity, schedule_lock
 from videns.sweep.export import export_results
 from videns.sweep.settings import SweepSettings
@@ -28,7 +30,6 @@ from videns.sweep.space import suggest_all
 from videns.sweep.study import load_study, worker_seed
 from videns.sweep.trial import EpochReporter, final_value, read_history, trial_config, trial_log, write_trial_end
 from videns.training.interrupt import StopSignals
-from videns.member.train import train_member
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 5.0
@@ -81,8 +82,9 @@ class TrialStop:
 class Scheduler:
     """Decides, under the sweep lock, which trial this worker trains next."""
 
-    def __init__(self, folder: SweepFolder, study: optuna.Study, claims: TrialClaims, me: WorkerIdentity,
-                 settings: SweepSettings):
+    def __init__(
+        self, folder: SweepFolder, study: optuna.Study, claims: TrialClaims, me: WorkerIdentity, settings: SweepSettings
+    ):
         self.folder, self.study, self.claims, self.me, self.settings = folder, study, claims, me, settings
         self.first_seen: dict[int, float | None] = {}  # remote claims: heartbeat mtime when first looked at
 
@@ -98,8 +100,13 @@ class Scheduler:
                 if owner in ("dead", "mine"):
                     self.claims.take(frozen.number, self.me, resumed=True)
                     trial = optuna.Trial(self.study, frozen._trial_id)  # the same trial, reattached
-                    return Assignment(frozen.number, trial, suggest_all(trial, self.settings.spec.space, self.settings.spec.conditional), True,
-                                      set(frozen.intermediate_values)), False
+                    return Assignment(
+                        frozen.number,
+                        trial,
+                        suggest_all(trial, self.settings.spec.space, self.settings.spec.conditional),
+                        True,
+                        set(frozen.intermediate_values),
+                    ), False
                 if owner == "remote":
                     mtime = self.claims.heartbeat_mtime(frozen.number)
                     unproven |= self.first_seen.setdefault(frozen.number, mtime) == mtime
@@ -111,8 +118,9 @@ class Scheduler:
         return None, unproven
 
 
-def run_worker(folder: SweepFolder, me: WorkerIdentity, stop: StopSignals | None = None,
-               context: Mapping[str, Any] | None = None) -> WorkerReport:
+def run_worker(
+    folder: SweepFolder, me: WorkerIdentity, stop: StopSignals | None = None, context: Mapping[str, Any] | None = None
+) -> WorkerReport:
     """Train trials until N are started and none is orphaned; then refresh the exports."""
     settings = folder.settings()
     study = load_study(folder, settings.spec, _worker_seed(folder, settings, me))
@@ -136,13 +144,24 @@ def run_worker(folder: SweepFolder, me: WorkerIdentity, stop: StopSignals | None
         report.interrupted, report.signum = True, stop.received
     with schedule_lock(folder):
         export_results(folder, study, settings)
-    log.info("sweep worker %s done: %d trial(s) here%s", me.worker_id, len(report.trials),
-             " (stopped by a signal)" if report.interrupted else "")
+    log.info(
+        "sweep worker %s done: %d trial(s) here%s",
+        me.worker_id,
+        len(report.trials),
+        " (stopped by a signal)" if report.interrupted else "",
+    )
     return report
 
 
-def run_trial(folder: SweepFolder, settings: SweepSettings, job: Assignment, claims: TrialClaims,
-              me: WorkerIdentity, stop: StopSignals | None, context: Mapping[str, Any] | None) -> TrialResult:
+def run_trial(
+    folder: SweepFolder,
+    settings: SweepSettings,
+    job: Assignment,
+    claims: TrialClaims,
+    me: WorkerIdentity,
+    stop: StopSignals | None,
+    context: Mapping[str, Any] | None,
+) -> TrialResult:
     """Train (or continue) one trial's member and tell the study how it ended."""
     trial_dir, objective = folder.trial(job.number).root, settings.spec.objective
     with trial_log(trial_dir), ClaimHeartbeat(claims, job.number, me, settings.heartbeat_s) as heartbeat:
@@ -159,8 +178,16 @@ def run_trial(folder: SweepFolder, settings: SweepSettings, job: Assignment, cla
             return _finish(job, claims, me, trial_dir, TrialState.PRUNED, None, str(pruned), started)
         except Exception as err:  # noqa: BLE001 - one failing trial must not end the sweep
             log.error("trial %d failed: %s", job.number, err, exc_info=not isinstance(err, UserError))
-            return _finish(job, claims, me, trial_dir, TrialState.FAIL, None,
-                           "".join(traceback.format_exception_only(err)).strip(), started)
+            return _finish(
+                job,
+                claims,
+                me,
+                trial_dir,
+                TrialState.FAIL,
+                None,
+                "".join(traceback.format_exception_only(err)).strip(),
+                started,
+            )
         if outcome.status == "interrupted":
             if heartbeat.lost:
                 return TrialResult(job.number, "lost")
@@ -173,11 +200,22 @@ def run_trial(folder: SweepFolder, settings: SweepSettings, job: Assignment, cla
         return _finish(job, claims, me, trial_dir, TrialState.COMPLETE, value, outcome.stop_reason, started)
 
 
-def _finish(job: Assignment, claims: TrialClaims, me: WorkerIdentity, trial_dir, state: TrialState,
-            value: float | None, note: str, started: float) -> TrialResult:
+def _finish(
+    job: Assignment,
+    claims: TrialClaims,
+    me: WorkerIdentity,
+    trial_dir,
+    state: TrialState,
+    value: float | None,
+    note: str,
+    started: float,
+) -> TrialResult:
     if not claims.holds(job.number, me):
-        log.warning("trial %d ended here as %s, but another worker has taken it over; leaving it to them",
-                    job.number, state.name)
+        log.warning(
+            "trial %d ended here as %s, but another worker has taken it over; leaving it to them",
+            job.number,
+            state.name,
+        )
         return TrialResult(job.number, "lost")
     study = job.trial.study
     if state == TrialState.COMPLETE:
@@ -185,9 +223,19 @@ def _finish(job: Assignment, claims: TrialClaims, me: WorkerIdentity, trial_dir,
     else:  # a pruned trial's value is its last reported one
         study.tell(job.trial, state=state, skip_if_finished=True)
     history = read_history(trial_dir)
-    write_trial_end(trial_dir, {"number": job.number, "state": state.name, "value": value, "note": note,
-                                "params": job.params, "epochs": len(history), "worker": me.worker_id,
-                                "seconds_here": time.monotonic() - started})
+    write_trial_end(
+        trial_dir,
+        {
+            "number": job.number,
+            "state": state.name,
+            "value": value,
+            "note": note,
+            "params": job.params,
+            "epochs": len(history),
+            "worker": me.worker_id,
+            "seconds_here": time.monotonic() - started,
+        },
+    )
     log.info("trial %d %s%s (%s)", job.number, state.name, f": {value:.4f}" if value is not None else "", note)
     return TrialResult(job.number, state.name, value)
 

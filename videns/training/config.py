@@ -39,10 +39,16 @@ class TrainerConfig:
     tensorboard: bool = False
 
     def __post_init__(self):
-        problems = [f"trainer.{name} must be >= {low}, got {value}" for name, value, low in (
-            ("batch_size", self.batch_size, 1), ("eval_batch_size", self.eval_batch_size, 1),
-            ("max_epochs", self.max_epochs, 1), ("patience", self.patience, 0),
-        ) if value < low]
+        problems = [
+            f"trainer.{name} must be >= {low}, got {value}"
+            for name, value, low in (
+                ("batch_size", self.batch_size, 1),
+                ("eval_batch_size", self.eval_batch_size, 1),
+                ("max_epochs", self.max_epochs, 1),
+                ("patience", self.patience, 0),
+            )
+            if value < low
+        ]
         if self.gpu_memory_gb < 0:
             problems.append(f"trainer.gpu_memory_gb must be >= 0, got {self.gpu_memory_gb}")
         if self.monitor_minutes <= 0:

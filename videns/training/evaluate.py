@@ -7,9 +7,13 @@ from torch.utils.data import DataLoader
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, loader: DataLoader, device: torch.device,
-                  autocast_dtype: torch.dtype | None = None, criterion: nn.Module | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, float]:
+def predict_probs(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    criterion: nn.Module | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Softmax probabilities (N, C), labels (N,) and the mean criterion loss (nan without one)."""
     model.eval()
     probs, labels, loss_sum = [], [], torch.zeros((), dtype=torch.float64, device=device)

@@ -62,15 +62,22 @@ class ScheduleConfig:
 
     def __post_init__(self):
         if self.t0_epochs < 1 or self.t_mult < 1:
-            raise ConfigError(f"schedule.t0_epochs and schedule.t_mult must be >= 1, got {self.t0_epochs}, {self.t_mult}")
+            raise ConfigError(
+                f"schedule.t0_epochs and schedule.t_mult must be >= 1, got {self.t0_epochs}, {self.t_mult}"
+            )
         if not 0.0 < self.plateau_factor < 1.0:
             raise ConfigError(f"schedule.plateau_factor must be in (0, 1), got {self.plateau_factor}")
 
 
 def build_optimizer(cfg: OptimizerConfig, model: nn.Module, fused: bool = False) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
-               **({"fused": True} if fused else {}))
+    return cls(
+        model.parameters(),
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        betas=cfg.betas,
+        **({"fused": True} if fused else {}),
+    )
 
 
 def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
@@ -102,11 +109,14 @@ class LRSchedule:
         self.plateau = None
         if cfg.name == "plateau":
             self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+                optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+            )
 
     def before_step(self, fractional_epoch: float) -> None:
         if self.cfg.name == "cosine_restarts":
-            lr = cosine_restarts_lr(fractional_epoch, self.base_lr, self.cfg.t0_epochs, self.cfg.t_mult, self.cfg.eta_min)
+            lr = cosine_restarts_lr(
+                fractional_epoch, self.base_lr, self.cfg.t0_epochs, self.cfg.t_mult, self.cfg.eta_min
+            )
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 

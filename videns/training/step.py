@@ -5,9 +5,15 @@ from torch import nn
 from torch.nn.utils import clip_grad_norm_
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
-               batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *,
-               autocast_dtype: torch.dtype | None = None, grad_clip: float = 0.0) -> torch.Tensor:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    grad_clip: float = 0.0,
+) -> torch.Tensor:
     """Forward (under autocast when ``autocast_dtype`` is set), the loss on fp32 logits, backward, clip, step.
 
     ``batch`` is (features, lengths, labels) with features and labels already on
