@@ -24,7 +24,7 @@ from jsonargparse import ArgumentParser, Namespace
 from slurm.queue import ControllerSilent
 from slurm.submitit_private import sbatch_script
 from videns.cli import strict_parser
-from videns.errors import ConfigError
+from videns.errors import ConfigError, ExitCode
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,8 @@ def slurm_parameters(
 def folder_guard(folder: Path, allow_shared_group: bool) -> str:
     """The shell line that refuses a folder others could write into, before any of its pickles is loaded."""
     command = [sys.executable, "-m", "jobs.check_folder", "--folder", str(folder)]
-    return shlex.join(command + (["--allow_shared_group"] if allow_shared_group else [])) + " || exit 2"
+    refused = f" || exit {int(ExitCode.USER_ERROR)}"
+    return shlex.join(command + (["--allow_shared_group"] if allow_shared_group else [])) + refused
 
 
 def slurm_executor(folder: Path, cfg: ClusterConfig, params: dict[str, Any]) -> submitit.SlurmExecutor:

@@ -16,6 +16,7 @@ import pytest
 from slurm.cluster import folder_guard
 from slurm.tasks import MemberTask
 from tests.conftest import run_module, tiny_member_args
+from videns.errors import ExitCode
 from videns.folders import SharedFolderError, check_private, make_private
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,6 +85,9 @@ def test_train_creates_its_folder_0700_and_refuses_a_group_writable_one(demo_roo
     refused = run_module("jobs.train", tiny_member_args(demo_root, shared))
     assert_refused(refused, shared, "writable by its group", "chmod -R go-w", "--allow_shared_group")
     assert list(shared.iterdir()) == []  # not even a log
+    advice = refused.stderr.split(", or pass ")[1].split(" if you trust")[0].split()
+    trusted = run_module("jobs.train", tiny_member_args(demo_root, shared, "--trainer.max_epochs", "1", *advice))
+    assert trusted.returncode == 0, trusted.stderr  # the advice given is a command line that works
 
 
 def test_relaunch_of_a_group_writable_run_is_refused_unless_the_group_is_trusted(demo_root, tmp_path):
@@ -125,7 +129,7 @@ def test_a_sweep_folder_others_can_write_is_refused(tmp_path):
 def test_the_sbatch_guard_stops_a_task_before_submitit_reads_its_folder(tmp_path):
     run_dir = make_private(tmp_path / "run")
     line = folder_guard(run_dir, allow_shared_group=False)
-    assert line.endswith("|| exit 2") and "jobs.check_folder" in line
+    assert line.endswith(f"|| exit {int(ExitCode.USER_ERROR)}") and "jobs.check_folder" in line
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     ok = subprocess.run(["bash", "-c", f"{line}; echo reached"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0 and ok.stdout.strip() == "reached", ok.stderr

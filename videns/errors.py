@@ -59,12 +59,6 @@ class ExitCode(enum.IntEnum):
     )
 
 
-# Older names for three of the codes; some entry points still return them.
-EXIT_USER_ERROR = ExitCode.USER_ERROR
-EXIT_CTRL_C = ExitCode.CTRL_C
-EXIT_STOPPED = ExitCode.STOPPED
-
-
 class UserError(Exception):
     """Bad input that the user can fix; the message names file, key and problem.
 

@@ -381,7 +381,7 @@ def check_private(root: Path, allow_shared_group: bool = False) -> None:
                 + (
                     ""
                     if allow_shared_group or info.st_mode & stat.S_IWOTH
-                    else ", or pass --allow_shared_group if you trust the group"
+                    else ", or pass --allow_shared_group true if you trust the group"
                 )
             )
             raise SharedFolderError(

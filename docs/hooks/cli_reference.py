@@ -3,7 +3,7 @@
 For each command in ``COMMANDS`` it imports ``jobs.<name>``, calls its module-level
 ``build_parser()`` and renders ``parser.format_help()`` into ``cli/<name>.md``, with
 the module's docstring above it. The exit codes come from ``videns/errors.py``:
-``videns.errors.ExitCode`` where it exists, else its ``EXIT_*`` constants. Nothing
+``videns.errors.ExitCode``, each code with its own description. Nothing
 is copied by hand, so the pages cannot drift from the code.
 
 The modules are imported in a child process (this file, run as a script), with a
@@ -16,17 +16,14 @@ table of the commands) and ``<!-- cli:exit-codes -->`` (the exit codes).
 
 from __future__ import annotations
 
-import ast
 import html
 import inspect
-import io
 import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
-import tokenize
 from pathlib import Path
 
 COMMANDS = (
@@ -47,7 +44,6 @@ PAGE_DIR = "cli"
 COMMANDS_MARKER = "<!-- cli:commands -->"
 EXIT_CODES_MARKER = "<!-- cli:exit-codes -->"
 REPO = Path(__file__).resolve().parents[2]
-ERRORS_FILE = REPO / "videns" / "errors.py"
 # Environment variables that would make the defaults shown depend on the machine building the docs.
 UNSET_ENV = ("VIDENS_SITE", "VIDENS_ALLOW_UNLOCKED")
 
@@ -221,72 +217,10 @@ def _stable(text: str) -> str:
 
 
 def exit_codes() -> list[dict]:
-    """The exit codes of videns/errors.py: ``ExitCode`` members, or else its ``EXIT_*`` constants."""
-    import videns.errors as errors
+    """The exit codes of videns/errors.py, each with what its ``ExitCode`` member says about it."""
+    from videns.errors import ExitCode
 
-    source = ERRORS_FILE.read_text()
-    exit_code = getattr(errors, "ExitCode", None)
-    if exit_code is not None:
-        notes = _assignment_notes(source, "ExitCode")
-        codes = []
-        for member in exit_code:
-            doc = next(
-                (
-                    text
-                    for text in (
-                        getattr(member, "description", None),
-                        getattr(member, "doc", None),
-                        notes.get(member.name),
-                    )
-                    if isinstance(text, str) and text.strip()
-                ),
-                "",
-            )
-            if not doc and member.__doc__ and member.__doc__ != exit_code.__doc__:
-                doc = member.__doc__
-            codes.append({"name": member.name, "value": int(member), "doc": doc.strip()})
-    else:
-        notes = _assignment_notes(source, None)
-        codes = [
-            {"name": name, "value": int(value), "doc": notes.get(name, "")}
-            for name, value in vars(errors).items()
-            if name.startswith("EXIT_") and isinstance(value, int)
-        ]
-    if not codes:
-        raise SystemExit(f"{ERRORS_FILE}: neither an ExitCode enum nor EXIT_* constants found")
-    return sorted(codes, key=lambda code: code["value"])
-
-
-def _assignment_notes(source: str, class_name: str | None) -> dict[str, str]:
-    """name -> what the source says about it: the string right after its assignment, or its trailing comment."""
-    tree = ast.parse(source)
-    body = tree.body
-    if class_name is not None:
-        body = next((node.body for node in tree.body if isinstance(node, ast.ClassDef) and node.name == class_name), [])
-    comments = {}
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type == tokenize.COMMENT:
-            comments[token.start[0]] = token.string.lstrip("#").strip()
-    notes = {}
-    for node, following in zip(body, [*body[1:], None]):
-        targets = (
-            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        )
-        names = [target.id for target in targets if isinstance(target, ast.Name)]
-        if not names:
-            continue
-        note = ""
-        if (
-            isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            note = inspect.cleandoc(following.value.value)
-        elif node.end_lineno in comments:
-            note = comments[node.end_lineno]
-        for name in names:
-            notes[name] = " ".join(note.split())
-    return notes
+    return [{"name": code.name, "value": int(code), "doc": code.description} for code in sorted(ExitCode)]
 
 
 if __name__ == "__main__":

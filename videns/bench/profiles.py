@@ -32,10 +32,10 @@ class Profile:
     Args:
         name: tiny (tests only: seconds, figures meaningless), quick (minutes on 2 CPU cores) or full.
         num_videos: items per generated dataset, split 60/20/20 into train/val/test.
-        feature_dim: per-frame feature size D (seed: 1280, EfficientNet-V2).
-        max_frames: longest item T (seed: 73).
+        feature_dim: per-frame feature size D (reference: 1280, EfficientNet-V2).
+        max_frames: longest item T (reference: 73).
         mixed_min_frames: shortest item of the variable-length dataset.
-        batch_size: training batch (seed: 48).
+        batch_size: training batch (reference: 48).
         epochs: epochs of each training comparison (the first includes setup and is reported apart).
         lr: learning rate of both loops in the training comparison.
         train_model: init_args of the model trained in the CPU training comparison and the ensemble.

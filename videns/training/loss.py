@@ -16,7 +16,7 @@ class LossConfig:
     Args:
         gamma: focusing exponent; 0 gives label-smoothed cross-entropy.
         smoothing: probability mass spread over the wrong classes.
-        class_alpha: weight each item by its class's clipped inverse frequency (seed: on).
+        class_alpha: weight each item by its class's clipped inverse frequency (the reference recipe: on).
     """
 
     gamma: float = 2.0

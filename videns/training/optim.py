@@ -12,7 +12,7 @@ from videns.errors import ConfigError
 
 @dataclass
 class OptimizerConfig:
-    """Optimizer settings (seed: AdamW, lr 1e-3, wd 5e-4, betas 0.9/0.999).
+    """Optimizer settings (the reference recipe: AdamW, lr 1e-3, wd 5e-4, betas 0.9/0.999).
 
     Args:
         name: adamw or adam.
