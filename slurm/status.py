@@ -63,8 +63,8 @@ def member_row(
         state="",
         epoch=int(progress.get("epoch", 0)),
         max_epochs=progress.get("max_epochs"),
-        best_val_accuracy=progress.get("best_val_accuracy") if progress.get("best_epoch") else None,
-        best_epoch=progress.get("best_epoch") or None,
+        best_val_accuracy=progress.get("best_val_accuracy") if _has_best(progress) else None,
+        best_epoch=progress.get("best_epoch") if _has_best(progress) else None,
         restarts=max(int(progress.get("restarts", 0)), costs["restarts"]),
         restarts_by_cause=costs["restarts_by_cause"],
         lost_steps=costs["replayed_steps"],
@@ -84,6 +84,11 @@ def member_row(
     elif settled.state == NOT_STARTED and launcher_alive:
         row.state = "pending"
     return row
+
+
+def _has_best(progress: dict[str, Any]) -> bool:
+    """Whether a validated epoch exists: epochs count from 1, and a member yet to end one records -1."""
+    return int(progress.get("best_epoch") or 0) >= 1
 
 
 def _unfinished_state(folder: MemberFolder, slurm: JobInfo | None, launcher_alive: bool) -> str:

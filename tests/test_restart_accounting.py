@@ -17,6 +17,7 @@ from tests.conftest import run_module, start_module, tiny_member_args
 from videns.ensemble.resources import merge_resource_logs
 from videns.folders import MemberFolder, RunFolder
 from videns.member.ledger import read_mark, read_restarts, restart_record, stop_cause
+from videns.training.state import TrainingState
 
 EVERY_STEPS = 12
 STEPS_PER_EPOCH = 18
@@ -180,3 +181,16 @@ def test_resources_and_status_show_slice_hours_restarts_by_cause_and_lost_steps(
     table = format_rows([row])
     assert "lost steps" in table.splitlines()[0]
     assert "2 (preempted 1, killed 1)" in table and row.lost_steps == 9
+
+
+def test_a_member_yet_to_end_its_first_epoch_shows_no_best_accuracy(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    member = run.member(3)
+    member.root.mkdir(parents=True)
+    fresh = TrainingState(seed=3, config_hash="x")  # what the loop records before its first validation
+    progress = {"epoch": 0, "max_epochs": 2, "best_val_accuracy": fresh.best_val_accuracy}
+    progress["best_epoch"] = fresh.best_epoch
+    member.progress_file.write_text(json.dumps(progress))
+    row = member_row(run, 3, "5_0", None, launcher_alive=False)
+    assert row.best_val_accuracy is None and row.best_epoch is None
+    assert "-1" not in format_rows([row]).splitlines()[1]
