@@ -102,6 +102,7 @@ def run_sweep(request: SweepRequest, slurm: ClusterConfig, say: Callable[[str], 
         request.member_overrides,
         request.trials,
         write=not (request.dry_run or request.print_config or request.mode == "export"),
+        check_data=not (request.print_config or request.mode == "export"),
     )
     if request.print_config:
         say(yaml.safe_dump(settings.spec.as_sweep_file(), sort_keys=False, default_flow_style=None).rstrip())

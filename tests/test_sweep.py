@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,6 +105,33 @@ def test_bad_space_is_one_line_naming_file_and_key(space, words, tmp_path, ecg_r
     assert stop.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"jobs.sweep: error: {sweep}: ") and all(w in err for w in words), err
     assert not (tmp_path / "run").exists()  # nothing written before every check passed
+
+
+@pytest.mark.parametrize("extra", [[], ["--dry_run"]])
+def test_data_every_trial_would_fail_on_is_refused_before_anything_starts(extra, tmp_path, ecg_root, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(ecg_root, data)
+    (data / "val_features_multiscale.h5").unlink()
+    with pytest.raises(SystemExit) as stop:
+        jobs.sweep.main([*sweep_args(sweep_file(tmp_path), tmp_path / "run", data, 2), "--cluster", "local", *extra])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "val_features_multiscale.h5" in err, err
+    assert not (tmp_path / "run").exists()  # no folder, no trial, no job
+
+
+def test_a_continued_sweep_whose_data_is_gone_is_refused_before_a_worker_starts(tmp_path, ecg_root, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(ecg_root, data)
+    spec = load_sweep_file(sweep_file(tmp_path))
+    folder = SweepFolder(tmp_path / "run")
+    prepare_sweep(folder, spec, parse_member_config(["--config", str(RECIPE), *tiny(data)]), 2, "t")
+    shutil.rmtree(data)
+    with pytest.raises(SystemExit) as stop:
+        jobs.sweep.main(["--run_dir", str(folder.root), "--cluster", "local"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"{data}: data.root: folder does not exist" in err, err
+    assert not folder.trials_dir.exists() or not any(folder.trials_dir.iterdir())  # no trial was started
 
 
 def test_bad_sweep_file_keys_are_one_line(tmp_path):

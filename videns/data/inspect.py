@@ -77,6 +77,17 @@ def inspect_dataset(root: Path, splits=layout.SPLITS, check_finite: bool = True)
     return DatasetInfo(feature_dim, class_names, {split: info for split, (_, _, info) in found.items()})
 
 
+def check_before_work(root: Path, generate_demo: bool) -> None:
+    """Refuse, in one line, a data folder that every job reading it would fail on, before any is started.
+
+    Labels and lengths are read, the features only for their shape: a login node can afford it.
+    A folder with no split files passes when ``generate_demo`` will write demo data into it.
+    """
+    if generate_demo and not any(layout.split_path(root, s).exists() for s in layout.SPLITS):
+        return
+    inspect_dataset(root, check_finite=False)
+
+
 def _inspect_split(path: Path, check_finite: bool) -> tuple[int, dict[str, int], SplitInfo]:
     with open_split_file(path) as f:
         features, labels, num_frames = (

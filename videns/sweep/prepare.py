@@ -13,6 +13,7 @@ import yaml
 from jsonargparse import Namespace
 
 from videns.config import DEFAULT_OUT_DIR, MemberConfig, build_parser, config_hash, member_config_from_namespace
+from videns.data.inspect import check_before_work
 from videns.errors import ConfigError
 from videns.folders import SweepFolder, make_private
 from videns.io import write_text_atomically
@@ -33,11 +34,13 @@ def open_sweep(
     member_overrides: bool,
     trials: int | None,
     write: bool,
+    check_data: bool = True,
 ) -> SweepSettings:
     """The checked sweep of a command line: from a sweep file (a new sweep, or one that must match the
     folder's), or from the folder alone. ``choices`` override the file's sampler/pruner/objective;
     ``member`` holds the member options every trial starts from (the file's recipe, with the command
-    line's overrides, such as ``--trainer.max_epochs 20``). Writes only when ``write``."""
+    line's overrides, such as ``--trainer.max_epochs 20``). Writes only when ``write``; with
+    ``check_data``, refuses data that every trial would fail on, before anything is written."""
     if sweep_file is None:
         if member_overrides or not folder.exists():
             why = "with member overrides" if member_overrides else "to start a sweep"
@@ -46,6 +49,9 @@ def open_sweep(
                 f"{'a' if folder.exists() else 'not a'} sweep folder)"
             )
         settings = folder.settings()
+        if check_data:
+            data = folder.base_resolved()["data"]
+            check_before_work(Path(data["root"]), bool(data.get("generate_demo")))
         if write and trials is not None and trials != settings.trials:
             settings.trials = trials
             folder.write_settings(settings)
@@ -53,6 +59,8 @@ def open_sweep(
     spec = load_sweep_file(sweep_file, search)
     spec = dataclasses.replace(spec, **{k: v for k, v in choices.items() if v is not None})
     base = member_config_from_namespace(build_parser(), Namespace(out_dir=DEFAULT_OUT_DIR, **vars(member.clone())))
+    if check_data:
+        check_before_work(Path(base.data.root), base.data.generate_demo)
     if not write:
         check_space(base_resolved(base), spec, str(sweep_file))
         return SweepSettings(spec, trials or 0)
