@@ -131,8 +131,9 @@ def print_submitted(plan: LaunchPlan, submitted: Submitted) -> None:
         f"members:    array job {submitted.array_job_id or '-'} ({ids})"
         + (f"; already finished: {', '.join(map(str, done))}" if done else "")
         + "\n"
-        f"ensemble:   job {submitted.ensemble_job_id} (afterany: runs once every member has ended)\n"
-        f"follow:     python -m jobs.status --run_dir {run}\n"
+        f"ensemble:   job {submitted.ensemble_job_id} "
+        + ("(afterany: runs once every member has ended)\n" if submitted.array_job_id else "(every member is done)\n")
+        + f"follow:     python -m jobs.status --run_dir {run}\n"
         f"            squeue -j {','.join(filter(None, (submitted.array_job_id, submitted.ensemble_job_id)))}\n"
         + (f"            tail -f {plan.run.member(plan.to_train[0]).log}\n" if plan.to_train else "")
         + f"report:     {plan.run.ensemble.report_json} (when the ensemble job is done)"
@@ -143,9 +144,9 @@ def print_dry_run(plan: LaunchPlan, cluster: str) -> None:
     folder = plan.run.logs / LOG_PATTERN
     guard = {"guard": plan.run.root, "allow_shared_group": plan.member.allow_shared_group}
     members = slurm_parameters(plan.slurm, job_name(plan.run), **guard)
-    ensemble = slurm_parameters(
-        plan.slurm, job_name(plan.run) + "-ensemble", ensemble=True, dependency="afterany:<array job id>", **guard
-    )
+    dependency = "afterany:<array job id>" if plan.to_train else None
+    name = job_name(plan.run) + "-ensemble"
+    ensemble = slurm_parameters(plan.slurm, name, ensemble=True, dependency=dependency, **guard)
     array = len(plan.to_train) if len(plan.to_train) > 1 else None
     print(f"# dry run: nothing written, nothing submitted. Run folder would be {plan.run.root}")
     if cluster == "local":
@@ -167,5 +168,5 @@ def print_dry_run(plan: LaunchPlan, cluster: str) -> None:
     )
     if plan.to_train:
         print(render_sbatch(folder, members, array))
-    print("# ensemble job, submitted with the array's id")
+    print("# ensemble job, submitted with the array's id" if plan.to_train else "# ensemble job (every member is done)")
     print(render_sbatch(folder, ensemble))

@@ -246,6 +246,10 @@ def test_relaunch_gives_finished_members_no_task(local_run, tmp_path):
     assert record["member_job_ids"] == before["member_job_ids"]  # the jobs that trained them, kept
     assert record["ensemble_job_id"] != before["ensemble_job_id"]  # the ensemble was evaluated again
     assert "running 0 member(s)" not in proc.stdout
+    dry = run_launch(["--run_dir", str(run_dir), "--cluster", "slurm", "--dry_run"])
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "# ensemble job (every member is done)" in dry.stdout and "dependency" not in dry.stdout
+    assert "#SBATCH --array" not in dry.stdout  # no member script at all
 
 
 @pytest.mark.slow
