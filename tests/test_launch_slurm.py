@@ -399,18 +399,48 @@ def test_preemption_with_user_signal_requeues_through_submitit(tmp_path, demo_ro
 
 # ---------------------------------------------------------------- time limit
 
-TIME_LIMIT_EPOCHS = 160
+TIME_LIMIT_EPOCHS = 60
 TIME_LIMIT_REQUEUES = 30
+
+
+def signal_pending(pid: int, signum: int) -> bool:
+    """Whether ``signum`` waits, undelivered, for the stopped process ``pid`` (True once it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return True
+    masks = [int(line.split()[1], 16) for line in status if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask & (1 << (signum - 1)) for mask in masks)
+
+
+def hold_until_signalled(run: Run, seed: int, signum: int, timeout_s: float = 90) -> None:
+    """SIGSTOP the member once it trains, and SIGCONT it once SLURM's ``signum`` waits for it.
+
+    The time limit goes on counting while the process is stopped, so its signal comes as it
+    would, and the member cannot finish first however fast this machine trains: a CI run
+    once trained all 160 epochs in 22 s, before the USR2 due 0-30 s after the start.
+    """
+    pid = wait_for_training(run, seed, min_step=1)["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout_s
+    while not signal_pending(pid, signum) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    held_s = timeout_s - (deadline - time.monotonic())
+    print(f"member held {held_s:.0f} s; signal pending: {signal_pending(pid, signum)}")
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
 
 
 def test_a_task_at_its_time_limit_is_requeued_and_finishes(tmp_path, demo_root, runs):
     """Two minutes per run, USR2 ninety seconds before the end: the member needs more than one run.
 
-    Each run trains for about 18 s before its USR2 at 30 s (about 12 s go to starting Python and torch).
-    TIME_LIMIT_EPOCHS take 27-72 s of training on one core (0.17-0.45 s per epoch measured under this
-    SLURM, alone or beside other work), so at least two runs even on a machine 1.5x faster, and up to
-    five here; a CI run under load needed more than the 8 requeues once allowed, so the job failed for
-    want of requeues rather than for any fault of ours: the allowance is now far above what it needs.
+    SLURM checks time limits every 30 s, so a run's USR2 comes 0-30 s after it starts. The first
+    run is held (SIGSTOP) until its USR2 is pending, so it cannot finish first; later runs train
+    TIME_LIMIT_EPOCHS at 0.14-0.45 s per epoch (measured under this SLURM), so a slow machine may
+    need several more runs: a CI run under load once needed more than the 8 requeues then allowed,
+    and failed for want of requeues rather than for any fault of ours, so the allowance is far above need.
     """
     ensure_cluster(user_signal=False)
     run_dir = tmp_path / "run"
@@ -432,6 +462,7 @@ def test_a_task_at_its_time_limit_is_requeued_and_finishes(tmp_path, demo_root, 
     runs.append(run)
     job = run.member_jobs[BASE_SEED]
     assert "_" not in job  # a one-member "array" is a plain job
+    hold_until_signalled(run, BASE_SEED, signal.SIGUSR2)
     again = subprocess.run(
         [sys.executable, "-m", "jobs.launch", "--run_dir", str(run_dir)],
         cwd=REPO,
