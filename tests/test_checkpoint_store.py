@@ -95,10 +95,10 @@ def test_a_restored_optimizer_keeps_its_own_kernels_and_continues_as_the_saved_o
         params[0].grad = torch.full((5,), value)
         optimizer.step()
 
-    saved_params, saved = adamw(foreach=False)  # as built on a CPU node
+    saved_params, saved = adamw(foreach=False)  # as built before the fused kernel was used on CPU
     step(saved_params, saved, 1.0)
     tensors, meta = optimizer_to_parts(saved)
-    params, resumed = adamw(fused=True)  # as built on a GPU node
+    params, resumed = adamw(fused=True)  # as built now, on CPU or GPU
     params[0].data.copy_(saved_params[0].data)
     optimizer_from_parts(resumed, load_tensors(save_tensors(tensors)), json.loads(json.dumps(meta)))  # as from disk
     assert resumed.param_groups[0]["fused"] is True and resumed.param_groups[0]["foreach"] is None

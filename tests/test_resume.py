@@ -118,6 +118,30 @@ def test_a_sigterm_right_after_an_epochs_save_is_recorded_and_resumed_bit_identi
     assert_members_identical(out, reference)
 
 
+class Pruned(Exception):
+    """What a sweep's epoch hook raises to stop a trial."""
+
+
+def test_an_epoch_hook_that_raises_leaves_its_epoch_on_disk_and_resumable(demo_root, tmp_path, reference):
+    """The hook runs while the epoch's commit may still be writing; its error goes on only once that is on disk."""
+    out = tmp_path / "member"
+
+    def prune_after_the_first_epoch(record):
+        if record["epoch"] == 1:
+            raise Pruned
+
+    with pytest.raises(Pruned):
+        train_member(
+            parse_member_config(member_args(demo_root, out, "--checkpoint.every_minutes", "0")),
+            on_epoch_end=prune_after_the_first_epoch,
+        )
+    training = checkpoint_state(latest_checkpoint(out))["training"]
+    assert training["epoch"] == 1 and training["batches_done"] == 0
+    assert json.loads((out / "progress.json").read_text())["epoch"] == 1
+    finish(demo_root, out)
+    assert_members_identical(out, reference)
+
+
 def test_sigkill_after_a_periodic_save_then_restart_is_bit_identical(demo_root, tmp_path, reference):
     out = tmp_path / "member"
     proc = start_module("jobs.train", member_args(demo_root, out, "--checkpoint.every_steps", "5"))

@@ -53,6 +53,7 @@ def test_outputs_history_best_and_log_lines(demo_root, tmp_path):
     assert (out / "best" / "model.safetensors").is_file()
     log = (out / "train.log").read_text()
     assert sum("epoch " in line and "val_acc" in line for line in log.splitlines()) == 3
+    assert "on cpu, precision fp32, AdamW (fused)" in log  # one kernel for every parameter, on CPU too
 
 
 def test_finished_member_returns_at_once_with_its_result(demo_root, tmp_path):

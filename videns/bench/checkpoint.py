@@ -54,7 +54,7 @@ from videns.checkpoint.background import CommitQueue
 from videns.checkpoint.store import CheckpointStore
 from videns.member import checkpoint as member_checkpoint
 from videns.models.temporal import TemporalAttentionClassifier
-from videns.training.optim import LRSchedule, OptimizerConfig, ScheduleConfig, build_optimizer
+from videns.training.optim import LRSchedule, OptimizerConfig, ScheduleConfig, build_optimizer, fused_kernels_on
 from videns.training.state import TrainingState
 
 NUM_CLASSES = 4
@@ -169,7 +169,7 @@ class _Methods:
         torch.manual_seed(0)
         self.device = device
         self.model = TemporalAttentionClassifier(profile.feature_dim, NUM_CLASSES, **profile.full_model).to(device)
-        self.optimizer = build_optimizer(OptimizerConfig(), self.model, fused=device.type == "cuda")
+        self.optimizer = build_optimizer(OptimizerConfig(), self.model, fused=fused_kernels_on(device))
         _take_one_step(self.model, self.optimizer)
         self.schedule = LRSchedule(ScheduleConfig(), self.optimizer, OptimizerConfig().lr)
         self.store = CheckpointStore(root / "ours", keep=2, commits=CommitQueue(background=True))

@@ -172,7 +172,8 @@ class MemberLoop:
             " (best)" if state.best_epoch == record["epoch"] else "",
         )
         if self.on_epoch_end is not None:
-            self.store.wait()  # the hook may raise (a pruned sweep trial): the epoch is on disk first
+            # The commit goes on meanwhile, as it does under the next epoch's steps. A hook that raises (a
+            # pruned sweep trial) still leaves the epoch on disk: train_member closes the queue before it returns.
             self.on_epoch_end(record)
         if state.finished:
             log.info(

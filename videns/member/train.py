@@ -32,7 +32,7 @@ from videns.models.standardize import standardizer_of
 from videns.monitor import ResourceMonitor, release_cached_gpu_memory
 from videns.tensorboard import EpochScalars
 from videns.training.interrupt import StopSignals
-from videns.training.optim import LRSchedule, build_optimizer, describe_optimizer
+from videns.training.optim import LRSchedule, build_optimizer, describe_optimizer, fused_kernels_on
 from videns.training.state import TrainingState
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,9 @@ def train_member(
     """Train (or continue) the member in ``cfg.out_dir`` until it finishes or a stop signal arrives.
 
     ``context`` is added to every resource-monitor line (job ids, restart count).
-    ``on_epoch_end`` gets each epoch's history record after the epoch's checkpoint
-    is committed, so it may raise (e.g. a pruned sweep trial) without losing work.
+    ``on_epoch_end`` gets each epoch's history record once the epoch's checkpoint is
+    saved (its commit may still be writing); it may raise (e.g. a pruned sweep trial)
+    without losing work, since the commit reaches the disk before the error goes on.
     ``inputs``: what :func:`prepare_inputs` made, when the caller made them already.
     """
     try:
@@ -159,7 +160,7 @@ def _train_member(
     seed_everything(cfg.seed)
     model = cfg.model(info.feature_dim, info.num_classes).to(device)
     standardize_inputs(model, data)
-    optimizer = build_optimizer(cfg.optimizer, model, fused=device.type == "cuda")
+    optimizer = build_optimizer(cfg.optimizer, model, fused=fused_kernels_on(device))
     log.info(
         "member seed %d on %s, precision %s, %s",
         cfg.seed,

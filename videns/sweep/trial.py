@@ -67,7 +67,7 @@ class EpochReporter:
     """``on_epoch_end`` hook: report the objective at each epoch and prune when the pruner says so.
 
     Raising TrialPruned here is safe: train_member calls the hook after the epoch's
-    checkpoint is committed.
+    checkpoint is saved, and lets the error go on only once that save is on disk.
     """
 
     def __init__(self, trial: optuna.Trial, objective: str, max_epochs: int, reported: set[int] | None = None):

