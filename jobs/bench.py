@@ -77,8 +77,8 @@ def run_here(cfg: BenchConfig) -> int:
         result = run_bench(cfg)
     print(format_table(result), end="")
     print(
-        f"{cfg.profile.name} profile, {result['host']['device']}, {result['host']['torch_threads']} threads, "
-        f"{result['total_s']:.0f}s; results: {cfg.out}"
+        f"{cfg.profile.name} profile, {result['host']['device']} ({result['host']['cpu_model']}), "
+        f"{result['host']['torch_threads']} threads, {result['total_s']:.0f}s; results: {cfg.out}"
     )
     return 0
 

@@ -86,6 +86,8 @@ def test_result_has_every_section_with_both_datasets(bench_run):
             assert len(epochs) == bench_run["profile"]["epochs"]
             assert all(0.0 <= e["val_accuracy"] <= 1.0 for e in epochs)
     assert {"ours_step", "reference_step", "step_time_ratio"} <= set(bench_run["training"]["full_model_steps"])
+    # CPU kernels' ratios differ from one CPU to the next: each result names the one it ran on.
+    assert bench_run["host"]["cpu_model"] not in ("", "unknown") and bench_run["host"]["cpu_capability"]
 
 
 @pytest.mark.parametrize(
@@ -112,8 +114,8 @@ def test_ecg_section_times_the_heartbeat_models_against_the_always_packed_refere
             assert len(part[loop]["epochs"]) == 2 and 0.0 <= part[loop]["best_val_accuracy"] <= 1.0
         assert part["workload"]["recipe"] == f"ecg_{name}.yaml"
     entries = [r for r in bench_run["ratios"] if r["key"] == key]
-    target = "<= 0.5" if shape == "ecg" else None  # run on CPU; the long shape's step ratio is a figure
-    assert len(entries) == len(ECG_MODELS[shape]) and all(r["target"] == target for r in entries)
+    targets = {"ecg": ["<= 0.75", "<= 1.0"], "ecg_long": ["<= 0.5"]}[shape]  # per model, run on CPU
+    assert [r["target"] for r in entries] == targets
     assert [name for name in ECG_MODELS[shape] if name in entries[0]["definition"]] == ["cnn1d_gru"]
 
 

@@ -191,11 +191,24 @@ def input_bound(loader: dict[str, Any], training: dict[str, Any], val_items: int
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name: ratios between CPU kernels differ from one CPU to the next, so each figure names it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def host_info(device: torch.device) -> dict[str, Any]:
     return {
         "hostname": platform.node(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
