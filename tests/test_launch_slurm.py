@@ -422,11 +422,10 @@ def hold_until_signalled(run: Run, seed: int, signum: int, timeout_s: float = 90
     """
     pid = wait_for_training(run, seed, min_step=1)["pid"]
     os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + timeout_s
-    while not signal_pending(pid, signum) and time.monotonic() < deadline:
+    stopped = time.monotonic()
+    while not signal_pending(pid, signum) and time.monotonic() < stopped + timeout_s:
         time.sleep(0.2)
-    held_s = timeout_s - (deadline - time.monotonic())
-    print(f"member held {held_s:.0f} s; signal pending: {signal_pending(pid, signum)}")
+    print(f"member held {time.monotonic() - stopped:.0f} s; signal pending: {signal_pending(pid, signum)}")
     try:
         os.kill(pid, signal.SIGCONT)
     except ProcessLookupError:
